@@ -1,0 +1,1 @@
+//! The harness library: a mock containerd that launches any shim and drives it over TTRPC.
