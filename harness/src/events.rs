@@ -1,0 +1,600 @@
+//! The mock's events endpoint and log: `containerd.services.events.ttrpc.v1.Events/Forward`
+//! served at `TTRPC_ADDRESS`, envelopes validated as containerd's exchange does (doc 5.1),
+//! recorded with their arrival time and decoded into typed task events (doc 5.2).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use containerd_shim_protos::events::task::{
+    TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM,
+    TaskPaused, TaskResumed, TaskStart,
+};
+use containerd_shim_protos::shim::event::Envelope;
+use containerd_shim_protos::shim::events::ForwardRequest;
+use containerd_shim_protos::shim_async::Events;
+use protobuf::well_known_types::any::Any;
+use protobuf::well_known_types::empty::Empty;
+use protobuf::well_known_types::timestamp::Timestamp;
+use protobuf::Message;
+use serde_json::{json, Value};
+
+/// Who delivered an event to the mock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventSource {
+    /// The shim, through ttrpc `Forward` at `TTRPC_ADDRESS`.
+    Shim,
+    /// The legacy `-publish-binary` route (`harness publish`).
+    PublishBinary,
+    /// The mock itself (synthetic events after a dead shim, as containerd publishes them).
+    Mock,
+}
+
+/// A decoded task event (package `containerd.events`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskEvent {
+    /// `/tasks/create`.
+    Create(TaskCreate),
+    /// `/tasks/start`.
+    Start(TaskStart),
+    /// `/tasks/exit`.
+    Exit(TaskExit),
+    /// `/tasks/delete`.
+    Delete(TaskDelete),
+    /// `/tasks/exec-added`.
+    ExecAdded(TaskExecAdded),
+    /// `/tasks/exec-started`.
+    ExecStarted(TaskExecStarted),
+    /// `/tasks/paused`.
+    Paused(TaskPaused),
+    /// `/tasks/resumed`.
+    Resumed(TaskResumed),
+    /// `/tasks/oom`.
+    Oom(TaskOOM),
+    /// `/tasks/checkpointed`.
+    Checkpointed(TaskCheckpointed),
+    /// Any other payload type (or one that failed to decode), kept by its type URL.
+    Other {
+        /// The `Any.type_url` as sent.
+        type_url: String,
+    },
+}
+
+impl TaskEvent {
+    /// The container id the event is about (empty for `Other`).
+    pub fn container_id(&self) -> &str {
+        match self {
+            TaskEvent::Create(e) => &e.container_id,
+            TaskEvent::Start(e) => &e.container_id,
+            TaskEvent::Exit(e) => &e.container_id,
+            TaskEvent::Delete(e) => &e.container_id,
+            TaskEvent::ExecAdded(e) => &e.container_id,
+            TaskEvent::ExecStarted(e) => &e.container_id,
+            TaskEvent::Paused(e) => &e.container_id,
+            TaskEvent::Resumed(e) => &e.container_id,
+            TaskEvent::Oom(e) => &e.container_id,
+            TaskEvent::Checkpointed(e) => &e.container_id,
+            TaskEvent::Other { .. } => "",
+        }
+    }
+
+    /// The payload as an `Any` with containerd's bare type URL (`containerd.events.TaskExit`).
+    pub fn to_any(&self) -> Option<Any> {
+        fn pack<M: protobuf::MessageFull>(m: &M) -> Option<Any> {
+            Some(Any {
+                type_url: M::descriptor().full_name().to_string(),
+                value: m.write_to_bytes().ok()?,
+                ..Default::default()
+            })
+        }
+        match self {
+            TaskEvent::Create(e) => pack(e),
+            TaskEvent::Start(e) => pack(e),
+            TaskEvent::Exit(e) => pack(e),
+            TaskEvent::Delete(e) => pack(e),
+            TaskEvent::ExecAdded(e) => pack(e),
+            TaskEvent::ExecStarted(e) => pack(e),
+            TaskEvent::Paused(e) => pack(e),
+            TaskEvent::Resumed(e) => pack(e),
+            TaskEvent::Oom(e) => pack(e),
+            TaskEvent::Checkpointed(e) => pack(e),
+            TaskEvent::Other { .. } => None,
+        }
+    }
+}
+
+/// One envelope the mock accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    /// Envelope topic (`/tasks/exit`).
+    pub topic: String,
+    /// Envelope namespace.
+    pub namespace: String,
+    /// Envelope timestamp as sent by the publisher (containerd keeps it).
+    pub timestamp: Option<SystemTime>,
+    /// When the mock received it.
+    pub received: SystemTime,
+    /// Which route delivered it.
+    pub source: EventSource,
+    /// The decoded payload.
+    pub event: TaskEvent,
+    /// The payload's fields, kebab-case proto names (`{"container-id":..,"exit-status":143}`).
+    pub fields: Value,
+}
+
+/// An envelope the mock refused, with containerd's reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedEvent {
+    /// Envelope topic as sent.
+    pub topic: String,
+    /// Envelope namespace as sent.
+    pub namespace: String,
+    /// Which route delivered it.
+    pub source: EventSource,
+    /// The reason (the message returned to the publisher, code InvalidArgument).
+    pub reason: String,
+    /// When it arrived.
+    pub received: SystemTime,
+}
+
+#[derive(Default)]
+struct Inner {
+    events: Mutex<Vec<RecordedEvent>>,
+    rejected: Mutex<Vec<RejectedEvent>>,
+}
+
+/// The shared, append-only log of events received by one mock containerd.
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog")
+            .field("events", &self.snapshot().len())
+            .finish()
+    }
+}
+
+impl EventLog {
+    /// An empty log.
+    pub fn new() -> Self {
+        EventLog {
+            inner: Arc::new(Inner::default()),
+            changed: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+
+    /// Everything accepted so far, in arrival order.
+    pub fn snapshot(&self) -> Vec<RecordedEvent> {
+        lock(&self.inner.events).clone()
+    }
+
+    /// Everything refused so far, in arrival order.
+    pub fn rejected(&self) -> Vec<RejectedEvent> {
+        lock(&self.inner.rejected).clone()
+    }
+
+    /// Appends an event and wakes waiters.
+    pub fn record(&self, ev: RecordedEvent) {
+        lock(&self.inner.events).push(ev);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn reject(&self, ev: RejectedEvent) {
+        lock(&self.inner.rejected).push(ev);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until `pred` holds on the accepted events, at most `timeout`; returns whether it held.
+    pub async fn wait_until(
+        &self,
+        pred: impl Fn(&[RecordedEvent]) -> bool,
+        timeout: Duration,
+    ) -> bool {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            rx.borrow_and_update();
+            if pred(&lock(&self.inner.events)) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return pred(&lock(&self.inner.events)),
+            }
+        }
+    }
+
+    /// Validates and records an envelope as containerd's exchange `Forward` does.
+    pub fn accept_envelope(&self, env: &Envelope, source: EventSource) -> Result<(), String> {
+        let received = SystemTime::now();
+        if let Err(reason) = validate_envelope(env) {
+            self.reject(RejectedEvent {
+                topic: env.topic.clone(),
+                namespace: env.namespace.clone(),
+                source,
+                reason: reason.clone(),
+                received,
+            });
+            return Err(reason);
+        }
+        let (event, fields) = match env.event.as_ref() {
+            Some(any) => decode_any(any),
+            None => (
+                TaskEvent::Other {
+                    type_url: String::new(),
+                },
+                Value::Object(Default::default()),
+            ),
+        };
+        self.record(RecordedEvent {
+            topic: env.topic.clone(),
+            namespace: env.namespace.clone(),
+            timestamp: env.timestamp.as_ref().map(timestamp_to_system),
+            received,
+            source,
+            event,
+            fields,
+        });
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// containerd `identifiers.Validate`: 1..=76 chars, alphanumerics joined by single `.`, `_`, `-`.
+pub fn validate_identifier(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("identifier must not be empty: invalid argument".into());
+    }
+    if s.len() > 76 {
+        return Err(format!(
+            "identifier {s:?} greater than maximum length (76 characters): invalid argument"
+        ));
+    }
+    let mut prev_sep = true;
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            prev_sep = false;
+        } else if matches!(c, '.' | '_' | '-') && !prev_sep {
+            prev_sep = true;
+        } else {
+            return Err(format!(
+                "identifier {s:?} must match ^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$: invalid argument"
+            ));
+        }
+    }
+    if prev_sep {
+        return Err(format!(
+            "identifier {s:?} must match ^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$: invalid argument"
+        ));
+    }
+    Ok(())
+}
+
+/// containerd exchange `validateTopic`.
+pub fn validate_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("must not be empty: invalid argument".into());
+    }
+    if !topic.starts_with('/') {
+        return Err("must start with '/': invalid argument".into());
+    }
+    if topic.len() == 1 {
+        return Err("must have at least one component: invalid argument".into());
+    }
+    for c in topic[1..].split('/') {
+        validate_identifier(c).map_err(|e| format!("failed validation on component {c:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// containerd exchange `validateEnvelope`: namespace, topic, non-zero timestamp.
+pub fn validate_envelope(env: &Envelope) -> Result<(), String> {
+    validate_identifier(&env.namespace)
+        .map_err(|e| format!("event envelope has invalid namespace: {e}"))?;
+    validate_topic(&env.topic).map_err(|e| format!("envelope topic {:?}: {e}", env.topic))?;
+    let zero = env
+        .timestamp
+        .as_ref()
+        .map(|t| t.seconds == 0 && t.nanos == 0)
+        .unwrap_or(true);
+    if zero {
+        return Err("timestamp must be set on forwarded event: invalid argument".into());
+    }
+    Ok(())
+}
+
+/// Converts a protobuf timestamp (possibly before the epoch, e.g. Go's zero time).
+pub fn timestamp_to_system(t: &Timestamp) -> SystemTime {
+    let nanos = Duration::new(0, t.nanos.clamp(0, 999_999_999) as u32);
+    if t.seconds >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(t.seconds as u64) + nanos
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(t.seconds.unsigned_abs()) + nanos
+    }
+}
+
+/// Converts a system time into a protobuf timestamp.
+pub fn system_to_timestamp(t: SystemTime) -> Timestamp {
+    let mut ts = Timestamp::new();
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => {
+            ts.seconds = d.as_secs() as i64;
+            ts.nanos = d.subsec_nanos() as i32;
+        }
+        Err(e) => {
+            let d = e.duration();
+            ts.seconds = -(d.as_secs() as i64);
+            ts.nanos = 0;
+        }
+    }
+    ts
+}
+
+/// A timestamp as RFC 3339 text (`null` when absent); pre-epoch values as seconds.
+pub fn timestamp_json(t: Option<&Timestamp>) -> Value {
+    match t {
+        None => Value::Null,
+        Some(t) if t.seconds >= 0 => {
+            Value::String(humantime::format_rfc3339_nanos(timestamp_to_system(t)).to_string())
+        }
+        Some(t) => json!({"seconds": t.seconds, "nanos": t.nanos}),
+    }
+}
+
+fn decode<M: Message>(any: &Any) -> Option<M> {
+    M::parse_from_bytes(&any.value).ok()
+}
+
+/// Decodes an event `Any` by the last segment of its type URL (as containerd's typeurl does).
+pub fn decode_any(any: &Any) -> (TaskEvent, Value) {
+    let name = any.type_url.rsplit('/').next().unwrap_or("");
+    let other = || {
+        (
+            TaskEvent::Other {
+                type_url: any.type_url.clone(),
+            },
+            Value::Object(Default::default()),
+        )
+    };
+    macro_rules! dec {
+        ($t:ty, $var:ident) => {
+            match decode::<$t>(any) {
+                Some(m) => {
+                    let ev = TaskEvent::$var(m);
+                    let f = event_fields(&ev);
+                    (ev, f)
+                }
+                None => other(),
+            }
+        };
+    }
+    match name {
+        "containerd.events.TaskCreate" => dec!(TaskCreate, Create),
+        "containerd.events.TaskStart" => dec!(TaskStart, Start),
+        "containerd.events.TaskExit" => dec!(TaskExit, Exit),
+        "containerd.events.TaskDelete" => dec!(TaskDelete, Delete),
+        "containerd.events.TaskExecAdded" => dec!(TaskExecAdded, ExecAdded),
+        "containerd.events.TaskExecStarted" => dec!(TaskExecStarted, ExecStarted),
+        "containerd.events.TaskPaused" => dec!(TaskPaused, Paused),
+        "containerd.events.TaskResumed" => dec!(TaskResumed, Resumed),
+        "containerd.events.TaskOOM" => dec!(TaskOOM, Oom),
+        "containerd.events.TaskCheckpointed" => dec!(TaskCheckpointed, Checkpointed),
+        _ => other(),
+    }
+}
+
+/// The kebab-case field map of a decoded event (all fields, zero values included).
+pub fn event_fields(ev: &TaskEvent) -> Value {
+    match ev {
+        TaskEvent::Create(e) => {
+            let io = e.io.as_ref();
+            json!({
+                "container-id": e.container_id,
+                "bundle": e.bundle,
+                "rootfs": e.rootfs.iter().map(|m| json!({
+                    "type": m.type_, "source": m.source, "target": m.target, "options": m.options,
+                })).collect::<Vec<_>>(),
+                "io": {
+                    "stdin": io.map(|i| i.stdin.clone()).unwrap_or_default(),
+                    "stdout": io.map(|i| i.stdout.clone()).unwrap_or_default(),
+                    "stderr": io.map(|i| i.stderr.clone()).unwrap_or_default(),
+                    "terminal": io.map(|i| i.terminal).unwrap_or_default(),
+                },
+                "checkpoint": e.checkpoint,
+                "pid": e.pid,
+            })
+        }
+        TaskEvent::Start(e) => json!({"container-id": e.container_id, "pid": e.pid}),
+        TaskEvent::Exit(e) => json!({
+            "container-id": e.container_id, "id": e.id, "pid": e.pid,
+            "exit-status": e.exit_status, "exited-at": timestamp_json(e.exited_at.as_ref()),
+        }),
+        TaskEvent::Delete(e) => json!({
+            "container-id": e.container_id, "pid": e.pid, "exit-status": e.exit_status,
+            "exited-at": timestamp_json(e.exited_at.as_ref()), "id": e.id,
+        }),
+        TaskEvent::ExecAdded(e) => json!({"container-id": e.container_id, "exec-id": e.exec_id}),
+        TaskEvent::ExecStarted(e) => {
+            json!({"container-id": e.container_id, "exec-id": e.exec_id, "pid": e.pid})
+        }
+        TaskEvent::Paused(e) => json!({"container-id": e.container_id}),
+        TaskEvent::Resumed(e) => json!({"container-id": e.container_id}),
+        TaskEvent::Oom(e) => json!({"container-id": e.container_id}),
+        TaskEvent::Checkpointed(e) => {
+            json!({"container-id": e.container_id, "checkpoint": e.checkpoint})
+        }
+        TaskEvent::Other { .. } => Value::Object(Default::default()),
+    }
+}
+
+/// The ttrpc `Events` service: validates and records each forwarded envelope.
+pub(crate) struct ForwardService {
+    pub(crate) log: EventLog,
+    pub(crate) source: EventSource,
+}
+
+#[async_trait]
+impl Events for ForwardService {
+    async fn forward(
+        &self,
+        _ctx: &ttrpc::r#async::TtrpcContext,
+        req: ForwardRequest,
+    ) -> ttrpc::Result<Empty> {
+        let env = req.envelope.into_option().unwrap_or_default();
+        match self.log.accept_envelope(&env, self.source) {
+            Ok(()) => Ok(Empty::new()),
+            Err(reason) => Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                reason,
+            ))),
+        }
+    }
+}
+
+/// Starts a ttrpc server at `path` serving `Events/Forward` into `log`, tagging events with `source`.
+pub(crate) async fn serve(
+    path: &std::path::Path,
+    log: EventLog,
+    source: EventSource,
+) -> Result<ttrpc::r#async::Server, crate::error::HarnessError> {
+    let address = format!("unix://{}", path.display());
+    let svc = containerd_shim_protos::shim_async::create_events(Arc::new(ForwardService {
+        log,
+        source,
+    }));
+    let err = |m: String| crate::error::HarnessError::Endpoint {
+        address: address.clone(),
+        message: m,
+    };
+    let mut server = ttrpc::r#async::Server::new()
+        .bind(&address)
+        .map_err(|e| err(e.to_string()))?
+        .register_service(svc);
+    server.start().await.map_err(|e| err(e.to_string()))?;
+    Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(ns: &str, topic: &str, ev: Option<TaskEvent>) -> Envelope {
+        Envelope {
+            timestamp: protobuf::MessageField::some(system_to_timestamp(SystemTime::now())),
+            namespace: ns.into(),
+            topic: topic.into(),
+            event: ev.and_then(|e| e.to_any()).into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn identifiers_follow_containerd() {
+        for ok in ["default", "k8s.io", "a-b_c.d", "x1"] {
+            assert!(validate_identifier(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a..b", "a/b", "a b", &"x".repeat(77)] {
+            assert!(validate_identifier(bad).is_err(), "{bad}");
+        }
+        assert!(validate_topic("/tasks/exit").is_ok());
+        assert!(validate_topic("tasks/exit").is_err());
+        assert!(validate_topic("/").is_err());
+        assert!(validate_topic("/tasks//exit").is_err());
+        assert!(validate_topic("").is_err());
+    }
+
+    #[test]
+    fn accepted_envelopes_are_decoded_with_kebab_fields() {
+        let log = EventLog::new();
+        let exit = TaskExit {
+            container_id: "c1".into(),
+            id: "c1".into(),
+            pid: 42,
+            exit_status: 143,
+            ..Default::default()
+        };
+        log.accept_envelope(
+            &env("default", "/tasks/exit", Some(TaskEvent::Exit(exit.clone()))),
+            EventSource::Shim,
+        )
+        .unwrap();
+        let got = log.snapshot();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].event, TaskEvent::Exit(exit));
+        assert_eq!(got[0].fields["exit-status"], 143);
+        assert_eq!(got[0].fields["container-id"], "c1");
+        assert!(got[0].timestamp.is_some());
+    }
+
+    #[test]
+    fn invalid_envelopes_are_refused_and_kept_aside() {
+        let log = EventLog::new();
+        assert!(log
+            .accept_envelope(&env("bad ns", "/tasks/exit", None), EventSource::Shim)
+            .unwrap_err()
+            .contains("invalid namespace"));
+        assert!(log
+            .accept_envelope(&env("default", "tasks", None), EventSource::Shim)
+            .unwrap_err()
+            .contains("must start with '/'"));
+        let mut no_ts = env("default", "/tasks/exit", None);
+        no_ts.timestamp = protobuf::MessageField::none();
+        assert!(log
+            .accept_envelope(&no_ts, EventSource::Shim)
+            .unwrap_err()
+            .contains("timestamp"));
+        assert!(log.snapshot().is_empty());
+        assert_eq!(log.rejected().len(), 3);
+    }
+
+    #[test]
+    fn unknown_type_urls_are_kept_as_other() {
+        let any = Any {
+            type_url: "containerd.events.ContainerCreate".into(),
+            ..Default::default()
+        };
+        let (ev, _) = decode_any(&any);
+        assert!(matches!(ev, TaskEvent::Other { .. }));
+        let prefixed = TaskEvent::Start(TaskStart {
+            container_id: "c".into(),
+            pid: 7,
+            ..Default::default()
+        });
+        let mut any = prefixed.to_any().unwrap();
+        any.type_url = format!("type.googleapis.com/{}", any.type_url);
+        assert_eq!(decode_any(&any).0, prefixed);
+    }
+
+    #[tokio::test]
+    async fn wait_until_wakes_on_record_and_times_out() {
+        let log = EventLog::new();
+        let l2 = log.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            l2.accept_envelope(&env("default", "/tasks/oom", None), EventSource::Mock)
+                .unwrap();
+        });
+        assert!(
+            log.wait_until(|e| !e.is_empty(), Duration::from_secs(5))
+                .await
+        );
+        assert!(
+            !log.wait_until(|e| e.len() > 1, Duration::from_millis(50))
+                .await
+        );
+    }
+}
