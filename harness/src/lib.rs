@@ -1,1 +1,6 @@
 //! The harness library: a mock containerd that launches any shim and drives it over TTRPC.
+
+pub mod dialect;
+pub mod error;
+pub mod events;
+pub mod timeouts;
