@@ -4,3 +4,4 @@ pub mod dialect;
 pub mod error;
 pub mod events;
 pub mod timeouts;
+pub mod scenario;
