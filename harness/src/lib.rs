@@ -5,3 +5,4 @@ pub mod error;
 pub mod events;
 pub mod timeouts;
 pub mod scenario;
+pub mod report;
