@@ -1,0 +1,365 @@
+//! What a shim leaves behind: processes (by pid, process group and descent), zombies, socket
+//! files and mounts under the bundle; plus the /proc look-ups that find a leaked server by the
+//! socket it listens on (`/proc/net/unix` inode → `/proc/<pid>/fd`). Everything found is ended
+//! by pid, never by name.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The class of a leftover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeakKind {
+    /// The shim server (or another process the shim started) still running.
+    Process,
+    /// A process still in the process group of the `start` action or of the server.
+    ProcessGroup,
+    /// An unreaped child of the shim.
+    Zombie,
+    /// The shim's socket file still on disk after the server exited.
+    Socket,
+    /// Something still mounted under the bundle (e.g. `rootfs`).
+    Mount,
+}
+
+/// One leftover, reported and then cleaned up by the harness.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Leak {
+    /// What it is.
+    pub kind: LeakKind,
+    /// Human-readable detail (`pid 123 (containerd-shim) still alive`).
+    pub detail: String,
+    /// The process, when it is one.
+    pub pid: Option<i32>,
+    /// The path, when it is a file or a mount.
+    pub path: Option<PathBuf>,
+    /// Whether the harness ended/removed it afterwards.
+    pub cleaned: bool,
+}
+
+/// Basic facts about a process from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcInfo {
+    /// Process id.
+    pub pid: i32,
+    /// Command name (`comm`).
+    pub comm: String,
+    /// State letter (`R`, `S`, `Z`, ...).
+    pub state: char,
+    /// Parent pid.
+    pub ppid: i32,
+    /// Process group id.
+    pub pgrp: i32,
+}
+
+/// Reads `/proc/<pid>/stat`; `None` when the process is gone.
+pub fn proc_info(pid: i32) -> Option<ProcInfo> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = s.find('(')?;
+    let close = s.rfind(')')?;
+    let comm = s[open + 1..close].to_string();
+    let mut rest = s[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgrp = rest.next()?.parse().ok()?;
+    Some(ProcInfo {
+        pid,
+        comm,
+        state,
+        ppid,
+        pgrp,
+    })
+}
+
+/// Every process currently visible in `/proc`.
+pub fn all_processes() -> Vec<ProcInfo> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(proc_info)
+        .collect()
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn is_alive(pid: i32) -> bool {
+    matches!(proc_info(pid), Some(p) if p.state != 'Z' && p.state != 'X')
+}
+
+/// All descendants of `root` (not including it), from one `/proc` scan.
+pub fn descendants(root: i32) -> Vec<ProcInfo> {
+    let procs = all_processes();
+    let mut out = vec![];
+    let mut frontier = vec![root];
+    let mut seen = HashSet::new();
+    while let Some(p) = frontier.pop() {
+        for c in procs.iter().filter(|c| c.ppid == p) {
+            if seen.insert(c.pid) {
+                frontier.push(c.pid);
+                out.push(c.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Inodes of unix sockets bound to `name` (`/path` or `@abstract`) from `/proc/net/unix`.
+pub fn unix_socket_inodes(name: &str) -> Vec<u64> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/unix") else {
+        return vec![];
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // Num RefCount Protocol Flags Type St Inode Path
+            if f.len() >= 8 && f[7..].join(" ") == name {
+                f[6].parse().ok()
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// Pids (other than this process) holding any of `inodes` as `socket:[inode]` fds.
+pub fn pids_holding_sockets(inodes: &[u64]) -> Vec<i32> {
+    if inodes.is_empty() {
+        return vec![];
+    }
+    let wanted: HashSet<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    let me = std::process::id() as i32;
+    let mut out = BTreeSet::new();
+    for p in all_processes() {
+        if p.pid == me {
+            continue;
+        }
+        let Ok(rd) = std::fs::read_dir(format!("/proc/{}/fd", p.pid)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if let Ok(t) = std::fs::read_link(e.path()) {
+                if wanted.contains(t.to_string_lossy().as_ref()) {
+                    out.insert(p.pid);
+                    break;
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Pids of the processes listening on (or serving connections of) the socket of `address`.
+pub fn socket_owners(address: &str) -> Vec<i32> {
+    match crate::dialect::proc_net_unix_name(address) {
+        Some(name) => pids_holding_sockets(&unix_socket_inodes(&name)),
+        None => vec![],
+    }
+}
+
+/// Every `unix://` address (or bare `/run/...` socket path) mentioned in a text (e.g. JSON output).
+pub fn addresses_in(text: &str) -> Vec<String> {
+    let re = regex::Regex::new(r#"unix://[^\s"',}]+"#).expect("static regex");
+    re.find_iter(text).map(|m| m.as_str().to_string()).collect()
+}
+
+/// Sends SIGKILL to `pid` and waits (bounded) until it is gone or a zombie.
+pub fn kill_and_wait(pid: i32, bound: Duration) -> bool {
+    if pid <= 1 || pid == std::process::id() as i32 {
+        return false;
+    }
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        if !is_alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    !is_alive(pid)
+}
+
+/// Mount points at or under `dir` (from `/proc/self/mountinfo`), shallowest first.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return vec![];
+    };
+    let mut v: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    v.sort_by_key(|p| p.components().count());
+    v
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| c.is_ascii_digit()) {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What the leak check looks at after one shim's life.
+#[derive(Debug, Clone, Default)]
+pub struct LeakScope {
+    /// The server pid (if known).
+    pub server_pid: Option<i32>,
+    /// Process groups to scan (`start` action's and server's).
+    pub pgids: Vec<i32>,
+    /// Descendants of the server seen while it lived.
+    pub descendants: Vec<ProcInfo>,
+    /// The shim's socket file, if a path.
+    pub socket: Option<PathBuf>,
+    /// The bundle directory and the rootfs directory.
+    pub dirs: Vec<PathBuf>,
+}
+
+/// Checks `scope` for leftovers, reports each, then ends/removes them (by pid / path).
+pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
+    let mut leaks = vec![];
+    let mut to_kill: BTreeSet<i32> = BTreeSet::new();
+    let me = std::process::id() as i32;
+    if let Some(pid) = scope.server_pid {
+        if let Some(p) = proc_info(pid).filter(|p| p.state != 'Z') {
+            leaks.push(Leak {
+                kind: LeakKind::Process,
+                detail: format!("shim server pid {pid} ({}) still alive", p.comm),
+                pid: Some(pid),
+                path: None,
+                cleaned: false,
+            });
+            to_kill.insert(pid);
+        }
+    }
+    for d in &scope.descendants {
+        match proc_info(d.pid) {
+            // Same pid, same command: still the process we saw.
+            Some(p) if p.comm == d.comm && !to_kill.contains(&p.pid) => {
+                if p.state == 'Z' {
+                    leaks.push(Leak {
+                        kind: LeakKind::Zombie,
+                        detail: format!("zombie pid {} ({}) not reaped by parent {}", p.pid, p.comm, p.ppid),
+                        pid: Some(p.pid),
+                        path: None,
+                        cleaned: false,
+                    });
+                } else {
+                    leaks.push(Leak {
+                        kind: LeakKind::Process,
+                        detail: format!("process pid {} ({}) started under the shim still alive", p.pid, p.comm),
+                        pid: Some(p.pid),
+                        path: None,
+                        cleaned: false,
+                    });
+                    to_kill.insert(p.pid);
+                }
+            }
+            _ => {}
+        }
+    }
+    if !scope.pgids.is_empty() {
+        for p in all_processes() {
+            if p.pid != me
+                && scope.pgids.contains(&p.pgrp)
+                && p.state != 'Z'
+                && !to_kill.contains(&p.pid)
+            {
+                leaks.push(Leak {
+                    kind: LeakKind::ProcessGroup,
+                    detail: format!("pid {} ({}) still in shim process group {}", p.pid, p.comm, p.pgrp),
+                    pid: Some(p.pid),
+                    path: None,
+                    cleaned: false,
+                });
+                to_kill.insert(p.pid);
+            }
+        }
+    }
+    let killed: HashSet<i32> = to_kill
+        .iter()
+        .copied()
+        .filter(|&pid| kill_and_wait(pid, Duration::from_secs(2)))
+        .collect();
+    for l in leaks.iter_mut() {
+        if let Some(pid) = l.pid {
+            l.cleaned = killed.contains(&pid) || !is_alive(pid);
+        }
+    }
+    if let Some(sock) = &scope.socket {
+        if std::fs::symlink_metadata(sock).is_ok() {
+            let cleaned = std::fs::remove_file(sock).is_ok();
+            leaks.push(Leak {
+                kind: LeakKind::Socket,
+                detail: format!("socket file {} left after the server exited", sock.display()),
+                pid: None,
+                path: Some(sock.clone()),
+                cleaned,
+            });
+        }
+    }
+    for d in &scope.dirs {
+        for m in mounts_under(d).into_iter().rev() {
+            let cleaned = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).is_ok();
+            leaks.push(Leak {
+                kind: LeakKind::Mount,
+                detail: format!("{} still mounted", m.display()),
+                pid: None,
+                path: Some(m),
+                cleaned,
+            });
+        }
+    }
+    leaks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_listener_of_a_socket_by_inode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("s.sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let inodes = unix_socket_inodes(path.to_str().unwrap());
+        assert!(!inodes.is_empty(), "listener not in /proc/net/unix");
+        // This process is excluded on purpose (the harness never kills itself).
+        assert!(socket_owners(&format!("unix://{}", path.display())).is_empty());
+        drop(l);
+    }
+
+    #[test]
+    fn descendants_and_process_info_of_a_real_child() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let me = std::process::id() as i32;
+        let d = descendants(me);
+        assert!(d.iter().any(|p| p.pid == child.id() as i32 && p.comm == "sleep"));
+        assert!(is_alive(child.id() as i32));
+        assert!(kill_and_wait(child.id() as i32, Duration::from_secs(2)));
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn addresses_are_found_in_json_output() {
+        let j = r#"{"address":"unix:///run/containerd/s/abc","protocol":"ttrpc","version":3}"#;
+        assert_eq!(addresses_in(j), vec!["unix:///run/containerd/s/abc".to_string()]);
+        assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
+    }
+}
