@@ -4,5 +4,8 @@ pub mod dialect;
 pub mod error;
 pub mod events;
 pub mod timeouts;
+pub mod bundle;
+pub mod leaks;
+pub mod stdio;
 pub mod scenario;
 pub mod report;
