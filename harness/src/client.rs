@@ -1,0 +1,326 @@
+//! The task client: every Task RPC over ttrpc for task API v2 or v3 (service name chosen by
+//! [`TaskApi`]; the generated clients hard-code v3), with the namespace metadata containerd
+//! sends, a bound on every call, and typed results (a response, or a status code + message).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use containerd_shim_protos::api::{
+    CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest,
+    CreateTaskResponse, DeleteRequest, DeleteResponse, ExecProcessRequest, KillRequest,
+    PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest,
+    StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse,
+    UpdateTaskRequest, WaitRequest, WaitResponse,
+};
+use protobuf::well_known_types::empty::Empty;
+use protobuf::Message;
+
+use crate::dialect::TaskApi;
+
+/// The ttrpc metadata key carrying the namespace.
+pub const NAMESPACE_METADATA_KEY: &str = "containerd-namespace-ttrpc";
+
+/// The outcome of one RPC.
+pub type RpcResult<T> = Result<T, RpcError>;
+
+/// Why an RPC did not return a response.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RpcError {
+    /// The shim answered with a non-OK status.
+    #[error("{}: {message}", code_name_of(*code))]
+    Status {
+        /// The ttrpc (gRPC) code.
+        code: ttrpc::Code,
+        /// The status message.
+        message: String,
+    },
+    /// No answer within the bound.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed or was closed.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+/// kebab-case name of a gRPC code (`not-found`, `failed-precondition`, ...).
+pub fn code_name_of(code: ttrpc::Code) -> &'static str {
+    use ttrpc::Code as C;
+    match code {
+        C::OK => "ok",
+        C::CANCELLED => "cancelled",
+        C::UNKNOWN => "unknown",
+        C::INVALID_ARGUMENT => "invalid-argument",
+        C::DEADLINE_EXCEEDED => "deadline-exceeded",
+        C::NOT_FOUND => "not-found",
+        C::ALREADY_EXISTS => "already-exists",
+        C::PERMISSION_DENIED => "permission-denied",
+        C::RESOURCE_EXHAUSTED => "resource-exhausted",
+        C::FAILED_PRECONDITION => "failed-precondition",
+        C::ABORTED => "aborted",
+        C::OUT_OF_RANGE => "out-of-range",
+        C::UNIMPLEMENTED => "unimplemented",
+        C::INTERNAL => "internal",
+        C::UNAVAILABLE => "unavailable",
+        C::DATA_LOSS => "data-loss",
+        C::UNAUTHENTICATED => "unauthenticated",
+    }
+}
+
+impl RpcError {
+    /// The kebab-case code name; `deadline-exceeded` for timeouts, `unavailable` for transport.
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            RpcError::Status { code, .. } => code_name_of(*code),
+            RpcError::Timeout(_) => "deadline-exceeded",
+            RpcError::Transport(_) => "unavailable",
+        }
+    }
+
+    /// Whether this says the called service is not served: Go ttrpc answers UNIMPLEMENTED
+    /// `service X`, Rust ttrpc 0.10 INVALID_ARGUMENT `X service does not exist` (doc 12).
+    pub fn is_service_absent(&self) -> bool {
+        match self {
+            RpcError::Status { code, message } => {
+                (*code == ttrpc::Code::UNIMPLEMENTED && message.starts_with("service "))
+                    || (*code == ttrpc::Code::INVALID_ARGUMENT
+                        && message.ends_with("service does not exist"))
+            }
+            _ => false,
+        }
+    }
+
+    fn from_ttrpc(e: ttrpc::Error, timeout: Duration) -> Self {
+        match e {
+            ttrpc::Error::RpcStatus(s) => RpcError::Status {
+                code: s.code(),
+                message: s.message().to_string(),
+            },
+            ttrpc::Error::Others(m) if m.contains("deadline elapsed") => RpcError::Timeout(timeout),
+            other => RpcError::Transport(other.to_string()),
+        }
+    }
+}
+
+/// What the client saw of one task (init) between Create and Delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// The pid returned by Create.
+    pub pid: u32,
+}
+
+struct Shared {
+    conn: Mutex<Option<ttrpc::r#async::Client>>,
+    api: TaskApi,
+    namespace: String,
+    metadata: bool,
+    tasks: Mutex<BTreeMap<String, TaskRecord>>,
+}
+
+/// A cheap-to-clone handle to one shim connection.
+#[derive(Clone)]
+pub struct TaskClient {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for TaskClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskClient")
+            .field("api", &self.shared.api)
+            .field("namespace", &self.shared.namespace)
+            .finish()
+    }
+}
+
+macro_rules! rpcs {
+    ($($(#[$doc:meta])* $fn:ident, $method:literal, $req:ty, $resp:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub async fn $fn(&self, req: $req, timeout: Duration) -> RpcResult<$resp> {
+                self.call($method, &req, timeout).await
+            }
+        )*
+    };
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl TaskClient {
+    /// Wraps a connected ttrpc client. `metadata`: send `containerd-namespace-ttrpc` (1.7+).
+    pub fn new(
+        conn: ttrpc::r#async::Client,
+        api: TaskApi,
+        namespace: &str,
+        metadata: bool,
+    ) -> Self {
+        TaskClient {
+            shared: Arc::new(Shared {
+                conn: Mutex::new(Some(conn)),
+                api,
+                namespace: namespace.to_string(),
+                metadata,
+                tasks: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// The task API the client speaks.
+    pub fn api(&self) -> TaskApi {
+        self.shared.api
+    }
+
+    /// The namespace sent with each request.
+    pub fn namespace(&self) -> &str {
+        &self.shared.namespace
+    }
+
+    /// Tasks created through this client and not deleted (what containerd's task list holds).
+    pub fn live_tasks(&self) -> BTreeMap<String, TaskRecord> {
+        lock(&self.shared.tasks).clone()
+    }
+
+    /// Whether the connection has been closed by [`TaskClient::close`].
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared.conn).is_none()
+    }
+
+    /// Closes the connection for every clone; later calls fail with `Transport`.
+    pub fn close(&self) {
+        lock(&self.shared.conn).take();
+    }
+
+    /// Sends one unary request to `/<service>/<method>` and decodes the reply.
+    pub async fn call<Req: Message, Resp: Message>(
+        &self,
+        method: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> RpcResult<Resp> {
+        let conn = lock(&self.shared.conn)
+            .clone()
+            .ok_or_else(|| RpcError::Transport("connection closed by the harness".into()))?;
+        let payload = req
+            .write_to_bytes()
+            .map_err(|e| RpcError::Transport(format!("encoding {method} request: {e}")))?;
+        let mut treq = ttrpc::Request::new();
+        treq.service = self.shared.api.service().to_string();
+        treq.method = method.to_string();
+        treq.payload = payload;
+        treq.timeout_nano = i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX);
+        if self.shared.metadata {
+            let mut kv = ttrpc::proto::KeyValue::new();
+            kv.key = NAMESPACE_METADATA_KEY.to_string();
+            kv.value = self.shared.namespace.clone();
+            treq.metadata.push(kv);
+        }
+        // ttrpc enforces timeout_nano itself; the outer bound also covers a stuck write.
+        let res = tokio::time::timeout(timeout + Duration::from_millis(500), conn.request(treq))
+            .await
+            .map_err(|_| RpcError::Timeout(timeout))?
+            .map_err(|e| RpcError::from_ttrpc(e, timeout))?;
+        Resp::parse_from_bytes(&res.payload)
+            .map_err(|e| RpcError::Transport(format!("decoding {method} response: {e}")))
+    }
+
+    /// Task.Create; records the task as live on success.
+    pub async fn create(
+        &self,
+        req: CreateTaskRequest,
+        timeout: Duration,
+    ) -> RpcResult<CreateTaskResponse> {
+        let id = req.id.clone();
+        let r: CreateTaskResponse = self.call("Create", &req, timeout).await?;
+        lock(&self.shared.tasks).insert(id, TaskRecord { pid: r.pid });
+        Ok(r)
+    }
+
+    /// Task.Delete; an init delete (empty `exec_id`) that succeeds or answers NotFound removes
+    /// the task from the live list, as containerd's `shimTask.delete` does.
+    pub async fn delete(&self, req: DeleteRequest, timeout: Duration) -> RpcResult<DeleteResponse> {
+        let id = req.id.clone();
+        let init = req.exec_id.is_empty();
+        let r = self.call("Delete", &req, timeout).await;
+        let gone = match &r {
+            Ok(_) => true,
+            Err(RpcError::Status { code, .. }) => *code == ttrpc::Code::NOT_FOUND,
+            Err(_) => false,
+        };
+        if init && gone {
+            lock(&self.shared.tasks).remove(&id);
+        }
+        r
+    }
+
+    rpcs! {
+        /// Task.State.
+        state, "State", StateRequest, StateResponse;
+        /// Task.Start.
+        start, "Start", StartRequest, StartResponse;
+        /// Task.Kill.
+        kill, "Kill", KillRequest, Empty;
+        /// Task.Wait.
+        wait, "Wait", WaitRequest, WaitResponse;
+        /// Task.Exec.
+        exec, "Exec", ExecProcessRequest, Empty;
+        /// Task.Pids.
+        pids, "Pids", PidsRequest, PidsResponse;
+        /// Task.Pause.
+        pause, "Pause", PauseRequest, Empty;
+        /// Task.Resume.
+        resume, "Resume", ResumeRequest, Empty;
+        /// Task.Stats.
+        stats, "Stats", StatsRequest, StatsResponse;
+        /// Task.CloseIO.
+        close_io, "CloseIO", CloseIORequest, Empty;
+        /// Task.ResizePty.
+        resize_pty, "ResizePty", ResizePtyRequest, Empty;
+        /// Task.Update.
+        update, "Update", UpdateTaskRequest, Empty;
+        /// Task.Checkpoint.
+        checkpoint, "Checkpoint", CheckpointTaskRequest, Empty;
+        /// Task.Connect.
+        connect, "Connect", ConnectRequest, ConnectResponse;
+        /// Task.Shutdown.
+        shutdown, "Shutdown", ShutdownRequest, Empty;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_names_are_kebab_case() {
+        let e = RpcError::Status {
+            code: ttrpc::Code::FAILED_PRECONDITION,
+            message: "x".into(),
+        };
+        assert_eq!(e.code_name(), "failed-precondition");
+        assert_eq!(e.to_string(), "failed-precondition: x");
+        assert_eq!(
+            RpcError::Timeout(Duration::from_secs(1)).code_name(),
+            "deadline-exceeded"
+        );
+        assert_eq!(RpcError::Transport("x".into()).code_name(), "unavailable");
+        assert_eq!(code_name_of(ttrpc::Code::NOT_FOUND), "not-found");
+        assert_eq!(code_name_of(ttrpc::Code::ALREADY_EXISTS), "already-exists");
+        assert_eq!(code_name_of(ttrpc::Code::INVALID_ARGUMENT), "invalid-argument");
+        assert_eq!(code_name_of(ttrpc::Code::UNIMPLEMENTED), "unimplemented");
+    }
+
+    #[test]
+    fn service_absent_is_recognised_for_go_and_rust_ttrpc() {
+        let go = RpcError::Status {
+            code: ttrpc::Code::UNIMPLEMENTED,
+            message: "service containerd.task.v3.Task".into(),
+        };
+        let rust = RpcError::Status {
+            code: ttrpc::Code::INVALID_ARGUMENT,
+            message: "containerd.task.v2.Task service does not exist".into(),
+        };
+        assert!(go.is_service_absent() && rust.is_service_absent());
+        assert!(!RpcError::Timeout(Duration::ZERO).is_service_absent());
+    }
+}
