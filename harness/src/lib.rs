@@ -7,5 +7,6 @@ pub mod timeouts;
 pub mod bundle;
 pub mod leaks;
 pub mod stdio;
+pub mod client;
 pub mod scenario;
 pub mod report;
