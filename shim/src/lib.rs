@@ -1,1 +1,17 @@
-//! The reaper shim library: the Task service, the process reaper, stdio and events for host processes.
+//! The reaper shim library: the Task service, the process reaper, stdio and events for host
+//! processes (containerd runtime `io.containerd.reaper.v2`).
+
+pub mod api;
+pub mod cgroup;
+pub mod container;
+pub mod error;
+pub mod events;
+pub mod faults;
+pub mod flags;
+pub mod io;
+pub mod process;
+pub mod pty;
+pub mod reaper;
+pub mod service;
+pub mod spec;
+pub mod task;

@@ -1,0 +1,638 @@
+//! The inherent `task_*` layer: every Task RPC as a plain async method on [`Shim`], free of ttrpc
+//! contexts, so tests can call it directly and `task.rs` stays a thin adapter.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use containerd_shim_protos::api::{
+    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
+    DeleteRequest, DeleteResponse, ExecProcessRequest, KillRequest, PidsRequest, PidsResponse,
+    ProcessInfo, ResizePtyRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest,
+    StateResponse, StatsRequest, StatsResponse, Status as ApiStatus, WaitRequest, WaitResponse,
+};
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskIO, TaskPaused, TaskResumed,
+    TaskStart,
+};
+use containerd_shim_protos::shim::oci::ProcessDetails;
+use containerd_shim_protos::topics;
+use tokio::sync::watch;
+
+use crate::cgroup::Cgroup;
+use crate::container::{monitor, proc_stat, validate_id, Container, ExitContext};
+use crate::error::{Error, Result};
+use crate::events::{timestamp, to_any, EventSender};
+use crate::faults::Faults;
+use crate::io::{self, LogContext, StdioPaths};
+use crate::process::{self, Process, Status};
+use crate::reaper::Reaper;
+use crate::spec;
+
+/// The shim's state: every container it serves, keyed by id.
+pub struct Shim {
+    /// containerd namespace (`-namespace`).
+    pub namespace: String,
+    /// The one reaper.
+    pub reaper: Arc<Reaper>,
+    /// Enabled faults (none in the real binary).
+    pub faults: Faults,
+    /// Set to true when the server should exit.
+    pub exit: watch::Sender<bool>,
+    events: Arc<dyn EventSender>,
+    exit_ctx: Arc<ExitContext>,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+}
+
+/// The highest valid signal number (SIGRTMAX on Linux).
+pub const MAX_SIGNAL: u32 = 64;
+
+impl Shim {
+    /// A shim with no containers.
+    pub fn new(
+        namespace: String,
+        reaper: Arc<Reaper>,
+        events: Arc<dyn EventSender>,
+        faults: Faults,
+    ) -> Arc<Self> {
+        let (exit, _) = watch::channel(false);
+        Arc::new(Shim {
+            namespace,
+            reaper,
+            faults,
+            exit,
+            exit_ctx: Arc::new(ExitContext {
+                events: events.clone(),
+                faults,
+            }),
+            events,
+            containers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Container>>> {
+        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The container `id`, or NotFound.
+    pub fn container(&self, id: &str) -> Result<Arc<Container>> {
+        self.map()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))
+    }
+
+    /// How many containers the shim serves.
+    pub fn count(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Create: fork the init now (it execs at Start) and publish `/tasks/create`.
+    pub async fn task_create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
+        validate_id("container", &req.id)?;
+        if self.map().contains_key(&req.id) {
+            return Err(Error::AlreadyExists(format!("container {}", req.id)));
+        }
+        let bundle = if req.bundle.is_empty() {
+            std::env::current_dir().map_err(|e| Error::io("cwd", e))?
+        } else {
+            PathBuf::from(&req.bundle)
+        };
+        let bspec = spec::load_bundle(&bundle)?;
+        let mut pspec = bspec.process;
+        pspec.terminal = req.terminal;
+        let program = spec::resolve_program(&pspec)?;
+        let paths = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let cgroup = Cgroup::create(&self.namespace, &req.id);
+        let res = self
+            .spawn_process("", &pspec, &program, &paths, &req.id, cgroup.as_ref())
+            .await;
+        let (p, rx) = match res {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
+                return Err(e);
+            }
+        };
+        let pid = p.pid;
+        if let Err(e) = std::fs::write(bundle.join("init.pid"), pid.to_string()) {
+            tracing::warn!("write init.pid: {e}");
+        }
+        let c = Arc::new(Container::new(
+            req.id.clone(),
+            bundle.clone(),
+            p.clone(),
+            cgroup,
+        ));
+        {
+            let mut m = self.map();
+            if m.contains_key(&req.id) {
+                let _ = p.signal(libc::SIGKILL);
+                return Err(Error::AlreadyExists(format!("container {}", req.id)));
+            }
+            m.insert(req.id.clone(), c.clone());
+        }
+        monitor(self.exit_ctx.clone(), c, p, rx);
+        let ev = TaskCreate {
+            container_id: req.id.clone(),
+            bundle: bundle.display().to_string(),
+            rootfs: req.rootfs.clone(),
+            io: Some(TaskIO {
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+                terminal: req.terminal,
+                ..Default::default()
+            })
+            .into(),
+            checkpoint: req.checkpoint,
+            pid: pid as u32,
+            ..Default::default()
+        };
+        self.events
+            .send(topics::TASK_CREATE_EVENT_TOPIC, Box::new(ev));
+        Ok(CreateTaskResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    async fn spawn_process(
+        &self,
+        exec_id: &str,
+        pspec: &spec::ProcessSpec,
+        program: &std::path::Path,
+        paths: &StdioPaths,
+        id: &str,
+        cgroup: Option<&Cgroup>,
+    ) -> Result<(
+        Arc<Process>,
+        tokio::sync::oneshot::Receiver<crate::reaper::Exit>,
+    )> {
+        let mut io_paths = paths.clone();
+        if self.faults.no_stdout {
+            io_paths.stdout.clear();
+        }
+        let ctx = LogContext {
+            namespace: self.namespace.clone(),
+            id: id.to_string(),
+        };
+        let (child, handles) = io::setup(&io_paths, &ctx).await?;
+        let s = process::spawn(
+            &self.reaper,
+            exec_id,
+            pspec,
+            program,
+            child,
+            paths.clone(),
+            handles,
+        )?;
+        if let Some(cg) = cgroup {
+            if let Err(e) = cg.add(s.process.pid) {
+                tracing::warn!("{e}");
+            }
+        }
+        Ok((Arc::new(s.process), s.exit_rx))
+    }
+
+    /// Start: let init or an exec run; the start event is queued before any exit event.
+    pub async fn task_start(&self, req: StartRequest) -> Result<StartResponse> {
+        let c = self.container(&req.id)?;
+        let p = c.process(&req.exec_id)?;
+        if !req.exec_id.is_empty() && c.init.status() == Status::Stopped {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} init process is not running",
+                req.id
+            )));
+        }
+        // Order: hold the event lock across start + start event (the exit path takes it too).
+        let guard = c.event_lock.lock().await;
+        p.start()?;
+        if self.faults.exit_before_start {
+            drop(guard);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if req.exec_id.is_empty() {
+            let ev = TaskStart {
+                container_id: req.id.clone(),
+                pid: p.pid as u32,
+                ..Default::default()
+            };
+            self.events
+                .send(topics::TASK_START_EVENT_TOPIC, Box::new(ev));
+        } else {
+            let ev = TaskExecStarted {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                pid: p.pid as u32,
+                ..Default::default()
+            };
+            self.events
+                .send(topics::TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(ev));
+        }
+        Ok(StartResponse {
+            pid: p.pid as u32,
+            ..Default::default()
+        })
+    }
+
+    /// State of init or an exec.
+    pub async fn task_state(&self, req: StateRequest) -> Result<StateResponse> {
+        let c = self.container(&req.id)?;
+        let p = c.process(&req.exec_id)?;
+        let exit = p.exit();
+        let status = match p.status() {
+            Status::Created => ApiStatus::CREATED,
+            Status::Running if c.paused() => ApiStatus::PAUSED,
+            Status::Running => ApiStatus::RUNNING,
+            Status::Stopped => ApiStatus::STOPPED,
+        };
+        Ok(StateResponse {
+            id: if req.exec_id.is_empty() {
+                req.id.clone()
+            } else {
+                req.exec_id.clone()
+            },
+            bundle: c.bundle.display().to_string(),
+            pid: p.pid as u32,
+            status: status.into(),
+            stdin: p.stdio.stdin.clone(),
+            stdout: p.stdio.stdout.clone(),
+            stderr: p.stdio.stderr.clone(),
+            terminal: p.stdio.terminal,
+            exit_status: exit.map(|e| e.status).unwrap_or(0),
+            exited_at: Some(exit.map(|e| timestamp(e.at)).unwrap_or_default()).into(),
+            exec_id: req.exec_id,
+            ..Default::default()
+        })
+    }
+
+    /// Wait: blocks until the process exits (also while created).
+    pub async fn task_wait(&self, req: WaitRequest) -> Result<WaitResponse> {
+        let c = self.container(&req.id)?;
+        let p = c.process(&req.exec_id)?;
+        if self.faults.wait_early {
+            return Ok(WaitResponse {
+                exit_status: 0,
+                exited_at: Some(timestamp(std::time::SystemTime::now())).into(),
+                ..Default::default()
+            });
+        }
+        let e = p.wait().await;
+        Ok(WaitResponse {
+            exit_status: e.status,
+            exited_at: Some(timestamp(e.at)).into(),
+            ..Default::default()
+        })
+    }
+
+    /// Kill: one process, or with `all` every process of the task.
+    pub async fn task_kill(&self, req: KillRequest) -> Result<()> {
+        if req.signal == 0 || req.signal > MAX_SIGNAL {
+            return Err(Error::InvalidArgument(format!(
+                "unknown signal {} (valid: 1..={MAX_SIGNAL})",
+                req.signal
+            )));
+        }
+        let sig = req.signal as i32;
+        let c = self.container(&req.id)?;
+        let p = c.process(&req.exec_id)?;
+        if !req.exec_id.is_empty() {
+            if p.status() == Status::Created {
+                return Err(Error::FailedPrecondition(format!(
+                    "process not created: exec {} has not been started",
+                    req.exec_id
+                )));
+            }
+            return p.signal(sig);
+        }
+        if req.all {
+            let frozen = c.paused() && sig == libc::SIGKILL;
+            c.signal_all(sig);
+            if frozen {
+                if let Some(cg) = &c.cgroup {
+                    let _ = cg.thaw();
+                } else {
+                    c.signal_all(libc::SIGCONT);
+                }
+                c.set_paused(false);
+            }
+            return Ok(());
+        }
+        p.signal(sig)?;
+        if c.paused() && sig == libc::SIGKILL {
+            if let Some(cg) = &c.cgroup {
+                let _ = cg.thaw();
+            }
+            c.set_paused(false);
+        }
+        Ok(())
+    }
+
+    /// Delete: an exec once stopped or never started; init once stopped or never started.
+    pub async fn task_delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
+        let c = self.container(&req.id)?;
+        let p = c.process(&req.exec_id)?;
+        let running = p.status() == Status::Running;
+        if running && !(req.exec_id.is_empty() && self.faults.delete_running_ok) {
+            return Err(Error::FailedPrecondition(
+                "cannot delete a running process".into(),
+            ));
+        }
+        if p.status() != Status::Stopped {
+            // Never started (or the faulty shim): kill it and collect its exit.
+            let _ = p.signal(libc::SIGKILL);
+            if !running {
+                let _ = tokio::time::timeout(Duration::from_secs(5), p.wait()).await;
+            }
+        }
+        let exit = p.exit();
+        let (status, at) = match exit {
+            Some(e) => (e.status, timestamp(e.at)),
+            None => (137, timestamp(std::time::SystemTime::now())),
+        };
+        if req.exec_id.is_empty() {
+            for e in c.execs() {
+                if e.status() != Status::Stopped {
+                    let _ = e.signal(libc::SIGKILL);
+                }
+            }
+            self.map().remove(&req.id);
+            if let Some(cg) = &c.cgroup {
+                cg.remove();
+            }
+        } else {
+            c.remove_exec(&req.exec_id);
+        }
+        let ev = TaskDelete {
+            container_id: req.id.clone(),
+            pid: p.pid as u32,
+            exit_status: status,
+            exited_at: Some(at.clone()).into(),
+            id: req.exec_id.clone(),
+            ..Default::default()
+        };
+        self.events
+            .send(topics::TASK_DELETE_EVENT_TOPIC, Box::new(ev));
+        Ok(DeleteResponse {
+            pid: p.pid as u32,
+            exit_status: status,
+            exited_at: Some(at).into(),
+            ..Default::default()
+        })
+    }
+
+    /// Exec: fork a host process from a JSON OCI Process; publish `/tasks/exec-added`.
+    pub async fn task_exec(&self, req: ExecProcessRequest) -> Result<()> {
+        let c = self.container(&req.id)?;
+        validate_id("exec", &req.exec_id)?;
+        match c.init.status() {
+            Status::Stopped => {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot exec in a stopped state: container {} has exited",
+                    req.id
+                )))
+            }
+            _ if c.paused() => {
+                return Err(Error::FailedPrecondition(
+                    "cannot exec in a paused state".into(),
+                ))
+            }
+            _ => {}
+        }
+        if c.has_exec(&req.exec_id) {
+            return Err(Error::AlreadyExists(format!("exec {}", req.exec_id)));
+        }
+        let value = req
+            .spec
+            .as_ref()
+            .map(|a| a.value.as_slice())
+            .unwrap_or_default();
+        if value.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "exec {}: field `spec` is empty",
+                req.exec_id
+            )));
+        }
+        let mut pspec = spec::parse_process(value, &format!("exec {} spec", req.exec_id))?;
+        pspec.terminal = req.terminal;
+        let program = spec::resolve_program(&pspec)?;
+        let paths = StdioPaths {
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            terminal: req.terminal,
+        };
+        let (p, rx) = self
+            .spawn_process(
+                &req.exec_id,
+                &pspec,
+                &program,
+                &paths,
+                &req.id,
+                c.cgroup.as_ref(),
+            )
+            .await?;
+        if let Err(e) = c.add_exec(p.clone()) {
+            let _ = p.signal(libc::SIGKILL);
+            return Err(e);
+        }
+        monitor(self.exit_ctx.clone(), c.clone(), p, rx);
+        let ev = TaskExecAdded {
+            container_id: req.id,
+            exec_id: req.exec_id,
+            ..Default::default()
+        };
+        self.events
+            .send(topics::TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(ev));
+        Ok(())
+    }
+
+    /// Pids: every process of the task; exec pids carry `ProcessDetails{exec_id}`.
+    pub async fn task_pids(&self, req: PidsRequest) -> Result<PidsResponse> {
+        let c = self.container(&req.id)?;
+        let execs: HashMap<i32, String> = c
+            .execs()
+            .iter()
+            .map(|e| (e.pid, e.exec_id.clone()))
+            .collect();
+        let processes = c
+            .all_pids()
+            .into_iter()
+            .map(|pid| {
+                let mut pi = ProcessInfo {
+                    pid: pid as u32,
+                    ..Default::default()
+                };
+                if let Some(exec_id) = execs.get(&pid) {
+                    let d = ProcessDetails {
+                        exec_id: exec_id.clone(),
+                        ..Default::default()
+                    };
+                    pi.info = Some(to_any(&d)).into();
+                }
+                pi
+            })
+            .collect();
+        Ok(PidsResponse {
+            processes,
+            ..Default::default()
+        })
+    }
+
+    fn check_running(&self, c: &Container, verb: &str) -> Result<()> {
+        match c.init.status() {
+            Status::Created => Err(Error::FailedPrecondition(format!(
+                "cannot {verb} task in created state"
+            ))),
+            Status::Stopped => Err(Error::FailedPrecondition(format!(
+                "cannot {verb} a stopped container"
+            ))),
+            Status::Running => Ok(()),
+        }
+    }
+
+    /// Pause: freeze every process (cgroup freezer, else SIGSTOP).
+    pub async fn task_pause(&self, id: &str) -> Result<()> {
+        let c = self.container(id)?;
+        self.check_running(&c, "pause")?;
+        if c.paused() {
+            return Err(Error::FailedPrecondition(
+                "cannot pause a paused container".into(),
+            ));
+        }
+        match &c.cgroup {
+            Some(cg) if cg.has_freezer() => cg.freeze()?,
+            _ => {
+                c.signal_all(libc::SIGSTOP);
+            }
+        }
+        c.set_paused(true);
+        let ev = TaskPaused {
+            container_id: id.to_string(),
+            ..Default::default()
+        };
+        self.events
+            .send(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(ev));
+        Ok(())
+    }
+
+    /// Resume: thaw every process.
+    pub async fn task_resume(&self, id: &str) -> Result<()> {
+        let c = self.container(id)?;
+        self.check_running(&c, "resume")?;
+        if !c.paused() {
+            return Err(Error::FailedPrecondition(
+                "cannot resume a running process".into(),
+            ));
+        }
+        match &c.cgroup {
+            Some(cg) if cg.has_freezer() => cg.thaw()?,
+            _ => {
+                c.signal_all(libc::SIGCONT);
+            }
+        }
+        c.set_paused(false);
+        let ev = TaskResumed {
+            container_id: id.to_string(),
+            ..Default::default()
+        };
+        self.events
+            .send(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(ev));
+        Ok(())
+    }
+
+    /// Stats: cgroup v1 metrics (or /proc figures without a cgroup) as an Any.
+    pub async fn task_stats(&self, req: StatsRequest) -> Result<StatsResponse> {
+        let c = self.container(&req.id)?;
+        let m = match &c.cgroup {
+            Some(cg) => cg.metrics(),
+            None => proc_metrics(&c.all_pids()),
+        };
+        let mut any = to_any(&m);
+        any.type_url = "io.containerd.cgroups.v1.Metrics".to_string();
+        Ok(StatsResponse {
+            stats: Some(any).into(),
+            ..Default::default()
+        })
+    }
+
+    /// CloseIO: EOF on the process's stdin.
+    pub async fn task_close_io(&self, req: CloseIORequest) -> Result<()> {
+        let c = self.container(&req.id)?;
+        let p = c.process(&req.exec_id)?;
+        if req.stdin {
+            p.close_stdin();
+        }
+        Ok(())
+    }
+
+    /// ResizePty: resize the pty (no-op without a terminal).
+    pub async fn task_resize_pty(&self, req: ResizePtyRequest) -> Result<()> {
+        let c = self.container(&req.id)?;
+        c.process(&req.exec_id)?.resize(req.width, req.height)
+    }
+
+    /// Connect: shim pid, task pid.
+    pub async fn task_connect(&self, req: ConnectRequest) -> Result<ConnectResponse> {
+        let task_pid = self
+            .container(&req.id)
+            .map(|c| c.init.pid as u32)
+            .unwrap_or(0);
+        Ok(ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        })
+    }
+
+    /// Shutdown: exit once no container remains; `now` exits at once.
+    pub async fn task_shutdown(&self, req: ShutdownRequest) -> Result<()> {
+        if self.faults.shutdown_never_exits {
+            return Ok(());
+        }
+        if req.now || self.count() == 0 {
+            self.exit.send_replace(true);
+        }
+        Ok(())
+    }
+}
+
+fn proc_metrics(pids: &[i32]) -> containerd_shim_protos::cgroups::metrics::Metrics {
+    use containerd_shim_protos::cgroups::metrics::{
+        CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics,
+    };
+    // SAFETY: sysconf is a plain libc call.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let (mut ticks, mut pages) = (0u64, 0u64);
+    for pid in pids {
+        if let Some(s) = proc_stat(*pid) {
+            ticks += s.cpu_ticks;
+            pages += s.rss_pages;
+        }
+    }
+    let mut m = Metrics::new();
+    let mut u = CPUUsage::new();
+    u.total = ticks * 1_000_000_000 / tck;
+    let mut cpu = CPUStat::new();
+    cpu.usage = Some(u).into();
+    m.cpu = Some(cpu).into();
+    let mut e = MemoryEntry::new();
+    e.usage = pages * page;
+    let mut mem = MemoryStat::new();
+    mem.rss = pages * page;
+    mem.usage = Some(e).into();
+    m.memory = Some(mem).into();
+    m
+}

@@ -1,0 +1,242 @@
+//! The per-task cgroup (v1 freezer/memory/cpuacct/pids under `/sys/fs/cgroup/<ctrl>/reaper/<ns>/<id>`):
+//! membership, freeze/thaw, listing and killing every process, metrics, removal. When no
+//! controller can be created the task falls back to its session id (see `container.rs`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use containerd_shim_protos::cgroups::metrics::{
+    CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat,
+};
+
+use crate::error::{Error, Result};
+
+const ROOT: &str = "/sys/fs/cgroup";
+const CONTROLLERS: [&str; 4] = ["freezer", "pids", "cpuacct", "memory"];
+
+/// One task's cgroup directories, one per available v1 controller.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    dirs: Vec<(&'static str, PathBuf)>,
+}
+
+fn rel(ns: &str, id: &str) -> PathBuf {
+    Path::new("reaper").join(ns).join(id)
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+impl Cgroup {
+    /// Creates the task's cgroup in every v1 controller that allows it; `None` when none does.
+    pub fn create(ns: &str, id: &str) -> Option<Cgroup> {
+        let mut dirs = Vec::new();
+        for c in CONTROLLERS {
+            let base = Path::new(ROOT).join(c);
+            if !base.join("cgroup.procs").exists() {
+                continue;
+            }
+            let d = base.join(rel(ns, id));
+            match std::fs::create_dir_all(&d) {
+                Ok(()) => dirs.push((c, d)),
+                Err(e) => tracing::debug!("cgroup {}: {e}", d.display()),
+            }
+        }
+        if dirs.is_empty() {
+            None
+        } else {
+            Some(Cgroup { dirs })
+        }
+    }
+
+    /// Opens whatever directories of the task's cgroup exist (the `delete` action).
+    pub fn existing(ns: &str, id: &str) -> Option<Cgroup> {
+        let dirs: Vec<_> = CONTROLLERS
+            .iter()
+            .map(|c| (*c, Path::new(ROOT).join(c).join(rel(ns, id))))
+            .filter(|(_, d)| d.is_dir())
+            .collect();
+        if dirs.is_empty() {
+            None
+        } else {
+            Some(Cgroup { dirs })
+        }
+    }
+
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|(c, _)| *c == controller)
+            .map(|(_, d)| d.as_path())
+    }
+
+    /// Whether the freezer controller is available.
+    pub fn has_freezer(&self) -> bool {
+        self.dir("freezer").is_some()
+    }
+
+    /// Moves `pid` into the cgroup (every controller).
+    pub fn add(&self, pid: i32) -> Result<()> {
+        for (_, d) in &self.dirs {
+            std::fs::write(d.join("cgroup.procs"), pid.to_string())
+                .map_err(|e| Error::io(format!("add {pid} to {}", d.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Every pid in the cgroup.
+    pub fn procs(&self) -> Vec<i32> {
+        let Some((_, d)) = self.dirs.first() else {
+            return Vec::new();
+        };
+        std::fs::read_to_string(d.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    fn set_freezer(&self, state: &str) -> Result<()> {
+        let d = self
+            .dir("freezer")
+            .ok_or_else(|| Error::Other("no freezer cgroup".into()))?;
+        let f = d.join("freezer.state");
+        std::fs::write(&f, state).map_err(|e| Error::io(format!("write {}", f.display()), e))?;
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = std::fs::read_to_string(&f).unwrap_or_default();
+            if now.trim() == state {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                return Err(Error::Other(format!(
+                    "{} stuck at {} (wanted {state})",
+                    f.display(),
+                    now.trim()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            let _ = std::fs::write(&f, state);
+        }
+    }
+
+    /// Freezes every process of the task.
+    pub fn freeze(&self) -> Result<()> {
+        self.set_freezer("FROZEN")
+    }
+
+    /// Thaws every process of the task.
+    pub fn thaw(&self) -> Result<()> {
+        self.set_freezer("THAWED")
+    }
+
+    /// Signals every process in the cgroup; returns how many were signalled.
+    pub fn kill_all(&self, sig: i32) -> usize {
+        let mut n = 0;
+        for pid in self.procs() {
+            // SAFETY: kill(2); pids come from the task's own cgroup.
+            if unsafe { libc::kill(pid, sig) } == 0 {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// cgroup v1 metrics of the task.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = Metrics::new();
+        if let Some(d) = self.dir("cpuacct") {
+            let mut u = CPUUsage::new();
+            u.total = read_u64(&d.join("cpuacct.usage")).unwrap_or(0);
+            // SAFETY: sysconf is a plain libc call.
+            let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+            for line in std::fs::read_to_string(d.join("cpuacct.stat"))
+                .unwrap_or_default()
+                .lines()
+            {
+                let mut it = line.split_whitespace();
+                let (Some(k), Some(v)) = (it.next(), it.next().and_then(|v| v.parse::<u64>().ok()))
+                else {
+                    continue;
+                };
+                let ns = v * 1_000_000_000 / tck;
+                match k {
+                    "user" => u.user = ns,
+                    "system" => u.kernel = ns,
+                    _ => {}
+                }
+            }
+            u.per_cpu = std::fs::read_to_string(d.join("cpuacct.usage_percpu"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            let mut c = CPUStat::new();
+            c.usage = Some(u).into();
+            m.cpu = Some(c).into();
+        }
+        if let Some(d) = self.dir("memory") {
+            let mut s = MemoryStat::new();
+            let mut e = MemoryEntry::new();
+            e.usage = read_u64(&d.join("memory.usage_in_bytes")).unwrap_or(0);
+            e.max = read_u64(&d.join("memory.max_usage_in_bytes")).unwrap_or(0);
+            e.limit = read_u64(&d.join("memory.limit_in_bytes")).unwrap_or(0);
+            e.failcnt = read_u64(&d.join("memory.failcnt")).unwrap_or(0);
+            s.usage = Some(e).into();
+            for line in std::fs::read_to_string(d.join("memory.stat"))
+                .unwrap_or_default()
+                .lines()
+            {
+                let mut it = line.split_whitespace();
+                let (Some(k), Some(v)) = (it.next(), it.next().and_then(|v| v.parse::<u64>().ok()))
+                else {
+                    continue;
+                };
+                match k {
+                    "cache" => s.cache = v,
+                    "rss" => s.rss = v,
+                    "rss_huge" => s.rss_huge = v,
+                    "mapped_file" => s.mapped_file = v,
+                    "dirty" => s.dirty = v,
+                    "writeback" => s.writeback = v,
+                    "pgfault" => s.pg_fault = v,
+                    "pgmajfault" => s.pg_maj_fault = v,
+                    "inactive_anon" => s.inactive_anon = v,
+                    "active_anon" => s.active_anon = v,
+                    "inactive_file" => s.inactive_file = v,
+                    "active_file" => s.active_file = v,
+                    "unevictable" => s.unevictable = v,
+                    "total_cache" => s.total_cache = v,
+                    "total_rss" => s.total_rss = v,
+                    _ => {}
+                }
+            }
+            m.memory = Some(s).into();
+        }
+        if let Some(d) = self.dir("pids") {
+            let mut p = PidsStat::new();
+            p.current = read_u64(&d.join("pids.current")).unwrap_or(0);
+            p.limit = read_u64(&d.join("pids.max")).unwrap_or(0);
+            m.pids = Some(p).into();
+        }
+        m
+    }
+
+    /// Removes the directories (after the processes are gone); retries briefly while busy.
+    pub fn remove(&self) {
+        for (_, d) in &self.dirs {
+            let end = Instant::now() + Duration::from_secs(2);
+            while d.exists() {
+                match std::fs::remove_dir(d) {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() > end => {
+                        tracing::warn!("remove cgroup {}: {e}", d.display());
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Task events: one ordered queue and one forwarder calling
+//! `containerd.services.events.ttrpc.v1.Events/Forward` on `$TTRPC_ADDRESS`.
+//!
+//! Order rule: events leave in the order they were queued. A failed Forward is retried at the head
+//! of the queue with backoff (never overtaken by later events) and dropped with a log after ~1 min.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim_protos::protobuf::MessageDyn;
+use containerd_shim_protos::shim::event::Envelope;
+use containerd_shim_protos::shim::events::ForwardRequest;
+use containerd_shim_protos::shim_async::EventsClient;
+use tokio::sync::mpsc;
+
+/// Where the task layer sends events (a channel in tests, the forwarder in the server).
+pub trait EventSender: Send + Sync {
+    /// Queues one event; never blocks.
+    fn send(&self, topic: &'static str, event: Box<dyn MessageDyn>);
+}
+
+/// Converts a `SystemTime` to a protobuf Timestamp.
+pub fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+        ..Default::default()
+    }
+}
+
+/// Packs a message into an Any with containerd's bare type URL (`containerd.events.TaskExit`).
+pub fn to_any(m: &dyn MessageDyn) -> Any {
+    Any {
+        type_url: m.descriptor_dyn().full_name().to_string(),
+        value: m.write_to_bytes_dyn().unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// Queues envelopes for the forwarder.
+pub struct Publisher {
+    namespace: String,
+    tx: mpsc::UnboundedSender<Envelope>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl EventSender for Publisher {
+    fn send(&self, topic: &'static str, event: Box<dyn MessageDyn>) {
+        let env = Envelope {
+            timestamp: Some(timestamp(SystemTime::now())).into(),
+            namespace: self.namespace.clone(),
+            topic: topic.to_string(),
+            event: Some(to_any(event.as_ref())).into(),
+            ..Default::default()
+        };
+        tracing::debug!(topic, "event queued");
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(env).is_err() {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Publisher {
+    /// Waits (at most `limit`) until every queued event has been forwarded or dropped.
+    pub async fn flush(&self, limit: Duration) {
+        let end = Instant::now() + limit;
+        while self.pending.load(Ordering::SeqCst) > 0 && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// How long the head of the queue is retried before it is dropped.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+
+/// Starts the forwarder task. `address` is a plain path (or `unix://` address); empty = events are
+/// logged and dropped.
+pub fn start(address: String, namespace: String) -> Publisher {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
+    let pending = Arc::new(AtomicUsize::new(0));
+    let left = pending.clone();
+    tokio::spawn(async move {
+        let addr = if address.is_empty() || address.contains("://") {
+            address
+        } else {
+            format!("unix://{address}")
+        };
+        let mut client: Option<EventsClient> = None;
+        while let Some(env) = rx.recv().await {
+            let first = Instant::now();
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                if addr.is_empty() {
+                    tracing::warn!(topic = env.topic, "no TTRPC_ADDRESS: event dropped");
+                    break;
+                }
+                if client.is_none() {
+                    match tokio::time::timeout(
+                        Duration::from_secs(5),
+                        ttrpc::asynchronous::Client::connect(&addr),
+                    )
+                    .await
+                    {
+                        Ok(Ok(c)) => client = Some(EventsClient::new(c)),
+                        Ok(Err(e)) => tracing::warn!("connect events {addr}: {e}"),
+                        Err(_) => tracing::warn!("connect events {addr}: timed out"),
+                    }
+                }
+                if let Some(c) = &client {
+                    let mut ctx = ttrpc::context::with_timeout(5_000_000_000);
+                    ctx.add(
+                        "containerd-namespace-ttrpc".to_string(),
+                        env.namespace.clone(),
+                    );
+                    let req = ForwardRequest {
+                        envelope: Some(env.clone()).into(),
+                        ..Default::default()
+                    };
+                    match c.forward(ctx, &req).await {
+                        Ok(_) => {
+                            tracing::debug!(topic = env.topic, "event forwarded");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = env.topic, "forward: {e}");
+                            client = None;
+                        }
+                    }
+                }
+                if first.elapsed() > GIVE_UP_AFTER {
+                    tracing::error!(topic = env.topic, "event dropped after retrying for 1 min");
+                    break;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            left.fetch_sub(1, Ordering::SeqCst);
+        }
+    });
+    Publisher {
+        namespace,
+        tx,
+        pending,
+    }
+}

@@ -1,0 +1,406 @@
+//! The shim binary's three modes: the `start` action (bind the socket, spawn the server, print the
+//! address), the `delete` action (clean up from the bundle alone), and the server lifecycle
+//! (subreaper, logging to the bundle's `log` FIFO, serving Task v2+v3, exit on Shutdown/SIGTERM).
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use containerd_shim_protos::api::DeleteResponse;
+use containerd_shim_protos::protobuf::Message;
+use sha2::{Digest, Sha256};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::api::Shim;
+use crate::cgroup::Cgroup;
+use crate::container::{proc_stat, session_members};
+use crate::error::{Error, Result};
+use crate::events::{self, timestamp};
+use crate::faults::Faults;
+use crate::flags::{self, Flags};
+use crate::reaper::Reaper;
+use crate::spec;
+use crate::task::{services, TaskService};
+
+/// Where containerd expects shim sockets (hard-coded, independent of containerd's `--state`).
+pub const SOCKET_DIR: &str = "/run/containerd/s";
+/// The file (in the bundle) where the server records init's exit: `status secs nanos`.
+pub const EXIT_FILE: &str = "init.exit";
+/// The runtime name.
+pub const RUNTIME: &str = "io.containerd.reaper.v2";
+
+/// `unix:///run/containerd/s/<hex sha256(address/namespace/group)>` (containerd's SocketAddress).
+pub fn socket_address(address: &str, namespace: &str, group: &str) -> String {
+    let joined = [address, namespace, group]
+        .iter()
+        .map(|s| s.trim_end_matches('/'))
+        .collect::<Vec<_>>()
+        .join("/");
+    let hash = hex::encode(Sha256::digest(joined.as_bytes()));
+    format!("unix://{SOCKET_DIR}/{hash}")
+}
+
+fn socket_path(addr: &str) -> &str {
+    addr.strip_prefix("unix://").unwrap_or(addr)
+}
+
+fn bundle_dir(flags: &Flags) -> Result<PathBuf> {
+    if flags.bundle.is_empty() {
+        std::env::current_dir().map_err(|e| Error::io("cwd", e))
+    } else {
+        Ok(PathBuf::from(&flags.bundle))
+    }
+}
+
+/// Writes `contents` to `path` atomically (temp file + rename).
+pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|s| s.to_str()).unwrap_or("file")
+    ));
+    std::fs::write(&tmp, contents).map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("rename to {}", path.display()), e))
+}
+
+/// The `start` action. Returns the address to print.
+pub fn start_action(flags: &Flags) -> Result<String> {
+    // The options Any (if any) is read and ignored.
+    // SAFETY: isatty on fd 0.
+    if unsafe { libc::isatty(0) } == 0 {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+    }
+    if flags.id.is_empty() || flags.namespace.is_empty() {
+        return Err(Error::InvalidArgument(
+            "start needs -id and -namespace".into(),
+        ));
+    }
+    let bundle = bundle_dir(flags)?;
+    let group = spec::load_bundle(&bundle)
+        .map(|b| spec::group_of(&b.annotations, &flags.id))
+        .unwrap_or_else(|_| flags.id.clone());
+    let addr = socket_address(&flags.address, &flags.namespace, &group);
+    let path = socket_path(&addr).to_string();
+    let address_file = bundle.join("address");
+    if UnixStream::connect(&path).is_ok() {
+        // A live server serves this group: reuse it.
+        write_atomic(&address_file, &addr)?;
+        return Ok(addr);
+    }
+    if Path::new(&path).exists() {
+        let _ = std::fs::remove_file(&path);
+    }
+    if let Some(dir) = Path::new(&path).parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    }
+    let listener = UnixListener::bind(&path).map_err(|e| Error::io(format!("bind {path}"), e))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(format!("chmod {path}"), e))?;
+
+    let exe = std::env::current_exe().map_err(|e| Error::io("current_exe", e))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        "-namespace",
+        &flags.namespace,
+        "-id",
+        &flags.id,
+        "-address",
+        &flags.address,
+    ]);
+    if flags.debug {
+        cmd.arg("-debug");
+    }
+    cmd.current_dir(&bundle)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    let lfd = listener.as_raw_fd();
+    // SAFETY: only dup2/fcntl (async-signal-safe) run between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if lfd == 3 {
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(lfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| {
+        let _ = std::fs::remove_file(&path);
+        Error::io("spawn the shim server", e)
+    })?;
+    drop(child);
+    drop(listener);
+    write_atomic(&address_file, &addr)?;
+    Ok(addr)
+}
+
+fn read_exit_file(bundle: &Path) -> Option<(u32, SystemTime)> {
+    let s = std::fs::read_to_string(bundle.join(EXIT_FILE)).ok()?;
+    let mut it = s.split_whitespace();
+    let status = it.next()?.parse().ok()?;
+    let secs: u64 = it.next()?.parse().ok()?;
+    let nanos: u32 = it.next()?.parse().ok()?;
+    Some((status, SystemTime::UNIX_EPOCH + Duration::new(secs, nanos)))
+}
+
+/// The `delete` action: kill what is left of the task, remove its cgroup, return the
+/// DeleteResponse (pid from init.pid, the recorded exit or 137, its time or now).
+pub fn delete_action(flags: &Flags) -> Result<DeleteResponse> {
+    let bundle = bundle_dir(flags)?;
+    let id = if flags.id.is_empty() {
+        bundle
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string()
+    } else {
+        flags.id.clone()
+    };
+    let pid: i32 = std::fs::read_to_string(bundle.join("init.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let recorded = read_exit_file(&bundle);
+    let ns = if flags.namespace.is_empty() {
+        "default"
+    } else {
+        &flags.namespace
+    };
+    let cg = if crate::container::validate_id("container", &id).is_ok() {
+        Cgroup::existing(ns, &id)
+    } else {
+        None
+    };
+    if let Some(cg) = &cg {
+        if cg.has_freezer() {
+            let _ = cg.thaw();
+        }
+        let end = std::time::Instant::now() + Duration::from_secs(2);
+        while cg.kill_all(libc::SIGKILL) > 0 && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cg.remove();
+    } else if pid > 0 && recorded.is_none() {
+        // Only while init is alive is its pid still its session id (pid reuse otherwise).
+        if proc_stat(pid).map(|s| s.session == pid).unwrap_or(false) {
+            for p in session_members(&[pid]) {
+                // SAFETY: kill(2) on members of the task's session.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+        }
+    }
+    let (status, at) = recorded.unwrap_or((137, SystemTime::now()));
+    Ok(DeleteResponse {
+        pid: pid.max(0) as u32,
+        exit_status: status,
+        exited_at: Some(timestamp(at)).into(),
+        ..Default::default()
+    })
+}
+
+fn init_logging(bundle: &Path, debug: bool) {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: with no reader the open fails (ENXIO) instead of blocking the server.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(bundle.join("log"));
+    let Ok(f) = f else {
+        return;
+    };
+    let _ = crate::io::set_nonblocking(f.as_raw_fd(), false);
+    let level = if debug {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(f))
+        .with_ansi(false)
+        .with_max_level(level)
+        .try_init();
+}
+
+/// Server mode: serve the Task API until Shutdown (no containers left) or SIGTERM.
+pub fn run_server(flags: &Flags, faults: Faults) -> Result<()> {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let bundle = bundle_dir(flags)?;
+    init_logging(&bundle, flags.debug);
+    let fd = if flags.socket.is_empty() {
+        3
+    } else {
+        let p = socket_path(&flags.socket);
+        let _ = std::fs::remove_file(p);
+        let l = UnixListener::bind(p).map_err(|e| Error::io(format!("bind {p}"), e))?;
+        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600));
+        l.into_raw_fd()
+    };
+    crate::pty::set_cloexec(fd)
+        .map_err(|e| Error::Other(format!("no listening socket on fd 3 ({e}); run `start`")))?;
+    let sock_path = nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(fd)
+        .ok()
+        .and_then(|a| a.path().map(Path::to_path_buf));
+    tracing::info!(pid = std::process::id(), socket = ?sock_path, ?faults, "server starting");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("tokio runtime", e))?;
+    let ns = flags.namespace.clone();
+    let sock = sock_path.clone();
+    let res = rt.block_on(async move {
+        let reaper = Reaper::new();
+        reaper.start()?;
+        let publisher = Arc::new(events::start(
+            std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
+            ns.clone(),
+        ));
+        let shim = Shim::new(ns, reaper, publisher.clone(), faults);
+        let svc = TaskService { shim: shim.clone() };
+        // SAFETY: fd is our listening socket and nothing else uses it.
+        let mut server = unsafe {
+            ttrpc::asynchronous::Server::new()
+                .register_service(services(svc))
+                .add_unix_listener(fd)
+        }
+        .map_err(|e| Error::Other(format!("ttrpc listener: {e}")))?;
+        server
+            .start()
+            .await
+            .map_err(|e| Error::Other(format!("ttrpc server: {e}")))?;
+        let mut exit_rx = shim.exit.subscribe();
+        let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM", e))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT", e))?;
+        tokio::select! {
+            _ = exit_rx.wait_for(|v| *v) => tracing::info!("shutdown requested"),
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+        // Let the Shutdown reply go out and the queued events (e.g. /tasks/delete) leave.
+        publisher.flush(Duration::from_secs(5)).await;
+        if let Some(p) = &sock {
+            let _ = std::fs::remove_file(p);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown()).await;
+        Ok::<(), Error>(())
+    });
+    if let Some(p) = &sock_path {
+        let _ = std::fs::remove_file(p);
+    }
+    tracing::info!("server exiting");
+    res
+}
+
+/// Entry point shared by the real and the faulty binary; returns the process exit code.
+/// `load_faults` is called once, at server start.
+#[allow(clippy::print_stdout)]
+pub fn main(load_faults: fn() -> Result<Faults>) -> i32 {
+    let flags = match flags::parse(std::env::args().skip(1)) {
+        Ok(f) => f,
+        Err(e) => {
+            // Never stderr: containerd concatenates it into the `start` output.
+            print!("{e}");
+            return 2;
+        }
+    };
+    if flags.version {
+        println!(
+            "containerd-shim-reaper-v2 {} ({RUNTIME})",
+            env!("CARGO_PKG_VERSION")
+        );
+        return 0;
+    }
+    match flags.action.as_deref() {
+        Some("start") => match start_action(&flags) {
+            Ok(addr) => {
+                print!("{addr}");
+                let _ = std::io::stdout().flush();
+                0
+            }
+            Err(e) => {
+                print!("reaper start: {e}");
+                1
+            }
+        },
+        Some("delete") => match delete_action(&flags) {
+            Ok(resp) => {
+                let bytes = resp.write_to_bytes().unwrap_or_default();
+                let mut out = std::io::stdout();
+                let _ = out.write_all(&bytes);
+                let _ = out.flush();
+                0
+            }
+            Err(e) => {
+                eprintln!("reaper delete: {e}");
+                1
+            }
+        },
+        None => {
+            let faults = match load_faults() {
+                Ok(f) => f,
+                Err(e) => {
+                    init_logging(Path::new("."), false);
+                    tracing::error!("{e}");
+                    return 1;
+                }
+            };
+            match run_server(&flags, faults) {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!("server: {e}");
+                    1
+                }
+            }
+        }
+        Some(other) => {
+            print!("unknown action {other:?} (want start or delete)");
+            2
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_address_matches_containerd() {
+        let a = socket_address("/run/containerd/containerd.sock", "default", "123");
+        assert_eq!(
+            a,
+            "unix:///run/containerd/s/0ddfbd72d02b3551e75f3a0ed90b9965b533401be618f43a568bc522764e0ad0"
+        );
+    }
+
+    #[test]
+    fn delete_action_on_an_empty_bundle_reports_137() {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = Flags {
+            bundle: dir.path().display().to_string(),
+            id: "reaper-unit-empty".into(),
+            namespace: "reaper-unit".into(),
+            ..Default::default()
+        };
+        let r = delete_action(&flags).unwrap();
+        assert_eq!((r.pid, r.exit_status), (0, 137));
+        std::fs::write(dir.path().join("init.pid"), "4242").unwrap();
+        std::fs::write(dir.path().join(EXIT_FILE), "7 100 5\n").unwrap();
+        let r = delete_action(&flags).unwrap();
+        assert_eq!((r.pid, r.exit_status), (4242, 7));
+        assert_eq!(r.exited_at.seconds, 100);
+    }
+}
