@@ -115,6 +115,7 @@ struct Shared {
     namespace: String,
     metadata: bool,
     tasks: Mutex<BTreeMap<String, TaskRecord>>,
+    shutdown_sent: std::sync::atomic::AtomicBool,
 }
 
 /// A cheap-to-clone handle to one shim connection.
@@ -162,6 +163,7 @@ impl TaskClient {
                 namespace: namespace.to_string(),
                 metadata,
                 tasks: Mutex::new(BTreeMap::new()),
+                shutdown_sent: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -253,6 +255,21 @@ impl TaskClient {
         r
     }
 
+    /// Task.Shutdown (remembered, so closing does not send a second one).
+    pub async fn shutdown(&self, req: ShutdownRequest, timeout: Duration) -> RpcResult<Empty> {
+        self.shared
+            .shutdown_sent
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.call("Shutdown", &req, timeout).await
+    }
+
+    /// Whether Shutdown was sent through this connection.
+    pub fn shutdown_sent(&self) -> bool {
+        self.shared
+            .shutdown_sent
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     rpcs! {
         /// Task.State.
         state, "State", StateRequest, StateResponse;
@@ -282,8 +299,6 @@ impl TaskClient {
         checkpoint, "Checkpoint", CheckpointTaskRequest, Empty;
         /// Task.Connect.
         connect, "Connect", ConnectRequest, ConnectResponse;
-        /// Task.Shutdown.
-        shutdown, "Shutdown", ShutdownRequest, Empty;
     }
 }
 

@@ -1,0 +1,662 @@
+//! The mock containerd: one per scenario, owning a temp state dir, the events endpoint at
+//! `<tmp>/c.sock.ttrpc` and the publish endpoint at `<tmp>/c.sock`; it launches shims exactly as
+//! the chosen containerd version does (doc 2: argv, env, stdin, cwd, `log` FIFO, combined and
+//! trimmed output, setpgid), and closes them as containerd does (doc 2.10: close, `delete`
+//! action, synthetic exit/delete events, then the harness's own leak check).
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use containerd_shim_protos::api::ShutdownRequest;
+use containerd_shim_protos::events::task::{TaskDelete, TaskExit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::bundle::Bundle;
+use crate::client::TaskClient;
+use crate::delete::{DeleteAction, DeleteActionOutcome};
+use crate::dialect::{self, Dialect, TaskApi};
+use crate::error::{HarnessError, LaunchError};
+use crate::events::{event_fields, system_to_timestamp, EventLog, EventSource, RecordedEvent, TaskEvent};
+use crate::leaks::{self, Leak, LeakScope};
+
+pub use crate::timeouts::Timeouts;
+
+/// How the mock behaves.
+#[derive(Debug, Clone, Default)]
+pub struct MockConfig {
+    /// The containerd version to imitate.
+    pub dialect: Dialect,
+    /// The namespace (`default` if empty).
+    pub namespace: String,
+    /// Pass `-debug` (containerd at debug log level).
+    pub debug: bool,
+    /// Bounds on every wait.
+    pub timeouts: Timeouts,
+}
+
+/// Per-launch options.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchOptions {
+    /// Runtime options sent on `start`'s stdin (marshalled `Any`); `None` → /dev/null.
+    pub runtime_options: Option<protobuf::well_known_types::any::Any>,
+    /// Extra environment for the shim (containerd's per-runtime `env`).
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// A mock containerd instance.
+pub struct MockContainerd {
+    cfg: MockConfig,
+    namespace: String,
+    dir: tempfile::TempDir,
+    grpc_address: String,
+    ttrpc_address: String,
+    publish_binary: PathBuf,
+    events: EventLog,
+    servers: Vec<ttrpc::r#async::Server>,
+}
+
+impl std::fmt::Debug for MockContainerd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockContainerd")
+            .field("dialect", &self.cfg.dialect)
+            .field("state_dir", &self.dir.path())
+            .finish()
+    }
+}
+
+impl MockContainerd {
+    /// Creates the state dir and starts the events endpoints.
+    pub async fn new(cfg: MockConfig) -> Result<Self, HarnessError> {
+        let namespace = if cfg.namespace.is_empty() {
+            "default".to_string()
+        } else {
+            cfg.namespace.clone()
+        };
+        crate::events::validate_identifier(&namespace).map_err(|m| HarnessError::Invalid {
+            field: "namespace".into(),
+            message: m,
+        })?;
+        // Short path: unix socket paths are limited to 108 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("harness-")
+            .tempdir_in("/tmp")
+            .map_err(|e| HarnessError::io("creating the mock's state dir in /tmp", e))?;
+        let grpc = dir.path().join("c.sock");
+        let ttrpc_path = dir.path().join("c.sock.ttrpc");
+        let events = EventLog::new();
+        let s1 = crate::events::serve(&ttrpc_path, events.clone(), EventSource::Shim).await?;
+        let s2 = crate::events::serve(&grpc, events.clone(), EventSource::PublishBinary).await?;
+        Ok(MockContainerd {
+            cfg,
+            namespace,
+            grpc_address: grpc.display().to_string(),
+            ttrpc_address: ttrpc_path.display().to_string(),
+            publish_binary: crate::publish::publish_binary(),
+            dir,
+            events,
+            servers: vec![s1, s2],
+        })
+    }
+
+    /// The shared event log.
+    pub fn events(&self) -> EventLog {
+        self.events.clone()
+    }
+
+    /// The mock's temp state dir.
+    pub fn state_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where bundles go, as containerd lays them out: `<state>/io.containerd.runtime.v2.task/<ns>`.
+    pub fn bundle_parent(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join("io.containerd.runtime.v2.task")
+            .join(&self.namespace)
+    }
+
+    /// The namespace in use.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MockConfig {
+        &self.cfg
+    }
+
+    /// `-address` (containerd's gRPC socket path; the mock serves only publish forwarding there).
+    pub fn grpc_address(&self) -> &str {
+        &self.grpc_address
+    }
+
+    /// `TTRPC_ADDRESS` (the events endpoint).
+    pub fn ttrpc_address(&self) -> &str {
+        &self.ttrpc_address
+    }
+
+    /// `-publish-binary`.
+    pub fn publish_binary(&self) -> &Path {
+        &self.publish_binary
+    }
+
+    /// Overrides `-publish-binary` (default: `$HARNESS_PUBLISH_BINARY`, else the harness binary).
+    pub fn set_publish_binary(&mut self, path: PathBuf) {
+        self.publish_binary = path;
+    }
+
+    /// Stops the endpoints (also done, less gracefully, on drop).
+    pub async fn shutdown(mut self) {
+        for s in self.servers.iter_mut() {
+            let _ = s.shutdown().await;
+        }
+    }
+
+    /// Runs `<shim> ... start` for `bundle` and connects to the address it prints.
+    pub async fn launch(
+        &self,
+        shim: &Path,
+        bundle: &Bundle,
+        opts: LaunchOptions,
+    ) -> Result<Shim, LaunchError> {
+        check_executable(shim)?;
+        let t = self.cfg.timeouts;
+        let dialect = self.cfg.dialect;
+        let id = bundle.id().to_string();
+        let bundle_dir = bundle.path().to_path_buf();
+        let log = LogDrain::open(&bundle_dir.join("log"))?;
+        let pb = self.publish_binary.display().to_string();
+        let argv = dialect.start_argv(&self.namespace, &self.grpc_address, &pb, &id, self.cfg.debug);
+        let env = dialect.start_env(&self.ttrpc_address, &self.grpc_address, &self.namespace);
+
+        // One pipe for stdout and stderr: Go's CombinedOutput.
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+            HarnessError::io("creating the start output pipe", std::io::Error::from(e))
+        })?;
+        let wr2 = wr
+            .try_clone()
+            .map_err(|e| HarnessError::io("duplicating the start output pipe", e))?;
+        let mut cmd = tokio::process::Command::new(shim);
+        cmd.args(&argv)
+            .current_dir(&bundle_dir)
+            .envs(env.iter().cloned())
+            .envs(opts.extra_env.iter().cloned())
+            .stdout(Stdio::from(wr))
+            .stderr(Stdio::from(wr2))
+            .stdin(if opts.runtime_options.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .process_group(0);
+        let spawned = cmd.spawn();
+        drop(cmd); // closes our copies of the pipe's write end
+        let mut child = spawned.map_err(|e| LaunchError::Spawn {
+            path: shim.to_path_buf(),
+            source: e,
+        })?;
+        let start_pid = child.id().map(|p| p as i32).unwrap_or(0);
+        if let (Some(any), Some(mut stdin)) = (opts.runtime_options.as_ref(), child.stdin.take()) {
+            let bytes = protobuf::Message::write_to_bytes(any).unwrap_or_default();
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&bytes).await;
+            });
+        }
+        let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(rd)
+            .map_err(|e| HarnessError::io("reading the start output pipe", e))?;
+        let output = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let out2 = output.clone();
+        let collect = async move {
+            let mut buf = [0u8; 4096];
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => lock(&out2).extend_from_slice(&buf[..n]),
+                }
+            }
+        };
+        // Go's CombinedOutput returns when the process has exited *and* the pipe hit EOF.
+        let both = async { tokio::join!(child.wait(), collect).0 };
+        let status = match tokio::time::timeout(t.start, both).await {
+            Ok(st) => st,
+            Err(_) => {
+                let text = String::from_utf8_lossy(&lock(&output)).trim().to_string();
+                let _ = child.start_kill();
+                let _ = end_leaked(start_pid, &text, &bundle_dir);
+                let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+                log.stop().await;
+                return Err(LaunchError::StartTimeout {
+                    timeout: t.start,
+                    output: text,
+                });
+            }
+        };
+        let text = String::from_utf8_lossy(&lock(&output)).trim().to_string();
+        let status = status.map_err(|e| LaunchError::Spawn {
+            path: shim.to_path_buf(),
+            source: e,
+        })?;
+        if !status.success() {
+            let _ = end_leaked(start_pid, &text, &bundle_dir);
+            log.stop().await;
+            return Err(LaunchError::StartFailed {
+                output: text,
+                status: exit_code(&status),
+            });
+        }
+        let (address, api) = match dialect.parse_start_output(&text) {
+            Ok(v) => v,
+            Err(reason) => {
+                // containerd never learns the address: the server it started is leaked; find it.
+                let killed = end_leaked(start_pid, &text, &bundle_dir);
+                log.stop().await;
+                return Err(LaunchError::Address { reason, killed });
+            }
+        };
+        let dial = dialect::dial_address(&address);
+        let conn = match tokio::time::timeout(t.connect, ttrpc::r#async::Client::connect(&dial))
+            .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                let killed = end_leaked(start_pid, &text, &bundle_dir);
+                log.stop().await;
+                return Err(LaunchError::Connect {
+                    address,
+                    message: e.to_string(),
+                    killed,
+                });
+            }
+            Err(_) => {
+                let killed = end_leaked(start_pid, &text, &bundle_dir);
+                log.stop().await;
+                return Err(LaunchError::Connect {
+                    address,
+                    message: format!("no connection within {:?}", t.connect),
+                    killed,
+                });
+            }
+        };
+        // containerd records the binary it used next to the bundle.
+        let _ = std::fs::write(bundle_dir.join("shim-binary-path"), shim.display().to_string());
+        let owners = leaks::socket_owners(&address);
+        let pid = owners
+            .iter()
+            .copied()
+            .find(|p| leaks::proc_info(*p).is_some_and(|i| i.state != 'Z'));
+        let mut pgids = vec![start_pid];
+        if let Some(info) = pid.and_then(leaks::proc_info) {
+            if !pgids.contains(&info.pgrp) && info.pgrp > 1 {
+                pgids.push(info.pgrp);
+            }
+        }
+        let client = TaskClient::new(conn, api, &self.namespace, dialect.sends_namespace_metadata());
+        Ok(Shim {
+            pid,
+            address,
+            api,
+            client,
+            start_output: text,
+            log,
+            pgids,
+            events: self.events.clone(),
+            timeouts: t,
+            delete: DeleteAction {
+                shim: shim.to_path_buf(),
+                dialect,
+                namespace: self.namespace.clone(),
+                grpc_address: self.grpc_address.clone(),
+                ttrpc_address: self.ttrpc_address.clone(),
+                publish_binary: pb,
+                id,
+                bundle: bundle_dir,
+                debug: self.cfg.debug,
+                extra_env: opts.extra_env,
+            },
+            rootfs_dir: bundle.rootfs_dir().map(Path::to_path_buf),
+        })
+    }
+}
+
+impl Drop for MockContainerd {
+    fn drop(&mut self) {
+        // The servers' accept loops end with the runtime; their sockets go with the temp dir.
+        self.servers.clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The exit code as containerd prints it (128+signal when killed).
+pub fn exit_code(st: &std::process::ExitStatus) -> i32 {
+    st.code()
+        .unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+}
+
+fn check_executable(shim: &Path) -> Result<(), LaunchError> {
+    let bad = |m: &str| LaunchError::Binary {
+        path: shim.to_path_buf(),
+        message: m.to_string(),
+    };
+    let md = std::fs::metadata(shim).map_err(|e| bad(&format!("cannot be run: {e}")))?;
+    if !md.is_file() {
+        return Err(bad("is not a regular file"));
+    }
+    if md.permissions().mode() & 0o111 == 0
+        || nix::unistd::access(shim, nix::unistd::AccessFlags::X_OK).is_err()
+    {
+        return Err(bad("is not executable (chmod +x it)"));
+    }
+    Ok(())
+}
+
+/// SIGKILLs every process whose process group is `pgid` (one by one, by pid).
+pub fn kill_process_group_members(pgid: i32) -> Vec<i32> {
+    if pgid <= 1 {
+        return vec![];
+    }
+    let me = std::process::id() as i32;
+    leaks::all_processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid && p.pid != me && p.state != 'Z')
+        .filter(|p| leaks::kill_and_wait(p.pid, Duration::from_secs(2)))
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Ends what a failed `start` left: servers on the sockets it named (first, by socket, since
+/// real shims put their server in its own process group), then its own process group.
+fn end_leaked(start_pid: i32, output: &str, bundle: &Path) -> Vec<i32> {
+    let mut killed = end_leaked_servers(output, bundle);
+    killed.extend(kill_process_group_members(start_pid));
+    killed.sort_unstable();
+    killed.dedup();
+    killed
+}
+
+/// Finds servers listening on any socket named in `output` or in the bundle's `address` file,
+/// ends them by pid, removes their socket files; returns the pids ended.
+pub fn end_leaked_servers(output: &str, bundle: &Path) -> Vec<i32> {
+    let mut addrs = leaks::addresses_in(output);
+    if let Ok(a) = std::fs::read_to_string(bundle.join("address")) {
+        let a = a.trim().to_string();
+        if !a.is_empty() && !addrs.contains(&a) {
+            addrs.push(a);
+        }
+    }
+    let mut killed = vec![];
+    for a in &addrs {
+        for pid in leaks::socket_owners(a) {
+            if leaks::kill_and_wait(pid, Duration::from_secs(2)) {
+                killed.push(pid);
+            }
+        }
+        if let Some(p) = dialect::socket_path(a) {
+            if !killed.is_empty() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+    killed.sort_unstable();
+    killed.dedup();
+    killed
+}
+
+/// Drains the bundle's `log` FIFO (opened O_RDWR|O_NONBLOCK before `start`, as containerd does).
+struct LogDrain {
+    lines: Arc<Mutex<Vec<String>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl LogDrain {
+    fn open(path: &Path) -> Result<LogDrain, HarnessError> {
+        if std::fs::symlink_metadata(path).is_err() {
+            nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o700)).map_err(
+                |e| HarnessError::io(format!("mkfifo {}", path.display()), std::io::Error::from(e)),
+            )?;
+        }
+        let mut rx = tokio::net::unix::pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(path)
+            .map_err(|e| HarnessError::io(format!("opening {}", path.display()), e))?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        let task = tokio::spawn(async move {
+            let mut pending = Vec::new();
+            let mut buf = [0u8; 8192];
+            loop {
+                match rx.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        pending.extend_from_slice(&buf[..n]);
+                        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = pending.drain(..=i).collect();
+                            let s = String::from_utf8_lossy(&line).trim_end().to_string();
+                            tracing::debug!(target: "shim-log", "{s}");
+                            lock(&l2).push(s);
+                        }
+                    }
+                }
+            }
+        });
+        Ok(LogDrain {
+            lines,
+            task: Some(task),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn lines(&self) -> Vec<String> {
+        lock(&self.lines).clone()
+    }
+
+    /// Gives the drain a moment to take what is buffered, then stops it.
+    async fn stop(mut self) -> Vec<String> {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        self.lines()
+    }
+}
+
+impl Drop for LogDrain {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        let _ = &self.path;
+    }
+}
+
+/// A launched shim: its address, the task API chosen, a client, and what is needed to close it.
+pub struct Shim {
+    /// The server's pid, found through the socket it listens on (if it could be found).
+    pub pid: Option<i32>,
+    /// The address printed by `start` (the `address` field of a JSON reply).
+    pub address: String,
+    /// The task API the dialect chose.
+    pub api: TaskApi,
+    client: TaskClient,
+    start_output: String,
+    log: LogDrain,
+    pgids: Vec<i32>,
+    events: EventLog,
+    timeouts: Timeouts,
+    delete: DeleteAction,
+    rootfs_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Shim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shim")
+            .field("pid", &self.pid)
+            .field("address", &self.address)
+            .field("api", &self.api)
+            .finish()
+    }
+}
+
+/// What happened when the harness closed a shim.
+#[derive(Debug, Clone)]
+pub struct CloseReport {
+    /// The `delete` action's decoded response, or why it failed.
+    pub delete_action: Result<DeleteActionOutcome, String>,
+    /// `/tasks/exit` + `/tasks/delete` the mock published because a task was still live.
+    pub synthetic_events: Vec<RecordedEvent>,
+    /// Leftovers found (and then cleaned up).
+    pub leaks: Vec<Leak>,
+    /// Whether `close` had to send `Shutdown` itself (the caller had not).
+    pub sent_shutdown: bool,
+    /// Whether the server exited within the shutdown bound (before any kill).
+    pub server_exited: bool,
+    /// All lines drained from the `log` FIFO.
+    pub log: Vec<String>,
+}
+
+impl Shim {
+    /// A client on this shim's connection (clones share it).
+    pub fn client(&self) -> TaskClient {
+        self.client.clone()
+    }
+
+    /// Lines read from the bundle's `log` FIFO so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lines()
+    }
+
+    /// The combined, trimmed output of `start`.
+    pub fn start_output(&self) -> &str {
+        &self.start_output
+    }
+
+    /// The container id this connection was launched for.
+    pub fn id(&self) -> &str {
+        &self.delete.id
+    }
+
+    /// Closes as containerd does after a task's life: Shutdown (if the caller did not send
+    /// one), close the connection, run the `delete` action, publish synthetic exit/delete if the
+    /// task was never deleted, wait (bounded) for the server to exit, then check for leaks and
+    /// end whatever is left.
+    pub async fn close(self) -> CloseReport {
+        let t = self.timeouts;
+        let descendants = self.pid.map(leaks::descendants).unwrap_or_default();
+        // Unreaped children of a live server: give it a moment, then whatever is still a zombie
+        // under the same parent is reported.
+        let mut zombie_leaks = vec![];
+        if descendants.iter().any(|d| d.state == 'Z') {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for d in descendants.iter().filter(|d| d.state == 'Z') {
+                if let Some(p) = leaks::proc_info(d.pid) {
+                    if p.state == 'Z' && p.ppid == d.ppid {
+                        zombie_leaks.push(Leak {
+                            kind: leaks::LeakKind::Zombie,
+                            detail: format!(
+                                "zombie pid {} ({}) not reaped by its parent {}",
+                                p.pid, p.comm, p.ppid
+                            ),
+                            pid: Some(p.pid),
+                            path: None,
+                            cleaned: false,
+                        });
+                    }
+                }
+            }
+        }
+        let mut sent_shutdown = false;
+        if !self.client.shutdown_sent() && !self.client.is_closed() {
+            sent_shutdown = true;
+            let req = ShutdownRequest {
+                id: self.delete.id.clone(),
+                ..Default::default()
+            };
+            let _ = self.client.shutdown(req, t.shutdown).await;
+        }
+        let live = self.client.live_tasks();
+        self.client.close();
+        let delete_action = self.delete.run(t.delete_action).await;
+        let mut synthetic = vec![];
+        if live.contains_key(&self.delete.id) {
+            // containerd's cleanupAfterDeadShim: the DeleteResponse values, or 255 and now.
+            let (pid, status, at) = match &delete_action {
+                Ok(o) => (o.pid, o.exit_status, o.exited_at.unwrap_or_else(SystemTime::now)),
+                Err(_) => (0, 255, SystemTime::now()),
+            };
+            let id = self.delete.id.clone();
+            let exit = TaskEvent::Exit(TaskExit {
+                container_id: id.clone(),
+                id: id.clone(),
+                pid,
+                exit_status: status,
+                exited_at: protobuf::MessageField::some(system_to_timestamp(at)),
+                ..Default::default()
+            });
+            let del = TaskEvent::Delete(TaskDelete {
+                container_id: id,
+                pid,
+                exit_status: status,
+                exited_at: protobuf::MessageField::some(system_to_timestamp(at)),
+                ..Default::default()
+            });
+            for (topic, ev) in [("/tasks/exit", exit), ("/tasks/delete", del)] {
+                let now = SystemTime::now();
+                let rec = RecordedEvent {
+                    topic: topic.into(),
+                    namespace: self.delete.namespace.clone(),
+                    timestamp: Some(now),
+                    received: now,
+                    source: EventSource::Mock,
+                    fields: event_fields(&ev),
+                    event: ev,
+                };
+                self.events.record(rec.clone());
+                synthetic.push(rec);
+            }
+        }
+        let mut server_exited = true;
+        if let Some(pid) = self.pid {
+            let deadline = tokio::time::Instant::now() + t.shutdown;
+            while leaks::is_alive(pid) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            server_exited = !leaks::is_alive(pid);
+        }
+        // Zombies need a moment: the server may be reaping right now.
+        let scope = LeakScope {
+            server_pid: self.pid,
+            pgids: self.pgids.clone(),
+            descendants,
+            socket: dialect::socket_path(&self.address),
+            dirs: std::iter::once(self.delete.bundle.join("rootfs"))
+                .chain(self.rootfs_dir.clone())
+                .collect(),
+        };
+        let mut leaks = tokio::task::spawn_blocking(move || leaks::check_and_clean(&scope))
+            .await
+            .unwrap_or_default();
+        for z in zombie_leaks.iter_mut() {
+            // Killing the parent hands the zombie to init, which reaps it.
+            z.cleaned = z.pid.map(|p| !leaks::is_alive(p) && leaks::proc_info(p).is_none()).unwrap_or(true);
+        }
+        zombie_leaks.extend(leaks.drain(..).filter(|l| l.kind != leaks::LeakKind::Zombie));
+        let leaks = zombie_leaks;
+        let log = self.log.stop().await;
+        CloseReport {
+            delete_action,
+            synthetic_events: synthetic,
+            leaks,
+            sent_shutdown,
+            server_exited,
+            log,
+        }
+    }
+}
