@@ -8,5 +8,8 @@ pub mod bundle;
 pub mod leaks;
 pub mod stdio;
 pub mod client;
+pub mod delete;
+pub mod launch;
+pub mod publish;
 pub mod scenario;
 pub mod report;
