@@ -13,3 +13,4 @@ pub mod launch;
 pub mod publish;
 pub mod scenario;
 pub mod report;
+pub mod engine;

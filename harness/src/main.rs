@@ -1,3 +1,368 @@
-//! `harness`: the command-line front door of the mock containerd and conformance runner.
+//! `harness`: the command-line front door of the mock containerd and conformance runner
+//! (`run`, `list`, `schema`, and `publish` for shims that use containerd's `-publish-binary`).
+//! Exit status: 0 nothing failed, 1 a scenario failed, 2 the run could not happen.
 
-fn main() {}
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use harness::dialect::Dialect;
+use harness::engine::{self, RunConfig};
+use harness::report::{self, RunReport};
+use harness::scenario::{self, Filter, Loaded, Profile};
+
+/// A mock containerd and conformance runner for containerd runtime-v2 shims.
+#[derive(Parser, Debug)]
+#[command(name = "harness", version, about, long_about = None)]
+struct Cli {
+    /// containerd's gRPC address; containerd passes it before `publish` (`--address A publish`).
+    #[arg(long, global = true, hide = true)]
+    address: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run conformance scenarios against a shim.
+    Run(RunArgs),
+    /// List scenarios with their level and requirements.
+    List(ListArgs),
+    /// Print the JSON Schema of scenario files.
+    Schema,
+    /// Deliver an event (an `Any` on stdin) like `containerd publish` (used as `-publish-binary`).
+    Publish(PublishArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+    Junit,
+    Tap,
+}
+
+#[derive(clap::Args, Debug)]
+struct Selection {
+    /// Scenario directories (or files); default: the bundled suite.
+    #[arg(long = "scenarios", value_name = "DIR")]
+    scenarios: Vec<PathBuf>,
+    /// Only scenarios whose name matches (glob, or a plain substring); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    filter: Vec<String>,
+    /// Leave out scenarios whose name matches (glob or substring); repeatable.
+    #[arg(long, value_name = "GLOB")]
+    skip: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The shim binary; default: the bundled reaper next to this executable, then PATH.
+    #[arg(long, value_name = "PATH")]
+    shim: Option<PathBuf>,
+    #[command(flatten)]
+    sel: Selection,
+    /// Which containerd to imitate: 1.6, 1.7 or 2.0.
+    #[arg(long, value_name = "VERSION", default_value = "2.0")]
+    containerd_version: String,
+    /// Scenarios run in parallel (default: the number of cores).
+    #[arg(long, short = 'j', value_name = "N")]
+    jobs: Option<usize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    /// Write the report (in --format) to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// A profile: known capabilities and expected failures (`xfail`) of the shim.
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// After a failed step, run the scenario's remaining steps too (default: stop it there).
+    #[arg(long)]
+    keep_going: bool,
+    /// Extra environment for the shim, K=V; repeatable (e.g. a fault switch of a test shim).
+    #[arg(long = "shim-env", value_name = "K=V")]
+    shim_env: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ListArgs {
+    #[command(flatten)]
+    sel: Selection,
+}
+
+#[derive(clap::Args, Debug)]
+struct PublishArgs {
+    /// The event topic, e.g. /tasks/exit.
+    #[arg(long)]
+    topic: String,
+    /// The namespace.
+    #[arg(long)]
+    namespace: String,
+}
+
+/// An error that makes the run impossible: exit status 2 with one line.
+fn usage_error(e: anyhow::Error) -> ExitCode {
+    let msg = format!("{e:#}").replace('\n', " ");
+    eprintln!("harness: error: {msg}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Schema => {
+            let text = serde_json::to_string_pretty(&scenario::json_schema()).unwrap_or_default();
+            emit(&text);
+            ExitCode::SUCCESS
+        }
+        Cmd::List(a) => match list(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => usage_error(e),
+        },
+        Cmd::Publish(_) => match publish() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("harness publish: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Run(a) => match prepare(&a) {
+            Err(e) => usage_error(e),
+            Ok((cfg, scenarios)) => match run(&a, cfg, scenarios) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => usage_error(e),
+            },
+        },
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = out.write_all(b"\n");
+    }
+    let _ = out.flush();
+}
+
+/// The bundled suite: `$HARNESS_SCENARIOS`, `<exe>/../../scenarios`, or the source tree's.
+fn default_scenarios() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("HARNESS_SCENARIOS") {
+        return Ok(PathBuf::from(p));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(p) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
+            let cand = p.join("scenarios");
+            if cand.is_dir() {
+                return Ok(cand);
+            }
+        }
+    }
+    let baked = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    if baked.is_dir() {
+        return Ok(baked);
+    }
+    bail!("no bundled scenarios found: set HARNESS_SCENARIOS or pass --scenarios DIR")
+}
+
+fn load_selection(sel: &Selection) -> Result<Vec<Loaded>> {
+    let dirs = if sel.scenarios.is_empty() {
+        vec![default_scenarios()?]
+    } else {
+        sel.scenarios.clone()
+    };
+    let filter = Filter::new(&sel.filter, &sel.skip).map_err(|e| anyhow!(e))?;
+    let all = scenario::discover(&dirs)?;
+    Ok(all.into_iter().filter(|l| filter.matches(&l.name)).collect())
+}
+
+#[allow(clippy::print_stdout)]
+fn list(a: &ListArgs) -> Result<()> {
+    let all = load_selection(&a.sel)?;
+    let w = all.iter().map(|l| l.name.len()).max().unwrap_or(4).max(4);
+    let mut text = format!("{:<w$}  {:<6}  requires\n", "name", "level");
+    for l in &all {
+        let req: Vec<_> = l.scenario.requires.iter().map(|c| c.as_str()).collect();
+        text.push_str(&format!(
+            "{:<w$}  {:<6}  {}\n",
+            l.name,
+            l.scenario.level.as_str(),
+            if req.is_empty() { "-".to_string() } else { req.join(",") }
+        ));
+    }
+    emit(&text);
+    Ok(())
+}
+
+/// The shim to test: `--shim`, else the reaper next to this executable, else on PATH.
+fn resolve_shim(arg: Option<&Path>) -> Result<PathBuf> {
+    const REAPER: &str = "containerd-shim-reaper-v2";
+    let path = match arg {
+        Some(p) if p.components().count() == 1 && !p.exists() => which(p.as_os_str())
+            .ok_or_else(|| anyhow!("shim `{}`: not found (not a file, not on PATH)", p.display()))?,
+        Some(p) => p.to_path_buf(),
+        None => {
+            let beside = std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|d| d.join(REAPER)))
+                .filter(|p| p.is_file());
+            match beside.or_else(|| which(REAPER.as_ref())) {
+                Some(p) => p,
+                None => bail!(
+                    "shim `{REAPER}`: not found next to the harness nor on PATH; pass --shim PATH or run `cargo build -p containerd-shim-reaper`"
+                ),
+            }
+        }
+    };
+    let meta = std::fs::metadata(&path)
+        .with_context(|| format!("shim `{}`: not found", path.display()))?;
+    if !meta.is_file() {
+        bail!("shim `{}`: not a regular file", path.display());
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        bail!("shim `{}`: not executable (chmod +x it)", path.display());
+    }
+    Ok(std::fs::canonicalize(&path).unwrap_or(path))
+}
+
+fn which(name: &std::ffi::OsStr) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn prepare(a: &RunArgs) -> Result<(RunConfig, Vec<Loaded>)> {
+    let dialect: Dialect = a
+        .containerd_version
+        .parse()
+        .map_err(|e| anyhow!("--containerd-version: {e}"))?;
+    let shim = resolve_shim(a.shim.as_deref())?;
+    let profile = match &a.profile {
+        Some(p) => Profile::load(p)?,
+        None => Profile::default(),
+    };
+    let mut shim_env = Vec::new();
+    for kv in &a.shim_env {
+        let (k, v) = kv
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| anyhow!("--shim-env `{kv}`: expected K=V"))?;
+        shim_env.push((k.to_string(), v.to_string()));
+    }
+    if a.jobs == Some(0) {
+        bail!("--jobs: expected at least 1");
+    }
+    let jobs = a.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let scenarios = load_selection(&a.sel)?;
+    if scenarios.is_empty() {
+        bail!("no scenario matches the --filter/--skip selection");
+    }
+    if let Some(r) = &a.report {
+        // Fail before running anything when the report cannot be written.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(r)
+            .with_context(|| format!("--report `{}`", r.display()))?;
+    }
+    let cfg = RunConfig {
+        shim,
+        dialect,
+        jobs,
+        profile,
+        shim_env,
+        keep_going: a.keep_going,
+        ..RunConfig::default()
+    };
+    Ok((cfg, scenarios))
+}
+
+#[allow(clippy::print_stdout)]
+fn run(a: &RunArgs, cfg: RunConfig, scenarios: Vec<Loaded>) -> Result<u8> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.jobs.clamp(2, 16))
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let human_stdout = a.format == Format::Human && a.report.is_none();
+    let tty = if human_stdout {
+        std::io::stdout().is_terminal()
+    } else {
+        std::io::stderr().is_terminal()
+    };
+    let total = scenarios.len();
+    let started = Instant::now();
+    let shim = cfg.shim.display().to_string();
+    let dialect = cfg.dialect.to_string();
+    let mut done = 0usize;
+    let results = rt.block_on(engine::run_scenarios(&cfg, scenarios, |r| {
+        done += 1;
+        let line = report::human_progress(done, total, r);
+        let line = if tty {
+            let bar = progress_bar(done, total);
+            format!("\r\x1b[2K{line}\n{bar}")
+        } else {
+            format!("{line}\n")
+        };
+        if human_stdout {
+            print!("{line}");
+            let _ = std::io::stdout().flush();
+        } else {
+            eprint!("{line}");
+        }
+    }));
+    if tty {
+        if human_stdout {
+            print!("\r\x1b[2K");
+        } else {
+            eprint!("\r\x1b[2K");
+        }
+    }
+    let report = RunReport::new(shim, dialect, results, started.elapsed().as_millis() as u64);
+    let text = match a.format {
+        Format::Human => report::human_summary(&report),
+        Format::Json => report.to_json(),
+        Format::Junit => report::junit(&report),
+        Format::Tap => report::tap(&report),
+    };
+    match &a.report {
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("--report `{}`", path.display()))?;
+            if a.format != Format::Human {
+                eprint!("{}", report::human_summary(&report));
+            } else {
+                print!("{}", report::human_summary(&report));
+            }
+        }
+        None => emit(&text),
+    }
+    Ok(report.exit_code() as u8)
+}
+
+fn progress_bar(done: usize, total: usize) -> String {
+    let width = 30;
+    let filled = done * width / total.max(1);
+    format!(
+        "[{}{}] {done}/{total}",
+        "#".repeat(filled),
+        ".".repeat(width - filled)
+    )
+}
+
+/// `containerd --address A publish --topic T --namespace N` with the event on stdin; the core's
+/// parser reads the raw arguments (Go-style flags) itself.
+fn publish() -> Result<()> {
+    harness::publish::run_blocking(std::env::args().skip(1)).map_err(|e| anyhow!("{e}"))
+}

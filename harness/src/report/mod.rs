@@ -65,6 +65,9 @@ pub struct EventRecord {
     pub topic: String,
     /// Its fields (kebab-case protobuf names).
     pub event: Value,
+    /// Extension: who delivered it: `shim`, `publish-binary` or `mock` (synthetic, as
+    /// containerd publishes for a dead shim).
+    pub source: String,
 }
 
 /// A scenario's outcome.
@@ -191,7 +194,17 @@ pub fn failure_text(s: &ScenarioResult) -> String {
             }
         }
     }
-    let topics: Vec<_> = s.events.iter().map(|e| e.topic.as_str()).collect();
+    let topics: Vec<_> = s
+        .events
+        .iter()
+        .map(|e| {
+            if e.source == "shim" {
+                e.topic.clone()
+            } else {
+                format!("{} (from {})", e.topic, e.source)
+            }
+        })
+        .collect();
     out.push_str(&format!("\nevents seen: [{}]", topics.join(", ")));
     if !s.leaks.is_empty() {
         out.push_str(&format!("\nleaks: {}", s.leaks.join("; ")));
@@ -227,6 +240,7 @@ pub(crate) fn sample() -> RunReport {
         events: vec![EventRecord {
             topic: "/tasks/create".into(),
             event: serde_json::json!({"container-id": "main"}),
+            source: "shim".into(),
         }],
         stdout: "a <b> & \"c\"".into(),
         stderr: String::new(),

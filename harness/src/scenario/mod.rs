@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 
 pub use duration::HumanDuration;
 pub use load::{discover, load_file, load_str, Filter, LoadError, Loaded, Profile};
-pub use matcher::{EventMatch, ExpectError, ErrorCode, Matcher, MatchOps, OutputMatch};
+pub use matcher::{
+    abbreviate, expand, loose_eq, parse_time, ErrorCode, EventMatch, EventMatchFull, ExpectError, MatchOps,
+    Matcher, OutputMatch,
+};
 pub use signal::Signal;
 
 /// How binding a scenario's verdict is (RFC 2119 words of the spec it checks).
@@ -330,6 +333,10 @@ macro_rules! rpc_step {
             /// The call must fail with this code (or one of these codes, or `any`).
             #[serde(default)]
             pub expect_error: Option<ExpectError>,
+            /// Extension: with `expect-error`, a successful answer is acceptable too (only the
+            /// kind of error is checked).
+            #[serde(default)]
+            pub allow_success: bool,
             /// Bound for this call (default 10s).
             #[serde(default)]
             pub timeout: Option<HumanDuration>,
@@ -524,6 +531,10 @@ pub struct EventsStep {
     /// Extension: topics that must not have been received for this task.
     #[serde(default)]
     pub forbid: Vec<String>,
+    /// Extension: only consider events after those matched by this container's previous
+    /// `events` step (for checks inside `repeat`).
+    #[serde(default)]
+    pub fresh: bool,
     /// How long to wait for missing events (default 10s).
     #[serde(default)]
     pub timeout: Option<HumanDuration>,
@@ -572,6 +583,9 @@ pub struct ShimAliveStep {
     /// How long to wait for an exit (default 3s).
     #[serde(default)]
     pub timeout: Option<HumanDuration>,
+    /// With `alive: false`: the shim's socket file must be gone too.
+    #[serde(default)]
+    pub socket_removed: bool,
 }
 
 /// One step; each list item is a map with exactly one key.

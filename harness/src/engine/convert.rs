@@ -1,0 +1,178 @@
+//! Conversions between the wire messages and the engine's JSON view (kebab-case protobuf field
+//! names, RFC 3339 times, lowercase status names) and from scenario processes to OCI processes.
+
+use containerd_shim_protos::api::{
+    ConnectResponse, CreateTaskResponse, DeleteResponse, PidsResponse, StartResponse,
+    StateResponse, StatsResponse, WaitResponse,
+};
+use protobuf::well_known_types::timestamp::Timestamp;
+use serde_json::{json, Map, Value};
+
+use crate::scenario::Process;
+
+/// A timestamp as RFC 3339 text; `null` when absent, the zero time, or before the epoch.
+pub fn ts(t: Option<&Timestamp>) -> Value {
+    match t {
+        Some(t) if t.seconds > 0 || (t.seconds == 0 && t.nanos > 0) => {
+            let st = std::time::UNIX_EPOCH
+                + std::time::Duration::new(t.seconds as u64, t.nanos.max(0) as u32);
+            Value::String(humantime::format_rfc3339_nanos(st).to_string())
+        }
+        _ => Value::Null,
+    }
+}
+
+/// Replaces pre-epoch `{seconds, nanos}` objects (Go's zero time) by `null`, recursively.
+pub fn normalize_times(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            let zero_time = o.len() == 2
+                && o.get("seconds").and_then(Value::as_i64).is_some_and(|s| s <= 0)
+                && o.contains_key("nanos");
+            if zero_time {
+                *v = Value::Null;
+            } else {
+                o.values_mut().for_each(normalize_times);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(normalize_times),
+        _ => {}
+    }
+}
+
+fn status_name(s: i32) -> &'static str {
+    match s {
+        1 => "created",
+        2 => "running",
+        3 => "stopped",
+        4 => "paused",
+        5 => "pausing",
+        _ => "unknown",
+    }
+}
+
+/// Create's response.
+pub fn create(r: &CreateTaskResponse) -> Value {
+    json!({"pid": r.pid})
+}
+
+/// Start's response.
+pub fn start(r: &StartResponse) -> Value {
+    json!({"pid": r.pid})
+}
+
+/// State's response.
+pub fn state(r: &StateResponse) -> Value {
+    json!({
+        "id": r.id,
+        "bundle": r.bundle,
+        "pid": r.pid,
+        "status": status_name(r.status.value()),
+        "stdin": r.stdin,
+        "stdout": r.stdout,
+        "stderr": r.stderr,
+        "terminal": r.terminal,
+        "exit-status": r.exit_status,
+        "exited-at": ts(r.exited_at.as_ref()),
+        "exec-id": r.exec_id,
+    })
+}
+
+/// Delete's response.
+pub fn delete(r: &DeleteResponse) -> Value {
+    json!({"pid": r.pid, "exit-status": r.exit_status, "exited-at": ts(r.exited_at.as_ref())})
+}
+
+/// Wait's response.
+pub fn wait(r: &WaitResponse) -> Value {
+    json!({"exit-status": r.exit_status, "exited-at": ts(r.exited_at.as_ref())})
+}
+
+/// Pids' response: `processes` is the list of pids, `count` its length, `details` the exec ids.
+pub fn pids(r: &PidsResponse) -> Value {
+    let pids: Vec<u32> = r.processes.iter().map(|p| p.pid).collect();
+    let infos: Vec<Value> = r
+        .processes
+        .iter()
+        .map(|p| match p.info.as_ref() {
+            Some(a) => json!({"pid": p.pid, "info": a.type_url}),
+            None => json!({"pid": p.pid}),
+        })
+        .collect();
+    json!({"processes": pids, "count": pids.len(), "details": infos})
+}
+
+/// Stats' response: the metrics' type URL and size.
+pub fn stats(r: &StatsResponse) -> Value {
+    match r.stats.as_ref() {
+        Some(a) => json!({"stats": a.type_url, "stats-size": a.value.len()}),
+        None => json!({"stats": Value::Null, "stats-size": 0}),
+    }
+}
+
+/// Connect's response.
+pub fn connect(r: &ConnectResponse) -> Value {
+    json!({"shim-pid": r.shim_pid, "task-pid": r.task_pid, "version": r.version})
+}
+
+/// An empty response.
+pub fn empty() -> Value {
+    Value::Object(Map::new())
+}
+
+/// The OCI process for a scenario process (containerd's default env when none is given).
+pub fn oci_process(p: &Process, terminal: bool) -> oci_spec::runtime::Process {
+    let args: Vec<&str> = p.args.iter().map(String::as_str).collect();
+    let mut op = crate::bundle::process(&args);
+    if let Some(env) = &p.env {
+        op.set_env(Some(env.clone()));
+    }
+    if let Some(cwd) = &p.cwd {
+        op.set_cwd(cwd.into());
+    }
+    if let Some(u) = &p.user {
+        let mut user = oci_spec::runtime::User::default();
+        user.set_uid(u.uid);
+        user.set_gid(u.gid);
+        if !u.additional_gids.is_empty() {
+            user.set_additional_gids(Some(u.additional_gids.clone()));
+        }
+        op.set_user(user);
+    }
+    op.set_terminal(Some(terminal));
+    op
+}
+
+/// The `Any` carrying an exec's process spec (JSON, as containerd sends it).
+pub fn process_any(p: &oci_spec::runtime::Process) -> protobuf::well_known_types::any::Any {
+    let mut a = protobuf::well_known_types::any::Any::new();
+    a.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+    a.value = serde_json::to_vec(p).unwrap_or_default();
+    a
+}
+
+/// The `Any` carrying LinuxResources JSON for Update.
+pub fn resources_any(v: &Value) -> protobuf::well_known_types::any::Any {
+    let mut a = protobuf::well_known_types::any::Any::new();
+    a.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+    a.value = serde_json::to_vec(v).unwrap_or_default();
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_times_are_null() {
+        let mut t = Timestamp::new();
+        t.seconds = -62135596800;
+        assert_eq!(ts(Some(&t)), Value::Null);
+        assert_eq!(ts(None), Value::Null);
+        t.seconds = 1_700_000_000;
+        assert_eq!(ts(Some(&t)), json!("2023-11-14T22:13:20.000000000Z"));
+        let mut v = json!({"a": {"seconds": -62135596800i64, "nanos": 0}, "b": 1});
+        normalize_times(&mut v);
+        assert_eq!(v, json!({"a": null, "b": 1}));
+    }
+}
