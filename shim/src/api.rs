@@ -595,6 +595,31 @@ impl Shim {
         })
     }
 
+    /// On server exit (Shutdown `now` or SIGTERM with tasks left): a host task has no pid
+    /// namespace to outlive the shim in, so every process left is killed (its exit is recorded
+    /// in the bundle for the `delete` action) and the cgroups are removed.
+    pub async fn kill_all_tasks(&self) {
+        let all: Vec<Arc<Container>> = self.map().drain().map(|(_, c)| c).collect();
+        for c in &all {
+            if c.paused() {
+                if let Some(cg) = &c.cgroup {
+                    let _ = cg.thaw();
+                }
+            }
+            c.signal_all(libc::SIGKILL);
+            let _ = c.init.signal(libc::SIGKILL);
+            for e in c.execs() {
+                let _ = e.signal(libc::SIGKILL);
+            }
+        }
+        for c in &all {
+            let _ = tokio::time::timeout(Duration::from_secs(2), c.init.wait()).await;
+            if let Some(cg) = &c.cgroup {
+                cg.remove();
+            }
+        }
+    }
+
     /// Shutdown: exit once no container remains; `now` exits at once.
     pub async fn task_shutdown(&self, req: ShutdownRequest) -> Result<()> {
         if self.faults.shutdown_never_exits {

@@ -237,6 +237,10 @@ impl Cgroup {
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
+            // The namespace level too, once empty (fails harmlessly while other tasks use it).
+            if let Some(parent) = d.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
         }
     }
 }

@@ -290,6 +290,7 @@ pub fn run_server(flags: &Flags, faults: Faults) -> Result<()> {
             _ = term.recv() => tracing::info!("SIGTERM"),
             _ = int.recv() => tracing::info!("SIGINT"),
         }
+        shim.kill_all_tasks().await;
         // Let the Shutdown reply go out and the queued events (e.g. /tasks/delete) leave.
         publisher.flush(Duration::from_secs(5)).await;
         if let Some(p) = &sock {

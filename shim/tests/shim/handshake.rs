@@ -1,0 +1,209 @@
+//! The `start` and `delete` actions, both service names, Shutdown and socket removal.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use containerd_shim_protos::api::*;
+use containerd_shim_protos::protobuf::Message;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn start_prints_bare_address_and_serves_both_task_versions() {
+    become_subreaper();
+    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let grpc = scratch.path().join("c.sock").display().to_string();
+    let st = run_start(
+        &shim_bin(),
+        bundle.path(),
+        "hs",
+        &grpc,
+        "hs1",
+        &scratch.path().join("none"),
+    )
+    .unwrap();
+    assert!(st.status.success(), "start failed: {}", st.stdout);
+    assert_eq!(st.stderr, "", "start must write nothing on stderr");
+    assert!(
+        st.stdout.starts_with("unix:///run/containerd/s/"),
+        "{:?}",
+        st.stdout
+    );
+    assert!(!st.stdout.ends_with('\n'), "address must be bare");
+    let hash = st.stdout.rsplit('/').next().unwrap();
+    assert_eq!(hash.len(), 64);
+    let file = std::fs::read_to_string(bundle.path().join("address")).unwrap();
+    assert_eq!(file, st.stdout);
+    let path = st.stdout.trim_start_matches("unix://").to_string();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    // Same group: the live server is reused, no second server.
+    let st2 = run_start(
+        &shim_bin(),
+        bundle.path(),
+        "hs",
+        &grpc,
+        "hs1",
+        &scratch.path().join("none"),
+    )
+    .unwrap();
+    assert!(st2.status.success());
+    assert_eq!(st2.stdout, st.stdout);
+
+    let raw = ttrpc::asynchronous::Client::connect(&st.stdout)
+        .await
+        .unwrap();
+    let req = ConnectRequest {
+        id: "hs1".into(),
+        ..Default::default()
+    };
+    for svc in ["containerd.task.v2.Task", "containerd.task.v3.Task"] {
+        let resp = raw_call(&raw, svc, "Connect", &req).await.unwrap();
+        assert!(
+            resp.status.is_none() || resp.status.code() == ttrpc::Code::OK,
+            "{svc}: {:?}",
+            resp.status
+        );
+        let c = ConnectResponse::parse_from_bytes(&resp.payload).unwrap();
+        assert!(c.shim_pid > 0 && c.task_pid == 0, "{svc}: {c:?}");
+    }
+    // Unsupported RPCs are UNIMPLEMENTED on both names (not the generated NOT_FOUND).
+    for svc in ["containerd.task.v2.Task", "containerd.task.v3.Task"] {
+        let r = CheckpointTaskRequest {
+            id: "hs1".into(),
+            ..Default::default()
+        };
+        let e = raw_call(&raw, svc, "Checkpoint", &r).await.unwrap_err();
+        assert_eq!(code(&e), ttrpc::Code::UNIMPLEMENTED, "{svc}: {e:?}");
+        let r = UpdateTaskRequest {
+            id: "hs1".into(),
+            ..Default::default()
+        };
+        let e = raw_call(&raw, svc, "Update", &r).await.unwrap_err();
+        assert_eq!(code(&e), ttrpc::Code::UNIMPLEMENTED, "{svc}: {e:?}");
+        assert!(message(&e).contains("update"), "{e:?}");
+    }
+    let client = containerd_shim_protos::shim_async::TaskClient::new(raw);
+    let pid = client
+        .connect(ctx(), &ConnectRequest::default())
+        .await
+        .unwrap()
+        .shim_pid as i32;
+    client
+        .shutdown(
+            ctx(),
+            &ShutdownRequest {
+                now: false,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(5);
+    while pid_alive(pid) || std::path::Path::new(&path).exists() {
+        reap(pid);
+        assert!(
+            Instant::now() < end,
+            "server {pid} or its socket still there after Shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    reap(pid);
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_containers_and_removes_socket() {
+    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
+    let shim = ShimProc::start(&bundle, "sd1").await.unwrap();
+    shim.client
+        .create(ctx(), &create_req("sd1", &bundle))
+        .await
+        .unwrap();
+    shim.client
+        .shutdown(
+            ctx(),
+            &ShutdownRequest {
+                id: "sd1".into(),
+                now: false,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(shim.alive(), "Shutdown with a container left must not exit");
+    shim.client
+        .delete(
+            ctx(),
+            &DeleteRequest {
+                id: "sd1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    shim.client
+        .shutdown(
+            ctx(),
+            &ShutdownRequest {
+                id: "sd1".into(),
+                now: false,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        shim.wait_gone(Duration::from_secs(5)).await,
+        "server did not exit"
+    );
+    assert!(!shim.socket_path().exists(), "socket not removed");
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server() {
+    let bundle = Bundle::new(&["true"]).unwrap();
+    let shim = ShimProc::start(&bundle, "term1").await.unwrap();
+    // SAFETY: kill(2) on the server pid Connect reported.
+    unsafe { libc::kill(shim.pid, libc::SIGTERM) };
+    assert!(
+        shim.wait_gone(Duration::from_secs(5)).await,
+        "SIGTERM did not stop the server"
+    );
+    assert!(!shim.socket_path().exists(), "socket not removed");
+    shim.stop().await;
+}
+
+#[test]
+fn delete_action_on_empty_bundle_prints_delete_response() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let out = Command::new(shim_bin())
+        .args([
+            "-namespace",
+            "reaper-test",
+            "-address",
+            "/nonexistent",
+            "-id",
+            "gone1",
+        ])
+        .args(["-bundle", &dir.path().display().to_string(), "delete"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = DeleteResponse::parse_from_bytes(&out.stdout).unwrap();
+    assert_eq!(r.exit_status, 137);
+    assert_eq!(r.pid, 0);
+    assert!(r.exited_at.seconds > 0);
+}

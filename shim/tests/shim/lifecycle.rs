@@ -1,0 +1,331 @@
+//! Create/Start/Wait/Kill/Delete of the init process, exit codes and event order.
+
+use std::time::Duration;
+
+use containerd_shim_protos::api::*;
+
+use crate::support::*;
+
+async fn run_to_exit(
+    shim: &ShimProc,
+    bundle: &Bundle,
+    id: &str,
+    kill: Option<u32>,
+) -> WaitResponse {
+    let c = shim
+        .client
+        .create(ctx(), &create_req(id, bundle))
+        .await
+        .unwrap();
+    // Wait before Start, like ctr: it blocks on a created process.
+    let waiter = {
+        let client = shim.client.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            client
+                .wait(
+                    ttrpc::context::with_duration(Duration::from_secs(20)),
+                    &WaitRequest {
+                        id,
+                        ..Default::default()
+                    },
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "Wait returned before Start");
+    let s = shim
+        .client
+        .start(
+            ctx(),
+            &StartRequest {
+                id: id.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.pid, c.pid, "Start pid must be the Create pid");
+    if let Some(sig) = kill {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shim.client
+            .kill(
+                ctx(),
+                &KillRequest {
+                    id: id.into(),
+                    signal: sig,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    waiter.await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn exit_codes_events_and_delete() {
+    let bundle = Bundle::new(&["sh", "-c", "exit 7"]).unwrap();
+    let shim = ShimProc::start(&bundle, "lc7").await.unwrap();
+    let w = run_to_exit(&shim, &bundle, "lc7", None).await;
+    assert_eq!(w.exit_status, 7);
+    assert!(w.exited_at.seconds > 0);
+    let st = shim
+        .client
+        .state(
+            ctx(),
+            &StateRequest {
+                id: "lc7".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.status.enum_value_or_default(), Status::STOPPED);
+    assert_eq!(st.exit_status, 7);
+    assert_eq!(st.exited_at.seconds, w.exited_at.seconds);
+    assert_eq!(st.exited_at.nanos, w.exited_at.nanos);
+    // Running → Kill after exit is NotFound.
+    let e = shim
+        .client
+        .kill(
+            ctx(),
+            &KillRequest {
+                id: "lc7".into(),
+                signal: 9,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::NOT_FOUND, "{e:?}");
+    let d = shim
+        .client
+        .delete(
+            ctx(),
+            &DeleteRequest {
+                id: "lc7".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((d.pid, d.exit_status), (st.pid, 7));
+    for e in [
+        shim.client
+            .state(
+                ctx(),
+                &StateRequest {
+                    id: "lc7".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err(),
+        shim.client
+            .delete(
+                ctx(),
+                &DeleteRequest {
+                    id: "lc7".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(code(&e), ttrpc::Code::NOT_FOUND, "{e:?}");
+    }
+    let ev = shim
+        .events
+        .rec
+        .wait_for("delete event", |e| {
+            e.iter().any(|e| e.topic == "/tasks/delete")
+        })
+        .await
+        .unwrap();
+    let topics: Vec<&str> = ev.iter().map(|e| e.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
+    assert!(ev.iter().all(|e| e.namespace == "reaper-test"));
+    assert_eq!(ev[2].type_url, "containerd.events.TaskExit");
+    assert_eq!((ev[2].pid, ev[2].exit_status), (st.pid, 7));
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn signal_deaths_are_128_plus_signal() {
+    for (sig, want) in [(15u32, 143u32), (9, 137)] {
+        let bundle = Bundle::new(&["sleep", "30"]).unwrap();
+        let id = format!("sig{sig}");
+        let shim = ShimProc::start(&bundle, &id).await.unwrap();
+        let w = run_to_exit(&shim, &bundle, &id, Some(sig)).await;
+        assert_eq!(w.exit_status, want, "signal {sig}");
+        shim.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn zero_exit_and_exact_env_and_cwd() {
+    let bundle = Bundle::new(&["true"]).unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("env.txt");
+    let script = format!("env > {0}; pwd >> {0}", out.display());
+    bundle
+        .write_spec(
+            &["sh", "-c", &script],
+            &[PATH_ENV, "REAPER_A=1"],
+            "/tmp",
+            false,
+        )
+        .unwrap();
+    let shim = ShimProc::start(&bundle, "env1").await.unwrap();
+    let w = run_to_exit(&shim, &bundle, "env1", None).await;
+    assert_eq!(w.exit_status, 0);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.pop(), Some("/tmp"), "cwd: {text}");
+    // sh adds PWD (and may add SHLVL / _); nothing of the shim's own environment may leak.
+    let leaked: Vec<&&str> = lines
+        .iter()
+        .filter(|l| !l.starts_with("PWD=") && !l.starts_with("SHLVL=") && !l.starts_with("_="))
+        .filter(|l| **l != PATH_ENV && **l != "REAPER_A=1")
+        .collect();
+    assert!(leaked.is_empty(), "environment leaked: {leaked:?}");
+    assert!(lines.contains(&"REAPER_A=1"), "{text}");
+    assert!(!text.contains("TTRPC_ADDRESS"), "{text}");
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn instant_exits_publish_start_before_exit() {
+    let bundle = Bundle::new(&["true"]).unwrap();
+    let shim = ShimProc::start(&bundle, "inst0").await.unwrap();
+    // One server, many containers (same bundle config, different ids).
+    for i in 0..10 {
+        let id = format!("inst{i}");
+        let code_ = i % 3;
+        bundle
+            .write_spec(
+                &["sh", "-c", &format!("exit {code_}")],
+                &[PATH_ENV],
+                "/",
+                false,
+            )
+            .unwrap();
+        let w = run_to_exit(&shim, &bundle, &id, None).await;
+        assert_eq!(w.exit_status, code_ as u32, "{id}");
+        shim.client
+            .delete(
+                ctx(),
+                &DeleteRequest {
+                    id: id.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let ev = shim
+        .events
+        .rec
+        .wait_for("10 deletes", |e| {
+            e.iter().filter(|e| e.topic == "/tasks/delete").count() == 10
+        })
+        .await
+        .unwrap();
+    for i in 0..10 {
+        let id = format!("inst{i}");
+        let mine: Vec<&str> = ev
+            .iter()
+            .filter(|e| e.id == id)
+            .map(|e| e.topic.as_str())
+            .collect();
+        assert_eq!(
+            mine,
+            [
+                "/tasks/create",
+                "/tasks/start",
+                "/tasks/exit",
+                "/tasks/delete"
+            ],
+            "{id}"
+        );
+    }
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn created_task_can_be_deleted_and_orphans_are_reaped() {
+    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
+    let shim = ShimProc::start(&bundle, "cr1").await.unwrap();
+    let c = shim
+        .client
+        .create(ctx(), &create_req("cr1", &bundle))
+        .await
+        .unwrap();
+    assert!(pid_alive(c.pid as i32));
+    let st = shim
+        .client
+        .state(
+            ctx(),
+            &StateRequest {
+                id: "cr1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.status.enum_value_or_default(), Status::CREATED);
+    assert_eq!((st.exited_at.seconds, st.exited_at.nanos), (0, 0));
+    let d = shim
+        .client
+        .delete(
+            ctx(),
+            &DeleteRequest {
+                id: "cr1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.pid, c.pid);
+    assert!(
+        !pid_alive(c.pid as i32),
+        "created process not killed by Delete"
+    );
+
+    // A task that leaves a background child: it dies with init and nothing stays a zombie.
+    bundle
+        .write_spec(
+            &["sh", "-c", "sleep 30 & echo $! > bg.pid; exit 0"],
+            &[PATH_ENV],
+            &bundle.path().display().to_string(),
+            false,
+        )
+        .unwrap();
+    let w = run_to_exit(&shim, &bundle, "cr2", None).await;
+    assert_eq!(w.exit_status, 0);
+    let bg: i32 = std::fs::read_to_string(bundle.path().join("bg.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while pid_alive(bg) || !zombies_of(shim.pid).is_empty() {
+        assert!(
+            std::time::Instant::now() < end,
+            "background {bg} alive or zombies {:?}",
+            zombies_of(shim.pid)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shim.stop().await;
+}

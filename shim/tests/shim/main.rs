@@ -1,0 +1,9 @@
+//! Integration tests: drive the built `containerd-shim-reaper-v2` over ttrpc like containerd does
+//! (start handshake, Task v2/v3, events to a recorder), and check real processes.
+
+mod support;
+
+mod handshake;
+mod lifecycle;
+mod stdio;
+mod tasks;

@@ -1,0 +1,230 @@
+//! Stdio: FIFO output (16 MiB burst intact), stdin with CloseIO, terminals and ResizePty, file://.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::time::Duration;
+
+use containerd_shim_protos::api::*;
+
+use crate::support::*;
+
+async fn start_and_wait(shim: &ShimProc, id: &str) -> u32 {
+    shim.client
+        .start(
+            ctx(),
+            &StartRequest {
+                id: id.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    shim.client
+        .wait(
+            ttrpc::context::with_duration(Duration::from_secs(30)),
+            &WaitRequest {
+                id: id.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .exit_status
+}
+
+#[tokio::test]
+async fn sixteen_mib_burst_before_exit_is_intact() {
+    // seq 1..2300000 is about 16.7 MB, written as fast as possible, then the process exits.
+    let bundle = Bundle::new(&["seq", "1", "2300000"]).unwrap();
+    let out = bundle.fifo("stdout").unwrap();
+    let errp = bundle.fifo("stderr").unwrap();
+    let reader = OutFifo::open(&out).unwrap();
+    let ereader = OutFifo::open(&errp).unwrap();
+    let shim = ShimProc::start(&bundle, "big1").await.unwrap();
+    let mut req = create_req("big1", &bundle);
+    req.stdout = out.display().to_string();
+    req.stderr = errp.display().to_string();
+    shim.client.create(ctx(), &req).await.unwrap();
+    let h = reader.collect();
+    let eh = ereader.collect();
+    // Let the pipe fill before anyone reads much: the reader thread is slowed by nothing, but the
+    // process exits long before the copy can finish.
+    assert_eq!(start_and_wait(&shim, "big1").await, 0);
+    let got = join_output(h).await.unwrap();
+    let mut want = String::with_capacity(17 << 20);
+    for i in 1..=2_300_000u32 {
+        want.push_str(&i.to_string());
+        want.push('\n');
+    }
+    assert!(want.len() > 16 << 20);
+    assert_eq!(got.len(), want.len(), "output length");
+    assert!(got == want.as_bytes(), "output differs");
+    assert!(join_output(eh).await.unwrap().is_empty());
+    let st = shim
+        .client
+        .state(
+            ctx(),
+            &StateRequest {
+                id: "big1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.stdout, out.display().to_string(), "stdout path echoed");
+    assert_eq!(st.stderr, errp.display().to_string());
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn stdin_reaches_the_process_and_close_io_ends_it() {
+    let bundle = Bundle::new(&["cat"]).unwrap();
+    let inp = bundle.fifo("stdin").unwrap();
+    let out = bundle.fifo("stdout").unwrap();
+    // The client's write side (O_RDWR never blocks); kept open so only CloseIO can end stdin.
+    let mut writer = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&inp)
+        .unwrap();
+    let reader = OutFifo::open(&out).unwrap();
+    let shim = ShimProc::start(&bundle, "in1").await.unwrap();
+    let mut req = create_req("in1", &bundle);
+    req.stdin = inp.display().to_string();
+    req.stdout = out.display().to_string();
+    shim.client.create(ctx(), &req).await.unwrap();
+    let h = reader.collect();
+    shim.client
+        .start(
+            ctx(),
+            &StartRequest {
+                id: "in1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    writer.write_all(b"hello reaper\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let st = shim
+        .client
+        .state(
+            ctx(),
+            &StateRequest {
+                id: "in1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        st.status.enum_value_or_default(),
+        Status::RUNNING,
+        "cat must still run"
+    );
+    shim.client
+        .close_io(
+            ctx(),
+            &CloseIORequest {
+                id: "in1".into(),
+                stdin: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let w = shim
+        .client
+        .wait(
+            ctx(),
+            &WaitRequest {
+                id: "in1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.exit_status, 0);
+    assert_eq!(join_output(h).await.unwrap(), b"hello reaper\n");
+    drop(writer);
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn terminal_process_runs_on_a_resizable_pty() {
+    let bundle = Bundle::new(&["true"]).unwrap();
+    bundle
+        .write_spec(
+            &["sh", "-c", "sleep 0.3; tty; stty size"],
+            &[PATH_ENV],
+            "/",
+            true,
+        )
+        .unwrap();
+    let out = bundle.fifo("stdout").unwrap();
+    let reader = OutFifo::open(&out).unwrap();
+    let shim = ShimProc::start(&bundle, "tty1").await.unwrap();
+    let mut req = create_req("tty1", &bundle);
+    req.stdout = out.display().to_string();
+    req.terminal = true;
+    shim.client.create(ctx(), &req).await.unwrap();
+    let h = reader.collect();
+    shim.client
+        .resize_pty(
+            ctx(),
+            &ResizePtyRequest {
+                id: "tty1".into(),
+                width: 123,
+                height: 45,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(start_and_wait(&shim, "tty1").await, 0);
+    let text = String::from_utf8(join_output(h).await.unwrap()).unwrap();
+    assert!(text.contains("/dev/pts/"), "not on a pty: {text:?}");
+    assert!(text.contains("45 123"), "size not applied: {text:?}");
+    let st = shim
+        .client
+        .state(
+            ctx(),
+            &StateRequest {
+                id: "tty1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(st.terminal);
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn file_uri_appends_stdout_and_stderr_and_resize_without_tty_is_ok() {
+    let bundle = Bundle::new(&["sh", "-c", "echo out; echo err >&2"]).unwrap();
+    let log = bundle.path().join("task.log");
+    std::fs::write(&log, "before\n").unwrap();
+    let shim = ShimProc::start(&bundle, "file1").await.unwrap();
+    let mut req = create_req("file1", &bundle);
+    req.stdout = format!("file://{}", log.display());
+    req.stderr = format!("file://{}", log.display());
+    shim.client.create(ctx(), &req).await.unwrap();
+    shim.client
+        .resize_pty(
+            ctx(),
+            &ResizePtyRequest {
+                id: "file1".into(),
+                width: 1,
+                height: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(start_and_wait(&shim, "file1").await, 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text, "before\nout\nerr\n");
+    shim.stop().await;
+}

@@ -1,0 +1,642 @@
+//! Exec, Kill rules, Pids, Pause/Resume, Stats and bad input.
+
+use std::time::Duration;
+
+use containerd_shim_protos::api::*;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::shim::oci::ProcessDetails;
+
+use crate::support::*;
+
+fn exec_spec(args: &[&str]) -> Any {
+    let p = serde_json::json!({
+        "args": args, "env": [PATH_ENV], "cwd": "/", "user": {"uid": 0, "gid": 0}
+    });
+    Any {
+        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+        value: serde_json::to_vec(&p).unwrap(),
+        ..Default::default()
+    }
+}
+
+async fn started(shim: &ShimProc, bundle: &Bundle, id: &str) -> u32 {
+    let c = shim
+        .client
+        .create(ctx(), &create_req(id, bundle))
+        .await
+        .unwrap();
+    shim.client
+        .start(
+            ctx(),
+            &StartRequest {
+                id: id.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    c.pid
+}
+
+#[tokio::test]
+async fn exec_lifecycle_output_events_and_pids() {
+    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
+    let shim = ShimProc::start(&bundle, "ex1").await.unwrap();
+    let init = started(&shim, &bundle, "ex1").await;
+    let out = bundle.fifo("exec-out").unwrap();
+    let reader = OutFifo::open(&out).unwrap();
+    let req = ExecProcessRequest {
+        id: "ex1".into(),
+        exec_id: "e1".into(),
+        stdout: out.display().to_string(),
+        spec: Some(exec_spec(&[
+            "sh",
+            "-c",
+            "echo from-exec; sleep 0.5; exit 3",
+        ]))
+        .into(),
+        ..Default::default()
+    };
+    shim.client.exec(ctx(), &req).await.unwrap();
+    let h = reader.collect();
+    let e = shim.client.exec(ctx(), &req).await.unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::ALREADY_EXISTS, "{e:?}");
+    let st = shim
+        .client
+        .state(
+            ctx(),
+            &StateRequest {
+                id: "ex1".into(),
+                exec_id: "e1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.id, "e1");
+    assert_eq!(st.status.enum_value_or_default(), Status::CREATED);
+    let e = shim
+        .client
+        .kill(
+            ctx(),
+            &KillRequest {
+                id: "ex1".into(),
+                exec_id: "e1".into(),
+                signal: 15,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::FAILED_PRECONDITION, "{e:?}");
+    let s = shim
+        .client
+        .start(
+            ctx(),
+            &StartRequest {
+                id: "ex1".into(),
+                exec_id: "e1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let pids = shim
+        .client
+        .pids(
+            ctx(),
+            &PidsRequest {
+                id: "ex1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let got: Vec<u32> = pids.processes.iter().map(|p| p.pid).collect();
+    assert!(
+        got.contains(&init) && got.contains(&s.pid),
+        "pids {got:?} lack {init} or {}",
+        s.pid
+    );
+    let info = pids.processes.iter().find(|p| p.pid == s.pid).unwrap();
+    assert_eq!(info.info.type_url, "containerd.runc.v1.ProcessDetails");
+    assert_eq!(
+        ProcessDetails::parse_from_bytes(&info.info.value)
+            .unwrap()
+            .exec_id,
+        "e1"
+    );
+    let e = shim
+        .client
+        .delete(
+            ctx(),
+            &DeleteRequest {
+                id: "ex1".into(),
+                exec_id: "e1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::FAILED_PRECONDITION, "{e:?}");
+    let w = shim
+        .client
+        .wait(
+            ctx(),
+            &WaitRequest {
+                id: "ex1".into(),
+                exec_id: "e1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.exit_status, 3);
+    assert_eq!(join_output(h).await.unwrap(), b"from-exec\n");
+    let d = shim
+        .client
+        .delete(
+            ctx(),
+            &DeleteRequest {
+                id: "ex1".into(),
+                exec_id: "e1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((d.pid, d.exit_status), (s.pid, 3));
+    let e = shim
+        .client
+        .state(
+            ctx(),
+            &StateRequest {
+                id: "ex1".into(),
+                exec_id: "e1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::NOT_FOUND);
+
+    // After init exits, Exec is refused.
+    shim.client
+        .kill(
+            ctx(),
+            &KillRequest {
+                id: "ex1".into(),
+                signal: 9,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    shim.client
+        .wait(
+            ctx(),
+            &WaitRequest {
+                id: "ex1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut late = req.clone();
+    late.exec_id = "e2".into();
+    late.stdout.clear();
+    let e = shim.client.exec(ctx(), &late).await.unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::FAILED_PRECONDITION, "{e:?}");
+
+    let ev = shim
+        .events
+        .rec
+        .wait_for("init exit", |e| {
+            e.iter().any(|e| e.topic == "/tasks/exit" && e.id == "ex1")
+        })
+        .await
+        .unwrap();
+    let s: Vec<String> = ev.iter().map(|e| format!("{} {}", e.topic, e.id)).collect();
+    assert_eq!(
+        s,
+        [
+            "/tasks/create ex1",
+            "/tasks/start ex1",
+            "/tasks/exec-added e1",
+            "/tasks/exec-started e1",
+            "/tasks/exit e1",
+            "/tasks/delete e1",
+            "/tasks/exit ex1",
+        ]
+    );
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn running_exec_exits_before_init() {
+    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
+    let shim = ShimProc::start(&bundle, "ord1").await.unwrap();
+    started(&shim, &bundle, "ord1").await;
+    let req = ExecProcessRequest {
+        id: "ord1".into(),
+        exec_id: "long".into(),
+        spec: Some(exec_spec(&["sleep", "30"])).into(),
+        ..Default::default()
+    };
+    shim.client.exec(ctx(), &req).await.unwrap();
+    shim.client
+        .start(
+            ctx(),
+            &StartRequest {
+                id: "ord1".into(),
+                exec_id: "long".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    shim.client
+        .kill(
+            ctx(),
+            &KillRequest {
+                id: "ord1".into(),
+                signal: 9,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let ev = shim
+        .events
+        .rec
+        .wait_for("init exit", |e| {
+            e.iter().any(|e| e.topic == "/tasks/exit" && e.id == "ord1")
+        })
+        .await
+        .unwrap();
+    let exits: Vec<&str> = ev
+        .iter()
+        .filter(|e| e.topic == "/tasks/exit")
+        .map(|e| e.id.as_str())
+        .collect();
+    assert_eq!(exits, ["long", "ord1"], "init's exit must be the last exit");
+    shim.stop().await;
+}
+
+fn read_counter(p: &std::path::Path) -> u64 {
+    std::fs::read_to_string(p)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn pause_freezes_and_resume_thaws_every_process() {
+    let bundle = Bundle::new(&["true"]).unwrap();
+    let counter = bundle.path().join("count");
+    let script = format!(
+        "i=0; while true; do i=$((i+1)); echo $i > {0}.tmp; mv {0}.tmp {0}; sleep 0.01; done",
+        counter.display()
+    );
+    bundle
+        .write_spec(&["sh", "-c", &script], &[PATH_ENV], "/", false)
+        .unwrap();
+    let shim = ShimProc::start(&bundle, "pz1").await.unwrap();
+    let e = {
+        shim.client
+            .create(ctx(), &create_req("pz1", &bundle))
+            .await
+            .unwrap();
+        shim.client
+            .pause(
+                ctx(),
+                &PauseRequest {
+                    id: "pz1".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err()
+    };
+    assert_eq!(
+        code(&e),
+        ttrpc::Code::FAILED_PRECONDITION,
+        "pause while created: {e:?}"
+    );
+    shim.client
+        .start(
+            ctx(),
+            &StartRequest {
+                id: "pz1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(read_counter(&counter) > 0, "loop not running");
+    let e = shim
+        .client
+        .resume(
+            ctx(),
+            &ResumeRequest {
+                id: "pz1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&e),
+        ttrpc::Code::FAILED_PRECONDITION,
+        "resume while running: {e:?}"
+    );
+    shim.client
+        .pause(
+            ctx(),
+            &PauseRequest {
+                id: "pz1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let st = shim
+        .client
+        .state(
+            ctx(),
+            &StateRequest {
+                id: "pz1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.status.enum_value_or_default(), Status::PAUSED);
+    let e = shim
+        .client
+        .pause(
+            ctx(),
+            &PauseRequest {
+                id: "pz1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code(&e),
+        ttrpc::Code::FAILED_PRECONDITION,
+        "pause while paused: {e:?}"
+    );
+    let a = read_counter(&counter);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        read_counter(&counter),
+        a,
+        "processes kept running while paused"
+    );
+    shim.client
+        .resume(
+            ctx(),
+            &ResumeRequest {
+                id: "pz1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(read_counter(&counter) > a, "processes did not resume");
+    let stats = shim
+        .client
+        .stats(
+            ctx(),
+            &StatsRequest {
+                id: "pz1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(stats.stats.type_url, "io.containerd.cgroups.v1.Metrics");
+    let m = containerd_shim_protos::cgroups::metrics::Metrics::parse_from_bytes(&stats.stats.value)
+        .unwrap();
+    assert!(m.cpu.usage.total > 0, "cpu usage {m:?}");
+    assert!(m.memory.usage.usage > 0, "memory usage {m:?}");
+    shim.client
+        .kill(
+            ctx(),
+            &KillRequest {
+                id: "pz1".into(),
+                signal: 9,
+                all: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let w = shim
+        .client
+        .wait(
+            ctx(),
+            &WaitRequest {
+                id: "pz1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.exit_status, 137);
+    shim.events
+        .rec
+        .wait_for("paused+resumed", |e| {
+            let t: Vec<&str> = e.iter().map(|e| e.topic.as_str()).collect();
+            let p = t.iter().position(|t| *t == "/tasks/paused");
+            let r = t.iter().position(|t| *t == "/tasks/resumed");
+            matches!((p, r), (Some(p), Some(r)) if p < r)
+        })
+        .await
+        .unwrap();
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn kill_all_reaches_descendants() {
+    let bundle = Bundle::new(&["true"]).unwrap();
+    bundle
+        .write_spec(
+            &["sh", "-c", "sleep 30 & echo $! > kid.pid; wait"],
+            &[PATH_ENV],
+            &bundle.path().display().to_string(),
+            false,
+        )
+        .unwrap();
+    let shim = ShimProc::start(&bundle, "ka1").await.unwrap();
+    started(&shim, &bundle, "ka1").await;
+    let kid_file = bundle.path().join("kid.pid");
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while !kid_file.exists() {
+        assert!(std::time::Instant::now() < end, "child never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let kid: u32 = std::fs::read_to_string(&kid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pids = shim
+        .client
+        .pids(
+            ctx(),
+            &PidsRequest {
+                id: "ka1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        pids.processes.iter().any(|p| p.pid == kid),
+        "descendant {kid} missing from Pids"
+    );
+    shim.client
+        .kill(
+            ctx(),
+            &KillRequest {
+                id: "ka1".into(),
+                signal: 15,
+                all: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let w = shim
+        .client
+        .wait(
+            ctx(),
+            &WaitRequest {
+                id: "ka1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.exit_status, 143);
+    assert!(!pid_alive(kid as i32), "descendant survived kill --all");
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_harms_nothing() {
+    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
+    let shim = ShimProc::start(&bundle, "good").await.unwrap();
+    let good_pid = started(&shim, &bundle, "good").await;
+
+    let missing = tempfile::tempdir().unwrap();
+    let mut req = create_req("nocfg", &bundle);
+    req.bundle = missing.path().display().to_string();
+    let e = shim.client.create(ctx(), &req).await.unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
+    assert!(message(&e).contains("config.json"), "{e:?}");
+
+    let garbage = tempfile::tempdir().unwrap();
+    std::fs::write(garbage.path().join("config.json"), "{\n \"process\": [1,\n").unwrap();
+    req.id = "garbage".into();
+    req.bundle = garbage.path().display().to_string();
+    let e = shim.client.create(ctx(), &req).await.unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
+    assert!(message(&e).contains("config.json:"), "{e:?}");
+
+    let noprog = Bundle::new(&["/no/such/program-xyz"]).unwrap();
+    let e = shim
+        .client
+        .create(ctx(), &create_req("noprog", &noprog))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
+    assert!(message(&e).contains("program-xyz"), "{e:?}");
+
+    for bad in ["a/b", "..", "x..y", ""] {
+        let e = shim
+            .client
+            .create(ctx(), &create_req(bad, &bundle))
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "id {bad:?}: {e:?}");
+    }
+    let e = shim
+        .client
+        .kill(
+            ctx(),
+            &KillRequest {
+                id: "good".into(),
+                signal: 99,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
+    assert!(message(&e).contains("99"), "{e:?}");
+    let e = shim
+        .client
+        .kill(
+            ctx(),
+            &KillRequest {
+                id: "nope".into(),
+                signal: 9,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::NOT_FOUND, "{e:?}");
+    let e = shim
+        .client
+        .exec(
+            ctx(),
+            &ExecProcessRequest {
+                id: "good".into(),
+                exec_id: "bad/exec".into(),
+                spec: Some(exec_spec(&["true"])).into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
+
+    // The good task is untouched, and the shim still serves new tasks.
+    assert!(pid_alive(good_pid as i32));
+    let st = shim
+        .client
+        .state(
+            ctx(),
+            &StateRequest {
+                id: "good".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.status.enum_value_or_default(), Status::RUNNING);
+    let ok = Bundle::new(&["true"]).unwrap();
+    started(&shim, &ok, "after").await;
+    let w = shim
+        .client
+        .wait(
+            ctx(),
+            &WaitRequest {
+                id: "after".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.exit_status, 0);
+    shim.stop().await;
+}
