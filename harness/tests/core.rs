@@ -60,7 +60,13 @@ fn topics_for<'a>(evs: &'a [RecordedEvent], id: &str) -> Vec<&'a str> {
 
 /// launch → create → (wait) → start → kill SIGTERM → wait 143 → state → delete → shutdown →
 /// close (delete action), with the event sequence and the leak report checked.
-async fn lifecycle(shim: &Path, dialect: Dialect, rootfs: RootfsKind, id: &str) -> Result<()> {
+async fn lifecycle(
+    shim: &Path,
+    dialect: Dialect,
+    rootfs: RootfsKind,
+    id: &str,
+    api: Option<TaskApi>,
+) -> Result<()> {
     let cfg = MockConfig {
         dialect,
         namespace: "default".into(),
@@ -89,6 +95,9 @@ async fn lifecycle(shim: &Path, dialect: Dialect, rootfs: RootfsKind, id: &str) 
         .launch(shim, &bundle, LaunchOptions::default())
         .await
         .with_context(|| format!("launching {} under {dialect}", shim.display()))?;
+    if let Some(api) = api {
+        ensure!(shim.api == api, "task api {} (want {api})", shim.api);
+    }
     let rpc = Duration::from_secs(10);
     let client = shim.client();
     let created = client
@@ -217,25 +226,25 @@ async fn lifecycle(shim: &Path, dialect: Dialect, rootfs: RootfsKind, id: &str) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_runc_shim_dialect_2_0() -> Result<()> {
     let shim = require(RUNC_SHIM, "run ci/setup.sh (apt-get install containerd runc)")?;
-    lifecycle(&shim, Dialect::V2_0, RootfsKind::Busybox, "runc20").await
+    lifecycle(&shim, Dialect::V2_0, RootfsKind::Busybox, "runc20", Some(TaskApi::V2)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_runc_shim_dialect_1_6() -> Result<()> {
     let shim = require(RUNC_SHIM, "run ci/setup.sh (apt-get install containerd runc)")?;
-    lifecycle(&shim, Dialect::V1_6, RootfsKind::Busybox, "runc16").await
+    lifecycle(&shim, Dialect::V1_6, RootfsKind::Busybox, "runc16", Some(TaskApi::V2)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_reaper_shim_dialect_2_0() -> Result<()> {
     let shim = reaper_shim()?;
-    lifecycle(&shim, Dialect::V2_0, RootfsKind::None, "reaper20").await
+    lifecycle(&shim, Dialect::V2_0, RootfsKind::None, "reaper20", None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_reaper_shim_dialect_1_6() -> Result<()> {
     let shim = reaper_shim()?;
-    lifecycle(&shim, Dialect::V1_6, RootfsKind::None, "reaper16").await
+    lifecycle(&shim, Dialect::V1_6, RootfsKind::None, "reaper16", Some(TaskApi::V2)).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -561,4 +570,45 @@ async fn json_version_3_under_1_7_is_unsupported() -> Result<()> {
         .context("launched under 1.7")?;
     ensure!(err.to_string().contains("unsupported shim version (3)"), "{err}");
     assert_all_gone(&recorded_pids(&b.bundle))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interop with the Rust runc shim (`cargo install containerd-runc-shim`): run by ci/interop.sh.
+
+fn runc_rs() -> Result<PathBuf> {
+    require(
+        RUNC_RS_SHIM,
+        "run ci/interop.sh (cargo install containerd-runc-shim --root /opt/runc-rs)",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs containerd-shim-runc-v2-rs (about 6 min to build); run ci/interop.sh"]
+async fn interop_runc_rs_lifecycle_dialect_2_0() -> Result<()> {
+    lifecycle(&runc_rs()?, Dialect::V2_0, RootfsKind::Busybox, "rs20", Some(TaskApi::V3)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs containerd-shim-runc-v2-rs (about 6 min to build); run ci/interop.sh"]
+async fn interop_runc_rs_is_incompatible_with_1_6() -> Result<()> {
+    let shim = runc_rs()?;
+    let b = bad_setup(Dialect::V1_6, "rs16").await?;
+    let err = b
+        .mock
+        .launch(&shim, &b.bundle, LaunchOptions::default())
+        .await
+        .err()
+        .context("the Rust runc shim launched under containerd 1.6")?;
+    let LaunchError::Address { reason, killed } = &err else {
+        bail!("unexpected {err:?}")
+    };
+    ensure!(matches!(reason, AddressError::JsonOn16 { .. }), "{reason:?}");
+    ensure!(
+        err.to_string()
+            .starts_with("start printed a JSON bootstrap; containerd 1.6 dials it as a path"),
+        "{err}"
+    );
+    // As under the real containerd 1.6 the server was started; the harness finds and ends it.
+    ensure!(!killed.is_empty(), "leaked server not found: {err}");
+    assert_all_gone(killed)
 }
