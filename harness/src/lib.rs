@@ -11,6 +11,7 @@ pub mod client;
 pub mod delete;
 pub mod launch;
 pub mod publish;
+pub mod redact;
 pub mod scenario;
 pub mod report;
 pub mod engine;
