@@ -102,7 +102,18 @@ pub fn start_action(flags: &Flags) -> Result<String> {
             .create(dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     }
-    let listener = UnixListener::bind(&path).map_err(|e| Error::io(format!("bind {path}"), e))?;
+    let listener = match UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            // A concurrent `start` of the same group won the race: reuse its server.
+            if UnixStream::connect(&path).is_ok() {
+                write_atomic(&address_file, &addr)?;
+                return Ok(addr);
+            }
+            return Err(Error::io(format!("bind {path}"), e));
+        }
+        Err(e) => return Err(Error::io(format!("bind {path}"), e)),
+    };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io(format!("chmod {path}"), e))?;
 
@@ -135,6 +146,8 @@ pub fn start_action(flags: &Flags) -> Result<String> {
             } else if libc::dup2(lfd, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // The server inherits stdio (/dev/null) and the listener only.
+            libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
             Ok(())
         });
     }
@@ -236,7 +249,7 @@ fn init_logging(bundle: &Path, debug: bool) {
 }
 
 /// Server mode: serve the Task API until Shutdown (no containers left) or SIGTERM.
-pub fn run_server(flags: &Flags, faults: Faults) -> Result<()> {
+pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<()> {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let bundle = bundle_dir(flags)?;
@@ -255,6 +268,15 @@ pub fn run_server(flags: &Flags, faults: Faults) -> Result<()> {
     let sock_path = nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(fd)
         .ok()
         .and_then(|a| a.path().map(Path::to_path_buf));
+    let faults = match load_faults() {
+        Ok(f) => f,
+        Err(e) => {
+            if let Some(p) = &sock_path {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+    };
     tracing::info!(pid = std::process::id(), socket = ?sock_path, ?faults, "server starting");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -350,23 +372,13 @@ pub fn main(load_faults: fn() -> Result<Faults>) -> i32 {
                 1
             }
         },
-        None => {
-            let faults = match load_faults() {
-                Ok(f) => f,
-                Err(e) => {
-                    init_logging(Path::new("."), false);
-                    tracing::error!("{e}");
-                    return 1;
-                }
-            };
-            match run_server(&flags, faults) {
-                Ok(()) => 0,
-                Err(e) => {
-                    tracing::error!("server: {e}");
-                    1
-                }
+        None => match run_server(&flags, load_faults) {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!("server: {e}");
+                1
             }
-        }
+        },
         Some(other) => {
             print!("unknown action {other:?} (want start or delete)");
             2

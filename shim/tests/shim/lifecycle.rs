@@ -329,3 +329,96 @@ async fn created_task_can_be_deleted_and_orphans_are_reaped() {
     }
     shim.stop().await;
 }
+
+#[tokio::test]
+async fn events_are_queued_until_the_endpoint_comes_up() {
+    become_subreaper();
+    let bundle = Bundle::new(&["sh", "-c", "exit 5"]).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let events_path = scratch.path().join("events.sock");
+    let grpc = scratch.path().join("c.sock").display().to_string();
+    let st = run_start(
+        &shim_bin(),
+        bundle.path(),
+        "reaper-test",
+        &grpc,
+        "late1",
+        &events_path,
+    )
+    .unwrap();
+    assert!(st.status.success(), "{}", st.stdout);
+    let raw = ttrpc::asynchronous::Client::connect(&st.stdout)
+        .await
+        .unwrap();
+    let client = containerd_shim_protos::shim_async::TaskClient::new(raw);
+    client
+        .create(ctx(), &create_req("late1", &bundle))
+        .await
+        .unwrap();
+    client
+        .start(
+            ctx(),
+            &StartRequest {
+                id: "late1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let w = client
+        .wait(
+            ctx(),
+            &WaitRequest {
+                id: "late1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.exit_status, 5);
+    client
+        .delete(
+            ctx(),
+            &DeleteRequest {
+                id: "late1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // The endpoint appears only now (the shim has been retrying the head of its queue).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = EventsServer::start(scratch.path()).await.unwrap();
+    let ev = events
+        .rec
+        .wait_for("all four events", |e| e.len() >= 4)
+        .await
+        .unwrap();
+    let topics: Vec<&str> = ev.iter().map(|e| e.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
+    let pid = client
+        .connect(ctx(), &ConnectRequest::default())
+        .await
+        .unwrap()
+        .shim_pid as i32;
+    client
+        .shutdown(ctx(), &ShutdownRequest::default())
+        .await
+        .unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while pid_alive(pid) {
+        reap(pid);
+        assert!(std::time::Instant::now() < end, "server did not exit");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    reap(pid);
+    events.stop().await;
+}

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod faults;
 mod handshake;
 mod lifecycle;
 mod stdio;

@@ -1,0 +1,163 @@
+//! The `containerd-shim-faulty-v2` seam: each fault really changes behaviour, and the real shim
+//! ignores `FAULTY_SHIM`.
+
+use std::time::Duration;
+
+use containerd_shim_protos::api::*;
+
+use crate::support::*;
+
+fn faulty_bin() -> std::path::PathBuf {
+    bin("containerd-shim-faulty-v2")
+}
+
+#[tokio::test]
+async fn faulty_wait_early_and_notfound_for_unimplemented() {
+    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
+    let env = [("FAULTY_SHIM", "wait-early,notfound-for-unimplemented")];
+    let shim = ShimProc::start_bin(&faulty_bin(), &bundle, "fw1", &env)
+        .await
+        .unwrap();
+    shim.client
+        .create(ctx(), &create_req("fw1", &bundle))
+        .await
+        .unwrap();
+    let w = tokio::time::timeout(
+        Duration::from_secs(2),
+        shim.client.wait(
+            ctx(),
+            &WaitRequest {
+                id: "fw1".into(),
+                ..Default::default()
+            },
+        ),
+    )
+    .await
+    .expect("wait-early: Wait must return at once")
+    .unwrap();
+    assert_eq!(w.exit_status, 0);
+    let e = shim
+        .client
+        .checkpoint(
+            ctx(),
+            &CheckpointTaskRequest {
+                id: "fw1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::NOT_FOUND, "{e:?}");
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn faulty_exit_before_start_and_sigterm_exit_zero() {
+    let bundle = Bundle::new(&["true"]).unwrap();
+    let env = [("FAULTY_SHIM", "exit-before-start,sigterm-exit-zero")];
+    let shim = ShimProc::start_bin(&faulty_bin(), &bundle, "fe1", &env)
+        .await
+        .unwrap();
+    shim.client
+        .create(ctx(), &create_req("fe1", &bundle))
+        .await
+        .unwrap();
+    shim.client
+        .start(
+            ctx(),
+            &StartRequest {
+                id: "fe1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let ev = shim
+        .events
+        .rec
+        .wait_for("start and exit", |e| {
+            e.iter().filter(|e| e.id == "fe1").count() >= 3
+        })
+        .await
+        .unwrap();
+    let t: Vec<&str> = ev.iter().map(|e| e.topic.as_str()).collect();
+    assert_eq!(t, ["/tasks/create", "/tasks/exit", "/tasks/start"]);
+
+    let sleeper = Bundle::new(&["sleep", "30"]).unwrap();
+    shim.client
+        .create(ctx(), &create_req("fe2", &sleeper))
+        .await
+        .unwrap();
+    shim.client
+        .start(
+            ctx(),
+            &StartRequest {
+                id: "fe2".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    shim.client
+        .kill(
+            ctx(),
+            &KillRequest {
+                id: "fe2".into(),
+                signal: 15,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let w = shim
+        .client
+        .wait(
+            ctx(),
+            &WaitRequest {
+                id: "fe2".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.exit_status, 0, "sigterm-exit-zero");
+    shim.stop().await;
+}
+
+#[tokio::test]
+async fn faulty_unknown_fault_fails_and_real_shim_ignores_the_variable() {
+    let bundle = Bundle::new(&["true"]).unwrap();
+    let env = [("FAULTY_SHIM", "no-such-fault")];
+    let r = ShimProc::start_bin(&faulty_bin(), &bundle, "fu1", &env).await;
+    assert!(r.is_err(), "a server with an unknown fault must not serve");
+    let addr = std::fs::read_to_string(bundle.path().join("address")).unwrap();
+    let sock = addr.trim_start_matches("unix://").to_string();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&sock).exists() {
+        assert!(std::time::Instant::now() < end, "socket {sock} left behind");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let sleeper = Bundle::new(&["sleep", "30"]).unwrap();
+    let env = [("FAULTY_SHIM", "wait-early")];
+    let shim = ShimProc::start_bin(&shim_bin(), &sleeper, "real1", &env)
+        .await
+        .unwrap();
+    shim.client
+        .create(ctx(), &create_req("real1", &sleeper))
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_millis(300),
+        shim.client.wait(
+            ctx(),
+            &WaitRequest {
+                id: "real1".into(),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    assert!(r.is_err(), "the real shim must not honour FAULTY_SHIM");
+    shim.stop().await;
+}
