@@ -1,0 +1,714 @@
+//! Test fixture for driving a shim through a PRIVATE real containerd 1.6: the daemon (own root,
+//! state, sockets and config in a temp dir, the built shim first on its PATH), bounded `ctr`
+//! invocations, background `ctr` processes, and the leak checks (shim processes, sockets under
+//! /run/containerd/s, task processes, zombies, cgroups). Everything started here is stopped by pid
+//! and removed in `Drop`, also when a test fails.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use sha2::{Digest, Sha256};
+
+/// Where containerd 1.6 puts shim sockets, whatever its `--state` is.
+pub const SOCKET_DIR: &str = "/run/containerd/s";
+/// Default bound for one `ctr` call.
+pub const CTR_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The runtime under test: the reaper (default) or, to validate this fixture itself, Debian's
+/// `containerd-shim-runc-v2` with a busybox rootfs (`REAPER_CTD_RUNTIME=runc`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// `io.containerd.reaper.v2`, our shim from target/debug.
+    Reaper,
+    /// `io.containerd.runc.v2`, Debian's Go shim (fixture validation only).
+    Runc,
+}
+
+impl Runtime {
+    /// The runtime selected by `REAPER_CTD_RUNTIME` (`reaper` when unset).
+    pub fn from_env() -> Runtime {
+        match std::env::var("REAPER_CTD_RUNTIME").as_deref() {
+            Ok("runc") => Runtime::Runc,
+            Ok("reaper") | Err(_) => Runtime::Reaper,
+            Ok(other) => panic!("REAPER_CTD_RUNTIME={other:?}: expected `reaper` or `runc`"),
+        }
+    }
+
+    /// The containerd runtime name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Reaper => "io.containerd.reaper.v2",
+            Runtime::Runc => "io.containerd.runc.v2",
+        }
+    }
+}
+
+/// Fails with the set-up command when a host tool is missing.
+pub fn require_tools(tools: &[&str]) {
+    for tool in tools {
+        assert!(
+            which(tool).is_some(),
+            "`{tool}` is not on PATH: run ci/setup.sh (apt-get install containerd runc busybox-static bsdutils)"
+        );
+    }
+}
+
+/// The first `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// target/debug (the test exe lives in target/debug/deps).
+pub fn target_debug_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test exe has a parent dir");
+    deps.parent().expect("deps has a parent dir").to_path_buf()
+}
+
+/// The built reaper shim, or a failure naming the build command.
+pub fn reaper_binary() -> PathBuf {
+    let bin = target_debug_dir().join("containerd-shim-reaper-v2");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p containerd-shim-reaper`",
+        bin.display()
+    );
+    bin
+}
+
+/// The outcome of a bounded command.
+#[derive(Debug)]
+pub struct Out {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Captured stdout.
+    pub stdout: String,
+    /// Captured stderr.
+    pub stderr: String,
+}
+
+impl Out {
+    /// The exit code (signal deaths as 128+N, like a shell).
+    pub fn code(&self) -> i32 {
+        self.status
+            .code()
+            .unwrap_or_else(|| 128 + self.status.signal().unwrap_or(0))
+    }
+
+    /// Panics with everything known unless the command exited 0.
+    pub fn ok(self, what: &str) -> Out {
+        assert!(self.status.success(), "{what} failed: {self:#?}");
+        self
+    }
+}
+
+/// Runs `cmd` in its own process group with `stdin` piped in, killing the group (by its pid) if
+/// it outlives `timeout`.
+pub fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Out {
+    let shown = format!("{cmd:?}");
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
+    let pid = child.id() as i32;
+    if let Some(data) = stdin {
+        let mut w = child.stdin.take().expect("piped stdin");
+        // The program may not read it all; a broken pipe is its business.
+        let _ = w.write_all(data);
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let res = match rx.recv_timeout(timeout) {
+        Ok(r) => r,
+        Err(_) => {
+            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+            panic!("{shown} did not finish within {timeout:?}: killed its process group {pid}");
+        }
+    };
+    let o = res.unwrap_or_else(|e| panic!("wait {shown}: {e}"));
+    Out {
+        status: o.status,
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// A background process (its own process group) whose stdout and stderr go to files; killed by
+/// pid and reaped on drop.
+pub struct Bg {
+    child: Option<Child>,
+    what: String,
+    /// File receiving stdout.
+    pub stdout: PathBuf,
+    /// File receiving stderr.
+    pub stderr: PathBuf,
+}
+
+impl Bg {
+    /// Spawns `cmd` with stdout/stderr to `<dir>/<name>.out|.err`.
+    pub fn spawn(mut cmd: Command, dir: &Path, name: &str) -> Bg {
+        let stdout = dir.join(format!("{name}.out"));
+        let stderr = dir.join(format!("{name}.err"));
+        let what = format!("{cmd:?}");
+        cmd.stdin(Stdio::null())
+            .stdout(fs::File::create(&stdout).expect("create stdout file"))
+            .stderr(fs::File::create(&stderr).expect("create stderr file"))
+            .process_group(0);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        Bg {
+            child: Some(child),
+            what,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// What it has written to stdout so far.
+    pub fn output(&self) -> String {
+        fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// What it has written to stderr so far.
+    pub fn errors(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits (bounded) for it to exit; returns its status with stdout and stderr.
+    pub fn wait(&mut self, timeout: Duration) -> Out {
+        let child = self.child.as_mut().expect("not yet waited");
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return Out {
+                    status,
+                    stdout: self.output(),
+                    stderr: self.errors(),
+                };
+            }
+            if Instant::now() > end {
+                panic!(
+                    "{} still running after {timeout:?}; stdout: {:?} stderr: {:?}",
+                    self.what,
+                    self.output(),
+                    self.errors()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(-(child.id() as i32)), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Some` or `timeout` passes.
+pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `/proc/<pid>/stat` field 22 (start time), to tell a pid from a reused one.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The one-letter state of `/proc/<pid>/status` (`R`, `S`, `T`, `D`, `Z`...).
+pub fn proc_state(pid: u32) -> Option<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .map(|s| s.trim().chars().next().unwrap_or('?').to_string())
+}
+
+/// A `/proc/<pid>/status` field in kB (e.g. `VmRSS`).
+pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        let v = l.strip_prefix(field)?.strip_prefix(':')?;
+        v.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
+fn ppid(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn all_pids() -> Vec<u32> {
+    fs::read_dir("/proc")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn nul_split(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// Options for a private daemon.
+#[derive(Clone, Debug, Default)]
+pub struct DaemonOpts {
+    /// Keep the CRI plugin enabled (off by default, for speed).
+    pub cri: bool,
+    /// Extra TOML appended to the generated config.
+    pub extra_config: String,
+}
+
+/// A private containerd 1.6 with its own root, state, sockets and config in a temp dir.
+pub struct Daemon {
+    /// The temp dir holding everything of this daemon.
+    pub dir: tempfile::TempDir,
+    /// gRPC socket (what `ctr --address` and the shim's `-address` get).
+    pub address: PathBuf,
+    /// ttrpc socket (the shim's `TTRPC_ADDRESS`).
+    pub ttrpc: PathBuf,
+    /// containerd's combined log.
+    pub log: PathBuf,
+    /// The namespace all our containers live in.
+    pub namespace: String,
+    /// The runtime `run` uses.
+    pub runtime: Runtime,
+    /// The rootfs dir given to `ctr run --rootfs`.
+    pub rootfs: PathBuf,
+    child: Option<Child>,
+    ids: BTreeSet<String>,
+    tracked: Vec<(u32, u64, String)>,
+}
+
+impl Daemon {
+    /// Starts a daemon for `runtime` (namespace `ns`) and waits until it answers.
+    pub fn start(runtime: Runtime, ns: &str, opts: DaemonOpts) -> Daemon {
+        require_tools(&["containerd", "ctr"]);
+        let shim_dir = match runtime {
+            Runtime::Reaper => reaper_binary().parent().expect("shim dir").to_path_buf(),
+            Runtime::Runc => {
+                require_tools(&["containerd-shim-runc-v2", "runc"]);
+                which("containerd-shim-runc-v2")
+                    .and_then(|p| p.parent().map(Path::to_path_buf))
+                    .expect("runc shim dir")
+            }
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("reaper-ctd-")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let root = dir.path().join("root");
+        let state = dir.path().join("state");
+        let address = dir.path().join("c.sock");
+        let ttrpc = dir.path().join("c.sock.ttrpc");
+        let log = dir.path().join("containerd.log");
+        let rootfs = dir.path().join("rootfs");
+        fs::create_dir_all(rootfs.join("bin")).expect("rootfs");
+        fs::create_dir_all(dir.path().join("fifo")).expect("fifo dir");
+        if runtime == Runtime::Runc {
+            populate_busybox(&rootfs);
+        }
+        let disabled = if opts.cri {
+            "[]"
+        } else {
+            r#"["io.containerd.grpc.v1.cri"]"#
+        };
+        let cri = if opts.cri {
+            "[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n  stream_server_port = \"0\"\n"
+        } else {
+            ""
+        };
+        let config = format!(
+            "version = 2\nroot = {root:?}\nstate = {state:?}\ndisabled_plugins = {disabled}\n\n\
+             [grpc]\n  address = {address:?}\n\n[ttrpc]\n  address = {ttrpc:?}\n\n\
+             [debug]\n  level = \"debug\"\n\n{cri}\n{extra}\n",
+            extra = opts.extra_config
+        );
+        let config_path = dir.path().join("config.toml");
+        fs::write(&config_path, config).expect("write config");
+
+        let mut path = OsString::from(shim_dir.as_os_str());
+        if let Some(p) = std::env::var_os("PATH") {
+            path.push(":");
+            path.push(p);
+        }
+        let log_file = fs::File::create(&log).expect("create log");
+        let mut cmd = Command::new(which("containerd").expect("containerd"));
+        cmd.arg("--config")
+            .arg(&config_path)
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("dup log"))
+            .stderr(log_file)
+            .process_group(0);
+        let child = cmd.spawn().expect("spawn containerd");
+        let mut d = Daemon {
+            dir,
+            address,
+            ttrpc,
+            log,
+            namespace: ns.to_string(),
+            runtime,
+            rootfs,
+            child: Some(child),
+            ids: BTreeSet::new(),
+            tracked: Vec::new(),
+        };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&mut self) {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                panic!(
+                    "containerd exited with {status} before serving; log:\n{}",
+                    self.log_text()
+                );
+            }
+            if self.address.exists() {
+                let out = run_bounded(self.ctr_cmd(&["version"]), None, Duration::from_secs(5));
+                if out.status.success() && out.stdout.contains("Server:") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < end,
+                "containerd not ready within 20 s; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// containerd's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// containerd's log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A `ctr --address <ours> --namespace <ours> <args>` command (not yet run).
+    pub fn ctr_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
+            .arg(&self.address)
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .args(args);
+        cmd
+    }
+
+    /// Runs `ctr <args>` bounded by [`CTR_TIMEOUT`].
+    pub fn ctr(&self, args: &[&str]) -> Out {
+        run_bounded(self.ctr_cmd(args), None, CTR_TIMEOUT)
+    }
+
+    /// Runs `ctr <args>` with `stdin` piped in, bounded by [`CTR_TIMEOUT`].
+    pub fn ctr_stdin(&self, args: &[&str], stdin: &[u8]) -> Out {
+        run_bounded(self.ctr_cmd(args), Some(stdin), CTR_TIMEOUT)
+    }
+
+    /// The argv of `ctr run --rm? <opts> --runtime R --rootfs DIR <id> <cmd...>` for our runtime,
+    /// with FIFOs in our temp dir; records `id` for the leak checks.
+    pub fn run_args(&mut self, rm: bool, opts: &[&str], id: &str, cmd: &[&str]) -> Vec<String> {
+        self.ids.insert(id.to_string());
+        let mut a: Vec<String> = vec!["run".into()];
+        if rm {
+            a.push("--rm".into());
+        }
+        a.push("--fifo-dir".into());
+        a.push(self.dir.path().join("fifo").display().to_string());
+        a.extend(opts.iter().map(|s| s.to_string()));
+        if self.runtime == Runtime::Runc {
+            // Keep runc's state in our temp dir too.
+            a.push("--runc-root".into());
+            a.push(self.dir.path().join("runc").display().to_string());
+        }
+        a.push("--runtime".into());
+        a.push(self.runtime.name().into());
+        a.push("--rootfs".into());
+        a.push(self.rootfs.display().to_string());
+        a.push(id.into());
+        a.extend(cmd.iter().map(|s| s.to_string()));
+        a
+    }
+
+    /// `ctr run --rm` of `cmd` as container `id`, bounded.
+    pub fn run_rm(&mut self, opts: &[&str], id: &str, cmd: &[&str], stdin: Option<&[u8]>) -> Out {
+        let args = self.run_args(true, opts, id, cmd);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_bounded(self.ctr_cmd(&args), stdin, CTR_TIMEOUT)
+    }
+
+    /// Starts an attached `ctr run --rm` of `cmd` in the background and waits until its task is
+    /// RUNNING; returns the background process and the task pid (tracked for leak checks).
+    pub fn run_bg(&mut self, opts: &[&str], id: &str, cmd: &[&str]) -> (Bg, u32) {
+        let args = self.run_args(true, opts, id, cmd);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut bg = Bg::spawn(self.ctr_cmd(&args), self.dir.path(), &format!("run-{id}"));
+        let pid = poll(Duration::from_secs(15), || {
+            if let Ok(Some(status)) = bg.child.as_mut().expect("child").try_wait() {
+                panic!(
+                    "ctr run {id} exited with {status} before running: {} {}",
+                    bg.output(),
+                    bg.errors()
+                );
+            }
+            self.task_status(id)
+                .filter(|(_, s)| s == "RUNNING")
+                .map(|(p, _)| p)
+        })
+        .unwrap_or_else(|| panic!("task {id} not RUNNING within 15 s: {}", bg.errors()));
+        self.track(pid, &format!("init of {id}"));
+        (bg, pid)
+    }
+
+    /// `(pid, STATUS)` of task `id` from `ctr task ls`.
+    pub fn task_status(&self, id: &str) -> Option<(u32, String)> {
+        let out = self.ctr(&["task", "ls"]);
+        out.stdout.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && f[0] == id).then(|| (f[1].parse().unwrap_or(0), f[2].to_string()))
+        })
+    }
+
+    /// Remembers a process that must be gone at [`Daemon::assert_no_leaks`].
+    pub fn track(&mut self, pid: u32, what: &str) {
+        if let Some(t) = start_time(pid) {
+            self.tracked.push((pid, t, what.to_string()));
+        }
+    }
+
+    /// Shim processes serving this daemon: their argv or environment names our socket.
+    pub fn shim_pids(&self) -> Vec<u32> {
+        let addr = self.address.display().to_string();
+        let ttrpc = format!("TTRPC_ADDRESS={}", self.ttrpc.display());
+        let me = self.pid();
+        all_pids()
+            .into_iter()
+            .filter(|&p| p != me && p != std::process::id())
+            .filter(|&p| {
+                let argv = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                let env = fs::read(format!("/proc/{p}/environ")).unwrap_or_default();
+                let argv = nul_split(&argv);
+                let is_ctr = argv.first().map(|a| a.ends_with("ctr")).unwrap_or(false);
+                !is_ctr && (argv.iter().any(|a| *a == addr) || nul_split(&env).contains(&ttrpc))
+            })
+            .collect()
+    }
+
+    /// The socket paths our ids hash to (containerd's `sha256(address/namespace/id)`).
+    pub fn socket_paths(&self) -> Vec<PathBuf> {
+        self.ids
+            .iter()
+            .map(|id| {
+                let key = format!("{}/{}/{}", self.address.display(), self.namespace, id);
+                Path::new(SOCKET_DIR).join(hex::encode(Sha256::digest(key.as_bytes())))
+            })
+            .collect()
+    }
+
+    /// Asserts (waiting up to 5 s for asynchronous shim exits) that no shim process, socket,
+    /// tracked task process, zombie child of a shim or of containerd, or reaper cgroup of ours
+    /// remains. (The test process's own children are reaped by `Child::wait`; parallel tests make
+    /// a scan of them racy.)
+    pub fn assert_no_leaks(&self) {
+        let found = poll(Duration::from_secs(5), || {
+            let leaks = self.leaks();
+            leaks.is_empty().then_some(())
+        });
+        if found.is_none() {
+            panic!(
+                "leaks after the test: {:#?}\ncontainerd log tail:\n{}",
+                self.leaks(),
+                tail(&self.log_text(), 40)
+            );
+        }
+    }
+
+    /// Everything of ours still present (empty when clean).
+    pub fn leaks(&self) -> Vec<String> {
+        let mut leaks = Vec::new();
+        let shims = self.shim_pids();
+        for p in &shims {
+            let argv = nul_split(&fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default());
+            leaks.push(format!("shim process {p}: {argv:?}"));
+        }
+        for s in self.socket_paths() {
+            if s.exists() {
+                leaks.push(format!("socket {}", s.display()));
+            }
+        }
+        for (pid, t, what) in &self.tracked {
+            if start_time(*pid) == Some(*t) {
+                leaks.push(format!(
+                    "{what} (pid {pid}) still exists in state {:?}",
+                    proc_state(*pid)
+                ));
+            }
+        }
+        let parents: BTreeSet<u32> = shims.iter().copied().chain([self.pid()]).collect();
+        for p in all_pids() {
+            if proc_state(p).as_deref() == Some("Z")
+                && ppid(p).is_some_and(|pp| parents.contains(&pp))
+            {
+                leaks.push(format!("zombie {p} (parent {:?})", ppid(p)));
+            }
+        }
+        if self.runtime == Runtime::Reaper {
+            for ctrl in ["freezer", "pids", "cpuacct", "memory"] {
+                for id in &self.ids {
+                    let d = Path::new("/sys/fs/cgroup")
+                        .join(ctrl)
+                        .join("reaper")
+                        .join(&self.namespace)
+                        .join(id);
+                    if d.exists() {
+                        leaks.push(format!("cgroup {}", d.display()));
+                    }
+                }
+            }
+        }
+        leaks
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = Pid::from_raw(child.id() as i32);
+            let _ = kill(pid, Signal::SIGTERM);
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Ok(None) = child.try_wait() {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Leftovers of a failed test: end shims and tracked processes by pid, then the daemon.
+        for p in self.shim_pids() {
+            let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+        }
+        for (pid, t, _) in &self.tracked {
+            if start_time(*pid) == Some(*t) {
+                let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+            }
+        }
+        self.stop();
+        for s in self.socket_paths() {
+            let _ = fs::remove_file(s);
+        }
+        // Mounts under state (none expected with --rootfs) would make removal fail loudly.
+        let _ = fs::remove_dir_all(self.dir.path());
+    }
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Puts busybox and the applets the tests use into `rootfs/bin` (runc validation only).
+fn populate_busybox(rootfs: &Path) {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .expect("busybox is missing: run ci/setup.sh (apt-get install busybox-static)");
+    fs::copy(busybox, rootfs.join("bin/busybox")).expect("copy busybox");
+    for applet in ["sh", "echo", "cat", "sleep", "env", "pwd", "true"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("symlink");
+    }
+}
+
+/// One line of `ctr events`: topic and JSON payload.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// e.g. `/tasks/exit`.
+    pub topic: String,
+    /// The event as JSON.
+    pub body: serde_json::Value,
+}
+
+/// Parses `ctr events` output (`<date> <time> +0000 UTC <ns> <topic> <json>`).
+pub fn parse_events(text: &str) -> Vec<Event> {
+    text.lines()
+        .filter_map(|l| {
+            let start = l.find(" /")? + 1;
+            let rest = &l[start..];
+            let (topic, json) = rest.split_once(' ').unwrap_or((rest, "{}"));
+            Some(Event {
+                topic: topic.to_string(),
+                body: serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+            })
+        })
+        .collect()
+}

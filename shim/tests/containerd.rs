@@ -1,0 +1,317 @@
+//! The reaper shim under a real containerd 1.6 (issue 2's acceptance): each test starts a private
+//! daemon (own root, state, sockets; the built shim first on its PATH), drives it with `ctr`, and
+//! ends by checking that no shim process, socket, task process, zombie or cgroup of ours remains.
+//! `REAPER_CTD_RUNTIME=runc` runs the same checks against Debian's runc shim (fixture validation).
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::{parse_events, poll, proc_state, status_kb, Daemon, DaemonOpts, Runtime};
+
+fn daemon(ns: &str) -> Daemon {
+    Daemon::start(Runtime::from_env(), ns, DaemonOpts::default())
+}
+
+#[test]
+fn run_rm_echo_prints_output() {
+    let mut d = daemon("echo");
+    let out = d.run_rm(&[], "echo1", &["/bin/echo", "hello", "from reaper"], None);
+    let out = out.ok("ctr run --rm echo");
+    assert_eq!(out.stdout, "hello from reaper\n");
+    d.assert_no_leaks();
+}
+
+#[test]
+fn exit_code_seven_is_ctr_exit_code() {
+    let mut d = daemon("exit7");
+    let out = d.run_rm(&[], "exit7", &["/bin/sh", "-c", "exit 7"], None);
+    assert_eq!(out.code(), 7, "{out:#?}");
+    d.assert_no_leaks();
+}
+
+#[test]
+fn stdin_env_and_cwd_reach_the_process() {
+    let mut d = daemon("stdio");
+    let cwd = d.dir.path().join("work dir");
+    fs::create_dir_all(&cwd).expect("cwd");
+    let cwd_s = cwd.display().to_string();
+    let out = d.run_rm(
+        &["--env", "FOO=bar baz", "--env", "EMPTY=", "--cwd", &cwd_s],
+        "stdio1",
+        &[
+            "/bin/sh",
+            "-c",
+            // `read` needs no EOF: ctr forwards the line as soon as it is piped in.
+            "read line; echo \"line=$line\"; echo \"FOO=$FOO\"; pwd; /bin/env",
+        ],
+        Some(b"piped data 42\n"),
+    );
+    let out = out.ok("ctr run with stdin/env/cwd");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"line=piped data 42"), "{out:#?}");
+    assert_eq!(lines.get(1), Some(&"FOO=bar baz"), "{out:#?}");
+    if d.runtime == Runtime::Reaper {
+        // runc resolves cwd inside the rootfs; the reaper runs on the host.
+        assert_eq!(lines.get(2), Some(&cwd_s.as_str()), "{out:#?}");
+    }
+    let env: Vec<&str> = lines.iter().skip(3).copied().collect();
+    assert!(env.contains(&"EMPTY="), "env lacks EMPTY=: {env:?}");
+    for leaked in ["TTRPC_ADDRESS=", "GOMAXPROCS=", "CARGO"] {
+        assert!(
+            !env.iter().any(|l| l.starts_with(leaked)),
+            "the shim's own env leaked into the process ({leaked}): {env:?}"
+        );
+    }
+    d.assert_no_leaks();
+}
+
+#[test]
+fn task_kill_ends_attached_run_with_143_and_sigkill_with_137() {
+    let mut d = daemon("kill");
+    let (mut term, _) = d.run_bg(&[], "term1", &["/bin/sleep", "30"]);
+    let (mut killed, _) = d.run_bg(&[], "kill1", &["/bin/sleep", "30"]);
+    d.ctr(&["task", "kill", "term1"]).ok("task kill term1");
+    d.ctr(&["task", "kill", "-s", "SIGKILL", "kill1"])
+        .ok("task kill -s SIGKILL kill1");
+    let t = term.wait(Duration::from_secs(15));
+    let k = killed.wait(Duration::from_secs(15));
+    assert_eq!(t.code(), 143, "SIGTERM: {t:#?}");
+    assert_eq!(k.code(), 137, "SIGKILL: {k:#?}");
+    d.assert_no_leaks();
+}
+
+#[test]
+fn task_exec_output_and_exit_code() {
+    let mut d = daemon("exec");
+    let (mut run, _) = d.run_bg(&[], "exec1", &["/bin/sleep", "30"]);
+    let fifo = d.dir.path().join("fifo").display().to_string();
+    let out = d.ctr(&[
+        "task",
+        "exec",
+        "--fifo-dir",
+        &fifo,
+        "--exec-id",
+        "e1",
+        "exec1",
+        "/bin/sh",
+        "-c",
+        "echo from-exec; echo to-stderr >&2; exit 5",
+    ]);
+    assert_eq!(out.code(), 5, "{out:#?}");
+    assert_eq!(out.stdout, "from-exec\n", "{out:#?}");
+    assert!(out.stderr.contains("to-stderr"), "{out:#?}");
+    let ok = d.ctr(&[
+        "task",
+        "exec",
+        "--fifo-dir",
+        &fifo,
+        "--exec-id",
+        "e2",
+        "exec1",
+        "/bin/true",
+    ]);
+    assert_eq!(ok.code(), 0, "{ok:#?}");
+    d.ctr(&["task", "kill", "-s", "SIGKILL", "exec1"])
+        .ok("task kill exec1");
+    assert_eq!(run.wait(Duration::from_secs(15)).code(), 137);
+    d.assert_no_leaks();
+}
+
+#[test]
+fn task_ps_pause_resume_and_metrics() {
+    let mut d = daemon("pause");
+    // A heartbeat: a counter written every 50 ms to a host file (bind-mounted at the same path
+    // for runc; the reaper runs on the host).
+    let hb_dir = d.dir.path().join("hb");
+    fs::create_dir_all(&hb_dir).expect("hb dir");
+    let hb = hb_dir.join("beat");
+    let mount = format!(
+        "type=bind,src={0},dst={0},options=rbind:rw",
+        hb_dir.display()
+    );
+    let script = format!(
+        "i=0; while :; do i=$((i+1)); echo $i > {}; /bin/sleep 0.05; done",
+        hb.display()
+    );
+    let (mut run, pid) = d.run_bg(&["--mount", &mount], "pause1", &["/bin/sh", "-c", &script]);
+    let beat = || -> u64 {
+        fs::read_to_string(&hb)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        poll(Duration::from_secs(5), || (beat() >= 2).then_some(())).is_some(),
+        "heartbeat never advanced"
+    );
+
+    let ps = d.ctr(&["task", "ps", "pause1"]).ok("task ps");
+    let pids: Vec<u32> = ps
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(
+        pids.contains(&pid),
+        "task ps lacks init {pid}: {}",
+        ps.stdout
+    );
+
+    d.ctr(&["task", "pause", "pause1"]).ok("task pause");
+    let (_, status) = d.task_status("pause1").expect("task listed");
+    assert_eq!(status, "PAUSED");
+    // Frozen by the cgroup freezer (D) or SIGSTOP (T): either way it must not run.
+    let st = proc_state(pid).expect("init exists");
+    assert!(st == "T" || st == "D", "paused init {pid} is in state {st}");
+    let before = beat();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(beat(), before, "heartbeat advanced while PAUSED");
+
+    d.ctr(&["task", "resume", "pause1"]).ok("task resume");
+    let (_, status) = d.task_status("pause1").expect("task listed");
+    assert_eq!(status, "RUNNING");
+    assert!(
+        poll(Duration::from_secs(5), || (beat() > before + 1)
+            .then_some(()))
+        .is_some(),
+        "heartbeat did not resume"
+    );
+
+    let m = d.ctr(&["task", "metrics", "pause1"]).ok("task metrics");
+    let figure = |prefix: &str| -> Option<u64> {
+        m.stdout.lines().find_map(|l| {
+            let mut f = l.split_whitespace();
+            let k = f.next()?;
+            (k.starts_with(prefix)).then(|| f.next()?.parse().ok())?
+        })
+    };
+    let mem = figure("memory.usage").unwrap_or(0);
+    let cpu = figure("cpuacct.usage")
+        .or_else(|| figure("cpu.usage_usec"))
+        .unwrap_or(0);
+    assert!(mem > 0, "no memory usage figure: {}", m.stdout);
+    assert!(cpu > 0, "no cpu usage figure: {}", m.stdout);
+
+    d.ctr(&["task", "kill", "-s", "SIGKILL", "pause1"])
+        .ok("task kill pause1");
+    assert_eq!(run.wait(Duration::from_secs(15)).code(), 137);
+    d.assert_no_leaks();
+}
+
+#[test]
+fn events_create_start_exit_delete_in_order() {
+    let mut d = daemon("events");
+    let ev = common::Bg::spawn(d.ctr_cmd(&["events"]), d.dir.path(), "events");
+    // Subscribed once one of our own probe events comes through (ctr may subscribe late).
+    let subscribed = (0..40).any(|i| {
+        let name = format!("probe{i}");
+        d.ctr(&["namespaces", "create", &name])
+            .ok("namespaces create");
+        poll(Duration::from_millis(250), || {
+            parse_events(&ev.output())
+                .iter()
+                .any(|e| e.topic == "/namespaces/create" && e.body["name"] == name.as_str())
+                .then_some(())
+        })
+        .is_some()
+    });
+    assert!(
+        subscribed,
+        "ctr events never showed our /namespaces/create: {}",
+        ev.errors()
+    );
+    let out = d.run_rm(&[], "ev1", &["/bin/sh", "-c", "echo hi; exit 3"], None);
+    assert_eq!(out.code(), 3, "{out:#?}");
+    let events = poll(Duration::from_secs(10), || {
+        let evs = parse_events(&ev.output());
+        evs.iter()
+            .any(|e| e.topic == "/containers/delete")
+            .then_some(evs)
+    })
+    .unwrap_or_else(|| panic!("no /containers/delete event: {}", ev.output()));
+    let ours: Vec<(String, serde_json::Value)> = events
+        .into_iter()
+        .filter(|e| e.topic.starts_with("/tasks/") && e.body["container_id"] == "ev1")
+        .map(|e| (e.topic, e.body))
+        .collect();
+    let topics: Vec<&str> = ours.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ],
+        "{ours:#?}"
+    );
+    let pid = &ours[1].1["pid"];
+    assert!(pid.as_u64().unwrap_or(0) > 0, "{ours:#?}");
+    assert_eq!(&ours[2].1["pid"], pid, "exit pid != start pid: {ours:#?}");
+    assert_eq!(ours[2].1["exit_status"], 3, "{ours:#?}");
+    assert_eq!(ours[3].1["exit_status"], 3, "{ours:#?}");
+    drop(ev);
+    d.assert_no_leaks();
+}
+
+#[test]
+fn twenty_back_to_back_instant_exits_report_their_codes() {
+    let mut d = daemon("burst");
+    for n in 0..20 {
+        let id = format!("burst{n}");
+        let code = format!("exit {n}");
+        let out = d.run_rm(&[], &id, &["/bin/sh", "-c", &code], None);
+        assert_eq!(out.code(), n, "run {n}: {out:#?}");
+    }
+    d.assert_no_leaks();
+}
+
+#[test]
+fn run_with_tty_smoke() {
+    common::require_tools(&["script"]);
+    let mut d = daemon("tty");
+    let args = d.run_args(
+        true,
+        &["-t"],
+        "tty1",
+        &[
+            "/bin/sh",
+            "-c",
+            "test -t 0 && test -t 1 && echo on-a-tty; exit 4",
+        ],
+    );
+    let mut line = format!(
+        "ctr --address {} --namespace {}",
+        d.address.display(),
+        d.namespace
+    );
+    for a in &args {
+        line.push_str(&format!(" '{a}'"));
+    }
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-q", "-e", "-c", &line, "/dev/null"]);
+    let out = common::run_bounded(cmd, None, common::CTR_TIMEOUT);
+    assert!(out.stdout.contains("on-a-tty"), "{out:#?}");
+    assert_eq!(out.code(), 4, "{out:#?}");
+    d.assert_no_leaks();
+}
+
+#[test]
+fn idle_rss_of_the_server() {
+    let rt = Runtime::from_env();
+    let mut d = daemon("rss");
+    let (mut run, _) = d.run_bg(&[], "rss1", &["/bin/sleep", "30"]);
+    let shims = d.shim_pids();
+    assert_eq!(shims.len(), 1, "expected one shim server, got {shims:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let rss = status_kb(shims[0], "VmRSS").expect("VmRSS");
+    eprintln!("{} server idle RSS with one task: {rss} kB", rt.name());
+    d.ctr(&["task", "kill", "-s", "SIGKILL", "rss1"])
+        .ok("task kill rss1");
+    assert_eq!(run.wait(Duration::from_secs(15)).code(), 137);
+    assert!(rss > 0);
+    d.assert_no_leaks();
+}
