@@ -178,8 +178,8 @@ pub struct User {
     pub additional_gids: Vec<u32>,
 }
 
-/// Where a stdio stream of a task or exec goes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+/// Where a stdio stream of a task or exec goes. YAML's `null` (unquoted) means `null` too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum StdioKind {
     /// A FIFO created and opened by the harness, as containerd's `cio` does (default).
@@ -236,6 +236,32 @@ impl<E: ResponseFields> JsonSchema for Save<E> {
             "description": "{variable: response-field}",
             "additionalProperties": {"type": "string", "enum": E::FIELDS}
         })
+    }
+}
+
+impl<'de> Deserialize<'de> for StdioKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = StdioKind;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("one of `fifo`, `null`, `file`")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<StdioKind, E> {
+                Ok(StdioKind::Null)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StdioKind, E> {
+                match v {
+                    "fifo" => Ok(StdioKind::Fifo),
+                    "null" | "" => Ok(StdioKind::Null),
+                    "file" => Ok(StdioKind::File),
+                    other => Err(E::custom(format!(
+                        "unknown stdio kind `{other}`, expected one of `fifo`, `null`, `file`"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
