@@ -296,8 +296,8 @@ mod tests {
     #[test]
     fn bad_ids_are_refused_with_the_field_named() {
         let tmp = tempfile::tempdir().unwrap();
-        let e = Bundle::create(tmp.path(), "../x", process(&["true"]), Default::default())
-            .unwrap_err();
+        let e =
+            Bundle::create(tmp.path(), "../x", process(&["true"]), Default::default()).unwrap_err();
         assert!(e.to_string().contains("container id"), "{e}");
     }
 }

@@ -321,7 +321,10 @@ mod tests {
         assert_eq!(RpcError::Transport("x".into()).code_name(), "unavailable");
         assert_eq!(code_name_of(ttrpc::Code::NOT_FOUND), "not-found");
         assert_eq!(code_name_of(ttrpc::Code::ALREADY_EXISTS), "already-exists");
-        assert_eq!(code_name_of(ttrpc::Code::INVALID_ARGUMENT), "invalid-argument");
+        assert_eq!(
+            code_name_of(ttrpc::Code::INVALID_ARGUMENT),
+            "invalid-argument"
+        );
         assert_eq!(code_name_of(ttrpc::Code::UNIMPLEMENTED), "unimplemented");
     }
 

@@ -115,7 +115,9 @@ impl DeleteAction {
                 if let Some(pid) = pid {
                     crate::launch::kill_process_group_members(pid);
                 }
-                return Err(format!("delete action did not finish within {timeout:?}; killed"));
+                return Err(format!(
+                    "delete action did not finish within {timeout:?}; killed"
+                ));
             }
         };
         if let Some(pid) = pid {
@@ -126,7 +128,9 @@ impl DeleteAction {
         let status = status.map_err(|e| format!("waiting for delete action: {e}"))?;
         if !status.success() {
             let code = crate::launch::exit_code(&status);
-            return Err(format!("delete action failed: {stderr}: exit status {code}"));
+            return Err(format!(
+                "delete action failed: {stderr}: exit status {code}"
+            ));
         }
         let resp = DeleteResponse::parse_from_bytes(&stdout).map_err(|e| {
             format!(

@@ -336,7 +336,10 @@ mod tests {
             e16,
             vec![
                 ("GOMAXPROCS".to_string(), "2".to_string()),
-                ("TTRPC_ADDRESS".to_string(), "/run/ctd/c.sock.ttrpc".to_string()),
+                (
+                    "TTRPC_ADDRESS".to_string(),
+                    "/run/ctd/c.sock.ttrpc".to_string()
+                ),
             ]
         );
         for d in [Dialect::V1_7, Dialect::V2_0] {
@@ -352,8 +355,10 @@ mod tests {
     }
 
     const BARE: &str = "unix:///run/containerd/s/58bdfb81";
-    const J2: &str = r#"{"version":2,"address":"unix:///run/containerd/s/58bdfb81","protocol":"ttrpc"}"#;
-    const J3: &str = r#"{"address":"unix:///run/containerd/s/58bdfb81","protocol":"ttrpc","version":3}"#;
+    const J2: &str =
+        r#"{"version":2,"address":"unix:///run/containerd/s/58bdfb81","protocol":"ttrpc"}"#;
+    const J3: &str =
+        r#"{"address":"unix:///run/containerd/s/58bdfb81","protocol":"ttrpc","version":3}"#;
 
     #[test]
     fn v1_6_takes_only_a_bare_address() {

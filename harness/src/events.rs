@@ -472,10 +472,8 @@ pub(crate) async fn serve(
     source: EventSource,
 ) -> Result<ttrpc::r#async::Server, crate::error::HarnessError> {
     let address = format!("unix://{}", path.display());
-    let svc = containerd_shim_protos::shim_async::create_events(Arc::new(ForwardService {
-        log,
-        source,
-    }));
+    let svc =
+        containerd_shim_protos::shim_async::create_events(Arc::new(ForwardService { log, source }));
     let err = |m: String| crate::error::HarnessError::Endpoint {
         address: address.clone(),
         message: m,
@@ -528,7 +526,11 @@ mod tests {
             ..Default::default()
         };
         log.accept_envelope(
-            &env("default", "/tasks/exit", Some(TaskEvent::Exit(exit.clone()))),
+            &env(
+                "default",
+                "/tasks/exit",
+                Some(TaskEvent::Exit(exit.clone())),
+            ),
             EventSource::Shim,
         )
         .unwrap();

@@ -20,7 +20,9 @@ use crate::client::TaskClient;
 use crate::delete::{DeleteAction, DeleteActionOutcome};
 use crate::dialect::{self, Dialect, TaskApi};
 use crate::error::{HarnessError, LaunchError};
-use crate::events::{event_fields, system_to_timestamp, EventLog, EventSource, RecordedEvent, TaskEvent};
+use crate::events::{
+    event_fields, system_to_timestamp, EventLog, EventSource, RecordedEvent, TaskEvent,
+};
 use crate::leaks::{self, Leak, LeakScope};
 
 pub use crate::timeouts::Timeouts;
@@ -171,7 +173,13 @@ impl MockContainerd {
         let bundle_dir = bundle.path().to_path_buf();
         let log = LogDrain::open(&bundle_dir.join("log"))?;
         let pb = self.publish_binary.display().to_string();
-        let argv = dialect.start_argv(&self.namespace, &self.grpc_address, &pb, &id, self.cfg.debug);
+        let argv = dialect.start_argv(
+            &self.namespace,
+            &self.grpc_address,
+            &pb,
+            &id,
+            self.cfg.debug,
+        );
         let env = dialect.start_env(&self.ttrpc_address, &self.grpc_address, &self.namespace);
 
         // One pipe for stdout and stderr: Go's CombinedOutput.
@@ -259,31 +267,33 @@ impl MockContainerd {
             }
         };
         let dial = dialect::dial_address(&address);
-        let conn = match tokio::time::timeout(t.connect, ttrpc::r#async::Client::connect(&dial))
-            .await
-        {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                let killed = end_leaked(start_pid, &text, &bundle_dir);
-                log.stop().await;
-                return Err(LaunchError::Connect {
-                    address,
-                    message: e.to_string(),
-                    killed,
-                });
-            }
-            Err(_) => {
-                let killed = end_leaked(start_pid, &text, &bundle_dir);
-                log.stop().await;
-                return Err(LaunchError::Connect {
-                    address,
-                    message: format!("no connection within {:?}", t.connect),
-                    killed,
-                });
-            }
-        };
+        let conn =
+            match tokio::time::timeout(t.connect, ttrpc::r#async::Client::connect(&dial)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    let killed = end_leaked(start_pid, &text, &bundle_dir);
+                    log.stop().await;
+                    return Err(LaunchError::Connect {
+                        address,
+                        message: e.to_string(),
+                        killed,
+                    });
+                }
+                Err(_) => {
+                    let killed = end_leaked(start_pid, &text, &bundle_dir);
+                    log.stop().await;
+                    return Err(LaunchError::Connect {
+                        address,
+                        message: format!("no connection within {:?}", t.connect),
+                        killed,
+                    });
+                }
+            };
         // containerd records the binary it used next to the bundle.
-        let _ = std::fs::write(bundle_dir.join("shim-binary-path"), shim.display().to_string());
+        let _ = std::fs::write(
+            bundle_dir.join("shim-binary-path"),
+            shim.display().to_string(),
+        );
         let owners = leaks::socket_owners(&address);
         let pid = owners
             .iter()
@@ -295,7 +305,12 @@ impl MockContainerd {
                 pgids.push(info.pgrp);
             }
         }
-        let client = TaskClient::new(conn, api, &self.namespace, dialect.sends_namespace_metadata());
+        let client = TaskClient::new(
+            conn,
+            api,
+            &self.namespace,
+            dialect.sends_namespace_metadata(),
+        );
         Ok(Shim {
             pid,
             address,
@@ -336,8 +351,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The exit code as containerd prints it (128+signal when killed).
 pub fn exit_code(st: &std::process::ExitStatus) -> i32 {
-    st.code()
-        .unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
 }
 
 fn check_executable(shim: &Path) -> Result<(), LaunchError> {
@@ -420,7 +434,12 @@ impl LogDrain {
     fn open(path: &Path) -> Result<LogDrain, HarnessError> {
         if std::fs::symlink_metadata(path).is_err() {
             nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o700)).map_err(
-                |e| HarnessError::io(format!("mkfifo {}", path.display()), std::io::Error::from(e)),
+                |e| {
+                    HarnessError::io(
+                        format!("mkfifo {}", path.display()),
+                        std::io::Error::from(e),
+                    )
+                },
             )?;
         }
         let mut rx = tokio::net::unix::pipe::OpenOptions::new()
@@ -588,7 +607,11 @@ impl Shim {
         if live.contains_key(&self.delete.id) {
             // containerd's cleanupAfterDeadShim: the DeleteResponse values, or 255 and now.
             let (pid, status, at) = match &delete_action {
-                Ok(o) => (o.pid, o.exit_status, o.exited_at.unwrap_or_else(SystemTime::now)),
+                Ok(o) => (
+                    o.pid,
+                    o.exit_status,
+                    o.exited_at.unwrap_or_else(SystemTime::now),
+                ),
                 Err(_) => (0, 255, SystemTime::now()),
             };
             let id = self.delete.id.clone();
@@ -645,9 +668,16 @@ impl Shim {
             .unwrap_or_default();
         for z in zombie_leaks.iter_mut() {
             // Killing the parent hands the zombie to init, which reaps it.
-            z.cleaned = z.pid.map(|p| !leaks::is_alive(p) && leaks::proc_info(p).is_none()).unwrap_or(true);
+            z.cleaned = z
+                .pid
+                .map(|p| !leaks::is_alive(p) && leaks::proc_info(p).is_none())
+                .unwrap_or(true);
         }
-        zombie_leaks.extend(leaks.drain(..).filter(|l| l.kind != leaks::LeakKind::Zombie));
+        zombie_leaks.extend(
+            leaks
+                .drain(..)
+                .filter(|l| l.kind != leaks::LeakKind::Zombie),
+        );
         let leaks = zombie_leaks;
         let log = self.log.stop().await;
         CloseReport {

@@ -255,7 +255,10 @@ pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
                 if p.state == 'Z' {
                     leaks.push(Leak {
                         kind: LeakKind::Zombie,
-                        detail: format!("zombie pid {} ({}) not reaped by parent {}", p.pid, p.comm, p.ppid),
+                        detail: format!(
+                            "zombie pid {} ({}) not reaped by parent {}",
+                            p.pid, p.comm, p.ppid
+                        ),
                         pid: Some(p.pid),
                         path: None,
                         cleaned: false,
@@ -263,7 +266,10 @@ pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
                 } else {
                     leaks.push(Leak {
                         kind: LeakKind::Process,
-                        detail: format!("process pid {} ({}) started under the shim still alive", p.pid, p.comm),
+                        detail: format!(
+                            "process pid {} ({}) started under the shim still alive",
+                            p.pid, p.comm
+                        ),
                         pid: Some(p.pid),
                         path: None,
                         cleaned: false,
@@ -283,7 +289,10 @@ pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
             {
                 leaks.push(Leak {
                     kind: LeakKind::ProcessGroup,
-                    detail: format!("pid {} ({}) still in shim process group {}", p.pid, p.comm, p.pgrp),
+                    detail: format!(
+                        "pid {} ({}) still in shim process group {}",
+                        p.pid, p.comm, p.pgrp
+                    ),
                     pid: Some(p.pid),
                     path: None,
                     cleaned: false,
@@ -307,7 +316,10 @@ pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
             let cleaned = std::fs::remove_file(sock).is_ok();
             leaks.push(Leak {
                 kind: LeakKind::Socket,
-                detail: format!("socket file {} left after the server exited", sock.display()),
+                detail: format!(
+                    "socket file {} left after the server exited",
+                    sock.display()
+                ),
                 pid: None,
                 path: Some(sock.clone()),
                 cleaned,
@@ -347,10 +359,15 @@ mod tests {
 
     #[test]
     fn descendants_and_process_info_of_a_real_child() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let me = std::process::id() as i32;
         let d = descendants(me);
-        assert!(d.iter().any(|p| p.pid == child.id() as i32 && p.comm == "sleep"));
+        assert!(d
+            .iter()
+            .any(|p| p.pid == child.id() as i32 && p.comm == "sleep"));
         assert!(is_alive(child.id() as i32));
         assert!(kill_and_wait(child.id() as i32, Duration::from_secs(2)));
         child.wait().unwrap();
@@ -359,7 +376,10 @@ mod tests {
     #[test]
     fn addresses_are_found_in_json_output() {
         let j = r#"{"address":"unix:///run/containerd/s/abc","protocol":"ttrpc","version":3}"#;
-        assert_eq!(addresses_in(j), vec!["unix:///run/containerd/s/abc".to_string()]);
+        assert_eq!(
+            addresses_in(j),
+            vec!["unix:///run/containerd/s/abc".to_string()]
+        );
         assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
     }
 }

@@ -147,13 +147,16 @@ pub async fn run_with_input(args: &PublishArgs, input: &[u8]) -> Result<(), Publ
         ..Default::default()
     };
     let ctx = ttrpc::context::with_timeout(PUBLISH_TIMEOUT.as_nanos() as i64);
-    tokio::time::timeout(PUBLISH_TIMEOUT + Duration::from_millis(500), client.forward(ctx, &req))
-        .await
-        .map_err(|_| fail(format!("no answer within {PUBLISH_TIMEOUT:?}")))?
-        .map_err(|e| match e {
-            ttrpc::Error::RpcStatus(s) => fail(s.message().to_string()),
-            other => fail(other.to_string()),
-        })?;
+    tokio::time::timeout(
+        PUBLISH_TIMEOUT + Duration::from_millis(500),
+        client.forward(ctx, &req),
+    )
+    .await
+    .map_err(|_| fail(format!("no answer within {PUBLISH_TIMEOUT:?}")))?
+    .map_err(|e| match e {
+        ttrpc::Error::RpcStatus(s) => fail(s.message().to_string()),
+        other => fail(other.to_string()),
+    })?;
     Ok(())
 }
 
@@ -203,9 +206,33 @@ mod tests {
             namespace: "default".into(),
         };
         let forms = [
-            v(&["harness", "--address", "/tmp/x/c.sock", "publish", "--topic", "/tasks/exit", "--namespace", "default"]),
-            v(&["--address=/tmp/x/c.sock", "publish", "--topic=/tasks/exit", "--namespace=default"]),
-            v(&["--log-level", "debug", "--address", "/tmp/x/c.sock", "publish", "--topic", "/tasks/exit", "-n", "default"]),
+            v(&[
+                "harness",
+                "--address",
+                "/tmp/x/c.sock",
+                "publish",
+                "--topic",
+                "/tasks/exit",
+                "--namespace",
+                "default",
+            ]),
+            v(&[
+                "--address=/tmp/x/c.sock",
+                "publish",
+                "--topic=/tasks/exit",
+                "--namespace=default",
+            ]),
+            v(&[
+                "--log-level",
+                "debug",
+                "--address",
+                "/tmp/x/c.sock",
+                "publish",
+                "--topic",
+                "/tasks/exit",
+                "-n",
+                "default",
+            ]),
         ];
         for f in forms {
             assert_eq!(PublishArgs::parse(f.clone()).unwrap(), want, "{f:?}");

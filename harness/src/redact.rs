@@ -30,7 +30,10 @@ impl Default for Redactor {
 /// Built-in rules, in order. Append only.
 const BUILTIN: &[(&str, &str)] = &[
     // containerd socket hashes: sha256 hex under /run/containerd/s.
-    (r"/run/containerd/s/[0-9a-f]{64}", "/run/containerd/s/[HASH]"),
+    (
+        r"/run/containerd/s/[0-9a-f]{64}",
+        "/run/containerd/s/[HASH]",
+    ),
     // RFC 3339 timestamps (event times, exited-at).
     (
         r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})",
@@ -135,7 +138,9 @@ mod tests {
         let r = Redactor::new();
         let h = "a".repeat(64);
         assert_eq!(
-            r.redact(&format!("unix:///run/containerd/s/{h} at 2026-11-22T10:20:12.123456Z")),
+            r.redact(&format!(
+                "unix:///run/containerd/s/{h} at 2026-11-22T10:20:12.123456Z"
+            )),
             "unix:///run/containerd/s/[HASH] at [TIMESTAMP]"
         );
         assert_eq!(r.redact("/tmp/harness-Ab12/c.sock"), "[STATE]/c.sock");
@@ -146,8 +151,12 @@ mod tests {
         let mut r = Redactor::new();
         r.add_path(std::path::Path::new("/x/bundle"), "[BUNDLE]")
             .add_pid(4242, "init");
-        assert_eq!(r.redact("pid 4242 in /x/bundle/log, 42421"), "pid [PID:init] in [BUNDLE]/log, 42421");
-        let mut v = serde_json::json!({"pid": 4242, "exit-status": 4242, "io": {"stdout": "/x/bundle/o"}});
+        assert_eq!(
+            r.redact("pid 4242 in /x/bundle/log, 42421"),
+            "pid [PID:init] in [BUNDLE]/log, 42421"
+        );
+        let mut v =
+            serde_json::json!({"pid": 4242, "exit-status": 4242, "io": {"stdout": "/x/bundle/o"}});
         r.redact_json(&mut v);
         assert_eq!(v["pid"], "[PID:init]");
         assert_eq!(v["exit-status"], 4242);

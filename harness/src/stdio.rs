@@ -59,7 +59,9 @@ pub struct StdioSet {
 
 impl std::fmt::Debug for StdioSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StdioSet").field("paths", &self.paths).finish()
+        f.debug_struct("StdioSet")
+            .field("paths", &self.paths)
+            .finish()
     }
 }
 
@@ -239,7 +241,8 @@ impl StdioSet {
     /// Writes to the stdin FIFO (bounded by `timeout` in [`StdioSet::write_stdin_timeout`]; this
     /// form waits at most 10s).
     pub async fn write_stdin(&self, data: &[u8]) -> Result<(), HarnessError> {
-        self.write_stdin_timeout(data, Duration::from_secs(10)).await
+        self.write_stdin_timeout(data, Duration::from_secs(10))
+            .await
     }
 
     /// Writes to the stdin FIFO, failing after `timeout` if the shim does not read.
@@ -282,7 +285,11 @@ impl StdioSet {
     }
 
     /// Waits until `pred(stdout, stderr)` holds, at most `timeout`; returns whether it held.
-    pub async fn wait_output(&self, pred: impl Fn(&[u8], &[u8]) -> bool, timeout: Duration) -> bool {
+    pub async fn wait_output(
+        &self,
+        pred: impl Fn(&[u8], &[u8]) -> bool,
+        timeout: Duration,
+    ) -> bool {
         let mut rx = self.changed.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         let poll = Duration::from_millis(50); // file mode has no notifications
@@ -329,8 +336,11 @@ mod tests {
             .unwrap();
         assert!(st.success());
         assert!(
-            s.wait_output(|o, e| o == b"hello\n" && e == b"oops\n", Duration::from_secs(5))
-                .await,
+            s.wait_output(
+                |o, e| o == b"hello\n" && e == b"oops\n",
+                Duration::from_secs(5)
+            )
+            .await,
             "got {:?} {:?}",
             s.stdout(),
             s.stderr()
@@ -363,7 +373,10 @@ mod tests {
             .expect("cat did not see EOF")
             .unwrap();
         assert!(out.status.success());
-        assert!(s.wait_output(|o, _| o == b"abcdef", Duration::from_secs(5)).await);
+        assert!(
+            s.wait_output(|o, _| o == b"abcdef", Duration::from_secs(5))
+                .await
+        );
     }
 
     #[tokio::test]

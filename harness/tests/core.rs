@@ -147,7 +147,11 @@ async fn lifecycle(
         .await
         .context("wait did not return within 15s")??
         .context("wait")?;
-    ensure!(waited.exit_status == 143, "wait: exit status {}", waited.exit_status);
+    ensure!(
+        waited.exit_status == 143,
+        "wait: exit status {}",
+        waited.exit_status
+    );
     let st = client
         .state(
             StateRequest {
@@ -158,7 +162,11 @@ async fn lifecycle(
         )
         .await
         .context("state")?;
-    ensure!(st.exit_status == 143, "state exit status {}", st.exit_status);
+    ensure!(
+        st.exit_status == 143,
+        "state exit status {}",
+        st.exit_status
+    );
     let del = client
         .delete(
             DeleteRequest {
@@ -169,9 +177,18 @@ async fn lifecycle(
         )
         .await
         .context("delete")?;
-    ensure!(del.exit_status == 143, "delete exit status {}", del.exit_status);
+    ensure!(
+        del.exit_status == 143,
+        "delete exit status {}",
+        del.exit_status
+    );
     let events = mock.events();
-    let want = ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"];
+    let want = [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+    ];
     // The delete event may be sent in the background (doc 12): wait for it.
     let seen = events
         .wait_until(|evs| topics_for(evs, id) == want, Duration::from_secs(5))
@@ -182,12 +199,24 @@ async fn lifecycle(
         .iter()
         .find(|e| e.topic == "/tasks/exit")
         .context("no exit event")?;
-    ensure!(exit.fields["exit-status"] == 143, "exit event {}", exit.fields);
+    ensure!(
+        exit.fields["exit-status"] == 143,
+        "exit event {}",
+        exit.fields
+    );
     ensure!(exit.source == EventSource::Shim);
     ensure!(all.iter().all(|e| e.namespace == "default"));
     let create_ev = all.iter().find(|e| e.topic == "/tasks/create").unwrap();
-    ensure!(create_ev.fields["pid"] == created.pid, "create event {}", create_ev.fields);
-    ensure!(events.rejected().is_empty(), "rejected: {:?}", events.rejected());
+    ensure!(
+        create_ev.fields["pid"] == created.pid,
+        "create event {}",
+        create_ev.fields
+    );
+    ensure!(
+        events.rejected().is_empty(),
+        "rejected: {:?}",
+        events.rejected()
+    );
     client
         .shutdown(
             ShutdownRequest {
@@ -215,7 +244,10 @@ async fn lifecycle(
         "delete action took {:?}",
         outcome.duration
     );
-    ensure!(report.synthetic_events.is_empty(), "synthetic events after a clean delete");
+    ensure!(
+        report.synthetic_events.is_empty(),
+        "synthetic events after a clean delete"
+    );
     ensure!(!report.sent_shutdown);
     ensure!(report.server_exited, "server did not exit after Shutdown");
     ensure!(report.leaks.is_empty(), "leaks: {:#?}", report.leaks);
@@ -225,14 +257,34 @@ async fn lifecycle(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_runc_shim_dialect_2_0() -> Result<()> {
-    let shim = require(RUNC_SHIM, "run ci/setup.sh (apt-get install containerd runc)")?;
-    lifecycle(&shim, Dialect::V2_0, RootfsKind::Busybox, "runc20", Some(TaskApi::V2)).await
+    let shim = require(
+        RUNC_SHIM,
+        "run ci/setup.sh (apt-get install containerd runc)",
+    )?;
+    lifecycle(
+        &shim,
+        Dialect::V2_0,
+        RootfsKind::Busybox,
+        "runc20",
+        Some(TaskApi::V2),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_runc_shim_dialect_1_6() -> Result<()> {
-    let shim = require(RUNC_SHIM, "run ci/setup.sh (apt-get install containerd runc)")?;
-    lifecycle(&shim, Dialect::V1_6, RootfsKind::Busybox, "runc16", Some(TaskApi::V2)).await
+    let shim = require(
+        RUNC_SHIM,
+        "run ci/setup.sh (apt-get install containerd runc)",
+    )?;
+    lifecycle(
+        &shim,
+        Dialect::V1_6,
+        RootfsKind::Busybox,
+        "runc16",
+        Some(TaskApi::V2),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +296,14 @@ async fn lifecycle_reaper_shim_dialect_2_0() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_reaper_shim_dialect_1_6() -> Result<()> {
     let shim = reaper_shim()?;
-    lifecycle(&shim, Dialect::V1_6, RootfsKind::None, "reaper16", Some(TaskApi::V2)).await
+    lifecycle(
+        &shim,
+        Dialect::V1_6,
+        RootfsKind::None,
+        "reaper16",
+        Some(TaskApi::V2),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -293,7 +352,10 @@ fn script(dir: &Path, name: &str, body: &str, exec: bool) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let p = dir.join(name);
     std::fs::write(&p, format!("#!/bin/sh\n{body}\n"))?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }))?;
+    std::fs::set_permissions(
+        &p,
+        std::fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }),
+    )?;
     Ok(p)
 }
 
@@ -308,7 +370,11 @@ fn recorded_pids(bundle: &Bundle) -> Vec<i32> {
 
 fn assert_all_gone(pids: &[i32]) -> Result<()> {
     for &p in pids {
-        ensure!(!leaks::is_alive(p), "pid {p} ({:?}) left running", leaks::proc_info(p));
+        ensure!(
+            !leaks::is_alive(p),
+            "pid {p} ({:?}) left running",
+            leaks::proc_info(p)
+        );
     }
     Ok(())
 }
@@ -316,7 +382,12 @@ fn assert_all_gone(pids: &[i32]) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_shim_not_executable() -> Result<()> {
     let b = bad_setup(Dialect::V2_0, "noexec").await?;
-    let shim = script(b.dir.path(), "containerd-shim-noexec-v2", "echo unix:///x", false)?;
+    let shim = script(
+        b.dir.path(),
+        "containerd-shim-noexec-v2",
+        "echo unix:///x",
+        false,
+    )?;
     let t0 = Instant::now();
     let err = b
         .mock
@@ -326,11 +397,18 @@ async fn bad_shim_not_executable() -> Result<()> {
         .context("a non-executable shim launched")?;
     ensure!(matches!(err, LaunchError::Binary { .. }), "{err:?}");
     ensure!(err.to_string().contains("not executable"), "{err}");
-    ensure!(err.to_string().contains("containerd-shim-noexec-v2"), "{err}");
+    ensure!(
+        err.to_string().contains("containerd-shim-noexec-v2"),
+        "{err}"
+    );
     ensure!(t0.elapsed() < ms(500));
     let missing = b
         .mock
-        .launch(&b.dir.path().join("nope"), &b.bundle, LaunchOptions::default())
+        .launch(
+            &b.dir.path().join("nope"),
+            &b.bundle,
+            LaunchOptions::default(),
+        )
         .await
         .err()
         .context("a missing shim launched")?;
@@ -356,7 +434,10 @@ async fn bad_shim_exits_non_zero_at_start() -> Result<()> {
         .context("launched")?;
     match &err {
         LaunchError::StartFailed { output, status } => {
-            ensure!(*status == 3 && output == "cannot start: no runtime", "{err:?}");
+            ensure!(
+                *status == 3 && output == "cannot start: no runtime",
+                "{err:?}"
+            );
         }
         other => bail!("unexpected {other:?}"),
     }
@@ -411,7 +492,10 @@ async fn bad_shim_never_prints_is_bounded_and_killed() -> Result<()> {
         .context("launched")?;
     let took = t0.elapsed();
     ensure!(matches!(err, LaunchError::StartTimeout { .. }), "{err:?}");
-    ensure!(err.to_string().contains("did not finish within 2s"), "{err}");
+    ensure!(
+        err.to_string().contains("did not finish within 2s"),
+        "{err}"
+    );
     ensure!(took < Duration::from_secs(5), "took {took:?}");
     let pids = recorded_pids(&b.bundle);
     ensure!(pids.len() == 2, "pids {pids:?}");
@@ -420,7 +504,10 @@ async fn bad_shim_never_prints_is_bounded_and_killed() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_shim_writes_to_stderr_during_start() -> Result<()> {
-    let runc = require(RUNC_SHIM, "run ci/setup.sh (apt-get install containerd runc)")?;
+    let runc = require(
+        RUNC_SHIM,
+        "run ci/setup.sh (apt-get install containerd runc)",
+    )?;
     let b = bad_setup(Dialect::V2_0, "chatty").await?;
     // The real runc shim, but something logs to stderr first: CombinedOutput mixes it in.
     let shim = script(
@@ -441,10 +528,16 @@ async fn bad_shim_writes_to_stderr_during_start() -> Result<()> {
     let LaunchError::Address { reason, killed } = &err else {
         bail!("unexpected {err:?}");
     };
-    ensure!(matches!(reason, AddressError::NotAnAddress { .. }), "{reason:?}");
+    ensure!(
+        matches!(reason, AddressError::NotAnAddress { .. }),
+        "{reason:?}"
+    );
     ensure!(err.to_string().contains("starting shim"), "{err}");
     // The server the runc shim started is found through its socket and ended.
-    ensure!(!killed.is_empty(), "leaked runc shim server not found: {err}");
+    ensure!(
+        !killed.is_empty(),
+        "leaked runc shim server not found: {err}"
+    );
     assert_all_gone(killed)?;
     let addr = std::fs::read_to_string(b.bundle.path().join("address"))?;
     let sock = harness::dialect::socket_path(addr.trim()).context("address file")?;
@@ -495,7 +588,11 @@ async fn bad_shim_server_never_answers() -> Result<()> {
         .context("launch of a shim whose server accepts but never answers")?;
     let helper = recorded_pids(&b.bundle);
     ensure!(helper.len() == 1, "{helper:?}");
-    ensure!(s.pid == Some(helper[0]), "server pid {:?} vs {helper:?}", s.pid);
+    ensure!(
+        s.pid == Some(helper[0]),
+        "server pid {:?} vs {helper:?}",
+        s.pid
+    );
     ensure!(s.api == TaskApi::V2);
     let t0 = Instant::now();
     let err = s
@@ -513,9 +610,20 @@ async fn bad_shim_server_never_answers() -> Result<()> {
     ensure!(took < Duration::from_secs(3), "took {took:?}");
     let t1 = Instant::now();
     let report = s.close().await;
-    ensure!(t1.elapsed() < Duration::from_secs(8), "close took {:?}", t1.elapsed());
-    let de = report.delete_action.as_ref().err().context("delete action succeeded")?;
-    ensure!(de.contains("nothing to delete") && de.contains("exit status 1"), "{de}");
+    ensure!(
+        t1.elapsed() < Duration::from_secs(8),
+        "close took {:?}",
+        t1.elapsed()
+    );
+    let de = report
+        .delete_action
+        .as_ref()
+        .err()
+        .context("delete action succeeded")?;
+    ensure!(
+        de.contains("nothing to delete") && de.contains("exit status 1"),
+        "{de}"
+    );
     ensure!(report.sent_shutdown && !report.server_exited);
     ensure!(
         report
@@ -568,7 +676,10 @@ async fn json_version_3_under_1_7_is_unsupported() -> Result<()> {
         .await
         .err()
         .context("launched under 1.7")?;
-    ensure!(err.to_string().contains("unsupported shim version (3)"), "{err}");
+    ensure!(
+        err.to_string().contains("unsupported shim version (3)"),
+        "{err}"
+    );
     assert_all_gone(&recorded_pids(&b.bundle))
 }
 
@@ -585,7 +696,14 @@ fn runc_rs() -> Result<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs containerd-shim-runc-v2-rs (about 6 min to build); run ci/interop.sh"]
 async fn interop_runc_rs_lifecycle_dialect_2_0() -> Result<()> {
-    lifecycle(&runc_rs()?, Dialect::V2_0, RootfsKind::Busybox, "rs20", Some(TaskApi::V3)).await
+    lifecycle(
+        &runc_rs()?,
+        Dialect::V2_0,
+        RootfsKind::Busybox,
+        "rs20",
+        Some(TaskApi::V3),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,7 +720,10 @@ async fn interop_runc_rs_is_incompatible_with_1_6() -> Result<()> {
     let LaunchError::Address { reason, killed } = &err else {
         bail!("unexpected {err:?}")
     };
-    ensure!(matches!(reason, AddressError::JsonOn16 { .. }), "{reason:?}");
+    ensure!(
+        matches!(reason, AddressError::JsonOn16 { .. }),
+        "{reason:?}"
+    );
     ensure!(
         err.to_string()
             .starts_with("start printed a JSON bootstrap; containerd 1.6 dials it as a path"),
