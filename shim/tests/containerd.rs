@@ -315,3 +315,62 @@ fn idle_rss_of_the_server() {
     assert!(rss > 0);
     d.assert_no_leaks();
 }
+
+/// The `start` action run by hand the way containerd runs it (cwd = bundle, `log` FIFO held open
+/// read-write, `TTRPC_ADDRESS`), so the server has no task at all; then SIGTERM must end it and
+/// remove its socket.
+#[test]
+fn idle_rss_of_a_server_without_tasks() {
+    use nix::sys::stat::Mode;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let mut d = daemon("rss0");
+    let bundle = d.dir.path().join("bundle-idle0");
+    fs::create_dir_all(bundle.join("rootfs")).expect("bundle");
+    fs::write(
+        bundle.join("config.json"),
+        r#"{"ociVersion":"1.0.2","process":{"args":["/bin/true"],"cwd":"/"},"root":{"path":"rootfs"}}"#,
+    )
+    .expect("config.json");
+    nix::unistd::mkfifo(&bundle.join("log"), Mode::from_bits_truncate(0o600)).expect("mkfifo log");
+    let _log = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(bundle.join("log"))
+        .expect("open log fifo");
+    d.use_id("idle0");
+    let mut cmd = std::process::Command::new(d.shim_binary());
+    cmd.args(["-namespace", "rss0", "-address"])
+        .arg(&d.address)
+        .args([
+            "-publish-binary",
+            "/usr/bin/containerd",
+            "-id",
+            "idle0",
+            "start",
+        ])
+        .current_dir(&bundle)
+        .env("TTRPC_ADDRESS", &d.ttrpc);
+    let out = common::run_bounded(cmd, None, Duration::from_secs(10)).ok("shim start");
+    let expected = format!("unix://{}", d.socket_paths()[0].display());
+    assert_eq!(out.stdout, expected, "start printed {out:#?}");
+    assert_eq!(out.stderr, "", "start wrote to stderr");
+    let shims = d.shim_pids();
+    assert_eq!(shims.len(), 1, "expected one server, got {shims:?}");
+    let pid = shims[0];
+    d.track(pid, "idle shim server");
+    std::thread::sleep(Duration::from_millis(300));
+    let rss = status_kb(pid, "VmRSS").expect("VmRSS");
+    eprintln!(
+        "{} server idle RSS without tasks: {rss} kB",
+        d.runtime.name()
+    );
+    assert!(rss > 0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM the server");
+    d.assert_no_leaks();
+}

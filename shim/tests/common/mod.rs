@@ -79,9 +79,13 @@ pub fn target_debug_dir() -> PathBuf {
     deps.parent().expect("deps has a parent dir").to_path_buf()
 }
 
-/// The built reaper shim, or a failure naming the build command.
+/// The built reaper shim (target/debug, or the dir named by `REAPER_SHIM_DIR`, e.g. target/release
+/// for RSS figures), or a failure naming the build command.
 pub fn reaper_binary() -> PathBuf {
-    let bin = target_debug_dir().join("containerd-shim-reaper-v2");
+    let dir = std::env::var_os("REAPER_SHIM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(target_debug_dir);
+    let bin = dir.join("containerd-shim-reaper-v2");
     assert!(
         bin.is_file(),
         "{} is missing: run `cargo build -p containerd-shim-reaper`",
@@ -529,6 +533,19 @@ impl Daemon {
             let f: Vec<&str> = l.split_whitespace().collect();
             (f.len() >= 3 && f[0] == id).then(|| (f[1].parse().unwrap_or(0), f[2].to_string()))
         })
+    }
+
+    /// Records a container id whose socket must be gone at [`Daemon::assert_no_leaks`].
+    pub fn use_id(&mut self, id: &str) {
+        self.ids.insert(id.to_string());
+    }
+
+    /// The shim binary of our runtime (the one containerd finds first on its PATH).
+    pub fn shim_binary(&self) -> PathBuf {
+        match self.runtime {
+            Runtime::Reaper => reaper_binary(),
+            Runtime::Runc => which("containerd-shim-runc-v2").expect("runc shim"),
+        }
     }
 
     /// Remembers a process that must be gone at [`Daemon::assert_no_leaks`].
