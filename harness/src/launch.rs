@@ -334,6 +334,7 @@ impl MockContainerd {
                 extra_env: opts.extra_env,
             },
             rootfs_dir: bundle.rootfs_dir().map(Path::to_path_buf),
+            closed: false,
         })
     }
 }
@@ -473,6 +474,14 @@ impl LogDrain {
         })
     }
 
+    fn empty() -> LogDrain {
+        LogDrain {
+            lines: Arc::new(Mutex::new(Vec::new())),
+            task: None,
+            path: PathBuf::new(),
+        }
+    }
+
     fn lines(&self) -> Vec<String> {
         lock(&self.lines).clone()
     }
@@ -512,6 +521,29 @@ pub struct Shim {
     timeouts: Timeouts,
     delete: DeleteAction,
     rootfs_dir: Option<PathBuf>,
+    closed: bool,
+}
+
+impl Drop for Shim {
+    /// A shim dropped without [`Shim::close`] (an error path, a panic) is not left running:
+    /// the connection is closed, its server and process groups are ended by pid.
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.client.close();
+        let scope = LeakScope {
+            server_pid: self.pid,
+            pgids: self.pgids.clone(),
+            descendants: self.pid.map(leaks::descendants).unwrap_or_default(),
+            socket: dialect::socket_path(&self.address),
+            dirs: vec![],
+        };
+        let found = leaks::check_and_clean(&scope);
+        if !found.is_empty() {
+            tracing::warn!(id = %self.delete.id, ?found, "shim dropped without close: ended its leftovers");
+        }
+    }
 }
 
 impl std::fmt::Debug for Shim {
@@ -566,7 +598,8 @@ impl Shim {
     /// one), close the connection, run the `delete` action, publish synthetic exit/delete if the
     /// task was never deleted, wait (bounded) for the server to exit, then check for leaks and
     /// end whatever is left.
-    pub async fn close(self) -> CloseReport {
+    pub async fn close(mut self) -> CloseReport {
+        self.closed = true;
         let t = self.timeouts;
         let descendants = self.pid.map(leaks::descendants).unwrap_or_default();
         // Unreaped children of a live server: give it a moment, then whatever is still a zombie
@@ -679,7 +712,9 @@ impl Shim {
                 .filter(|l| l.kind != leaks::LeakKind::Zombie),
         );
         let leaks = zombie_leaks;
-        let log = self.log.stop().await;
+        let log = std::mem::replace(&mut self.log, LogDrain::empty())
+            .stop()
+            .await;
         CloseReport {
             delete_action,
             synthetic_events: synthetic,
