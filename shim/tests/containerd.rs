@@ -374,3 +374,70 @@ fn idle_rss_of_a_server_without_tasks() {
     .expect("SIGTERM the server");
     d.assert_no_leaks();
 }
+
+/// containerd's config with the CRI plugin on, `deploy/containerd-config.toml` merged in, and
+/// `default_runtime_name = "reaper"` as a probe: the CRI plugin validates that the default runtime
+/// exists in `containerd.runtimes`, so a snippet with a wrong table path fails the plugin.
+fn cri_daemon(snippet: &str) -> Daemon {
+    let extra = format!(
+        "[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  default_runtime_name = \"reaper\"\n\n{snippet}\n"
+    );
+    Daemon::start(
+        Runtime::from_env(),
+        "cri",
+        DaemonOpts {
+            cri: true,
+            extra_config: extra,
+        },
+    )
+}
+
+fn cri_plugin_status(d: &Daemon) -> String {
+    let out = d.ctr(&["plugins", "ls"]).ok("ctr plugins ls");
+    out.stdout
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 4 && f[0] == "io.containerd.grpc.v1" && f[1] == "cri")
+                .then(|| f[f.len() - 1].to_string())
+        })
+        .unwrap_or_else(|| panic!("no cri plugin in `ctr plugins ls`:\n{}", out.stdout))
+}
+
+#[test]
+fn cri_plugin_accepts_the_deploy_snippet() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/containerd-config.toml");
+    let snippet = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+
+    let d = cri_daemon(&snippet);
+    assert_eq!(
+        cri_plugin_status(&d),
+        "ok",
+        "log:\n{}",
+        common::tail(&d.log_text(), 30)
+    );
+    let log = d.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("Start cri plugin with config"))
+        .expect("the CRI plugin logs its config");
+    assert!(
+        line.contains("Runtimes:map[reaper:{Type:io.containerd.reaper.v2 "),
+        "the reaper runtime is not in the CRI config: {line}"
+    );
+    drop(d);
+
+    // Negative control: the same snippet with a misspelt handler must break the plugin, so the
+    // check above can fail.
+    let broken = snippet.replace("runtimes.reaper]", "runtimes.reaper-typo]");
+    assert_ne!(broken, snippet, "the snippet has no runtimes.reaper table");
+    let d = cri_daemon(&broken);
+    assert_eq!(cri_plugin_status(&d), "error");
+    assert!(
+        d.log_text()
+            .contains("no corresponding runtime configured in `containerd.runtimes`"),
+        "log:\n{}",
+        common::tail(&d.log_text(), 30)
+    );
+}
