@@ -102,7 +102,14 @@ impl Shim {
         let bspec = spec::load_bundle(&bundle)?;
         let mut pspec = bspec.process;
         pspec.terminal = req.terminal;
-        let program = spec::resolve_program(&pspec)?;
+        let program = if spec::is_sandbox(&bspec.annotations) {
+            // A pod sandbox: the shim binary's own `pause` action stands in for `/pause`.
+            let exe = std::env::current_exe().map_err(|e| Error::io("current_exe", e))?;
+            pspec.args = vec![exe.display().to_string(), "pause".to_string()];
+            exe
+        } else {
+            spec::resolve_program(&pspec)?
+        };
         let paths = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),

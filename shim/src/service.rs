@@ -328,6 +328,21 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
     res
 }
 
+/// The built-in pause process of a pod sandbox: sleeps until SIGTERM or SIGINT, then exits 0.
+pub fn pause_action() -> i32 {
+    // SAFETY: signal-mask calls on a local sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let mut sig = 0;
+        while libc::sigwait(&set, &mut sig) != 0 {}
+    }
+    0
+}
+
 /// Entry point shared by the real and the faulty binary; returns the process exit code.
 /// `load_faults` is called once, at server start.
 #[allow(clippy::print_stdout)]
@@ -359,6 +374,7 @@ pub fn main(load_faults: fn() -> Result<Faults>) -> i32 {
                 1
             }
         },
+        Some("pause") => pause_action(),
         Some("delete") => match delete_action(&flags) {
             Ok(resp) => {
                 let bytes = resp.write_to_bytes().unwrap_or_default();

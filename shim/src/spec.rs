@@ -13,6 +13,17 @@ use crate::error::{Error, Result};
 pub const GROUP_ANNOTATION: &str = "io.containerd.reaper.v2.group";
 /// CRI's sandbox annotation, the second choice for the group.
 pub const SANDBOX_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+/// CRI's container-type annotation: `sandbox` for a pod's pause container.
+pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
+
+/// Whether the spec is a CRI pod sandbox (its `/pause` lives in an image the host lacks, so the
+/// shim runs its own built-in pause instead).
+pub fn is_sandbox(annotations: &HashMap<String, String>) -> bool {
+    annotations
+        .get(CONTAINER_TYPE_ANNOTATION)
+        .map(String::as_str)
+        == Some("sandbox")
+}
 
 /// One resource limit: the libc resource number and its soft/hard values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

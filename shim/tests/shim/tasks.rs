@@ -640,3 +640,68 @@ async fn bad_input_gets_clear_errors_and_harms_nothing() {
     assert_eq!(w.exit_status, 0);
     shim.stop().await;
 }
+
+#[tokio::test]
+async fn pod_sandbox_runs_the_builtin_pause() {
+    let bundle = Bundle::new(&["/pause"]).unwrap();
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.path().join("config.json")).unwrap()).unwrap();
+    spec["annotations"] = serde_json::json!({
+        "io.kubernetes.cri.container-type": "sandbox",
+        "io.kubernetes.cri.sandbox-id": "sb1",
+    });
+    std::fs::write(
+        bundle.path().join("config.json"),
+        serde_json::to_vec(&spec).unwrap(),
+    )
+    .unwrap();
+    let shim = ShimProc::start(&bundle, "sb1").await.unwrap();
+    let pid = started(&shim, &bundle, "sb1").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let st = shim
+        .client
+        .state(
+            ctx(),
+            &StateRequest {
+                id: "sb1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        st.status.enum_value_or_default(),
+        Status::RUNNING,
+        "pause must keep running"
+    );
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        cmdline.ends_with(b"pause\0"),
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    shim.client
+        .kill(
+            ctx(),
+            &KillRequest {
+                id: "sb1".into(),
+                signal: 15,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let w = shim
+        .client
+        .wait(
+            ctx(),
+            &WaitRequest {
+                id: "sb1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.exit_status, 0, "pause exits 0 on SIGTERM");
+    shim.stop().await;
+}
