@@ -568,7 +568,7 @@ impl Daemon {
                 let env = fs::read(format!("/proc/{p}/environ")).unwrap_or_default();
                 let argv = nul_split(&argv);
                 let is_ctr = argv.first().map(|a| a.ends_with("ctr")).unwrap_or(false);
-                !is_ctr && (argv.iter().any(|a| *a == addr) || nul_split(&env).contains(&ttrpc))
+                !is_ctr && (argv.contains(&addr) || nul_split(&env).contains(&ttrpc))
             })
             .collect()
     }
