@@ -209,6 +209,10 @@ impl MockContainerd {
             source: e,
         })?;
         let start_pid = child.id().map(|p| p as i32).unwrap_or(0);
+        // Not reaped before `child.wait()`, so readable even if it already exited.
+        let since = leaks::proc_info(start_pid)
+            .map(|p| p.starttime)
+            .unwrap_or(u64::MAX);
         if let (Some(any), Some(mut stdin)) = (opts.runtime_options.as_ref(), child.stdin.take()) {
             let bytes = protobuf::Message::write_to_bytes(any).unwrap_or_default();
             tokio::spawn(async move {
@@ -235,7 +239,7 @@ impl MockContainerd {
             Err(_) => {
                 let text = String::from_utf8_lossy(&lock(&output)).trim().to_string();
                 let _ = child.start_kill();
-                let _ = end_leaked(start_pid, &text, &bundle_dir);
+                let _ = end_leaked(start_pid, since, &text, &bundle_dir);
                 let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
                 log.stop().await;
                 return Err(LaunchError::StartTimeout {
@@ -250,7 +254,7 @@ impl MockContainerd {
             source: e,
         })?;
         if !status.success() {
-            let _ = end_leaked(start_pid, &text, &bundle_dir);
+            let _ = end_leaked(start_pid, since, &text, &bundle_dir);
             log.stop().await;
             return Err(LaunchError::StartFailed {
                 output: text,
@@ -261,7 +265,7 @@ impl MockContainerd {
             Ok(v) => v,
             Err(reason) => {
                 // containerd never learns the address: the server it started is leaked; find it.
-                let killed = end_leaked(start_pid, &text, &bundle_dir);
+                let killed = end_leaked(start_pid, since, &text, &bundle_dir);
                 log.stop().await;
                 return Err(LaunchError::Address { reason, killed });
             }
@@ -271,7 +275,7 @@ impl MockContainerd {
             match tokio::time::timeout(t.connect, ttrpc::r#async::Client::connect(&dial)).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
-                    let killed = end_leaked(start_pid, &text, &bundle_dir);
+                    let killed = end_leaked(start_pid, since, &text, &bundle_dir);
                     log.stop().await;
                     return Err(LaunchError::Connect {
                         address,
@@ -280,7 +284,7 @@ impl MockContainerd {
                     });
                 }
                 Err(_) => {
-                    let killed = end_leaked(start_pid, &text, &bundle_dir);
+                    let killed = end_leaked(start_pid, since, &text, &bundle_dir);
                     log.stop().await;
                     return Err(LaunchError::Connect {
                         address,
@@ -294,7 +298,7 @@ impl MockContainerd {
             bundle_dir.join("shim-binary-path"),
             shim.display().to_string(),
         );
-        let owners = leaks::socket_owners(&address);
+        let owners = leaks::socket_owners_since(&address, since);
         let pid = owners
             .iter()
             .copied()
@@ -341,8 +345,15 @@ impl MockContainerd {
 
 impl Drop for MockContainerd {
     fn drop(&mut self) {
-        // The servers' accept loops end with the runtime; their sockets go with the temp dir.
-        self.servers.clear();
+        // Stop the endpoints' accept loops (their sockets go with the temp dir).
+        let servers = std::mem::take(&mut self.servers);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                for mut s in servers {
+                    let _ = s.shutdown().await;
+                }
+            });
+        }
     }
 }
 
@@ -388,17 +399,18 @@ pub fn kill_process_group_members(pgid: i32) -> Vec<i32> {
 
 /// Ends what a failed `start` left: servers on the sockets it named (first, by socket, since
 /// real shims put their server in its own process group), then its own process group.
-fn end_leaked(start_pid: i32, output: &str, bundle: &Path) -> Vec<i32> {
-    let mut killed = end_leaked_servers(output, bundle);
+fn end_leaked(start_pid: i32, since: u64, output: &str, bundle: &Path) -> Vec<i32> {
+    let mut killed = end_leaked_servers(output, bundle, since);
     killed.extend(kill_process_group_members(start_pid));
     killed.sort_unstable();
     killed.dedup();
     killed
 }
 
-/// Finds servers listening on any socket named in `output` or in the bundle's `address` file,
-/// ends them by pid, removes their socket files; returns the pids ended.
-pub fn end_leaked_servers(output: &str, bundle: &Path) -> Vec<i32> {
+/// Finds servers listening on any socket named in `output` or in the bundle's `address` file
+/// that started no earlier than `since` (clock ticks since boot, see [`leaks::ProcInfo`]), ends
+/// them by pid, removes their socket files; returns the pids ended.
+pub fn end_leaked_servers(output: &str, bundle: &Path, since: u64) -> Vec<i32> {
     let mut addrs = leaks::addresses_in(output);
     if let Ok(a) = std::fs::read_to_string(bundle.join("address")) {
         let a = a.trim().to_string();
@@ -408,7 +420,7 @@ pub fn end_leaked_servers(output: &str, bundle: &Path) -> Vec<i32> {
     }
     let mut killed = vec![];
     for a in &addrs {
-        for pid in leaks::socket_owners(a) {
+        for pid in leaks::socket_owners_since(a, since) {
             if leaks::kill_and_wait(pid, Duration::from_secs(2)) {
                 killed.push(pid);
             }
@@ -428,7 +440,6 @@ pub fn end_leaked_servers(output: &str, bundle: &Path) -> Vec<i32> {
 struct LogDrain {
     lines: Arc<Mutex<Vec<String>>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    path: PathBuf,
 }
 
 impl LogDrain {
@@ -470,7 +481,6 @@ impl LogDrain {
         Ok(LogDrain {
             lines,
             task: Some(task),
-            path: path.to_path_buf(),
         })
     }
 
@@ -478,7 +488,6 @@ impl LogDrain {
         LogDrain {
             lines: Arc::new(Mutex::new(Vec::new())),
             task: None,
-            path: PathBuf::new(),
         }
     }
 
@@ -501,7 +510,6 @@ impl Drop for LogDrain {
         if let Some(t) = self.task.take() {
             t.abort();
         }
-        let _ = &self.path;
     }
 }
 

@@ -54,6 +54,8 @@ pub struct ProcInfo {
     pub ppid: i32,
     /// Process group id.
     pub pgrp: i32,
+    /// Start time in clock ticks since boot (tells a process from a later one with its pid).
+    pub starttime: u64,
 }
 
 /// Reads `/proc/<pid>/stat`; `None` when the process is gone.
@@ -66,12 +68,16 @@ pub fn proc_info(pid: i32) -> Option<ProcInfo> {
     let state = rest.next()?.chars().next()?;
     let ppid = rest.next()?.parse().ok()?;
     let pgrp = rest.next()?.parse().ok()?;
+    // Fields after pgrp: session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime
+    // cutime cstime priority nice num_threads itrealvalue starttime (field 22 overall).
+    let starttime = rest.nth(16)?.parse().ok()?;
     Some(ProcInfo {
         pid,
         comm,
         state,
         ppid,
         pgrp,
+        starttime,
     })
 }
 
@@ -159,6 +165,16 @@ pub fn socket_owners(address: &str) -> Vec<i32> {
         Some(name) => pids_holding_sockets(&unix_socket_inodes(&name)),
         None => vec![],
     }
+}
+
+/// Like [`socket_owners`], keeping only processes started no earlier than `not_before` (the
+/// `start` action's start time): a shim naming someone else's socket (containerd's own, say)
+/// must never get that process killed.
+pub fn socket_owners_since(address: &str, not_before: u64) -> Vec<i32> {
+    socket_owners(address)
+        .into_iter()
+        .filter(|p| proc_info(*p).is_some_and(|i| i.starttime >= not_before))
+        .collect()
 }
 
 /// Every `unix://` address (or bare `/run/...` socket path) mentioned in a text (e.g. JSON output).
@@ -355,6 +371,31 @@ mod tests {
         // This process is excluded on purpose (the harness never kills itself).
         assert!(socket_owners(&format!("unix://{}", path.display())).is_empty());
         drop(l);
+    }
+
+    #[test]
+    fn socket_owner_found_in_another_process_and_filtered_by_start_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("o.sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // Hand the listening socket to a child as its stdin: the child now holds the inode.
+        let fd: std::os::fd::OwnedFd = l.into();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(std::process::Stdio::from(fd))
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let addr = format!("unix://{}", path.display());
+        let owners = socket_owners(&addr);
+        let started = proc_info(pid).unwrap().starttime;
+        let since_before = socket_owners_since(&addr, started);
+        let since_after = socket_owners_since(&addr, started + 1);
+        assert!(kill_and_wait(pid, Duration::from_secs(2)));
+        child.wait().unwrap();
+        assert_eq!(owners, vec![pid]);
+        assert_eq!(since_before, vec![pid]);
+        assert!(since_after.is_empty());
     }
 
     #[test]
