@@ -229,6 +229,12 @@ pub fn monitor(
                 }
             }
             c.signal_all(libc::SIGKILL);
+            // Report init's exit only once nothing of the task is left running.
+            let end = std::time::Instant::now() + Duration::from_secs(2);
+            while !c.all_pids().is_empty() && std::time::Instant::now() < end {
+                c.signal_all(libc::SIGKILL);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             for e in c.execs() {
                 if e.status() == Status::Running {
                     let _ = e.signal(libc::SIGKILL);

@@ -216,6 +216,7 @@ pub fn delete_action(flags: &Flags) -> Result<DeleteResponse> {
             }
         }
     }
+    remove_dead_socket(&bundle);
     let (status, at) = recorded.unwrap_or((137, SystemTime::now()));
     Ok(DeleteResponse {
         pid: pid.max(0) as u32,
@@ -223,6 +224,23 @@ pub fn delete_action(flags: &Flags) -> Result<DeleteResponse> {
         exited_at: Some(timestamp(at)).into(),
         ..Default::default()
     })
+}
+
+/// Removes the socket named by the bundle's `address` file when no server listens on it any more
+/// (a killed server cannot remove it itself). A live server (another task of the group) keeps it.
+fn remove_dead_socket(bundle: &Path) {
+    let Ok(addr) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let path = Path::new(socket_path(addr.trim()));
+    if path.parent() != Some(Path::new(SOCKET_DIR)) {
+        return;
+    }
+    if let Err(e) = UnixStream::connect(path) {
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 fn init_logging(bundle: &Path, debug: bool) {

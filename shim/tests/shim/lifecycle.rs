@@ -388,7 +388,7 @@ async fn events_are_queued_until_the_endpoint_comes_up() {
         .unwrap();
     // The endpoint appears only now (the shim has been retrying the head of its queue).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let events = EventsServer::start(scratch.path()).await.unwrap();
+    let mut events = EventsServer::start(scratch.path()).await.unwrap();
     let ev = events
         .rec
         .wait_for("all four events", |e| e.len() >= 4)

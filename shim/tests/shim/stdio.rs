@@ -228,3 +228,34 @@ async fn file_uri_appends_stdout_and_stderr_and_resize_without_tty_is_ok() {
     assert_eq!(text, "before\nout\nerr\n");
     shim.stop().await;
 }
+
+#[tokio::test]
+async fn binary_logger_gets_stdout_stderr_and_identity() {
+    let bundle = Bundle::new(&["sh", "-c", "echo to-out; echo to-err >&2"]).unwrap();
+    let logger = bundle.path().join("logger.sh");
+    std::fs::write(
+        &logger,
+        "#!/bin/sh\nexec 5>&-\necho \"$CONTAINER_NAMESPACE/$CONTAINER_ID\" > \"$2.env\"\n\
+         cat <&3 > \"$2.out\" &\ncat <&4 > \"$2.err\" &\nwait\ntouch \"$2.done\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let base = bundle.path().join("captured");
+    let shim = ShimProc::start(&bundle, "bin1").await.unwrap();
+    let mut req = create_req("bin1", &bundle);
+    req.stdout = format!("binary://{}?prefix={}", logger.display(), base.display());
+    req.stderr = req.stdout.clone();
+    shim.client.create(ctx(), &req).await.unwrap();
+    assert_eq!(start_and_wait(&shim, "bin1").await, 0);
+    let done = base.with_extension("done");
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while !done.exists() {
+        assert!(std::time::Instant::now() < end, "logger never saw EOF");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let read = |ext: &str| std::fs::read_to_string(base.with_extension(ext)).unwrap();
+    assert_eq!(read("out"), "to-out\n");
+    assert_eq!(read("err"), "to-err\n");
+    assert_eq!(read("env"), "reaper-test/bin1\n");
+    shim.stop().await;
+}

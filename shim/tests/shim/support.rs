@@ -179,7 +179,7 @@ impl EventsServer {
         Ok(EventsServer { path, rec, server })
     }
 
-    pub async fn stop(mut self) {
+    pub async fn stop(&mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(3), self.server.shutdown()).await;
     }
 }
@@ -320,7 +320,31 @@ pub struct ShimProc {
     pub pid: i32,
     pub client: TaskClient,
     pub events: EventsServer,
+    stopped: bool,
     _scratch: tempfile::TempDir,
+}
+
+impl Drop for ShimProc {
+    /// A failed test still ends its server: SIGTERM (the server kills its tasks and removes its
+    /// socket), SIGKILL after 3 s, then the zombie is reaped.
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        // SAFETY: kill(2) by the pid Connect reported.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(3);
+        while self.alive() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.alive() {
+            // SAFETY: as above.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            std::thread::sleep(Duration::from_millis(50));
+            reap(self.pid);
+        }
+        let _ = std::fs::remove_file(self.socket_path());
+    }
 }
 
 impl ShimProc {
@@ -384,6 +408,7 @@ impl ShimProc {
             pid: c.shim_pid as i32,
             client,
             events,
+            stopped: false,
             _scratch: scratch,
         })
     }
@@ -411,7 +436,8 @@ impl ShimProc {
     }
 
     /// Shuts the server down (now), kills it by pid as a last resort, removes its socket.
-    pub async fn stop(self) -> Recorder {
+    pub async fn stop(mut self) -> Recorder {
+        self.stopped = true;
         let _ = tokio::time::timeout(
             Duration::from_secs(3),
             self.client.shutdown(
