@@ -201,9 +201,9 @@ fn task_ps_pause_resume_and_metrics() {
     d.assert_no_leaks();
 }
 
-#[test]
-fn events_create_start_exit_delete_in_order() {
-    let mut d = daemon("events");
+/// `ctr events` in the background, returned once it is subscribed (one of our own probe events
+/// came through: ctr may subscribe after it starts).
+fn subscribe_events(d: &Daemon) -> common::Bg {
     let ev = common::Bg::spawn(d.ctr_cmd(&["events"]), d.dir.path(), "events");
     // Subscribed once one of our own probe events comes through (ctr may subscribe late).
     let subscribed = (0..40).any(|i| {
@@ -223,6 +223,13 @@ fn events_create_start_exit_delete_in_order() {
         "ctr events never showed our /namespaces/create: {}",
         ev.errors()
     );
+    ev
+}
+
+#[test]
+fn events_create_start_exit_delete_in_order() {
+    let mut d = daemon("events");
+    let ev = subscribe_events(&d);
     let out = d.run_rm(&[], "ev1", &["/bin/sh", "-c", "echo hi; exit 3"], None);
     assert_eq!(out.code(), 3, "{out:#?}");
     let events = poll(Duration::from_secs(10), || {
@@ -440,4 +447,132 @@ fn cri_plugin_accepts_the_deploy_snippet() {
         "log:\n{}",
         common::tail(&d.log_text(), 30)
     );
+}
+
+#[test]
+fn sixteen_mib_burst_before_exit_is_not_lost() {
+    let mut d = daemon("burst16");
+    let out = d.run_rm(
+        &[],
+        "big1",
+        &[
+            "/bin/sh",
+            "-c",
+            "/bin/dd if=/dev/zero bs=65536 count=256 status=none; exit 2",
+        ],
+        None,
+    );
+    assert_eq!(out.code(), 2, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout.len(), 16 << 20, "bytes printed by ctr run");
+    assert!(out.stdout.bytes().all(|b| b == 0));
+    d.assert_no_leaks();
+}
+
+#[test]
+fn a_missing_program_is_a_clear_error_and_leaves_nothing() {
+    let mut d = daemon("enoent");
+    let out = d.run_rm(&[], "enoent1", &["/nonexistent/prog", "x"], None);
+    assert_ne!(out.code(), 0, "{out:#?}");
+    assert!(
+        out.stderr.contains("/nonexistent/prog"),
+        "the error does not name the program: {out:#?}"
+    );
+    // The daemon and runtime still work afterwards.
+    let ok = d.run_rm(&[], "enoent2", &["/bin/echo", "still fine"], None);
+    assert_eq!(ok.ok("run after a failed create").stdout, "still fine\n");
+    d.assert_no_leaks();
+}
+
+#[test]
+fn two_containers_of_one_group_share_one_server() {
+    let mut d = daemon("group");
+    let ann = match d.runtime {
+        Runtime::Reaper => "io.containerd.reaper.v2.group=g1",
+        Runtime::Runc => "io.containerd.runc.v2.group=g1",
+    };
+    let (mut a, _) = d.run_bg(&["--annotation", ann], "ga", &["/bin/sleep", "30"]);
+    let (mut b, _) = d.run_bg(&["--annotation", ann], "gb", &["/bin/sleep", "30"]);
+    d.use_id("g1");
+    let shims = d.shim_pids();
+    assert_eq!(
+        shims.len(),
+        1,
+        "two containers of group g1, servers {shims:?}"
+    );
+    // An exec in the second container goes to the right task.
+    let fifo = d.dir.path().join("fifo").display().to_string();
+    let out = d.ctr(&[
+        "task",
+        "exec",
+        "--fifo-dir",
+        &fifo,
+        "--exec-id",
+        "x1",
+        "gb",
+        "/bin/sh",
+        "-c",
+        "exit 9",
+    ]);
+    assert_eq!(out.code(), 9, "{out:#?}");
+    d.ctr(&["task", "kill", "-s", "SIGKILL", "ga"])
+        .ok("kill ga");
+    assert_eq!(a.wait(Duration::from_secs(15)).code(), 137);
+    // The server still serves the other container.
+    assert_eq!(d.shim_pids(), shims, "server gone while gb runs");
+    let (_, st) = d.task_status("gb").expect("gb listed");
+    assert_eq!(st, "RUNNING");
+    d.ctr(&["task", "kill", "-s", "SIGKILL", "gb"])
+        .ok("kill gb");
+    assert_eq!(b.wait(Duration::from_secs(15)).code(), 137);
+    d.assert_no_leaks();
+}
+
+#[test]
+fn kill_all_reaches_descendants() {
+    let mut d = daemon("killall");
+    let marker = d.dir.path().join("child.pid");
+    let script = format!("/bin/sleep 30 & echo $! > {}; wait", marker.display());
+    let (mut run, _) = d.run_bg(&[], "ka1", &["/bin/sh", "-c", &script]);
+    let child: u32 = poll(Duration::from_secs(5), || {
+        fs::read_to_string(&marker).ok()?.trim().parse().ok()
+    })
+    .expect("the child wrote its pid");
+    d.track(child, "background child of ka1");
+    d.ctr(&["task", "kill", "--all", "-s", "SIGKILL", "ka1"])
+        .ok("task kill --all");
+    assert_eq!(run.wait(Duration::from_secs(15)).code(), 137);
+    d.assert_no_leaks();
+}
+
+#[test]
+fn a_killed_shim_is_cleaned_up_by_containerd() {
+    let mut d = daemon("shimdeath");
+    let ev = subscribe_events(&d);
+    let (mut run, _) = d.run_bg(&[], "sd1", &["/bin/sleep", "30"]);
+    let shims = d.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL the shim");
+    // containerd runs the `delete` action, which must end the task, and publishes the exit
+    // itself from the DeleteResponse. ctr's pending Wait fails with `ttrpc: closed` (as with the
+    // runc shim): it must end, whatever its code.
+    let out = run.wait(Duration::from_secs(20));
+    assert!(out.stderr.contains("closed"), "{out:#?}");
+    let evs = poll(Duration::from_secs(10), || {
+        let evs = parse_events(&ev.output());
+        evs.iter()
+            .any(|e| e.topic == "/tasks/delete" && e.body["container_id"] == "sd1")
+            .then_some(evs)
+    })
+    .unwrap_or_else(|| panic!("no /tasks/delete for sd1: {}", ev.output()));
+    let exit = evs
+        .iter()
+        .find(|e| e.topic == "/tasks/exit" && e.body["container_id"] == "sd1")
+        .unwrap_or_else(|| panic!("no /tasks/exit for sd1: {evs:#?}"));
+    assert_eq!(exit.body["exit_status"], 137, "{evs:#?}");
+    drop(ev);
+    d.assert_no_leaks();
 }
