@@ -293,11 +293,18 @@ impl MockContainerd {
                     });
                 }
             };
-        // containerd records the binary it used next to the bundle.
+        // containerd records the binary it used next to the bundle (and, from 2.0, the
+        // bootstrap parameters it reconnects with after a restart).
         let _ = std::fs::write(
             bundle_dir.join("shim-binary-path"),
             shim.display().to_string(),
         );
+        if dialect == Dialect::V2_0 {
+            let version = if api == TaskApi::V3 { 3 } else { 2 };
+            let params =
+                serde_json::json!({"version": version, "address": address, "protocol": "ttrpc"});
+            let _ = std::fs::write(bundle_dir.join("bootstrap.json"), params.to_string());
+        }
         let owners = leaks::socket_owners_since(&address, since);
         let pid = owners
             .iter()

@@ -866,6 +866,16 @@ async fn launch_matches_each_dialect_argv_env_cwd_stdin_and_log_fifo() -> Result
             std::fs::read_to_string(bundle.path().join("shim-binary-path"))?
                 == shim.display().to_string()
         );
+        let bootstrap = bundle.path().join("bootstrap.json");
+        if dialect == Dialect::V2_0 {
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&bootstrap)?)?;
+            ensure!(
+                v["version"] == 2 && v["address"] == s.address.as_str(),
+                "{v}"
+            );
+        } else {
+            ensure!(!bootstrap.exists(), "{dialect} wrote bootstrap.json");
+        }
         let report = s.close().await;
         ensure!(report.delete_action.is_ok(), "{:?}", report.delete_action);
         let dargv: Vec<String> = read(&bundle, "delete.argv")?
