@@ -205,12 +205,13 @@ impl EventLog {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             rx.borrow_and_update();
-            if pred(&lock(&self.inner.events)) {
+            // Evaluated on a copy: `pred` may itself look at the log.
+            if pred(&self.snapshot()) {
                 return true;
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => continue,
-                _ => return pred(&lock(&self.inner.events)),
+                _ => return pred(&self.snapshot()),
             }
         }
     }

@@ -288,6 +288,22 @@ async fn lifecycle_runc_shim_dialect_1_6() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_runc_shim_dialect_1_7() -> Result<()> {
+    let shim = require(
+        RUNC_SHIM,
+        "run ci/setup.sh (apt-get install containerd runc)",
+    )?;
+    lifecycle(
+        &shim,
+        Dialect::V1_7,
+        RootfsKind::Busybox,
+        "runc17",
+        Some(TaskApi::V2),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_reaper_shim_dialect_2_0() -> Result<()> {
     let shim = reaper_shim()?;
     lifecycle(&shim, Dialect::V2_0, RootfsKind::None, "reaper20", None).await
@@ -740,6 +756,28 @@ async fn interop_runc_rs_is_incompatible_with_1_6() -> Result<()> {
         "{err}"
     );
     // As under the real containerd 1.6 the server was started; the harness finds and ends it.
+    ensure!(!killed.is_empty(), "leaked server not found: {err}");
+    assert_all_gone(killed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs containerd-shim-runc-v2-rs (about 6 min to build); run ci/interop.sh"]
+async fn interop_runc_rs_is_unsupported_under_1_7() -> Result<()> {
+    let shim = runc_rs()?;
+    let b = bad_setup(Dialect::V1_7, "rs17").await?;
+    let err = b
+        .mock
+        .launch(&shim, &b.bundle, LaunchOptions::default())
+        .await
+        .err()
+        .context("the Rust runc shim launched under containerd 1.7")?;
+    let LaunchError::Address { reason, killed } = &err else {
+        bail!("unexpected {err:?}")
+    };
+    ensure!(
+        *reason == AddressError::UnsupportedVersion { version: 3 },
+        "{reason:?}"
+    );
     ensure!(!killed.is_empty(), "leaked server not found: {err}");
     assert_all_gone(killed)
 }
