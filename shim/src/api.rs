@@ -117,6 +117,12 @@ impl Shim {
             terminal: req.terminal,
         };
         let cgroup = Cgroup::create(&self.namespace, &req.id);
+        if let Some(cg) = &cgroup {
+            let text = cg.rel_path().display().to_string();
+            if let Err(e) = std::fs::write(bundle.join(crate::cgroup::BUNDLE_FILE), text) {
+                tracing::warn!("record cgroup path: {e}");
+            }
+        }
         let res = self
             .spawn_process("", &pspec, &program, &paths, &req.id, cgroup.as_ref())
             .await;

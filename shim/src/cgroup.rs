@@ -17,6 +17,7 @@ const CONTROLLERS: [&str; 4] = ["freezer", "pids", "cpuacct", "memory"];
 /// One task's cgroup directories, one per available v1 controller.
 #[derive(Debug, Clone)]
 pub struct Cgroup {
+    rel: PathBuf,
     dirs: Vec<(&'static str, PathBuf)>,
 }
 
@@ -28,16 +29,33 @@ fn read_u64(p: &Path) -> Option<u64> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
+/// The bundle file recording which cgroup the task got (read by the `delete` action).
+pub const BUNDLE_FILE: &str = "reaper-cgroup";
+
+fn busy(rel: &Path) -> bool {
+    CONTROLLERS.iter().any(|c| {
+        std::fs::read_to_string(Path::new(ROOT).join(c).join(rel).join("cgroup.procs"))
+            .map(|s| !s.trim().is_empty())
+            .unwrap_or(false)
+    })
+}
+
 impl Cgroup {
     /// Creates the task's cgroup in every v1 controller that allows it; `None` when none does.
+    /// If `reaper/<ns>/<id>` is in use by live processes (another containerd with the same
+    /// namespace and id), the shim's pid is appended so two tasks never share a cgroup.
     pub fn create(ns: &str, id: &str) -> Option<Cgroup> {
+        let mut r = rel(ns, id);
+        if busy(&r) {
+            r = rel(ns, &format!("{id}.{}", std::process::id()));
+        }
         let mut dirs = Vec::new();
         for c in CONTROLLERS {
             let base = Path::new(ROOT).join(c);
             if !base.join("cgroup.procs").exists() {
                 continue;
             }
-            let d = base.join(rel(ns, id));
+            let d = base.join(&r);
             match std::fs::create_dir_all(&d) {
                 Ok(()) => dirs.push((c, d)),
                 Err(e) => tracing::debug!("cgroup {}: {e}", d.display()),
@@ -46,21 +64,34 @@ impl Cgroup {
         if dirs.is_empty() {
             None
         } else {
-            Some(Cgroup { dirs })
+            Some(Cgroup { rel: r, dirs })
         }
     }
 
-    /// Opens whatever directories of the task's cgroup exist (the `delete` action).
-    pub fn existing(ns: &str, id: &str) -> Option<Cgroup> {
+    /// The cgroup path below each controller's root.
+    pub fn rel_path(&self) -> &Path {
+        &self.rel
+    }
+
+    /// Opens whatever directories of a task's cgroup exist (the `delete` action), from the path
+    /// the server recorded in the bundle; `None` without that record (never guess: another
+    /// task could own `reaper/<ns>/<id>`).
+    pub fn existing(bundle: &Path) -> Option<Cgroup> {
+        let r = std::fs::read_to_string(bundle.join(BUNDLE_FILE))
+            .ok()
+            .map(|s| PathBuf::from(s.trim()))
+            .filter(|p| {
+                p.starts_with("reaper") && !p.components().any(|c| c.as_os_str() == "..")
+            })?;
         let dirs: Vec<_> = CONTROLLERS
             .iter()
-            .map(|c| (*c, Path::new(ROOT).join(c).join(rel(ns, id))))
+            .map(|c| (*c, Path::new(ROOT).join(c).join(&r)))
             .filter(|(_, d)| d.is_dir())
             .collect();
         if dirs.is_empty() {
             None
         } else {
-            Some(Cgroup { dirs })
+            Some(Cgroup { rel: r, dirs })
         }
     }
 

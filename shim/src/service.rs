@@ -174,30 +174,12 @@ fn read_exit_file(bundle: &Path) -> Option<(u32, SystemTime)> {
 /// DeleteResponse (pid from init.pid, the recorded exit or 137, its time or now).
 pub fn delete_action(flags: &Flags) -> Result<DeleteResponse> {
     let bundle = bundle_dir(flags)?;
-    let id = if flags.id.is_empty() {
-        bundle
-            .file_name()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string()
-    } else {
-        flags.id.clone()
-    };
     let pid: i32 = std::fs::read_to_string(bundle.join("init.pid"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
     let recorded = read_exit_file(&bundle);
-    let ns = if flags.namespace.is_empty() {
-        "default"
-    } else {
-        &flags.namespace
-    };
-    let cg = if crate::container::validate_id("container", &id).is_ok() {
-        Cgroup::existing(ns, &id)
-    } else {
-        None
-    };
+    let cg = Cgroup::existing(&bundle);
     if let Some(cg) = &cg {
         if cg.has_freezer() {
             let _ = cg.thaw();

@@ -207,3 +207,88 @@ fn delete_action_on_empty_bundle_prints_delete_response() {
     assert_eq!(r.pid, 0);
     assert!(r.exited_at.seconds > 0);
 }
+
+#[tokio::test]
+async fn delete_action_kills_what_a_dead_server_left() {
+    let bundle = Bundle::new(&["sh", "-c", "sleep 30 & sleep 30"]).unwrap();
+    let shim = ShimProc::start(&bundle, "dead1").await.unwrap();
+    let c = shim
+        .client
+        .create(ctx(), &create_req("dead1", &bundle))
+        .await
+        .unwrap();
+    shim.client
+        .start(
+            ctx(),
+            &StartRequest {
+                id: "dead1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cg_rel = std::fs::read_to_string(bundle.path().join("reaper-cgroup")).unwrap();
+    let procs_file = std::path::Path::new("/sys/fs/cgroup/pids")
+        .join(cg_rel.trim())
+        .join("cgroup.procs");
+    let procs: Vec<i32> = std::fs::read_to_string(&procs_file)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(procs.len() >= 2, "task processes {procs:?}");
+    // The server dies without cleaning up (like a crash).
+    // SAFETY: kill(2) by the pid Connect reported.
+    unsafe { libc::kill(shim.pid, libc::SIGKILL) };
+    assert!(shim.wait_gone(Duration::from_secs(5)).await);
+    let t = Instant::now();
+    let out = Command::new(shim_bin())
+        .args([
+            "-namespace",
+            "reaper-test",
+            "-address",
+            "/nonexistent",
+            "-id",
+            "dead1",
+        ])
+        .args(["-bundle", &bundle.path().display().to_string(), "delete"])
+        .current_dir(bundle.path())
+        .output()
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = DeleteResponse::parse_from_bytes(&out.stdout).unwrap();
+    assert_eq!((r.pid, r.exit_status), (c.pid, 137));
+    let end = Instant::now() + Duration::from_secs(5);
+    while procs.iter().any(|p| pid_alive(*p)) {
+        // They were re-parented to this test process (subreaper): reap them here.
+        procs.iter().for_each(|p| reap(*p));
+        assert!(
+            Instant::now() < end,
+            "task processes survived the delete action"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    procs.iter().for_each(|p| reap(*p));
+    assert!(!procs_file.exists(), "cgroup not removed");
+    // Idempotent: a second run succeeds too.
+    let again = Command::new(shim_bin())
+        .args([
+            "-namespace",
+            "reaper-test",
+            "-id",
+            "dead1",
+            "-bundle",
+            &bundle.path().display().to_string(),
+            "delete",
+        ])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    shim.stop().await;
+}
