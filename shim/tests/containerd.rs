@@ -594,3 +594,88 @@ fn a_killed_shim_is_cleaned_up_by_containerd() {
     drop(ev);
     d.assert_no_leaks();
 }
+
+/// A CRI-style pod through plain ctr: the sandbox (annotated `container-type=sandbox`) runs the
+/// shim's built-in pause instead of the image's `/pause`, a container of the same sandbox shares
+/// its server, and SIGTERM ends the pause with 0.
+#[test]
+fn pod_sandbox_runs_the_builtin_pause_and_shares_its_server() {
+    let mut d = daemon("pod");
+    assert_eq!(
+        d.runtime,
+        Runtime::Reaper,
+        "the built-in pause is reaper behaviour"
+    );
+    let sandbox = [
+        "--annotation",
+        "io.kubernetes.cri.container-type=sandbox",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=sb1",
+    ];
+    let (mut pause, pid) = d.run_bg(&sandbox, "sb1", &["/pause"]);
+    let shims = d.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).expect("pause exe");
+    assert!(
+        exe.display()
+            .to_string()
+            .contains("containerd-shim-reaper-v2"),
+        "sandbox runs {} instead of the built-in pause",
+        exe.display()
+    );
+    let member = [
+        "--annotation",
+        "io.kubernetes.cri.container-type=container",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=sb1",
+    ];
+    let out = d.run_rm(&member, "c1", &["/bin/echo", "in the pod"], None);
+    assert_eq!(out.ok("pod member").stdout, "in the pod\n");
+    assert_eq!(
+        d.shim_pids(),
+        shims,
+        "the member did not share the sandbox's server"
+    );
+    d.ctr(&["task", "kill", "sb1"]).ok("task kill sb1");
+    let out = pause.wait(Duration::from_secs(15));
+    assert_eq!(out.code(), 0, "pause on SIGTERM: {out:#?}");
+    d.assert_no_leaks();
+}
+
+/// containerd restarts while a detached task runs: the shim survives, containerd reloads it from
+/// the bundle (`address` + Connect), and the task can still be killed, reported and deleted.
+#[test]
+fn a_task_survives_a_containerd_restart() {
+    let mut d = daemon("restart");
+    let args = d.run_args(false, &["-d"], "rs1", &["/bin/sleep", "30"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    d.ctr(&args).ok("ctr run -d");
+    let (pid, st) = d.task_status("rs1").expect("rs1 listed");
+    assert_eq!(st, "RUNNING");
+    d.track(pid, "init of rs1");
+    let shims = d.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+
+    d.restart();
+    assert_eq!(d.shim_pids(), shims, "the shim did not survive the restart");
+    assert_eq!(
+        d.task_status("rs1"),
+        Some((pid, "RUNNING".to_string())),
+        "after restart; log:\n{}",
+        common::tail(&d.log_text(), 30)
+    );
+    d.ctr(&["task", "kill", "-s", "SIGKILL", "rs1"])
+        .ok("task kill after restart");
+    let stopped = poll(Duration::from_secs(10), || {
+        d.task_status("rs1").filter(|(_, s)| s == "STOPPED")
+    });
+    assert!(
+        stopped.is_some(),
+        "rs1 never STOPPED: {:?}",
+        d.task_status("rs1")
+    );
+    d.ctr(&["task", "delete", "rs1"]).ok("task delete");
+    d.ctr(&["container", "delete", "rs1"])
+        .ok("container delete");
+    d.assert_no_leaks();
+}

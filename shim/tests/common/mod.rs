@@ -331,6 +331,8 @@ pub struct Daemon {
     child: Option<Child>,
     ids: BTreeSet<String>,
     tracked: Vec<(u32, u64, String)>,
+    config: PathBuf,
+    path: OsString,
 }
 
 impl Daemon {
@@ -385,16 +387,6 @@ impl Daemon {
             path.push(":");
             path.push(p);
         }
-        let log_file = fs::File::create(&log).expect("create log");
-        let mut cmd = Command::new(which("containerd").expect("containerd"));
-        cmd.arg("--config")
-            .arg(&config_path)
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file)
-            .process_group(0);
-        let child = cmd.spawn().expect("spawn containerd");
         let mut d = Daemon {
             dir,
             address,
@@ -403,12 +395,40 @@ impl Daemon {
             namespace: ns.to_string(),
             runtime,
             rootfs,
-            child: Some(child),
+            child: None,
             ids: BTreeSet::new(),
             tracked: Vec::new(),
+            config: config_path,
+            path,
         };
-        d.wait_ready();
+        d.spawn();
         d
+    }
+
+    /// Spawns containerd (appending to the log) and waits until it answers.
+    fn spawn(&mut self) {
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let mut cmd = Command::new(which("containerd").expect("containerd"));
+        cmd.arg("--config")
+            .arg(&self.config)
+            .env("PATH", &self.path)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("dup log"))
+            .stderr(log_file)
+            .process_group(0);
+        self.child = Some(cmd.spawn().expect("spawn containerd"));
+        self.wait_ready();
+    }
+
+    /// Stops containerd (SIGTERM, then SIGKILL after 5 s) and starts it again with the same
+    /// config; shims keep running and must be reloaded from their bundles.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
     }
 
     fn wait_ready(&mut self) {
