@@ -161,3 +161,69 @@ async fn faulty_unknown_fault_fails_and_real_shim_ignores_the_variable() {
     assert!(r.is_err(), "the real shim must not honour FAULTY_SHIM");
     shim.stop().await;
 }
+
+#[tokio::test]
+async fn faulty_no_exit_event_no_stdout_delete_running_ok_shutdown_never_exits() {
+    let bundle = Bundle::new(&["sh", "-c", "echo visible; sleep 30"]).unwrap();
+    let out = bundle.fifo("stdout").unwrap();
+    let reader = OutFifo::open(&out).unwrap();
+    let env = [(
+        "FAULTY_SHIM",
+        "no-exit-event,no-stdout,delete-running-ok,shutdown-never-exits",
+    )];
+    let shim = ShimProc::start_bin(&faulty_bin(), &bundle, "fn1", &env)
+        .await
+        .unwrap();
+    let mut req = create_req("fn1", &bundle);
+    req.stdout = out.display().to_string();
+    shim.client.create(ctx(), &req).await.unwrap();
+    shim.client
+        .start(
+            ctx(),
+            &StartRequest {
+                id: "fn1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // delete-running-ok: Delete of a running init succeeds.
+    shim.client
+        .delete(
+            ctx(),
+            &DeleteRequest {
+                id: "fn1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("delete-running-ok");
+    // no-stdout: the FIFO never saw the output (the shim never opened its write side, so a
+    // non-blocking read finds no writer: EOF with nothing).
+    let got = join_output(reader.collect()).await.unwrap();
+    assert!(
+        got.is_empty(),
+        "no-stdout: got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // shutdown-never-exits.
+    shim.client
+        .shutdown(ctx(), &ShutdownRequest::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(shim.alive(), "shutdown-never-exits: server exited");
+    // no-exit-event: the kill above never produced /tasks/exit.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let topics: Vec<String> = shim.events.rec.summary();
+    assert!(
+        topics.iter().all(|t| !t.starts_with("/tasks/exit")),
+        "{topics:?}"
+    );
+    assert!(
+        topics.iter().any(|t| t.starts_with("/tasks/delete")),
+        "{topics:?}"
+    );
+    shim.stop().await;
+}

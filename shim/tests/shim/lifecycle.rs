@@ -155,6 +155,11 @@ async fn exit_codes_events_and_delete() {
         ]
     );
     assert!(ev.iter().all(|e| e.namespace == "reaper-test"));
+    let md = shim.events.rec.1.lock().unwrap().clone();
+    assert!(
+        md.iter().all(|m| m == "reaper-test"),
+        "ttrpc namespace metadata: {md:?}"
+    );
     assert_eq!(ev[2].type_url, "containerd.events.TaskExit");
     assert_eq!((ev[2].pid, ev[2].exit_status), (st.pid, 7));
     shim.stop().await;
