@@ -51,13 +51,19 @@ pub fn become_subreaper() {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 }
 
-/// Records every forwarded envelope.
+/// Records every forwarded envelope and the namespace metadata it came with.
 #[derive(Clone, Default)]
-pub struct Recorder(pub Arc<Mutex<Vec<Envelope>>>);
+pub struct Recorder(pub Arc<Mutex<Vec<Envelope>>>, pub Arc<Mutex<Vec<String>>>);
 
 #[async_trait]
 impl Events for Recorder {
-    async fn forward(&self, _ctx: &TtrpcContext, req: ForwardRequest) -> ttrpc::Result<Empty> {
+    async fn forward(&self, ctx: &TtrpcContext, req: ForwardRequest) -> ttrpc::Result<Empty> {
+        let md = ctx
+            .metadata
+            .get("containerd-namespace-ttrpc")
+            .and_then(|v| v.first().cloned())
+            .unwrap_or_default();
+        self.1.lock().unwrap().push(md);
         self.0
             .lock()
             .unwrap()
