@@ -361,11 +361,12 @@ impl Shim {
             ));
         }
         if p.status() != Status::Stopped {
-            // Never started (or the faulty shim): kill it and collect its exit.
-            let _ = p.signal(libc::SIGKILL);
-            if !running {
-                let _ = tokio::time::timeout(Duration::from_secs(5), p.wait()).await;
+            // Never started (or the faulty shim's running init): kill it and collect its exit.
+            if running {
+                c.signal_all(libc::SIGKILL);
             }
+            let _ = p.signal(libc::SIGKILL);
+            let _ = tokio::time::timeout(Duration::from_secs(5), p.wait()).await;
         }
         let exit = p.exit();
         let (status, at) = match exit {
