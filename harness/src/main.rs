@@ -39,6 +39,12 @@ enum Cmd {
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum RootfsArg {
+    Busybox,
+    None,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Format {
     Human,
     Json,
@@ -84,6 +90,10 @@ struct RunArgs {
     /// After a failed step, run the scenario's remaining steps too (default: stop it there).
     #[arg(long)]
     keep_going: bool,
+    /// Root filesystem of the bundles: `busybox` (works for isolated and host shims) or `none`
+    /// (an empty rootfs; enough for shims that run the process on the host).
+    #[arg(long, value_enum, default_value = "busybox")]
+    rootfs: RootfsArg,
     /// Extra environment for the shim, K=V; repeatable (e.g. a fault switch of a test shim).
     #[arg(long = "shim-env", value_name = "K=V")]
     shim_env: Vec<String>,
@@ -284,6 +294,10 @@ fn prepare(a: &RunArgs) -> Result<(RunConfig, Vec<Loaded>)> {
         profile,
         shim_env,
         keep_going: a.keep_going,
+        rootfs: match a.rootfs {
+            RootfsArg::Busybox => harness::bundle::RootfsKind::Busybox,
+            RootfsArg::None => harness::bundle::RootfsKind::None,
+        },
         ..RunConfig::default()
     };
     Ok((cfg, scenarios))

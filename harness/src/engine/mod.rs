@@ -70,6 +70,9 @@ pub async fn run_scenarios(
     let sem = Arc::new(tokio::sync::Semaphore::new(cfg.jobs.max(1)));
     let mut set = tokio::task::JoinSet::new();
     let mut names = BTreeMap::new();
+    // Longest first, so the slow ones do not form a tail at the end of a parallel run.
+    let mut scenarios = scenarios;
+    scenarios.sort_by_key(|l| std::cmp::Reverse(estimated_cost(&l.scenario.steps)));
     for l in scenarios {
         let cfg = cfg.clone();
         let sem = sem.clone();
@@ -153,6 +156,22 @@ pub async fn run_scenario(cfg: &RunConfig, l: &Loaded) -> ScenarioResult {
         }
     }
     res
+}
+
+/// A rough cost of a scenario in "RPC units" for scheduling: sleeps count by duration, repeats
+/// by iterations, every other step as one.
+fn estimated_cost(steps: &[crate::scenario::Step]) -> u64 {
+    use crate::scenario::Step;
+    steps
+        .iter()
+        .map(|s| match s {
+            Step::Repeat(r) => u64::from(r.times) * estimated_cost(&r.steps),
+            Step::Sleep(d) => (d.get().as_millis() / 20) as u64 + 1,
+            Step::Output(o) if o.stdout.as_ref().and_then(|m| m.length).unwrap_or(0) > 1 << 20 => 50,
+            _ => 1,
+        })
+        .sum::<u64>()
+        + 6
 }
 
 /// Capabilities a probe can learn from an `unimplemented` answer.

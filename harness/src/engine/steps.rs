@@ -77,6 +77,10 @@ struct Ctx<'a> {
     failure: Option<(Option<usize>, String)>,
     skip: Option<String>,
     ns_checked: bool,
+    namespace: String,
+    stdio_seq: u32,
+    /// Every process pid the shim reported (init and exec), checked after the close.
+    pids: Vec<u32>,
 }
 
 /// Common arguments of RPC steps.
@@ -123,6 +127,20 @@ fn mode(k: StdioKind) -> StdioMode {
     }
 }
 
+/// `<base>-<suffix of the temp dir>`: a valid containerd identifier unique to this scenario run.
+fn unique_namespace(base: &str, tmp: &std::path::Path) -> String {
+    let suffix: String = tmp
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let base = if base.is_empty() { "harness" } else { base };
+    format!("{base}-{suffix}")
+}
+
 fn pid_ns(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
 }
@@ -130,7 +148,7 @@ fn pid_ns(pid: u32) -> Option<PathBuf> {
 /// Runs a scenario from a fresh mock to the closed shims.
 pub(super) async fn execute(cfg: &RunConfig, l: &Loaded, mut res: ScenarioResult) -> ScenarioResult {
     let sc = &l.scenario;
-    let tmp = match tempfile::Builder::new().prefix("harness-sc-").tempdir() {
+    let tmp = match tempfile::tempdir() {
         Ok(t) => t,
         Err(e) => {
             res.status = Status::Failed;
@@ -138,9 +156,12 @@ pub(super) async fn execute(cfg: &RunConfig, l: &Loaded, mut res: ScenarioResult
             return res;
         }
     };
+    // A namespace of its own: runc keys its state and the shims their cgroups by namespace and
+    // id, and every scenario's main container is called `main`.
+    let namespace = unique_namespace(&cfg.namespace, tmp.path());
     let mock = match MockContainerd::new(MockConfig {
         dialect: cfg.dialect,
-        namespace: cfg.namespace.clone(),
+        namespace: namespace.clone(),
         ..MockConfig::default()
     })
     .await
@@ -168,6 +189,9 @@ pub(super) async fn execute(cfg: &RunConfig, l: &Loaded, mut res: ScenarioResult
         failure: None,
         skip: None,
         ns_checked: false,
+        namespace,
+        stdio_seq: 0,
+        pids: Vec::new(),
     };
     ctx.vars.insert("id".into(), MAIN.into());
     let total = sc.timeout.map(|d| d.get()).unwrap_or(cfg.scenario_timeout);
@@ -245,7 +269,15 @@ impl<'a> Ctx<'a> {
             .or(self.process.terminal)
             .unwrap_or(false);
         let process = self.process.clone();
-        if let Err(e) = self.launch(MAIN, &process, terminal).await {
+        let t0 = Instant::now();
+        if std::env::var_os("HARNESS_TIMING").is_some() {
+            eprintln!("timing: launch begins {:?}", std::time::SystemTime::now());
+        }
+        let launched = self.launch(MAIN, &process, terminal).await;
+        if std::env::var_os("HARNESS_TIMING").is_some() {
+            eprintln!("timing: launch {:?}", t0.elapsed());
+        }
+        if let Err(e) = launched {
             self.fail(None, e);
             return false;
         }
@@ -304,8 +336,9 @@ impl<'a> Ctx<'a> {
                 annotations.insert(a.to_string(), MAIN.to_string());
             }
         }
-        let bundle = Bundle::create(
+        let bundle = Bundle::create_in_namespace(
             &self.tmp.join("bundles"),
+            &self.namespace,
             name,
             convert::oci_process(process, terminal),
             BundleOptions {
@@ -314,6 +347,9 @@ impl<'a> Ctx<'a> {
             },
         )
         .map_err(|e| format!("bundle for `{name}`: {e}"))?;
+        if std::env::var_os("HARNESS_TIMING").is_some() {
+            eprintln!("timing: bundle ready {:?}", std::time::SystemTime::now());
+        }
         let shim = self
             .mock
             .launch(
@@ -364,6 +400,12 @@ impl<'a> Ctx<'a> {
             Some(c) => Ok((self.shims[c.shim].client.clone(), c.id.clone())),
             None => Ok((self.shims[0].client.clone(), name)),
         }
+    }
+
+    /// A fresh directory for one process's FIFOs (ids repeat across re-creates).
+    fn stdio_dir(&mut self) -> PathBuf {
+        self.stdio_seq += 1;
+        self.tmp.join("stdio").join(self.stdio_seq.to_string())
     }
 
     fn opt_exec(&self, e: &Option<String>) -> Result<String, String> {
@@ -438,6 +480,27 @@ impl<'a> Ctx<'a> {
                 Err(m) => self.step_failed(label, "shim-alive", t0.elapsed(), m),
             },
             Step::WaitResult(w) => self.wait_result(w, label).await,
+            Step::KillShim(k) => {
+                let Some(pid) = self.shims[0].pid else {
+                    return self.step_failed(label, "kill-shim", t0.elapsed(), "the shim server's pid is unknown".into());
+                };
+                let sig = nix::sys::signal::Signal::try_from(k.signal.0 as i32).unwrap_or(nix::sys::signal::Signal::SIGKILL);
+                if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
+                    return self.step_failed(label, "kill-shim", t0.elapsed(), format!("kill({pid}, {}): {e}", k.signal));
+                }
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while crate::leaks::is_alive(pid) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                // A killed server cannot remove its socket; the next `start` of a runc shim
+                // would (EADDRINUSE and not connectable): do that here, so the leak check judges
+                // the `delete` action.
+                if let Some(p) = crate::dialect::socket_path(&self.shims[0].address) {
+                    let _ = std::fs::remove_file(p);
+                }
+                self.record("kill-shim", Status::Passed, t0.elapsed(), json!({}), None, Some(json!({"signal": k.signal.0})), None);
+                Flow::Go
+            }
             _ => self.rpc_step(s, label).await,
         }
     }
@@ -517,6 +580,9 @@ impl<'a> Ctx<'a> {
                 }
                 let req = json!({"id": id, "exec-id": exec_id});
                 let r = client.start(StartRequest { id, exec_id, ..Default::default() }, t).await;
+                if let Ok(x) = &r {
+                    self.pids.push(x.pid);
+                }
                 (req, r.map(|r| convert::start(&r)))
             }
             Step::State(x) => {
@@ -694,7 +760,7 @@ impl<'a> Ctx<'a> {
             terminal,
             stdin_data,
         };
-        let set = StdioSet::create(&self.tmp.join("stdio"), &name, opts).map_err(|e| format!("stdio for `{name}`: {e}"))?;
+        let set = StdioSet::create(&self.stdio_dir(), &name, opts).map_err(|e| format!("stdio for `{name}`: {e}"))?;
         let paths = set.paths();
         let container = self.containers.get_mut(&name).ok_or("container vanished")?;
         container.stdio = Some(set);
@@ -706,6 +772,7 @@ impl<'a> Ctx<'a> {
         let client = self.shims[container.shim].client.clone();
         let r = client.create(creq, t).await;
         if let Ok(resp) = &r {
+            self.pids.push(resp.pid);
             let key = if name == MAIN { "init-pid".to_string() } else { format!("{name}-init-pid") };
             self.vars.insert(key, resp.pid.to_string());
             if name == MAIN {
@@ -749,7 +816,7 @@ impl<'a> Ctx<'a> {
             terminal,
             stdin_data,
         };
-        let set = StdioSet::create(&self.tmp.join("stdio"), &format!("{id}-{exec_id}"), opts)
+        let set = StdioSet::create(&self.stdio_dir(), &format!("{id}-{exec_id}"), opts)
             .map_err(|e| format!("stdio for exec `{exec_id}`: {e}"))?;
         let paths = set.paths();
         let mut args = Vec::new();
@@ -1011,14 +1078,21 @@ impl<'a> Ctx<'a> {
             None => 0,
         };
         let slot = &self.shims[idx];
-        let Some(pid) = slot.pid else {
+        // A grouped `start` reuses a running server: its pid is the first launch's.
+        let pid = slot.pid.or_else(|| {
+            self.shims
+                .iter()
+                .find(|o| o.address == slot.address && o.pid.is_some())
+                .and_then(|o| o.pid)
+        });
+        let Some(pid) = pid else {
             return Err("the shim server's pid is unknown, cannot tell whether it runs".into());
         };
         let bound = timeout.unwrap_or(Duration::from_secs(3));
         let deadline = Instant::now() + bound;
         if alive {
             // Give a wrongly exiting shim a moment to show it.
-            tokio::time::sleep(Duration::from_millis(200).min(bound)).await;
+            tokio::time::sleep(Duration::from_millis(100).min(bound)).await;
             if !crate::leaks::is_alive(pid) {
                 return Err(format!("the shim server (pid {pid}) exited; expected it to keep running"));
             }
@@ -1079,7 +1153,11 @@ impl<'a> Ctx<'a> {
         for slot in self.shims.iter_mut().rev() {
             let Some(shim) = slot.shim.take() else { continue };
             let lines = shim.log_lines();
+            let t0 = Instant::now();
             let report = shim.close().await;
+            if std::env::var_os("HARNESS_TIMING").is_some() {
+                eprintln!("timing: close {:?}", t0.elapsed());
+            }
             if let Err(e) = &report.delete_action {
                 close_problems.push(format!("the `delete` action failed: {e}"));
             }
@@ -1088,6 +1166,21 @@ impl<'a> Ctx<'a> {
             }
             if log_tail.is_empty() || lines.len() > log_tail.len() {
                 log_tail = lines;
+            }
+        }
+        // Container processes must not outlive the shim's close (the delete action ends them).
+        let mut seen = std::collections::BTreeSet::new();
+        for pid in self.pids.iter().copied().filter(|p| *p > 0) {
+            if !seen.insert(pid) {
+                continue;
+            }
+            let p = pid as i32;
+            if let Some(info) = crate::leaks::proc_info(p).filter(|i| i.state != 'Z') {
+                leaks.push(format!(
+                    "container process pid {p} ({}) still running after the shim was closed",
+                    info.comm
+                ));
+                crate::leaks::kill_and_wait(p, Duration::from_secs(2));
             }
         }
         let start = log_tail.len().saturating_sub(LOG_TAIL);

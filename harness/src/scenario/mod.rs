@@ -664,6 +664,23 @@ pub enum Step {
     Repeat(RepeatStep),
     /// Extension: checks the shim server process is (not) alive.
     ShimAlive(ShimAliveStep),
+    /// Extension: sends a signal to the shim server process (e.g. to test the `delete` action
+    /// after a shim died).
+    KillShim(KillShimStep),
+}
+
+/// Extension: `kill-shim` signals the main shim server process by pid and waits (up to 3s) for
+/// it to die.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KillShimStep {
+    /// The signal (default SIGKILL).
+    #[serde(default = "sigkill")]
+    pub signal: Signal,
+}
+
+fn sigkill() -> Signal {
+    Signal(9)
 }
 
 impl Step {
@@ -693,6 +710,7 @@ impl Step {
             Step::Sleep(_) => "sleep",
             Step::Repeat(_) => "repeat",
             Step::ShimAlive(_) => "shim-alive",
+            Step::KillShim(_) => "kill-shim",
         }
     }
 
