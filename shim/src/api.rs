@@ -38,6 +38,8 @@ pub struct Shim {
     pub reaper: Arc<Reaper>,
     /// Enabled faults (none in the real binary).
     pub faults: Faults,
+    /// Whether tasks get a cgroup (else the session fallback is used).
+    pub cgroups: bool,
     /// Set to true when the server should exit.
     pub exit: watch::Sender<bool>,
     events: Arc<dyn EventSender>,
@@ -55,12 +57,14 @@ impl Shim {
         reaper: Arc<Reaper>,
         events: Arc<dyn EventSender>,
         faults: Faults,
+        cgroups: bool,
     ) -> Arc<Self> {
         let (exit, _) = watch::channel(false);
         Arc::new(Shim {
             namespace,
             reaper,
             faults,
+            cgroups,
             exit,
             exit_ctx: Arc::new(ExitContext {
                 events: events.clone(),
@@ -116,7 +120,11 @@ impl Shim {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
-        let cgroup = Cgroup::create(&self.namespace, &req.id);
+        let cgroup = if self.cgroups {
+            Cgroup::create(&self.namespace, &req.id)
+        } else {
+            None
+        };
         if let Some(cg) = &cgroup {
             let text = cg.rel_path().display().to_string();
             if let Err(e) = std::fs::write(bundle.join(crate::cgroup::BUNDLE_FILE), text) {

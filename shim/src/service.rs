@@ -31,6 +31,9 @@ use crate::task::{services, TaskService};
 pub const SOCKET_DIR: &str = "/run/containerd/s";
 /// The file (in the bundle) where the server records init's exit: `status secs nanos`.
 pub const EXIT_FILE: &str = "init.exit";
+/// Set (non-empty) in the server's environment to run tasks without cgroups: kill-all, Pids and
+/// Pause then work on the tasks' sessions (SIGSTOP/SIGCONT), Stats on /proc.
+pub const NO_CGROUP_ENV: &str = "REAPER_NO_CGROUP";
 /// The runtime name.
 pub const RUNTIME: &str = "io.containerd.reaper.v2";
 
@@ -291,7 +294,10 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
             std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
             ns.clone(),
         ));
-        let shim = Shim::new(ns, reaper, publisher.clone(), faults);
+        let cgroups = std::env::var(NO_CGROUP_ENV)
+            .map(|v| v.is_empty())
+            .unwrap_or(true);
+        let shim = Shim::new(ns, reaper, publisher.clone(), faults, cgroups);
         let svc = TaskService { shim: shim.clone() };
         // SAFETY: fd is our listening socket and nothing else uses it.
         let mut server = unsafe {

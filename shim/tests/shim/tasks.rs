@@ -705,3 +705,132 @@ async fn pod_sandbox_runs_the_builtin_pause() {
     assert_eq!(w.exit_status, 0, "pause exits 0 on SIGTERM");
     shim.stop().await;
 }
+
+#[tokio::test]
+async fn without_cgroups_sessions_carry_kill_all_pids_pause_and_stats() {
+    let bundle = Bundle::new(&["true"]).unwrap();
+    let counter = bundle.path().join("count");
+    let script = format!(
+        "sleep 30 & echo $! > kid.pid; i=0; while true; do i=$((i+1)); echo $i > {0}.tmp; mv {0}.tmp {0}; sleep 0.01; done",
+        counter.display()
+    );
+    bundle
+        .write_spec(
+            &["sh", "-c", &script],
+            &[PATH_ENV],
+            &bundle.path().display().to_string(),
+            false,
+        )
+        .unwrap();
+    let env = [("REAPER_NO_CGROUP", "1")];
+    let shim = ShimProc::start_bin(&shim_bin(), &bundle, "nocg1", &env)
+        .await
+        .unwrap();
+    started(&shim, &bundle, "nocg1").await;
+    assert!(
+        !bundle.path().join("reaper-cgroup").exists(),
+        "a cgroup was created"
+    );
+    let kid_file = bundle.path().join("kid.pid");
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while read_counter(&counter) == 0 || !kid_file.exists() {
+        assert!(std::time::Instant::now() < end, "task never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let kid: u32 = std::fs::read_to_string(&kid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pids = shim
+        .client
+        .pids(
+            ctx(),
+            &PidsRequest {
+                id: "nocg1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        pids.processes.iter().any(|p| p.pid == kid),
+        "descendant {kid} missing: {pids:?}"
+    );
+
+    shim.client
+        .pause(
+            ctx(),
+            &PauseRequest {
+                id: "nocg1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let a = read_counter(&counter);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        read_counter(&counter),
+        a,
+        "SIGSTOP pause did not stop the loop"
+    );
+    shim.client
+        .resume(
+            ctx(),
+            &ResumeRequest {
+                id: "nocg1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        read_counter(&counter) > a,
+        "SIGCONT resume did not restart the loop"
+    );
+
+    let stats = shim
+        .client
+        .stats(
+            ctx(),
+            &StatsRequest {
+                id: "nocg1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let m = containerd_shim_protos::cgroups::metrics::Metrics::parse_from_bytes(&stats.stats.value)
+        .unwrap();
+    assert!(m.memory.usage.usage > 0, "memory from /proc: {m:?}");
+
+    shim.client
+        .kill(
+            ctx(),
+            &KillRequest {
+                id: "nocg1".into(),
+                signal: 9,
+                all: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let w = shim
+        .client
+        .wait(
+            ctx(),
+            &WaitRequest {
+                id: "nocg1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.exit_status, 137);
+    assert!(!pid_alive(kid as i32), "descendant survived kill --all");
+    shim.stop().await;
+}
