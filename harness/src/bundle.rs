@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxDeviceCgroup, LinuxNamespaceType, LinuxResources, Process, Root, Spec,
+    Capabilities, Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxNamespaceType,
+    LinuxResources, Mount, Process, Root, Spec,
 };
 
 use crate::error::HarnessError;
@@ -56,6 +57,7 @@ pub struct Bundle {
 pub fn default_spec(ns: &str, id: &str, process: Process) -> Spec {
     let mut spec = Spec::default();
     spec.set_hostname(None);
+    spec.set_mounts(Some(default_mounts()));
     spec.set_process(Some(process));
     let mut root = Root::default();
     root.set_path(PathBuf::from("rootfs"));
@@ -77,9 +79,99 @@ pub fn default_spec(ns: &str, id: &str, process: Process) -> Spec {
     spec
 }
 
-/// A process spec running `args` with containerd's default env and cwd `/`.
+/// containerd's default mounts (`oci.defaultMounts`): no cgroup mount, a `/run` tmpfs.
+pub fn default_mounts() -> Vec<Mount> {
+    let m = |dest: &str, typ: &str, src: &str, opts: &[&str]| {
+        let mut mount = Mount::default();
+        mount.set_destination(PathBuf::from(dest));
+        mount.set_typ(Some(typ.to_string()));
+        mount.set_source(Some(PathBuf::from(src)));
+        mount.set_options(Some(opts.iter().map(|o| o.to_string()).collect()));
+        mount
+    };
+    vec![
+        m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        m(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        m(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        m(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        m(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        m(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
+        m(
+            "/run",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+    ]
+}
+
+/// containerd's default capability set (`oci.defaultUnixCaps`).
+pub fn default_capabilities() -> LinuxCapabilities {
+    let set: Capabilities = [
+        Capability::Chown,
+        Capability::DacOverride,
+        Capability::Fsetid,
+        Capability::Fowner,
+        Capability::Mknod,
+        Capability::NetRaw,
+        Capability::Setgid,
+        Capability::Setuid,
+        Capability::Setfcap,
+        Capability::Setpcap,
+        Capability::NetBindService,
+        Capability::SysChroot,
+        Capability::Kill,
+        Capability::AuditWrite,
+    ]
+    .into_iter()
+    .collect();
+    let mut caps = LinuxCapabilities::default();
+    caps.set_bounding(Some(set.clone()));
+    caps.set_permitted(Some(set.clone()));
+    caps.set_effective(Some(set));
+    // No inheritable/ambient set since containerd 1.6.1 (CVE-2022-24769).
+    caps.set_inheritable(None);
+    caps.set_ambient(None);
+    caps
+}
+
+/// A process spec running `args` as containerd's default process does: uid 0, cwd `/`,
+/// no-new-privileges, containerd's capabilities, RLIMIT_NOFILE 1024, PATH only.
 pub fn process(args: &[&str]) -> Process {
     let mut p = Process::default();
+    p.set_capabilities(Some(default_capabilities()));
     p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
     p.set_env(Some(vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
@@ -266,6 +358,18 @@ mod tests {
             .collect();
         assert!(nss.contains(&"pid".to_string()) && !nss.contains(&"cgroup".to_string()));
         assert!(b.path().join("rootfs").is_dir());
+        let mounts: Vec<_> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            mounts.contains(&"/run".to_string()) && !mounts.iter().any(|m| m.contains("cgroup"))
+        );
+        let caps = v["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert_eq!(caps.len(), 14);
+        assert!(v["process"]["capabilities"].get("inheritable").is_none());
         let p = b.path().to_path_buf();
         drop(b);
         assert!(!p.exists());
