@@ -215,8 +215,10 @@ impl MockContainerd {
             .unwrap_or(u64::MAX);
         if let (Some(any), Some(mut stdin)) = (opts.runtime_options.as_ref(), child.stdin.take()) {
             let bytes = protobuf::Message::write_to_bytes(any).unwrap_or_default();
+            let bound = t.start;
             tokio::spawn(async move {
-                let _ = stdin.write_all(&bytes).await;
+                // A shim that never reads a large payload must not pin this task forever.
+                let _ = tokio::time::timeout(bound, stdin.write_all(&bytes)).await;
             });
         }
         let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(rd)
