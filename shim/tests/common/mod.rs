@@ -25,14 +25,18 @@ pub const SOCKET_DIR: &str = "/run/containerd/s";
 /// Default bound for one `ctr` call.
 pub const CTR_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The runtime under test: the reaper (default) or, to validate this fixture itself, Debian's
-/// `containerd-shim-runc-v2` with a busybox rootfs (`REAPER_CTD_RUNTIME=runc`).
+/// The runtime under test: the reaper (default); to validate this fixture itself, Debian's
+/// `containerd-shim-runc-v2` with a busybox rootfs (`REAPER_CTD_RUNTIME=runc`) or the reaper with
+/// deliberate bugs (`REAPER_CTD_RUNTIME=faulty FAULTY_SHIM=<faults>`: the tests must fail).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Runtime {
     /// `io.containerd.reaper.v2`, our shim from target/debug.
     Reaper,
     /// `io.containerd.runc.v2`, Debian's Go shim (fixture validation only).
     Runc,
+    /// `io.containerd.faulty.v2`, the reaper with the bugs named by `FAULTY_SHIM` (which
+    /// containerd passes on to the shim with the rest of its environment).
+    Faulty,
 }
 
 impl Runtime {
@@ -40,8 +44,11 @@ impl Runtime {
     pub fn from_env() -> Runtime {
         match std::env::var("REAPER_CTD_RUNTIME").as_deref() {
             Ok("runc") => Runtime::Runc,
+            Ok("faulty") => Runtime::Faulty,
             Ok("reaper") | Err(_) => Runtime::Reaper,
-            Ok(other) => panic!("REAPER_CTD_RUNTIME={other:?}: expected `reaper` or `runc`"),
+            Ok(other) => {
+                panic!("REAPER_CTD_RUNTIME={other:?}: expected `reaper`, `runc` or `faulty`")
+            }
         }
     }
 
@@ -50,6 +57,7 @@ impl Runtime {
         match self {
             Runtime::Reaper => "io.containerd.reaper.v2",
             Runtime::Runc => "io.containerd.runc.v2",
+            Runtime::Faulty => "io.containerd.faulty.v2",
         }
     }
 }
@@ -82,10 +90,15 @@ pub fn target_debug_dir() -> PathBuf {
 /// The built reaper shim (target/debug, or the dir named by `REAPER_SHIM_DIR`, e.g. target/release
 /// for RSS figures), or a failure naming the build command.
 pub fn reaper_binary() -> PathBuf {
+    built_binary("containerd-shim-reaper-v2")
+}
+
+/// A binary of package `containerd-shim-reaper` (see [`reaper_binary`]).
+pub fn built_binary(name: &str) -> PathBuf {
     let dir = std::env::var_os("REAPER_SHIM_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(target_debug_dir);
-    let bin = dir.join("containerd-shim-reaper-v2");
+    let bin = dir.join(name);
     assert!(
         bin.is_file(),
         "{} is missing: run `cargo build -p containerd-shim-reaper`",
@@ -340,7 +353,10 @@ impl Daemon {
     pub fn start(runtime: Runtime, ns: &str, opts: DaemonOpts) -> Daemon {
         require_tools(&["containerd", "ctr"]);
         let shim_dir = match runtime {
-            Runtime::Reaper => reaper_binary().parent().expect("shim dir").to_path_buf(),
+            Runtime::Reaper | Runtime::Faulty => {
+                let daemon = Daemon::shim_binary_of(runtime);
+                daemon.parent().expect("shim dir").to_path_buf()
+            }
             Runtime::Runc => {
                 require_tools(&["containerd-shim-runc-v2", "runc"]);
                 which("containerd-shim-runc-v2")
@@ -562,8 +578,13 @@ impl Daemon {
 
     /// The shim binary of our runtime (the one containerd finds first on its PATH).
     pub fn shim_binary(&self) -> PathBuf {
-        match self.runtime {
+        Daemon::shim_binary_of(self.runtime)
+    }
+
+    fn shim_binary_of(runtime: Runtime) -> PathBuf {
+        match runtime {
             Runtime::Reaper => reaper_binary(),
+            Runtime::Faulty => built_binary("containerd-shim-faulty-v2"),
             Runtime::Runc => which("containerd-shim-runc-v2").expect("runc shim"),
         }
     }
@@ -651,7 +672,7 @@ impl Daemon {
                 leaks.push(format!("zombie {p} (parent {:?})", ppid(p)));
             }
         }
-        if self.runtime == Runtime::Reaper {
+        if self.runtime != Runtime::Runc {
             for ctrl in ["freezer", "pids", "cpuacct", "memory"] {
                 for id in &self.ids {
                     let d = Path::new("/sys/fs/cgroup")
