@@ -570,6 +570,13 @@ fn helper_silent_listener() {
         panic!("HARNESS_TEST_LISTEN not set: this helper is started by bad-shim tests");
     };
     let _l = std::os::unix::net::UnixListener::bind(path).expect("bind");
+    if std::env::var_os("HARNESS_TEST_ZOMBIE").is_some() {
+        // A child that exits and is never waited for: a zombie under the "server".
+        let child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        std::mem::forget(child);
+    }
     std::thread::sleep(Duration::from_secs(60));
 }
 
@@ -1207,4 +1214,44 @@ async fn terminal_output_arrives_on_stdout_through_a_pty() -> Result<()> {
     ensure!(report.sent_shutdown && report.server_exited);
     ensure!(report.leaks.is_empty(), "{:#?}", report.leaks);
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreaped_children_of_a_shim_are_reported_as_zombies() -> Result<()> {
+    let b = bad_setup(Dialect::V2_0, "zombie").await?;
+    let shim = silent_server_shim(b.dir.path(), "@ADDR@")?;
+    let s = b
+        .mock
+        .launch(
+            &shim,
+            &b.bundle,
+            LaunchOptions {
+                extra_env: vec![("HARNESS_TEST_ZOMBIE".into(), "1".into())],
+                ..Default::default()
+            },
+        )
+        .await?;
+    let server = s.pid.context("server pid")?;
+    // Wait until the server's child has exited unreaped.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !leaks::descendants(server).iter().any(|d| d.state == 'Z') {
+        ensure!(
+            Instant::now() < deadline,
+            "no zombie appeared under {server}"
+        );
+        tokio::time::sleep(ms(20)).await;
+    }
+    let report = s.close().await;
+    let zombies: Vec<_> = report
+        .leaks
+        .iter()
+        .filter(|l| l.kind == leaks::LeakKind::Zombie)
+        .collect();
+    ensure!(zombies.len() == 1, "leaks {:#?}", report.leaks);
+    ensure!(
+        zombies[0].detail.contains(&format!("parent {server}")),
+        "{:?}",
+        zombies[0]
+    );
+    assert_all_gone(&recorded_pids(&b.bundle))
 }
