@@ -348,6 +348,7 @@ impl MockContainerd {
             },
             rootfs_dir: bundle.rootfs_dir().map(Path::to_path_buf),
             closed: false,
+            since,
         })
     }
 }
@@ -539,6 +540,7 @@ pub struct Shim {
     delete: DeleteAction,
     rootfs_dir: Option<PathBuf>,
     closed: bool,
+    since: u64,
 }
 
 impl Drop for Shim {
@@ -555,6 +557,8 @@ impl Drop for Shim {
             descendants: self.pid.map(leaks::descendants).unwrap_or_default(),
             socket: dialect::socket_path(&self.address),
             dirs: vec![],
+            bundle: None,
+            not_before: self.since,
         };
         let found = leaks::check_and_clean(&scope);
         if !found.is_empty() {
@@ -712,6 +716,8 @@ impl Shim {
             dirs: std::iter::once(self.delete.bundle.join("rootfs"))
                 .chain(self.rootfs_dir.clone())
                 .collect(),
+            bundle: Some(self.delete.bundle.clone()),
+            not_before: self.since,
         };
         let mut leaks = tokio::task::spawn_blocking(move || leaks::check_and_clean(&scope))
             .await

@@ -24,6 +24,8 @@ pub enum LeakKind {
     Socket,
     /// Something still mounted under the bundle (e.g. `rootfs`).
     Mount,
+    /// A host process still using the bundle (its cwd or an open file is inside it).
+    BundleInUse,
 }
 
 /// One leftover, reported and then cleaned up by the harness.
@@ -243,8 +245,38 @@ pub struct LeakScope {
     pub descendants: Vec<ProcInfo>,
     /// The shim's socket file, if a path.
     pub socket: Option<PathBuf>,
-    /// The bundle directory and the rootfs directory.
+    /// Directories checked for leftover mounts (bundle `rootfs/`, the busybox rootfs).
     pub dirs: Vec<PathBuf>,
+    /// The bundle directory: no process may still use it.
+    pub bundle: Option<PathBuf>,
+    /// Only processes started at or after this (clock ticks since boot) count as using the
+    /// bundle: a user's shell sitting in it is not the shim's doing.
+    pub not_before: u64,
+}
+
+/// Processes other than this one whose cwd or an open file lies under `dir`, with what it is.
+pub fn processes_using(dir: &Path) -> Vec<(ProcInfo, PathBuf)> {
+    let me = std::process::id() as i32;
+    let mut out = vec![];
+    for p in all_processes() {
+        if p.pid == me || p.state == 'Z' {
+            continue;
+        }
+        let cwd = std::fs::read_link(format!("/proc/{}/cwd", p.pid)).ok();
+        let mut hit = cwd.filter(|c| c.starts_with(dir));
+        if hit.is_none() {
+            if let Ok(rd) = std::fs::read_dir(format!("/proc/{}/fd", p.pid)) {
+                hit = rd
+                    .flatten()
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .find(|t| t.starts_with(dir));
+            }
+        }
+        if let Some(h) = hit {
+            out.push((p, h));
+        }
+    }
+    out
 }
 
 /// Checks `scope` for leftovers, reports each, then ends/removes them (by pid / path).
@@ -342,6 +374,26 @@ pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
             });
         }
     }
+    if let Some(b) = &scope.bundle {
+        for (p, what) in processes_using(b)
+            .into_iter()
+            .filter(|(p, _)| p.starttime >= scope.not_before)
+        {
+            let cleaned = kill_and_wait(p.pid, Duration::from_secs(2));
+            leaks.push(Leak {
+                kind: LeakKind::BundleInUse,
+                detail: format!(
+                    "pid {} ({}) still uses the bundle: {}",
+                    p.pid,
+                    p.comm,
+                    what.display()
+                ),
+                pid: Some(p.pid),
+                path: Some(what),
+                cleaned,
+            });
+        }
+    }
     for d in &scope.dirs {
         for m in mounts_under(d).into_iter().rev() {
             let cleaned = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).is_ok();
@@ -412,6 +464,30 @@ mod tests {
         assert!(is_alive(child.id() as i32));
         assert!(kill_and_wait(child.id() as i32, Duration::from_secs(2)));
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_process_with_its_cwd_in_the_bundle_is_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(tmp.path())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let found = processes_using(tmp.path());
+        let leaks = check_and_clean(&LeakScope {
+            bundle: Some(tmp.path().to_path_buf()),
+            ..Default::default()
+        });
+        child.wait().unwrap();
+        assert!(found.iter().any(|(p, _)| p.pid == pid), "{found:?}");
+        assert!(
+            leaks
+                .iter()
+                .any(|l| l.kind == LeakKind::BundleInUse && l.pid == Some(pid) && l.cleaned),
+            "{leaks:?}"
+        );
     }
 
     #[test]
