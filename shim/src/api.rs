@@ -499,7 +499,7 @@ impl Shim {
                         exec_id: exec_id.clone(),
                         ..Default::default()
                     };
-                    pi.info = Some(to_any(&d)).into();
+                    pi.info = Some(to_any("containerd.runc.v1.ProcessDetails", &d)).into();
                 }
                 pi
             })
@@ -579,8 +579,7 @@ impl Shim {
             Some(cg) => cg.metrics(),
             None => proc_metrics(&c.all_pids()),
         };
-        let mut any = to_any(&m);
-        any.type_url = "io.containerd.cgroups.v1.Metrics".to_string();
+        let any = to_any("io.containerd.cgroups.v1.Metrics", &m);
         Ok(StatsResponse {
             stats: Some(any).into(),
             ..Default::default()

@@ -32,12 +32,31 @@ pub fn timestamp(t: SystemTime) -> Timestamp {
     }
 }
 
-/// Packs a message into an Any with containerd's bare type URL (`containerd.events.TaskExit`).
-pub fn to_any(m: &dyn MessageDyn) -> Any {
+/// Packs a message into an Any with the given type URL. containerd uses bare full names
+/// (`containerd.events.TaskExit`); they are spelled out (see [`event_type`]) rather than taken
+/// from protobuf reflection, whose descriptor tables would cost the idle shim memory.
+pub fn to_any(type_url: &str, m: &dyn MessageDyn) -> Any {
     Any {
-        type_url: m.descriptor_dyn().full_name().to_string(),
+        type_url: type_url.to_string(),
         value: m.write_to_bytes_dyn().unwrap_or_default(),
         ..Default::default()
+    }
+}
+
+/// The protobuf full name of the event published on `topic`.
+pub fn event_type(topic: &str) -> &'static str {
+    match topic {
+        "/tasks/create" => "containerd.events.TaskCreate",
+        "/tasks/start" => "containerd.events.TaskStart",
+        "/tasks/exit" => "containerd.events.TaskExit",
+        "/tasks/delete" => "containerd.events.TaskDelete",
+        "/tasks/exec-added" => "containerd.events.TaskExecAdded",
+        "/tasks/exec-started" => "containerd.events.TaskExecStarted",
+        "/tasks/paused" => "containerd.events.TaskPaused",
+        "/tasks/resumed" => "containerd.events.TaskResumed",
+        "/tasks/oom" => "containerd.events.TaskOOM",
+        "/tasks/checkpointed" => "containerd.events.TaskCheckpointed",
+        _ => "containerd.events.Unknown",
     }
 }
 
@@ -54,7 +73,7 @@ impl EventSender for Publisher {
             timestamp: Some(timestamp(SystemTime::now())).into(),
             namespace: self.namespace.clone(),
             topic: topic.to_string(),
-            event: Some(to_any(event.as_ref())).into(),
+            event: Some(to_any(event_type(topic), event.as_ref())).into(),
             ..Default::default()
         };
         tracing::debug!(topic, "event queued");
@@ -146,5 +165,54 @@ pub fn start(address: String, namespace: String) -> Publisher {
         namespace,
         tx,
         pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use containerd_shim_protos::events::task::*;
+    use containerd_shim_protos::protobuf::MessageFull;
+    use containerd_shim_protos::topics::*;
+
+    #[test]
+    fn spelled_out_type_names_match_the_descriptors() {
+        let cases: [(&str, String); 8] = [
+            (
+                TASK_CREATE_EVENT_TOPIC,
+                TaskCreate::descriptor().full_name().to_string(),
+            ),
+            (
+                TASK_START_EVENT_TOPIC,
+                TaskStart::descriptor().full_name().to_string(),
+            ),
+            (
+                TASK_EXIT_EVENT_TOPIC,
+                TaskExit::descriptor().full_name().to_string(),
+            ),
+            (
+                TASK_DELETE_EVENT_TOPIC,
+                TaskDelete::descriptor().full_name().to_string(),
+            ),
+            (
+                TASK_EXEC_ADDED_EVENT_TOPIC,
+                TaskExecAdded::descriptor().full_name().to_string(),
+            ),
+            (
+                TASK_EXEC_STARTED_EVENT_TOPIC,
+                TaskExecStarted::descriptor().full_name().to_string(),
+            ),
+            (
+                TASK_PAUSED_EVENT_TOPIC,
+                TaskPaused::descriptor().full_name().to_string(),
+            ),
+            (
+                TASK_RESUMED_EVENT_TOPIC,
+                TaskResumed::descriptor().full_name().to_string(),
+            ),
+        ];
+        for (topic, name) in cases {
+            assert_eq!(event_type(topic), name, "{topic}");
+        }
     }
 }

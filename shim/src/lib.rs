@@ -9,6 +9,7 @@ pub mod events;
 pub mod faults;
 pub mod flags;
 pub mod io;
+pub mod logging;
 pub mod process;
 pub mod pty;
 pub mod reaper;

@@ -244,11 +244,7 @@ fn init_logging(bundle: &Path, debug: bool) {
     } else {
         tracing::Level::INFO
     };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::sync::Mutex::new(f))
-        .with_ansi(false)
-        .with_max_level(level)
-        .try_init();
+    let _ = tracing::subscriber::set_global_default(crate::logging::LineLogger::new(f, level));
 }
 
 /// Server mode: serve the Task API until Shutdown (no containers left) or SIGTERM.

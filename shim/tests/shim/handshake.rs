@@ -292,3 +292,37 @@ async fn delete_action_kills_what_a_dead_server_left() {
     assert!(again.status.success());
     shim.stop().await;
 }
+
+#[tokio::test]
+async fn server_logs_to_the_bundle_log_fifo() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bundle = Bundle::new(&["true"]).unwrap();
+    let log = bundle.fifo("log").unwrap();
+    // containerd opens the log FIFO before `start`; we read it without blocking.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&log)
+        .unwrap();
+    let shim = ShimProc::start(&bundle, "log1").await.unwrap();
+    shim.client
+        .create(ctx(), &create_req("log1", &bundle))
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while !text.contains("create") {
+        let mut buf = [0u8; 4096];
+        match reader.read(&mut buf) {
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read log: {e}"),
+        }
+        assert!(Instant::now() < end, "no create line in the log: {text:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(text.contains("level=INFO"), "{text}");
+    assert!(text.contains("id=\"log1\""), "{text}");
+    shim.stop().await;
+}
