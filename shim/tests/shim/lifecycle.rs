@@ -427,3 +427,60 @@ async fn events_are_queued_until_the_endpoint_comes_up() {
     reap(pid);
     events.stop().await;
 }
+
+#[tokio::test]
+async fn exec_failure_at_start_is_a_clear_error_without_events() {
+    let bundle = Bundle::new(&["true"]).unwrap();
+    let bad = bundle.path().join("not-a-binary");
+    std::fs::write(&bad, b"\x7fELF-but-not-really").unwrap();
+    std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    bundle
+        .write_spec(&[&bad.display().to_string()], &[PATH_ENV], "/", false)
+        .unwrap();
+    let shim = ShimProc::start(&bundle, "badexec").await.unwrap();
+    shim.client
+        .create(ctx(), &create_req("badexec", &bundle))
+        .await
+        .unwrap();
+    let e = shim
+        .client
+        .start(
+            ctx(),
+            &StartRequest {
+                id: "badexec".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    let msg = message(&e);
+    assert!(
+        msg.contains("not-a-binary") && msg.contains("exec"),
+        "{msg}"
+    );
+    let d = shim
+        .client
+        .delete(
+            ctx(),
+            &DeleteRequest {
+                id: "badexec".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.exit_status, 127);
+    let ev = shim
+        .events
+        .rec
+        .wait_for("delete", |e| e.iter().any(|e| e.topic == "/tasks/delete"))
+        .await
+        .unwrap();
+    let topics: Vec<&str> = ev.iter().map(|e| e.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        ["/tasks/create", "/tasks/delete"],
+        "no start/exit for a failed start"
+    );
+    shim.stop().await;
+}
