@@ -45,4 +45,5 @@ pub mod redact;
 pub mod report;
 pub mod scenario;
 pub mod stdio;
+pub mod stress;
 pub mod timeouts;
