@@ -284,6 +284,9 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
     let ns = flags.namespace.clone();
     let sock = sock_path.clone();
     let res = rt.block_on(async move {
+        // Handlers first: a SIGTERM from now on is an orderly exit that removes the socket.
+        let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM", e))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT", e))?;
         let reaper = Reaper::new();
         reaper.start()?;
         let publisher = Arc::new(events::start(
@@ -307,8 +310,6 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
             .await
             .map_err(|e| Error::Other(format!("ttrpc server: {e}")))?;
         let mut exit_rx = shim.exit.subscribe();
-        let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM", e))?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::io("SIGINT", e))?;
         tokio::select! {
             _ = exit_rx.wait_for(|v| *v) => tracing::info!("shutdown requested"),
             _ = term.recv() => tracing::info!("SIGTERM"),
