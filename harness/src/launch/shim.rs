@@ -1,0 +1,246 @@
+//! A launched shim and its end of life as containerd handles it (doc 2.10): Shutdown, close the
+//! connection, the `delete` action, synthetic `/tasks/exit` + `/tasks/delete` when the task was
+//! never deleted, then the harness's own leak check; dropping an unclosed shim ends its server.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use containerd_shim_protos::api::ShutdownRequest;
+use containerd_shim_protos::events::task::{TaskDelete, TaskExit};
+
+use crate::client::TaskClient;
+use crate::delete::{DeleteAction, DeleteActionOutcome};
+use crate::dialect::{self, TaskApi};
+use crate::events::{
+    event_fields, system_to_timestamp, EventLog, EventSource, RecordedEvent, TaskEvent,
+};
+use crate::leaks::{self, Leak, LeakScope};
+
+use super::log::LogDrain;
+use super::Timeouts;
+
+/// A launched shim: its address, the task API chosen, a client, and what is needed to close it.
+pub struct Shim {
+    /// The server's pid, found through the socket it listens on (if it could be found).
+    pub pid: Option<i32>,
+    /// The address printed by `start` (the `address` field of a JSON reply).
+    pub address: String,
+    /// The task API the dialect chose.
+    pub api: TaskApi,
+    pub(super) client: TaskClient,
+    pub(super) start_output: String,
+    pub(super) log: LogDrain,
+    pub(super) pgids: Vec<i32>,
+    pub(super) events: EventLog,
+    pub(super) timeouts: Timeouts,
+    pub(super) delete: DeleteAction,
+    pub(super) rootfs_dir: Option<PathBuf>,
+    pub(super) closed: bool,
+    pub(super) since: u64,
+}
+
+impl Drop for Shim {
+    /// A shim dropped without [`Shim::close`] (an error path, a panic) is not left running:
+    /// the connection is closed, its server and process groups are ended by pid.
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.client.close();
+        let scope = LeakScope {
+            server_pid: self.pid,
+            pgids: self.pgids.clone(),
+            descendants: self.pid.map(leaks::descendants).unwrap_or_default(),
+            socket: dialect::socket_path(&self.address),
+            dirs: vec![],
+            bundle: None,
+            not_before: self.since,
+        };
+        let found = leaks::check_and_clean(&scope);
+        if !found.is_empty() {
+            tracing::warn!(id = %self.delete.id, ?found, "shim dropped without close: ended its leftovers");
+        }
+    }
+}
+
+impl std::fmt::Debug for Shim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shim")
+            .field("pid", &self.pid)
+            .field("address", &self.address)
+            .field("api", &self.api)
+            .finish()
+    }
+}
+
+/// What happened when the harness closed a shim.
+#[derive(Debug, Clone)]
+pub struct CloseReport {
+    /// The `delete` action's decoded response, or why it failed.
+    pub delete_action: Result<DeleteActionOutcome, String>,
+    /// `/tasks/exit` + `/tasks/delete` the mock published because a task was still live.
+    pub synthetic_events: Vec<RecordedEvent>,
+    /// Leftovers found (and then cleaned up).
+    pub leaks: Vec<Leak>,
+    /// Whether `close` had to send `Shutdown` itself (the caller had not).
+    pub sent_shutdown: bool,
+    /// Whether the server exited within the shutdown bound (before any kill).
+    pub server_exited: bool,
+    /// All lines drained from the `log` FIFO.
+    pub log: Vec<String>,
+}
+
+impl Shim {
+    /// A client on this shim's connection (clones share it).
+    pub fn client(&self) -> TaskClient {
+        self.client.clone()
+    }
+
+    /// Lines read from the bundle's `log` FIFO so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lines()
+    }
+
+    /// The combined, trimmed output of `start`.
+    pub fn start_output(&self) -> &str {
+        &self.start_output
+    }
+
+    /// The container id this connection was launched for.
+    pub fn id(&self) -> &str {
+        &self.delete.id
+    }
+
+    /// Closes as containerd does after a task's life: Shutdown (if the caller did not send
+    /// one), close the connection, run the `delete` action, publish synthetic exit/delete if the
+    /// task was never deleted, wait (bounded) for the server to exit, then check for leaks and
+    /// end whatever is left.
+    pub async fn close(mut self) -> CloseReport {
+        self.closed = true;
+        let t = self.timeouts;
+        let descendants = self.pid.map(leaks::descendants).unwrap_or_default();
+        // Unreaped children of a live server: give it a moment, then whatever is still a zombie
+        // under the same parent is reported.
+        let mut zombie_leaks = vec![];
+        if descendants.iter().any(|d| d.state == 'Z') {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for d in descendants.iter().filter(|d| d.state == 'Z') {
+                if let Some(p) = leaks::proc_info(d.pid) {
+                    if p.state == 'Z' && p.ppid == d.ppid {
+                        zombie_leaks.push(Leak {
+                            kind: leaks::LeakKind::Zombie,
+                            detail: format!(
+                                "zombie pid {} ({}) not reaped by its parent {}",
+                                p.pid, p.comm, p.ppid
+                            ),
+                            pid: Some(p.pid),
+                            path: None,
+                            cleaned: false,
+                        });
+                    }
+                }
+            }
+        }
+        let mut sent_shutdown = false;
+        if !self.client.shutdown_sent() && !self.client.is_closed() {
+            sent_shutdown = true;
+            let req = ShutdownRequest {
+                id: self.delete.id.clone(),
+                ..Default::default()
+            };
+            let _ = self.client.shutdown(req, t.shutdown).await;
+        }
+        let live = self.client.live_tasks();
+        self.client.close();
+        let delete_action = self.delete.run(t.delete_action).await;
+        let mut synthetic = vec![];
+        if live.contains_key(&self.delete.id) {
+            // containerd's cleanupAfterDeadShim: the DeleteResponse values, or 255 and now.
+            let (pid, status, at) = match &delete_action {
+                Ok(o) => (
+                    o.pid,
+                    o.exit_status,
+                    o.exited_at.unwrap_or_else(SystemTime::now),
+                ),
+                Err(_) => (0, 255, SystemTime::now()),
+            };
+            let id = self.delete.id.clone();
+            let exit = TaskEvent::Exit(TaskExit {
+                container_id: id.clone(),
+                id: id.clone(),
+                pid,
+                exit_status: status,
+                exited_at: protobuf::MessageField::some(system_to_timestamp(at)),
+                ..Default::default()
+            });
+            let del = TaskEvent::Delete(TaskDelete {
+                container_id: id,
+                pid,
+                exit_status: status,
+                exited_at: protobuf::MessageField::some(system_to_timestamp(at)),
+                ..Default::default()
+            });
+            for (topic, ev) in [("/tasks/exit", exit), ("/tasks/delete", del)] {
+                let now = SystemTime::now();
+                let rec = RecordedEvent {
+                    topic: topic.into(),
+                    namespace: self.delete.namespace.clone(),
+                    timestamp: Some(now),
+                    received: now,
+                    source: EventSource::Mock,
+                    fields: event_fields(&ev),
+                    event: ev,
+                };
+                self.events.record(rec.clone());
+                synthetic.push(rec);
+            }
+        }
+        let mut server_exited = true;
+        if let Some(pid) = self.pid {
+            let deadline = tokio::time::Instant::now() + t.shutdown;
+            while leaks::is_alive(pid) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            server_exited = !leaks::is_alive(pid);
+        }
+        // Zombies need a moment: the server may be reaping right now.
+        let scope = LeakScope {
+            server_pid: self.pid,
+            pgids: self.pgids.clone(),
+            descendants,
+            socket: dialect::socket_path(&self.address),
+            dirs: std::iter::once(self.delete.bundle.join("rootfs"))
+                .chain(self.rootfs_dir.clone())
+                .collect(),
+            bundle: Some(self.delete.bundle.clone()),
+            not_before: self.since,
+        };
+        let mut leaks = tokio::task::spawn_blocking(move || leaks::check_and_clean(&scope))
+            .await
+            .unwrap_or_default();
+        for z in zombie_leaks.iter_mut() {
+            // Killing the parent hands the zombie to init, which reaps it.
+            z.cleaned = z
+                .pid
+                .map(|p| !leaks::is_alive(p) && leaks::proc_info(p).is_none())
+                .unwrap_or(true);
+        }
+        zombie_leaks.extend(
+            leaks
+                .drain(..)
+                .filter(|l| l.kind != leaks::LeakKind::Zombie),
+        );
+        let leaks = zombie_leaks;
+        let log = std::mem::replace(&mut self.log, LogDrain::empty())
+            .stop()
+            .await;
+        CloseReport {
+            delete_action,
+            synthetic_events: synthetic,
+            leaks,
+            sent_shutdown,
+            server_exited,
+            log,
+        }
+    }
+}
