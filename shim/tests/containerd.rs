@@ -680,3 +680,93 @@ fn a_task_survives_a_containerd_restart() {
         .ok("container delete");
     d.assert_no_leaks();
 }
+
+#[test]
+fn stdin_eof_reaches_the_process_and_a_mebibyte_passes_through() {
+    let mut d = daemon("stdineof");
+    // ctr sends CloseIO when its stdin ends; cat must then see EOF and exit.
+    let input: Vec<u8> = (0..(1u32 << 20)).map(|i| b'a' + (i % 26) as u8).collect();
+    let out = d.run_rm(&[], "cat1", &["/bin/cat"], Some(&input));
+    let out = out.ok("cat of 1 MiB");
+    assert_eq!(out.stdout.len(), input.len());
+    assert!(
+        out.stdout.as_bytes() == input.as_slice(),
+        "cat output differs"
+    );
+    let out = d.run_rm(&[], "wc1", &["/usr/bin/wc", "-c"], Some(b"12345"));
+    assert_eq!(out.ok("wc -c").stdout.trim(), "5");
+    d.assert_no_leaks();
+}
+
+#[test]
+fn log_uri_file_receives_stdout_and_stderr() {
+    let mut d = daemon("logfile");
+    let log = d.dir.path().join("task.log");
+    let uri = format!("file://{}", log.display());
+    let out = d.run_rm(
+        &["--log-uri", &uri],
+        "lf1",
+        &["/bin/sh", "-c", "echo to-out; echo to-err >&2; exit 3"],
+        None,
+    );
+    assert_eq!(out.code(), 3, "{out:#?}");
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("to-out\n") && text.contains("to-err\n"),
+        "{}: {text:?}",
+        log.display()
+    );
+    d.assert_no_leaks();
+}
+
+#[test]
+fn a_paused_task_can_still_be_killed() {
+    let mut d = daemon("pausekill");
+    let (mut run, _) = d.run_bg(&[], "pk1", &["/bin/sleep", "30"]);
+    d.ctr(&["task", "pause", "pk1"]).ok("task pause");
+    d.ctr(&["task", "kill", "-s", "SIGKILL", "pk1"])
+        .ok("task kill of a paused task");
+    assert_eq!(run.wait(Duration::from_secs(15)).code(), 137);
+    d.assert_no_leaks();
+}
+
+#[test]
+fn exec_with_tty_and_a_failing_exec_leave_the_task_unharmed() {
+    common::require_tools(&["script"]);
+    let mut d = daemon("exectty");
+    let (mut run, pid) = d.run_bg(&[], "et1", &["/bin/sleep", "30"]);
+    let line = format!(
+        "ctr --address {} --namespace {} task exec -t --exec-id t1 et1 \
+         /bin/sh -c 'test -t 0 && test -t 1 && echo exec-on-a-tty; exit 6'",
+        d.address.display(),
+        d.namespace
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-q", "-e", "-c", &line, "/dev/null"]);
+    let out = common::run_bounded(cmd, None, common::CTR_TIMEOUT);
+    assert!(out.stdout.contains("exec-on-a-tty"), "{out:#?}");
+    assert_eq!(out.code(), 6, "{out:#?}");
+
+    let fifo = d.dir.path().join("fifo").display().to_string();
+    let bad = d.ctr(&[
+        "task",
+        "exec",
+        "--fifo-dir",
+        &fifo,
+        "--exec-id",
+        "bad1",
+        "et1",
+        "/nonexistent/prog",
+    ]);
+    assert_ne!(bad.code(), 0, "{bad:#?}");
+    assert!(bad.stderr.contains("/nonexistent/prog"), "{bad:#?}");
+    assert_eq!(
+        d.task_status("et1"),
+        Some((pid, "RUNNING".to_string())),
+        "a failed exec harmed the task"
+    );
+    d.ctr(&["task", "kill", "-s", "SIGKILL", "et1"])
+        .ok("task kill et1");
+    assert_eq!(run.wait(Duration::from_secs(15)).code(), 137);
+    d.assert_no_leaks();
+}

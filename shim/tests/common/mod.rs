@@ -62,6 +62,21 @@ impl Runtime {
     }
 }
 
+/// Makes `cmd` get SIGKILL when the spawning test thread dies (e.g. the test binary is killed by
+/// a timeout), so no containerd or ctr of ours outlives it. Shims are reparented on purpose and
+/// are ended by [`Daemon`]'s drop instead.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Fails with the set-up command when a host tool is missing.
 pub fn require_tools(tools: &[&str]) {
     for tool in tools {
@@ -145,12 +160,17 @@ pub fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) ->
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .process_group(0);
+    die_with_parent(&mut cmd);
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
     let pid = child.id() as i32;
     if let Some(data) = stdin {
         let mut w = child.stdin.take().expect("piped stdin");
-        // The program may not read it all; a broken pipe is its business.
-        let _ = w.write_all(data);
+        let data = data.to_vec();
+        // A writer thread: the child may echo stdin to a stdout nobody drains yet. The program
+        // may not read it all; a broken pipe is its business. The pipe closes when it is done.
+        std::thread::spawn(move || {
+            let _ = w.write_all(&data);
+        });
     }
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -193,6 +213,7 @@ impl Bg {
             .stdout(fs::File::create(&stdout).expect("create stdout file"))
             .stderr(fs::File::create(&stderr).expect("create stderr file"))
             .process_group(0);
+        die_with_parent(&mut cmd);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         Bg {
             child: Some(child),
@@ -436,6 +457,7 @@ impl Daemon {
             .stdout(log_file.try_clone().expect("dup log"))
             .stderr(log_file)
             .process_group(0);
+        die_with_parent(&mut cmd);
         self.child = Some(cmd.spawn().expect("spawn containerd"));
         self.wait_ready();
     }
