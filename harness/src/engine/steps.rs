@@ -829,7 +829,7 @@ impl<'a> Ctx<'a> {
         let req = json!({
             "id": id, "exec-id": exec_id, "terminal": terminal,
             "stdin": paths.0, "stdout": paths.1, "stderr": paths.2,
-            "spec": serde_json::to_value(&oci).unwrap_or(Value::Null),
+            "spec": sorted_sets(serde_json::to_value(&oci).unwrap_or(Value::Null)),
         });
         let ereq = ExecProcessRequest {
             id: id.clone(),
@@ -1238,6 +1238,24 @@ impl<'a> Ctx<'a> {
         drop(self.containers);
         res
     }
+}
+
+/// Sorts the string lists of a spec (oci-spec keeps capabilities in hash sets) for stable output.
+fn sorted_sets(mut v: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Array(a) if a.iter().all(Value::is_string) => {
+                a.sort_by(|x, y| x.as_str().cmp(&y.as_str()));
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            Value::Object(o) => o.values_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    if let Some(c) = v.get_mut("capabilities") {
+        walk(c);
+    }
+    v
 }
 
 fn keep(b: &[u8]) -> String {
