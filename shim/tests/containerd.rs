@@ -770,3 +770,71 @@ fn exec_with_tty_and_a_failing_exec_leave_the_task_unharmed() {
     assert_eq!(run.wait(Duration::from_secs(15)).code(), 137);
     d.assert_no_leaks();
 }
+
+/// Exec events come in README order (exec-added < exec-started < exit < delete, all naming the
+/// exec), and bad kill requests (unknown signal number, unknown exec id) are clear errors that
+/// leave the task running.
+#[test]
+fn exec_events_in_order_and_bad_kills_are_clear_errors() {
+    let mut d = daemon("execev");
+    let (mut run, pid) = d.run_bg(&[], "xe1", &["/bin/sleep", "30"]);
+    let ev = subscribe_events(&d);
+    let fifo = d.dir.path().join("fifo").display().to_string();
+    let out = d.ctr(&[
+        "task",
+        "exec",
+        "--fifo-dir",
+        &fifo,
+        "--exec-id",
+        "e9",
+        "xe1",
+        "/bin/sh",
+        "-c",
+        "exit 4",
+    ]);
+    assert_eq!(out.code(), 4, "{out:#?}");
+    let evs = poll(Duration::from_secs(10), || {
+        let evs = parse_events(&ev.output());
+        evs.iter()
+            .any(|e| e.topic == "/tasks/delete" && e.body["id"] == "e9")
+            .then_some(evs)
+    })
+    .unwrap_or_else(|| panic!("no /tasks/delete for exec e9: {}", ev.output()));
+    let topics: Vec<&str> = evs
+        .iter()
+        .filter(|e| e.body["container_id"] == "xe1" && e.topic.starts_with("/tasks/"))
+        .map(|e| e.topic.as_str())
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/exit",
+            "/tasks/delete"
+        ],
+        "{evs:#?}"
+    );
+    let exit = evs.iter().find(|e| e.topic == "/tasks/exit").expect("exit");
+    assert_eq!(exit.body["id"], "e9");
+    assert_eq!(exit.body["exit_status"], 4);
+    drop(ev);
+
+    let bad = d.ctr(&["task", "kill", "-s", "99", "xe1"]);
+    assert_ne!(bad.code(), 0, "{bad:#?}");
+    assert!(
+        bad.stderr.contains("99"),
+        "the error does not name the signal: {bad:#?}"
+    );
+    let bad = d.ctr(&["task", "kill", "--exec-id", "nope", "xe1"]);
+    assert!(bad.stderr.contains("not found"), "{bad:#?}");
+    assert_eq!(
+        d.task_status("xe1"),
+        Some((pid, "RUNNING".to_string())),
+        "bad kills harmed the task"
+    );
+    d.ctr(&["task", "kill", "-s", "SIGKILL", "xe1"])
+        .ok("task kill xe1");
+    assert_eq!(run.wait(Duration::from_secs(15)).code(), 137);
+    d.assert_no_leaks();
+}
