@@ -23,6 +23,6 @@ if [ "$root" != /opt/runc-rs ]; then
 fi
 cargo build -p containerd-shim-reaper -p harness --bins
 cargo test -p harness --test core -- --ignored --exact \
-  interop_runc_rs_lifecycle_dialect_2_0 interop_runc_rs_is_incompatible_with_1_6 \
-  interop_runc_rs_is_unsupported_under_1_7
+  interop::interop_runc_rs_lifecycle_dialect_2_0 interop::interop_runc_rs_is_incompatible_with_1_6 \
+  interop::interop_runc_rs_is_unsupported_under_1_7
 echo "ci/interop.sh: containerd-shim-runc-v2-rs passes under 2.0, is refused under 1.6 and 1.7"
