@@ -838,3 +838,21 @@ fn exec_events_in_order_and_bad_kills_are_clear_errors() {
     assert_eq!(run.wait(Duration::from_secs(15)).code(), 137);
     d.assert_no_leaks();
 }
+
+/// An init that leaves a background child behind: the child (reparented to the subreaper shim)
+/// must not outlive the task, and nothing stays a zombie.
+#[test]
+fn an_orphaned_child_does_not_outlive_its_task() {
+    let mut d = daemon("orphan");
+    let marker = d.dir.path().join("orphan.pid");
+    let script = format!("/bin/sleep 30 & echo $! > {}; exit 0", marker.display());
+    let out = d.run_rm(&[], "or1", &["/bin/sh", "-c", &script], None);
+    assert_eq!(out.code(), 0, "{out:#?}");
+    let orphan: u32 = fs::read_to_string(&marker)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .expect("init wrote its child's pid");
+    // It may already be gone; if not it is tracked and must go.
+    d.track(orphan, "orphaned child of or1");
+    d.assert_no_leaks();
+}
