@@ -1,0 +1,56 @@
+//! The ttrpc `containerd.services.events.ttrpc.v1.Events` endpoint: `Forward` validates and
+//! records each envelope into an [`EventLog`], answering InvalidArgument when containerd would.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use containerd_shim_protos::shim::events::ForwardRequest;
+use containerd_shim_protos::shim_async::Events;
+use protobuf::well_known_types::empty::Empty;
+
+use super::{EventLog, EventSource};
+
+/// The ttrpc `Events` service: validates and records each forwarded envelope.
+pub(crate) struct ForwardService {
+    pub(crate) log: EventLog,
+    pub(crate) source: EventSource,
+}
+
+#[async_trait]
+impl Events for ForwardService {
+    async fn forward(
+        &self,
+        _ctx: &ttrpc::r#async::TtrpcContext,
+        req: ForwardRequest,
+    ) -> ttrpc::Result<Empty> {
+        let env = req.envelope.into_option().unwrap_or_default();
+        match self.log.accept_envelope(&env, self.source) {
+            Ok(()) => Ok(Empty::new()),
+            Err(reason) => Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                reason,
+            ))),
+        }
+    }
+}
+
+/// Starts a ttrpc server at `path` serving `Events/Forward` into `log`, tagging events with `source`.
+pub(crate) async fn serve(
+    path: &std::path::Path,
+    log: EventLog,
+    source: EventSource,
+) -> Result<ttrpc::r#async::Server, crate::error::HarnessError> {
+    let address = format!("unix://{}", path.display());
+    let svc =
+        containerd_shim_protos::shim_async::create_events(Arc::new(ForwardService { log, source }));
+    let err = |m: String| crate::error::HarnessError::Endpoint {
+        address: address.clone(),
+        message: m,
+    };
+    let mut server = ttrpc::r#async::Server::new()
+        .bind(&address)
+        .map_err(|e| err(e.to_string()))?
+        .register_service(svc);
+    server.start().await.map_err(|e| err(e.to_string()))?;
+    Ok(server)
+}
