@@ -113,9 +113,39 @@ fn task_exec_output_and_exit_code() {
         "/bin/true",
     ]);
     assert_eq!(ok.code(), 0, "{ok:#?}");
+
+    // A running exec shows in `task ps` with its exec id; killing init ends it too.
+    let long = d.ctr_cmd(&[
+        "task",
+        "exec",
+        "--fifo-dir",
+        &fifo,
+        "--exec-id",
+        "long",
+        "exec1",
+        "/bin/sleep",
+        "30",
+    ]);
+    let mut long = common::Bg::spawn(long, d.dir.path(), "exec-long");
+    let line = poll(Duration::from_secs(10), || {
+        let ps = d.ctr(&["task", "ps", "exec1"]);
+        ps.stdout
+            .lines()
+            .find(|l| l.contains("ExecID:long"))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("exec `long` never in task ps: {}", long.errors()));
+    let exec_pid: u32 = line
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("pid column");
+    d.track(exec_pid, "exec `long` of exec1");
     d.ctr(&["task", "kill", "-s", "SIGKILL", "exec1"])
         .ok("task kill exec1");
     assert_eq!(run.wait(Duration::from_secs(15)).code(), 137);
+    let long_out = long.wait(Duration::from_secs(15));
+    assert_ne!(long_out.code(), 0, "exec outlived init: {long_out:#?}");
     d.assert_no_leaks();
 }
 
