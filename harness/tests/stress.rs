@@ -8,6 +8,10 @@ use anyhow::{ensure, Context, Result};
 use harness::stress::{self, StressOptions};
 
 fn reaper_shim() -> Result<PathBuf> {
+    // A release build can be measured the same way: STRESS_SHIM=target/release/...
+    if let Some(p) = std::env::var_os("STRESS_SHIM") {
+        return Ok(PathBuf::from(p));
+    }
     let exe = std::env::current_exe()?;
     let debug = exe
         .parent()
