@@ -5,19 +5,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use containerd_shim_protos::events::task::{
     TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM,
     TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim_protos::shim::event::Envelope;
-use containerd_shim_protos::shim::events::ForwardRequest;
-use containerd_shim_protos::shim_async::Events;
 use protobuf::well_known_types::any::Any;
-use protobuf::well_known_types::empty::Empty;
-use protobuf::well_known_types::timestamp::Timestamp;
-use protobuf::Message;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Who delivered an event to the mock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -259,7 +253,9 @@ mod decode;
 mod server;
 mod validate;
 
-pub use decode::{decode_any, event_fields, system_to_timestamp, timestamp_json, timestamp_to_system};
+pub use decode::{
+    decode_any, event_fields, system_to_timestamp, timestamp_json, timestamp_to_system,
+};
 pub(crate) use server::serve;
 pub use validate::{validate_envelope, validate_identifier, validate_topic};
 
