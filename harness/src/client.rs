@@ -302,6 +302,35 @@ impl TaskClient {
     }
 }
 
+/// The `type_url` containerd gives an exec's OCI process spec.
+pub const PROCESS_SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+
+/// An `ExecProcessRequest` as containerd builds it: the OCI process as JSON in an `Any`, the
+/// stdio paths, and `terminal` (which must match `process.terminal`).
+pub fn exec_request(
+    id: &str,
+    exec_id: &str,
+    process: &oci_spec::runtime::Process,
+    stdio: (String, String, String),
+    terminal: bool,
+) -> Result<ExecProcessRequest, serde_json::Error> {
+    let spec = protobuf::well_known_types::any::Any {
+        type_url: PROCESS_SPEC_TYPE_URL.to_string(),
+        value: serde_json::to_vec(process)?,
+        ..Default::default()
+    };
+    Ok(ExecProcessRequest {
+        id: id.to_string(),
+        exec_id: exec_id.to_string(),
+        terminal,
+        stdin: stdio.0,
+        stdout: stdio.1,
+        stderr: stdio.2,
+        spec: protobuf::MessageField::some(spec),
+        ..Default::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -324,3 +324,29 @@ async fn unreaped_children_of_a_shim_are_reported_as_zombies() -> Result<()> {
     );
     assert_all_gone(&recorded_pids(&b.bundle))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_shim_prints_an_address_nobody_listens_on() -> Result<()> {
+    let b = bad_setup(Dialect::V2_0, "nolisten").await?;
+    let shim = script(
+        b.dir.path(),
+        "shim",
+        "printf unix:///nonexistent/s.sock",
+        true,
+    )?;
+    let t0 = Instant::now();
+    let err = b
+        .mock
+        .launch(&shim, &b.bundle, LaunchOptions::default())
+        .await
+        .err()
+        .context("launched")?;
+    ensure!(matches!(err, LaunchError::Connect { .. }), "{err:?}");
+    ensure!(
+        err.to_string()
+            .starts_with("connecting to unix:///nonexistent/s.sock"),
+        "{err}"
+    );
+    ensure!(t0.elapsed() < Duration::from_secs(3));
+    Ok(())
+}

@@ -251,3 +251,192 @@ async fn terminal_output_arrives_on_stdout_through_a_pty() -> Result<()> {
     ensure!(report.leaks.is_empty(), "{:#?}", report.leaks);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_events_are_decoded_with_their_fields() -> Result<()> {
+    use harness::client::exec_request;
+    use harness::events::TaskEvent;
+    let runc = require(
+        RUNC_SHIM,
+        "run ci/setup.sh (apt-get install containerd runc)",
+    )?;
+    let mock = MockContainerd::new(MockConfig::default()).await?;
+    let id = "exec1";
+    let bundle = Bundle::create(
+        &mock.bundle_parent(),
+        id,
+        process(&["sleep", "30"]),
+        BundleOptions {
+            rootfs: RootfsKind::Busybox,
+            ..Default::default()
+        },
+    )?;
+    let fifo = mock.state_dir().join("fifo");
+    let null_stdin = StdioOptions {
+        stdin: StdioMode::Null,
+        ..Default::default()
+    };
+    let stdio = StdioSet::create(&fifo, id, null_stdin.clone())?;
+    let shim = mock
+        .launch(&runc, &bundle, LaunchOptions::default())
+        .await?;
+    let c = shim.client();
+    let rpc = Duration::from_secs(10);
+    c.create(bundle.create_request(stdio.paths(), false, None), rpc)
+        .await?;
+    c.start(
+        StartRequest {
+            id: id.into(),
+            ..Default::default()
+        },
+        rpc,
+    )
+    .await?;
+    let estdio = StdioSet::create(&fifo, "exec1-e1", null_stdin)?;
+    let req = exec_request(
+        id,
+        "e1",
+        &process(&["sh", "-c", "echo from-exec; exit 7"]),
+        estdio.paths(),
+        false,
+    )?;
+    c.exec(req, rpc).await.context("exec")?;
+    let sreq = StartRequest {
+        id: id.into(),
+        exec_id: "e1".into(),
+        ..Default::default()
+    };
+    let started = c.start(sreq, rpc).await.context("start exec")?;
+    let w = c
+        .wait(
+            WaitRequest {
+                id: id.into(),
+                exec_id: "e1".into(),
+                ..Default::default()
+            },
+            rpc,
+        )
+        .await?;
+    ensure!(w.exit_status == 7, "exec exit {}", w.exit_status);
+    ensure!(
+        estdio
+            .wait_output(|o, _| o == b"from-exec\n", ms(5000))
+            .await,
+        "exec stdout {:?}",
+        String::from_utf8_lossy(&estdio.stdout())
+    );
+    let evs = mock.events();
+    ensure!(
+        evs.wait_until(
+            |e| e
+                .iter()
+                .any(|x| x.topic == "/tasks/exit" && x.fields["id"] == "e1"),
+            ms(5000)
+        )
+        .await,
+        "no exec exit event"
+    );
+    let all = evs.snapshot();
+    let added = all
+        .iter()
+        .find(|e| e.topic == "/tasks/exec-added")
+        .context("no exec-added")?;
+    ensure!(matches!(added.event, TaskEvent::ExecAdded(_)));
+    ensure!(added.fields["exec-id"] == "e1" && added.fields["container-id"] == id);
+    let est = all
+        .iter()
+        .find(|e| e.topic == "/tasks/exec-started")
+        .context("no exec-started")?;
+    ensure!(est.fields["pid"] == started.pid, "{}", est.fields);
+    let exit = all
+        .iter()
+        .find(|e| e.topic == "/tasks/exit")
+        .context("no exit")?;
+    ensure!(exit.fields["exit-status"] == 7 && exit.fields["pid"] == started.pid);
+    // Clean up as containerd would: kill, wait, delete, then close.
+    c.kill(
+        KillRequest {
+            id: id.into(),
+            signal: 9,
+            ..Default::default()
+        },
+        rpc,
+    )
+    .await?;
+    c.wait(
+        WaitRequest {
+            id: id.into(),
+            ..Default::default()
+        },
+        rpc,
+    )
+    .await?;
+    c.delete(
+        DeleteRequest {
+            id: id.into(),
+            ..Default::default()
+        },
+        rpc,
+    )
+    .await?;
+    let report = shim.close().await;
+    ensure!(report.leaks.is_empty(), "{:#?}", report.leaks);
+    Ok(())
+}
+
+/// A shim whose `start` says task API v3 while its server speaks only v2: containerd 2.0 dials
+/// v3 and every call fails with "service absent" (Go ttrpc: UNIMPLEMENTED `service ...`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_bootstrap_to_a_v2_only_server_is_service_absent() -> Result<()> {
+    let runc = require(
+        RUNC_SHIM,
+        "run ci/setup.sh (apt-get install containerd runc)",
+    )?;
+    let mock = MockContainerd::new(MockConfig::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let shim = script(
+        dir.path(),
+        "v3liar",
+        &format!(
+            "case \"$*\" in *delete) exec {r} \"$@\";; esac\naddr=$({r} \"$@\") || exit 1\nprintf '{{\"version\":3,\"address\":\"%s\",\"protocol\":\"ttrpc\"}}' \"$addr\"",
+            r = runc.display()
+        ),
+        true,
+    )?;
+    let bundle = Bundle::create(
+        &mock.bundle_parent(),
+        "v3liar",
+        process(&["true"]),
+        BundleOptions {
+            rootfs: RootfsKind::Busybox,
+            ..Default::default()
+        },
+    )?;
+    let s = mock
+        .launch(&shim, &bundle, LaunchOptions::default())
+        .await?;
+    ensure!(s.api == TaskApi::V3);
+    let err = s
+        .client()
+        .create(
+            bundle.create_request(Default::default(), false, None),
+            Duration::from_secs(5),
+        )
+        .await
+        .err()
+        .context("a v2-only server answered v3")?;
+    ensure!(err.is_service_absent(), "{err:?}");
+    ensure!(err.code_name() == "unimplemented", "{err:?}");
+    let report = s.close().await;
+    // Shutdown over v3 fails too, so the server outlives the connection: reported and ended.
+    ensure!(report.sent_shutdown && !report.server_exited);
+    ensure!(
+        report
+            .leaks
+            .iter()
+            .any(|l| l.kind == leaks::LeakKind::Process && l.cleaned),
+        "{:#?}",
+        report.leaks
+    );
+    Ok(())
+}
