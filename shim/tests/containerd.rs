@@ -359,7 +359,7 @@ fn idle_rss_of_the_server() {
     let rt = Runtime::from_env();
     let mut d = daemon("rss");
     let (mut run, _) = d.run_bg(&[], "rss1", &["/bin/sleep", "30"]);
-    let shims = d.shim_pids();
+    let shims = d.server_pids();
     assert_eq!(shims.len(), 1, "expected one shim server, got {shims:?}");
     std::thread::sleep(Duration::from_millis(300));
     let rss = report_rss(shims[0], rt, "with one idle task");
@@ -412,7 +412,7 @@ fn idle_rss_of_a_server_without_tasks() {
     let expected = format!("unix://{}", d.socket_paths()[0].display());
     assert_eq!(out.stdout, expected, "start printed {out:#?}");
     assert_eq!(out.stderr, "", "start wrote to stderr");
-    let shims = d.shim_pids();
+    let shims = d.server_pids();
     assert_eq!(shims.len(), 1, "expected one server, got {shims:?}");
     let pid = shims[0];
     d.track(pid, "idle shim server");
@@ -541,7 +541,7 @@ fn two_containers_of_one_group_share_one_server() {
     let (mut a, _) = d.run_bg(&["--annotation", ann], "ga", &["/bin/sleep", "30"]);
     let (mut b, _) = d.run_bg(&["--annotation", ann], "gb", &["/bin/sleep", "30"]);
     d.use_id("g1");
-    let shims = d.shim_pids();
+    let shims = d.server_pids();
     assert_eq!(
         shims.len(),
         1,
@@ -566,7 +566,7 @@ fn two_containers_of_one_group_share_one_server() {
         .ok("kill ga");
     assert_eq!(a.wait(Duration::from_secs(15)).code(), 137);
     // The server still serves the other container.
-    assert_eq!(d.shim_pids(), shims, "server gone while gb runs");
+    assert_eq!(d.server_pids(), shims, "server gone while gb runs");
     let (_, st) = d.task_status("gb").expect("gb listed");
     assert_eq!(st, "RUNNING");
     d.ctr(&["task", "kill", "-s", "SIGKILL", "gb"])
@@ -597,7 +597,7 @@ fn a_killed_shim_is_cleaned_up_by_containerd() {
     let mut d = daemon("shimdeath");
     let ev = subscribe_events(&d);
     let (mut run, _) = d.run_bg(&[], "sd1", &["/bin/sleep", "30"]);
-    let shims = d.shim_pids();
+    let shims = d.server_pids();
     assert_eq!(shims.len(), 1, "{shims:?}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shims[0] as i32),
@@ -643,7 +643,7 @@ fn pod_sandbox_runs_the_builtin_pause_and_shares_its_server() {
         "io.kubernetes.cri.sandbox-id=sb1",
     ];
     let (mut pause, pid) = d.run_bg(&sandbox, "sb1", &["/pause"]);
-    let shims = d.shim_pids();
+    let shims = d.server_pids();
     assert_eq!(shims.len(), 1, "{shims:?}");
     let exe = fs::read_link(format!("/proc/{pid}/exe")).expect("pause exe");
     assert!(
@@ -663,7 +663,7 @@ fn pod_sandbox_runs_the_builtin_pause_and_shares_its_server() {
     let out = d.run_rm(&member, "c1", &["/bin/echo", "in the pod"], None);
     assert_eq!(out.ok("pod member").stdout, "in the pod\n");
     assert_eq!(
-        d.shim_pids(),
+        d.server_pids(),
         shims,
         "the member did not share the sandbox's server"
     );
@@ -684,11 +684,15 @@ fn a_task_survives_a_containerd_restart() {
     let (pid, st) = d.task_status("rs1").expect("rs1 listed");
     assert_eq!(st, "RUNNING");
     d.track(pid, "init of rs1");
-    let shims = d.shim_pids();
+    let shims = d.server_pids();
     assert_eq!(shims.len(), 1, "{shims:?}");
 
     d.restart();
-    assert_eq!(d.shim_pids(), shims, "the shim did not survive the restart");
+    assert_eq!(
+        d.server_pids(),
+        shims,
+        "the shim did not survive the restart"
+    );
     assert_eq!(
         d.task_status("rs1"),
         Some((pid, "RUNNING".to_string())),

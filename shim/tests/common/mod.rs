@@ -636,6 +636,18 @@ impl Daemon {
             .collect()
     }
 
+    /// Shim *servers* of this daemon: [`Daemon::shim_pids`] without short-lived `start` and
+    /// `delete` action processes (their argv ends with the action word).
+    pub fn server_pids(&self) -> Vec<u32> {
+        self.shim_pids()
+            .into_iter()
+            .filter(|p| {
+                let argv = nul_split(&fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default());
+                !matches!(argv.last().map(String::as_str), Some("start" | "delete"))
+            })
+            .collect()
+    }
+
     /// The socket paths our ids hash to (containerd's `sha256(address/namespace/id)`).
     pub fn socket_paths(&self) -> Vec<PathBuf> {
         self.ids
