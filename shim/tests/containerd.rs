@@ -345,9 +345,18 @@ fn report_rss(pid: u32, rt: Runtime, what: &str) -> u64 {
     let rss = status_kb(pid, "VmRSS").expect("VmRSS");
     let anon = status_kb(pid, "RssAnon").unwrap_or(0);
     let file = status_kb(pid, "RssFile").unwrap_or(0);
+    // Memory the server alone costs: clean file pages (text) are shared and reclaimable.
+    let dirty = fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Private_Dirty:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
     let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
     eprintln!(
-        "{} server idle RSS {what}: {rss} kB (anon {anon} kB, file {file} kB); {}",
+        "{} server idle RSS {what}: {rss} kB (anon {anon} kB, file {file} kB, private dirty {dirty} kB); {}",
         rt.name(),
         exe.display()
     );
