@@ -373,6 +373,10 @@ impl Daemon {
     /// Starts a daemon for `runtime` (namespace `ns`) and waits until it answers.
     pub fn start(runtime: Runtime, ns: &str, opts: DaemonOpts) -> Daemon {
         require_tools(&["containerd", "ctr"]);
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the containerd tests need root (containerd, shim sockets under {SOCKET_DIR}, cgroups)"
+        );
         let shim_dir = match runtime {
             Runtime::Reaper | Runtime::Faulty => {
                 let daemon = Daemon::shim_binary_of(runtime);
