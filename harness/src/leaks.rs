@@ -252,6 +252,8 @@ pub struct LeakScope {
     /// Only processes started at or after this (clock ticks since boot) count as using the
     /// bundle: a user's shell sitting in it is not the shim's doing.
     pub not_before: u64,
+    /// Pids never reported or ended (a server still serving other containers).
+    pub spare: Vec<i32>,
 }
 
 /// Processes other than this one whose cwd or an open file lies under `dir`, with what it is.
@@ -334,6 +336,7 @@ pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
                 && scope.pgids.contains(&p.pgrp)
                 && p.state != 'Z'
                 && !to_kill.contains(&p.pid)
+                && !scope.spare.contains(&p.pid)
             {
                 leaks.push(Leak {
                     kind: LeakKind::ProcessGroup,
@@ -377,7 +380,7 @@ pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
     if let Some(b) = &scope.bundle {
         for (p, what) in processes_using(b)
             .into_iter()
-            .filter(|(p, _)| p.starttime >= scope.not_before)
+            .filter(|(p, _)| p.starttime >= scope.not_before && !scope.spare.contains(&p.pid))
         {
             let cleaned = kill_and_wait(p.pid, Duration::from_secs(2));
             leaks.push(Leak {

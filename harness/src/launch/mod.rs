@@ -61,6 +61,35 @@ pub struct MockContainerd {
     publish_binary: PathBuf,
     events: EventLog,
     servers: Vec<ttrpc::r#async::Server>,
+    registry: Registry,
+}
+
+/// One shim server as the mock knows it, shared by every connection to its address (a shim
+/// that groups containers answers several `start`s with one address).
+#[derive(Debug, Clone)]
+pub(crate) struct ServerEntry {
+    pub(crate) pid: Option<i32>,
+    pub(crate) pgids: Vec<i32>,
+    pub(crate) since: u64,
+    pub(crate) connections: usize,
+}
+
+/// Live servers by address.
+pub(crate) type Registry = Arc<Mutex<std::collections::HashMap<String, ServerEntry>>>;
+
+/// Drops one connection to `address`; returns whether others remain.
+pub(crate) fn release(registry: &Registry, address: &str) -> bool {
+    let mut reg = lock(registry);
+    let Some(e) = reg.get_mut(address) else {
+        return false;
+    };
+    e.connections = e.connections.saturating_sub(1);
+    if e.connections == 0 {
+        reg.remove(address);
+        false
+    } else {
+        true
+    }
 }
 
 impl std::fmt::Debug for MockContainerd {
@@ -103,6 +132,7 @@ impl MockContainerd {
             dir,
             events,
             servers: vec![s1, s2],
+            registry: Registry::default(),
         })
     }
 
@@ -309,16 +339,33 @@ impl MockContainerd {
                 serde_json::json!({"version": version, "address": address, "protocol": "ttrpc"});
             let _ = std::fs::write(bundle_dir.join("bootstrap.json"), params.to_string());
         }
-        let owners = leaks::socket_owners_since(&address, since);
-        let pid = owners
-            .iter()
-            .copied()
-            .find(|p| leaks::proc_info(*p).is_some_and(|i| i.state != 'Z'));
-        let mut pgids = vec![start_pid];
-        if let Some(info) = pid.and_then(leaks::proc_info) {
-            if !pgids.contains(&info.pgrp) && info.pgrp > 1 {
-                pgids.push(info.pgrp);
-            }
+        // A server already serving this address (grouping) is the same server: share its entry.
+        let entry = {
+            let mut reg = lock(&self.registry);
+            let e = reg.entry(address.clone()).or_insert_with(|| {
+                let pid = leaks::socket_owners_since(&address, since)
+                    .into_iter()
+                    .find(|p| leaks::proc_info(*p).is_some_and(|i| i.state != 'Z'));
+                let mut pgids = vec![start_pid];
+                if let Some(info) = pid.and_then(leaks::proc_info) {
+                    if !pgids.contains(&info.pgrp) && info.pgrp > 1 {
+                        pgids.push(info.pgrp);
+                    }
+                }
+                ServerEntry {
+                    pid,
+                    pgids,
+                    since,
+                    connections: 0,
+                }
+            });
+            e.connections += 1;
+            e.clone()
+        };
+        let (pid, since) = (entry.pid, entry.since);
+        let mut pgids = entry.pgids;
+        if !pgids.contains(&start_pid) {
+            pgids.push(start_pid);
         }
         let client = TaskClient::new(
             conn,
@@ -351,6 +398,7 @@ impl MockContainerd {
             rootfs_dir: bundle.rootfs_dir().map(Path::to_path_buf),
             closed: false,
             since,
+            registry: self.registry.clone(),
         })
     }
 }

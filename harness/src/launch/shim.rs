@@ -37,6 +37,7 @@ pub struct Shim {
     pub(super) rootfs_dir: Option<PathBuf>,
     pub(super) closed: bool,
     pub(super) since: u64,
+    pub(super) registry: super::Registry,
 }
 
 impl Drop for Shim {
@@ -47,6 +48,9 @@ impl Drop for Shim {
             return;
         }
         self.client.close();
+        if super::release(&self.registry, &self.address) {
+            return; // the server still serves other containers
+        }
         let scope = LeakScope {
             server_pid: self.pid,
             pgids: self.pgids.clone(),
@@ -55,6 +59,7 @@ impl Drop for Shim {
             dirs: vec![],
             bundle: None,
             not_before: self.since,
+            spare: vec![],
         };
         let found = leaks::check_and_clean(&scope);
         if !found.is_empty() {
@@ -86,6 +91,9 @@ pub struct CloseReport {
     pub sent_shutdown: bool,
     /// Whether the server exited within the shutdown bound (before any kill).
     pub server_exited: bool,
+    /// Whether the server still serves other connections of this mock (grouping): then it
+    /// is left running and only this container's leftovers are checked.
+    pub server_shared: bool,
     /// All lines drained from the `log` FIFO.
     pub log: Vec<String>,
 }
@@ -152,6 +160,8 @@ impl Shim {
         }
         let live = self.client.live_tasks();
         self.client.close();
+        // Another connection still uses this server (grouping): it must live on, untouched.
+        let shared = super::release(&self.registry, &self.address);
         let delete_action = self.delete.run(t.delete_action).await;
         let mut synthetic = vec![];
         if live.contains_key(&self.delete.id) {
@@ -195,8 +205,8 @@ impl Shim {
                 synthetic.push(rec);
             }
         }
-        let mut server_exited = true;
-        if let Some(pid) = self.pid {
+        let mut server_exited = !shared;
+        if let Some(pid) = self.pid.filter(|_| !shared) {
             let deadline = tokio::time::Instant::now() + t.shutdown;
             while leaks::is_alive(pid) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -204,16 +214,33 @@ impl Shim {
             server_exited = !leaks::is_alive(pid);
         }
         // Zombies need a moment: the server may be reaping right now.
-        let scope = LeakScope {
-            server_pid: self.pid,
-            pgids: self.pgids.clone(),
-            descendants,
-            socket: dialect::socket_path(&self.address),
-            dirs: std::iter::once(self.delete.bundle.join("rootfs"))
-                .chain(self.rootfs_dir.clone())
-                .collect(),
-            bundle: Some(self.delete.bundle.clone()),
-            not_before: self.since,
+        let dirs = std::iter::once(self.delete.bundle.join("rootfs"))
+            .chain(self.rootfs_dir.clone())
+            .collect();
+        let scope = if shared {
+            let spare = self
+                .pid
+                .into_iter()
+                .chain(descendants.iter().map(|d| d.pid))
+                .collect();
+            LeakScope {
+                dirs,
+                bundle: Some(self.delete.bundle.clone()),
+                not_before: self.since,
+                spare,
+                ..Default::default()
+            }
+        } else {
+            LeakScope {
+                server_pid: self.pid,
+                pgids: self.pgids.clone(),
+                descendants,
+                socket: dialect::socket_path(&self.address),
+                dirs,
+                bundle: Some(self.delete.bundle.clone()),
+                not_before: self.since,
+                spare: vec![],
+            }
         };
         let mut leaks = tokio::task::spawn_blocking(move || leaks::check_and_clean(&scope))
             .await
@@ -240,6 +267,7 @@ impl Shim {
             leaks,
             sent_shutdown,
             server_exited,
+            server_shared: shared,
             log,
         }
     }

@@ -440,3 +440,103 @@ async fn v3_bootstrap_to_a_v2_only_server_is_service_absent() -> Result<()> {
     );
     Ok(())
 }
+
+/// Two containers grouped into one runc shim server (same `io.kubernetes.cri.sandbox-id`):
+/// closing the first leaves the shared server alone; closing the last ends it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_containers_share_one_server_until_the_last_close() -> Result<()> {
+    let runc = require(
+        RUNC_SHIM,
+        "run ci/setup.sh (apt-get install containerd runc)",
+    )?;
+    let mock = MockContainerd::new(MockConfig::default()).await?;
+    let rpc = Duration::from_secs(10);
+    let mut shims = vec![];
+    let mut keep = vec![];
+    for id in ["grp1", "grp2"] {
+        let bundle = Bundle::create(
+            &mock.bundle_parent(),
+            id,
+            process(&["sleep", "30"]),
+            BundleOptions {
+                rootfs: RootfsKind::Busybox,
+                annotations: [(
+                    "io.kubernetes.cri.sandbox-id".to_string(),
+                    "sb1".to_string(),
+                )]
+                .into(),
+            },
+        )?;
+        let stdio = StdioSet::create(
+            &mock.state_dir().join("fifo"),
+            id,
+            StdioOptions {
+                stdin: StdioMode::Null,
+                ..Default::default()
+            },
+        )?;
+        let shim = mock
+            .launch(&runc, &bundle, LaunchOptions::default())
+            .await?;
+        let c = shim.client();
+        c.create(bundle.create_request(stdio.paths(), false, None), rpc)
+            .await?;
+        c.start(
+            StartRequest {
+                id: id.into(),
+                ..Default::default()
+            },
+            rpc,
+        )
+        .await?;
+        shims.push((id, shim));
+        keep.push((bundle, stdio));
+    }
+    ensure!(shims[0].1.address == shims[1].1.address, "not grouped");
+    let server = shims[0].1.pid.context("server pid")?;
+    ensure!(
+        shims[1].1.pid == Some(server),
+        "second connection lost the server pid"
+    );
+    let mut reports = vec![];
+    for (id, shim) in shims {
+        let c = shim.client();
+        c.kill(
+            KillRequest {
+                id: id.into(),
+                signal: 9,
+                ..Default::default()
+            },
+            rpc,
+        )
+        .await?;
+        c.wait(
+            WaitRequest {
+                id: id.into(),
+                ..Default::default()
+            },
+            rpc,
+        )
+        .await?;
+        c.delete(
+            DeleteRequest {
+                id: id.into(),
+                ..Default::default()
+            },
+            rpc,
+        )
+        .await?;
+        let report = shim.close().await;
+        ensure!(report.leaks.is_empty(), "{id}: {:#?}", report.leaks);
+        reports.push((
+            report.server_shared,
+            report.server_exited,
+            leaks::is_alive(server),
+        ));
+    }
+    ensure!(
+        reports == vec![(true, false, true), (false, true, false)],
+        "(shared, exited, alive) per close: {reports:?}"
+    );
+    Ok(())
+}
