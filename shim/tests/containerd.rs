@@ -899,3 +899,70 @@ fn an_orphaned_child_does_not_outlive_its_task() {
     d.track(orphan, "orphaned child of or1");
     d.assert_no_leaks();
 }
+
+/// A full OCI spec through `ctr run --config`: user (uid, gid, additionalGids), rlimits,
+/// noNewPrivileges, exactly the spec's env and its cwd reach the process.
+#[test]
+fn spec_user_rlimits_env_and_no_new_privileges_apply() {
+    let mut d = daemon("spec");
+    let cwd = d.dir.path().join("spec-cwd");
+    fs::create_dir_all(&cwd).expect("cwd");
+    let spec = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "user": {"uid": 65534, "gid": 65534, "additionalGids": [1234, 4321]},
+            "args": ["/bin/sh", "-c",
+                "id -u; id -g; id -G; ulimit -Sn; ulimit -Hn; \
+                 grep NoNewPrivs /proc/self/status; /usr/bin/env | /usr/bin/sort; pwd"],
+            "env": ["A=1", "PATH=/usr/bin:/bin"],
+            "cwd": cwd.display().to_string(),
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 123, "soft": 100}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs"},
+        "linux": {}
+    });
+    let spec_path = d.dir.path().join("spec.json");
+    fs::write(&spec_path, spec.to_string()).expect("spec.json");
+    d.use_id("spec1");
+    let fifo = d.dir.path().join("fifo").display().to_string();
+    let spec_s = spec_path.display().to_string();
+    let rt = d.runtime.name();
+    let out = d.ctr(&[
+        "run",
+        "--rm",
+        "--fifo-dir",
+        &fifo,
+        "--config",
+        &spec_s,
+        "--runtime",
+        rt,
+        "spec1",
+    ]);
+    let out = out.ok("ctr run --config");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let cwd_s = cwd.display().to_string();
+    assert_eq!(
+        lines.get(..6),
+        Some(
+            &[
+                "65534",
+                "65534",
+                "65534 1234 4321",
+                "100",
+                "123",
+                "NoNewPrivs:\t1"
+            ][..]
+        ),
+        "{out:#?}"
+    );
+    assert_eq!(lines.last(), Some(&cwd_s.as_str()), "{out:#?}");
+    // The env is exactly the spec's, plus what the shell itself adds (PWD, SHLVL, _).
+    let env: Vec<&str> = lines[6..lines.len() - 1]
+        .iter()
+        .copied()
+        .filter(|l| !["PWD=", "SHLVL=", "_="].iter().any(|p| l.starts_with(p)))
+        .collect();
+    assert_eq!(env, ["A=1", "PATH=/usr/bin:/bin"], "{out:#?}");
+    d.assert_no_leaks();
+}
