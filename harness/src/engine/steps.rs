@@ -1328,11 +1328,12 @@ fn match_events(
         return Ok(got.len());
     }
     let mut j = 0;
+    let mut last: Option<&str> = None;
     for m in expect {
         let mut note = None;
         loop {
             let Some((t, f)) = got.get(j) else {
-                let after = if j == 0 { String::new() } else { format!(" after {}", got[j - 1].0) };
+                let after = last.map(|l| format!(" after {l}")).unwrap_or_default();
                 return Err(match note {
                     Some(n) => format!("{} came with {n}", m.0.topic),
                     None => format!("no {}{after}", m.0.topic),
@@ -1341,7 +1342,10 @@ fn match_events(
             j += 1;
             if t == &m.0.topic {
                 match fields_ok(m, f) {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        last = Some(t.as_str());
+                        break;
+                    }
                     Err(e) => note = Some(e),
                 }
             }
