@@ -966,3 +966,46 @@ fn spec_user_rlimits_env_and_no_new_privileges_apply() {
     assert_eq!(env, ["A=1", "PATH=/usr/bin:/bin"], "{out:#?}");
     d.assert_no_leaks();
 }
+
+/// `ctr run --log-uri binary:///logger?out=PREFIX`: the shim starts the logger with the
+/// process's stdout on fd 3 and stderr on fd 4, waits for it to close fd 5, and passes
+/// CONTAINER_ID / CONTAINER_NAMESPACE and the query as arguments.
+#[test]
+fn log_uri_binary_logger_gets_both_streams() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut d = daemon("logbin");
+    let logger = d.dir.path().join("logger.sh");
+    fs::write(
+        &logger,
+        "#!/bin/sh\nexec 5>&-\n\
+         echo \"$1=$2 id=$CONTAINER_ID ns=$CONTAINER_NAMESPACE\" > \"$2.meta\"\n\
+         /bin/cat <&3 > \"$2.out\" &\n/bin/cat <&4 > \"$2.err\" &\nwait\n",
+    )
+    .expect("logger");
+    fs::set_permissions(&logger, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let prefix = d.dir.path().join("lg");
+    let uri = format!("binary://{}?out={}", logger.display(), prefix.display());
+    let out = d.run_rm(
+        &["--log-uri", &uri],
+        "bl1",
+        &["/bin/sh", "-c", "echo o1; echo e1 >&2; exit 2"],
+        None,
+    );
+    assert_eq!(out.code(), 2, "{out:#?}");
+    let read = |ext: &str| fs::read_to_string(format!("{}.{ext}", prefix.display()));
+    // The logger may still be flushing when ctr returns.
+    let done = poll(Duration::from_secs(5), || {
+        (read("out").ok()? == "o1\n" && read("err").ok()? == "e1\n").then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "logger files: out {:?} err {:?}",
+        read("out"),
+        read("err")
+    );
+    assert_eq!(
+        read("meta").unwrap_or_default(),
+        format!("out={} id=bl1 ns=logbin\n", prefix.display())
+    );
+    d.assert_no_leaks();
+}

@@ -689,6 +689,21 @@ impl Daemon {
             let argv = nul_split(&fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default());
             leaks.push(format!("shim process {p}: {argv:?}"));
         }
+        // Anything else still naming our temp dir (task scripts, loggers...), except containerd
+        // itself and the test's own ctr processes.
+        let dir = self.dir.path().display().to_string();
+        for p in all_pids() {
+            if p == self.pid() || p == std::process::id() || shims.contains(&p) {
+                continue;
+            }
+            let argv = nul_split(&fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default());
+            let is_ctr = argv
+                .first()
+                .is_some_and(|a| a.ends_with("ctr") || a == "script");
+            if !is_ctr && argv.iter().any(|a| a.contains(&dir)) {
+                leaks.push(format!("process {p} names our temp dir: {argv:?}"));
+            }
+        }
         for s in self.socket_paths() {
             if s.exists() {
                 leaks.push(format!("socket {}", s.display()));
