@@ -189,7 +189,10 @@ fn load_selection(sel: &Selection) -> Result<Vec<Loaded>> {
     };
     let filter = Filter::new(&sel.filter, &sel.skip).map_err(|e| anyhow!(e))?;
     let all = scenario::discover(&dirs)?;
-    Ok(all.into_iter().filter(|l| filter.matches(&l.name)).collect())
+    Ok(all
+        .into_iter()
+        .filter(|l| filter.matches(&l.name))
+        .collect())
 }
 
 #[allow(clippy::print_stdout)]
@@ -203,7 +206,11 @@ fn list(a: &ListArgs) -> Result<()> {
             "{:<w$}  {:<6}  {}\n",
             l.name,
             l.scenario.level.as_str(),
-            if req.is_empty() { "-".to_string() } else { req.join(",") }
+            if req.is_empty() {
+                "-".to_string()
+            } else {
+                req.join(",")
+            }
         ));
     }
     emit(&text);
@@ -214,8 +221,14 @@ fn list(a: &ListArgs) -> Result<()> {
 fn resolve_shim(arg: Option<&Path>) -> Result<PathBuf> {
     const REAPER: &str = "containerd-shim-reaper-v2";
     let path = match arg {
-        Some(p) if p.components().count() == 1 && !p.exists() => which(p.as_os_str())
-            .ok_or_else(|| anyhow!("shim `{}`: not found (not a file, not on PATH)", p.display()))?,
+        Some(p) if p.components().count() == 1 && !p.exists() => {
+            which(p.as_os_str()).ok_or_else(|| {
+                anyhow!(
+                    "shim `{}`: not found (not a file, not on PATH)",
+                    p.display()
+                )
+            })?
+        }
         Some(p) => p.to_path_buf(),
         None => {
             let beside = std::env::current_exe()
@@ -353,7 +366,8 @@ fn run(a: &RunArgs, cfg: RunConfig, scenarios: Vec<Loaded>) -> Result<u8> {
     };
     match &a.report {
         Some(path) => {
-            std::fs::write(path, &text).with_context(|| format!("--report `{}`", path.display()))?;
+            std::fs::write(path, &text)
+                .with_context(|| format!("--report `{}`", path.display()))?;
             if a.format != Format::Human {
                 eprint!("{}", report::human_summary(&report));
             } else {

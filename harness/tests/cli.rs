@@ -98,14 +98,22 @@ fn unknown_key_is_exit_2_with_location() {
 fn missing_shim_is_exit_2() {
     let d = suite("ok", OK);
     let out = harness()
-        .args(["run", "--shim", "/nonexistent/containerd-shim-nope-v2", "--scenarios"])
+        .args([
+            "run",
+            "--shim",
+            "/nonexistent/containerd-shim-nope-v2",
+            "--scenarios",
+        ])
         .arg(d.path())
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("/nonexistent/containerd-shim-nope-v2") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("/nonexistent/containerd-shim-nope-v2") && err.contains("not found"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -134,7 +142,10 @@ fn bad_arguments_are_exit_2() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let out = harness().args(["run", "--format", "xml"]).output().expect("run");
+    let out = harness()
+        .args(["run", "--format", "xml"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
@@ -151,10 +162,22 @@ fn json_report_has_the_contract_shape() {
         .arg(&report)
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
     assert_eq!(v["harness-version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(v["shim"], reaper().canonicalize().expect("canon").display().to_string());
+    assert_eq!(
+        v["shim"],
+        reaper()
+            .canonicalize()
+            .expect("canon")
+            .display()
+            .to_string()
+    );
     assert_eq!(v["containerd-version"], "2.0");
     assert_eq!(v["summary"]["passed"], 1);
     assert_eq!(v["summary"]["failed"], 0);
@@ -169,7 +192,10 @@ fn json_report_has_the_contract_shape() {
     assert_eq!(s["leaks"], Value::Array(vec![]));
     assert!(s["stdout"].is_string() && s["stderr"].is_string());
     let steps = s["steps"].as_array().expect("steps");
-    let names: Vec<_> = steps.iter().map(|x| x["step"].as_str().unwrap_or("")).collect();
+    let names: Vec<_> = steps
+        .iter()
+        .map(|x| x["step"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(names, ["create", "start", "wait", "delete", "shutdown"]);
     for st in steps {
         assert_eq!(st["status"], "passed");
@@ -182,7 +208,15 @@ fn json_report_has_the_contract_shape() {
         .iter()
         .map(|e| e["topic"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(topics, ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]);
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
     assert!(s["events"][2]["event"]["exit-status"].is_u64());
 }
 
@@ -199,8 +233,14 @@ fn a_failed_scenario_is_exit_1_with_expected_vs_got() {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("FAIL  g/wrong (must)"), "{text}");
-    assert!(text.contains("step 3 (wait): Wait response: exit-status: expected 3, got 0"), "{text}");
-    assert!(text.contains("events seen: [/tasks/create, /tasks/start, /tasks/exit"), "{text}");
+    assert!(
+        text.contains("step 3 (wait): Wait response: exit-status: expected 3, got 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("events seen: [/tasks/create, /tasks/start, /tasks/exit"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -215,7 +255,10 @@ fn tap_and_junit_formats() {
         .expect("run");
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("TAP version 13\n1..1\nok 1 - g/ok (must)\n"), "{text}");
+    assert!(
+        text.starts_with("TAP version 13\n1..1\nok 1 - g/ok (must)\n"),
+        "{text}"
+    );
     let out = harness()
         .args(["run", "--format", "junit", "--shim"])
         .arg(reaper())
@@ -224,7 +267,10 @@ fn tap_and_junit_formats() {
         .output()
         .expect("run");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("<testcase classname=\"g\" name=\"g/ok\""), "{text}");
+    assert!(
+        text.contains("<testcase classname=\"g\" name=\"g/ok\""),
+        "{text}"
+    );
 }
 
 #[test]
@@ -262,7 +308,11 @@ fn schema_and_list() {
         .expect("run");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.starts_with("g/ok") && l.contains("must")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("g/ok") && l.contains("must")),
+        "{text}"
+    );
 }
 
 #[test]

@@ -34,7 +34,11 @@ fn assert_caught(fault: &str, expected: &[(&str, &str)]) {
         cmd.arg("--filter").arg(name);
     }
     let out = cmd.output().expect("run harness");
-    assert_eq!(out.status.code(), Some(1), "fault {fault} went unnoticed: {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "fault {fault} went unnoticed: {out:?}"
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     for (name, text) in expected {
         let s = v["scenarios"]
@@ -45,7 +49,10 @@ fn assert_caught(fault: &str, expected: &[(&str, &str)]) {
             .unwrap_or_else(|| panic!("{name} did not run"));
         let reason = s["reason"].as_str().unwrap_or("");
         assert_eq!(s["status"], "failed", "{fault}: {name} should fail: {s}");
-        assert!(reason.contains(text), "{fault}: {name}: `{text}` not in: {reason}");
+        assert!(
+            reason.contains(text),
+            "{fault}: {name}: `{text}` not in: {reason}"
+        );
     }
 }
 
@@ -54,7 +61,10 @@ fn exit_before_start() {
     assert_caught(
         "exit-before-start",
         &[
-            ("events/exit-follows-start-instant", "event 2 is /tasks/exit, expected /tasks/start"),
+            (
+                "events/exit-follows-start-instant",
+                "event 2 is /tasks/exit, expected /tasks/start",
+            ),
             ("race/instant-exits", "no /tasks/exit after /tasks/start"),
         ],
     );
@@ -65,8 +75,14 @@ fn no_exit_event() {
     assert_caught(
         "no-exit-event",
         &[
-            ("events/exit-follows-start", "no /tasks/exit after /tasks/start"),
-            ("events/lifecycle-exact", "got [/tasks/create, /tasks/start, /tasks/delete]"),
+            (
+                "events/exit-follows-start",
+                "no /tasks/exit after /tasks/start",
+            ),
+            (
+                "events/lifecycle-exact",
+                "got [/tasks/create, /tasks/start, /tasks/delete]",
+            ),
         ],
     );
 }
@@ -109,8 +125,14 @@ fn delete_running_ok() {
     assert_caught(
         "delete-running-ok",
         &[
-            ("errors/delete-running", "Delete: expected error any, got success"),
-            ("errors/delete-running-keeps-it-running", "Delete: expected error any, got success"),
+            (
+                "errors/delete-running",
+                "Delete: expected error any, got success",
+            ),
+            (
+                "errors/delete-running-keeps-it-running",
+                "Delete: expected error any, got success",
+            ),
         ],
     );
 }
@@ -127,6 +149,9 @@ fn no_stdout() {
 fn shutdown_never_exits() {
     assert_caught(
         "shutdown-never-exits",
-        &[("shutdown/exits-when-empty", "is still running 3s later; expected it to exit")],
+        &[(
+            "shutdown/exits-when-empty",
+            "is still running 3s later; expected it to exit",
+        )],
     );
 }

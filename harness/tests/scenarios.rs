@@ -56,7 +56,11 @@ fn transcript(r: &ScenarioResult) -> String {
         match s.step.as_str() {
             "create" => {
                 if let Some(p) = pid("pid") {
-                    let name = if id == "main" { "init".to_string() } else { format!("init-{id}") };
+                    let name = if id == "main" {
+                        "init".to_string()
+                    } else {
+                        format!("init-{id}")
+                    };
                     red.add_pid(p, &name);
                 }
             }
@@ -86,18 +90,31 @@ fn transcript(r: &ScenarioResult) -> String {
     }
     // Metrics differ run to run.
     let _ = red.add_regex(r#""stats-size":\d+"#, r#""stats-size":[SIZE]"#);
-    let mut out = format!("scenario: {} ({})\n{}\nsteps:\n", r.name, r.level, r.description);
+    let mut out = format!(
+        "scenario: {} ({})\n{}\nsteps:\n",
+        r.name, r.level, r.description
+    );
     for s in &r.steps {
         let req = s.request.as_ref().map(one_line).unwrap_or_default();
         let answer = match &s.error {
             Some(e) => format!("error {}", one_line(e)),
             None => one_line(&s.response),
         };
-        out.push_str(&format!("  {} {} => {} [{}]\n", s.step, req, answer, s.status.as_str()));
+        out.push_str(&format!(
+            "  {} {} => {} [{}]\n",
+            s.step,
+            req,
+            answer,
+            s.status.as_str()
+        ));
     }
     out.push_str("events:\n");
     for e in &r.events {
-        let from = if e.source == "shim" { String::new() } else { format!(" (from {})", e.source) };
+        let from = if e.source == "shim" {
+            String::new()
+        } else {
+            format!(" (from {})", e.source)
+        };
         out.push_str(&format!("  {}{} {}\n", e.topic, from, one_line(&e.event)));
     }
     out.push_str(&format!("stdout: {:?}\nstderr: {:?}\n", r.stdout, r.stderr));
@@ -152,7 +169,9 @@ fn main() {
             })
             .collect(),
         // A suite that does not load is one failing trial naming the file, line and column.
-        Err(e) => vec![Trial::test("suite-loads", move || Err(e.to_string().into()))],
+        Err(e) => vec![Trial::test("suite-loads", move || {
+            Err(e.to_string().into())
+        })],
     };
     libtest_mimic::run(&args, trials).exit();
 }

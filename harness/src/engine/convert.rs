@@ -27,7 +27,9 @@ pub fn normalize_times(v: &mut Value) {
     match v {
         Value::Object(o) => {
             let zero_time = o.len() == 2
-                && o.get("seconds").and_then(Value::as_i64).is_some_and(|s| s <= 0)
+                && o.get("seconds")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|s| s <= 0)
                 && o.contains_key("nanos");
             if zero_time {
                 *v = Value::Null;

@@ -87,9 +87,7 @@ pub async fn run_scenarios(
             let _permit = sem.acquire_owned().await;
             tokio::task::spawn_blocking(move || handle.block_on(run_scenario(&cfg, &l)))
                 .await
-                .unwrap_or_else(|e| {
-                    aborted(&name2, level2, &format!("the scenario crashed: {e}"))
-                })
+                .unwrap_or_else(|e| aborted(&name2, level2, &format!("the scenario crashed: {e}")))
         });
         names.insert(id.id(), (name, level));
     }
@@ -99,7 +97,11 @@ pub async fn run_scenarios(
             Ok((_, res)) => res,
             Err(e) => {
                 let (name, level) = names.get(&e.id()).cloned().unwrap_or_default();
-                aborted(&name, level, &format!("the scenario task ended abnormally: {e}"))
+                aborted(
+                    &name,
+                    level,
+                    &format!("the scenario task ended abnormally: {e}"),
+                )
             }
         };
         progress(&res);
@@ -167,7 +169,9 @@ fn estimated_cost(steps: &[crate::scenario::Step]) -> u64 {
         .map(|s| match s {
             Step::Repeat(r) => u64::from(r.times) * estimated_cost(&r.steps),
             Step::Sleep(d) => (d.get().as_millis() / 20) as u64 + 1,
-            Step::Output(o) if o.stdout.as_ref().and_then(|m| m.length).unwrap_or(0) > 1 << 20 => 50,
+            Step::Output(o) if o.stdout.as_ref().and_then(|m| m.length).unwrap_or(0) > 1 << 20 => {
+                50
+            }
             _ => 1,
         })
         .sum::<u64>()

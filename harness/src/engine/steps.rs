@@ -21,15 +21,18 @@ use crate::launch::{LaunchOptions, MockConfig, MockContainerd, Shim};
 use crate::report::{EventRecord, ScenarioResult, Status, StepResult};
 use crate::scenario::{abbreviate, expand};
 use crate::scenario::{
-    Capability, EventMatch, ExpectError, Level, Loaded, Matcher, OutputMatch, Process,
-    StdioKind, Step,
+    Capability, EventMatch, ExpectError, Level, Loaded, Matcher, OutputMatch, Process, StdioKind,
+    Step,
 };
 use crate::stdio::{StdioMode, StdioOptions, StdioSet};
 
 /// The id of a scenario's main container.
 pub const MAIN: &str = "main";
 /// Grouping annotations a shim may honour (runc shim: the first present wins).
-const GROUP_ANNOTATIONS: [&str; 2] = ["io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"];
+const GROUP_ANNOTATIONS: [&str; 2] = [
+    "io.containerd.runc.v2.group",
+    "io.kubernetes.cri.sandbox-id",
+];
 /// How many shim log lines a failure shows.
 const LOG_TAIL: usize = 20;
 /// How much of the captured output a result keeps.
@@ -146,7 +149,11 @@ fn pid_ns(pid: u32) -> Option<PathBuf> {
 }
 
 /// Runs a scenario from a fresh mock to the closed shims.
-pub(super) async fn execute(cfg: &RunConfig, l: &Loaded, mut res: ScenarioResult) -> ScenarioResult {
+pub(super) async fn execute(
+    cfg: &RunConfig,
+    l: &Loaded,
+    mut res: ScenarioResult,
+) -> ScenarioResult {
     let sc = &l.scenario;
     let tmp = match tempfile::tempdir() {
         Ok(t) => t,
@@ -234,7 +241,17 @@ impl<'a> Ctx<'a> {
         self.skip.is_some() || (self.failure.is_some() && !self.cfg.keep_going)
     }
 
-    fn record(&mut self, name: &str, status: Status, dur: Duration, response: Value, error: Option<Value>, request: Option<Value>, message: Option<String>) -> usize {
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        name: &str,
+        status: Status,
+        dur: Duration,
+        response: Value,
+        error: Option<Value>,
+        request: Option<Value>,
+        message: Option<String>,
+    ) -> usize {
         self.steps.push(StepResult {
             step: name.to_string(),
             status,
@@ -249,7 +266,15 @@ impl<'a> Ctx<'a> {
 
     /// Records a failed non-RPC step and the scenario's failure.
     fn step_failed(&mut self, label: &str, name: &str, dur: Duration, msg: String) -> Flow {
-        let i = self.record(name, Status::Failed, dur, json!({}), None, None, Some(msg.clone()));
+        let i = self.record(
+            name,
+            Status::Failed,
+            dur,
+            json!({}),
+            None,
+            None,
+            Some(msg.clone()),
+        );
         self.fail(Some(i), format!("{label}: {msg}"));
         if self.cfg.keep_going {
             Flow::Go
@@ -269,21 +294,13 @@ impl<'a> Ctx<'a> {
             .or(self.process.terminal)
             .unwrap_or(false);
         let process = self.process.clone();
-        let t0 = Instant::now();
-        if std::env::var_os("HARNESS_TIMING").is_some() {
-            eprintln!("timing: launch begins {:?}", std::time::SystemTime::now());
-        }
-        let launched = self.launch(MAIN, &process, terminal).await;
-        if std::env::var_os("HARNESS_TIMING").is_some() {
-            eprintln!("timing: launch {:?}", t0.elapsed());
-        }
-        if let Err(e) = launched {
+        if let Err(e) = self.launch(MAIN, &process, terminal).await {
             self.fail(None, e);
             return false;
         }
         let client = self.shims[0].client.clone();
         let t = self.cfg.step_timeout;
-        for cap in self.requires.to_vec() {
+        for cap in self.requires.iter().copied() {
             let known = self.cfg.profile.capabilities.get(&cap).copied();
             if known == Some(true) || !probe_able(cap) {
                 continue;
@@ -291,27 +308,64 @@ impl<'a> Ctx<'a> {
             let probe_id = "harness-probe".to_string();
             let r: RpcResult<()> = match cap {
                 Capability::Exec => client
-                    .exec(ExecProcessRequest { id: probe_id.clone(), exec_id: probe_id, ..Default::default() }, t)
+                    .exec(
+                        ExecProcessRequest {
+                            id: probe_id.clone(),
+                            exec_id: probe_id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
                     .await
                     .map(|_| ()),
                 Capability::Pause => client
-                    .pause(PauseRequest { id: probe_id, ..Default::default() }, t)
+                    .pause(
+                        PauseRequest {
+                            id: probe_id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
                     .await
                     .map(|_| ()),
                 Capability::Stats => client
-                    .stats(StatsRequest { id: probe_id, ..Default::default() }, t)
+                    .stats(
+                        StatsRequest {
+                            id: probe_id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
                     .await
                     .map(|_| ()),
                 Capability::Pids => client
-                    .pids(PidsRequest { id: probe_id, ..Default::default() }, t)
+                    .pids(
+                        PidsRequest {
+                            id: probe_id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
                     .await
                     .map(|_| ()),
                 Capability::Update => client
-                    .update(UpdateTaskRequest { id: probe_id, ..Default::default() }, t)
+                    .update(
+                        UpdateTaskRequest {
+                            id: probe_id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
                     .await
                     .map(|_| ()),
                 Capability::Checkpoint => client
-                    .checkpoint(CheckpointTaskRequest { id: probe_id, ..Default::default() }, t)
+                    .checkpoint(
+                        CheckpointTaskRequest {
+                            id: probe_id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
                     .await
                     .map(|_| ()),
                 _ => Ok(()),
@@ -329,7 +383,12 @@ impl<'a> Ctx<'a> {
     }
 
     /// Creates a container's bundle and launches (or, grouped, re-launches) its shim.
-    async fn launch(&mut self, name: &str, process: &Process, terminal: bool) -> Result<(), String> {
+    async fn launch(
+        &mut self,
+        name: &str,
+        process: &Process,
+        terminal: bool,
+    ) -> Result<(), String> {
         let mut annotations = BTreeMap::new();
         if name != MAIN {
             for a in GROUP_ANNOTATIONS {
@@ -347,9 +406,6 @@ impl<'a> Ctx<'a> {
             },
         )
         .map_err(|e| format!("bundle for `{name}`: {e}"))?;
-        if std::env::var_os("HARNESS_TIMING").is_some() {
-            eprintln!("timing: bundle ready {:?}", std::time::SystemTime::now());
-        }
         let shim = self
             .mock
             .launch(
@@ -442,7 +498,15 @@ impl<'a> Ctx<'a> {
         match s {
             Step::Sleep(d) => {
                 tokio::time::sleep(d.get()).await;
-                self.record("sleep", Status::Passed, t0.elapsed(), json!({}), None, None, None);
+                self.record(
+                    "sleep",
+                    Status::Passed,
+                    t0.elapsed(),
+                    json!({}),
+                    None,
+                    None,
+                    None,
+                );
                 Flow::Go
             }
             Step::Repeat(r) => {
@@ -459,7 +523,15 @@ impl<'a> Ctx<'a> {
                 let r = self.events_step(e).await;
                 match r {
                     Ok(matched) => {
-                        self.record("events", Status::Passed, t0.elapsed(), json!({"matched": matched}), None, None, None);
+                        self.record(
+                            "events",
+                            Status::Passed,
+                            t0.elapsed(),
+                            json!({"matched": matched}),
+                            None,
+                            None,
+                            None,
+                        );
                         Flow::Go
                     }
                     Err(m) => self.step_failed(label, "events", t0.elapsed(), m),
@@ -467,14 +539,33 @@ impl<'a> Ctx<'a> {
             }
             Step::Output(o) => match self.output_step(o).await {
                 Ok(()) => {
-                    self.record("output", Status::Passed, t0.elapsed(), json!({}), None, None, None);
+                    self.record(
+                        "output",
+                        Status::Passed,
+                        t0.elapsed(),
+                        json!({}),
+                        None,
+                        None,
+                        None,
+                    );
                     Flow::Go
                 }
                 Err(m) => self.step_failed(label, "output", t0.elapsed(), m),
             },
-            Step::ShimAlive(a) => match self.shim_alive(a.alive, a.timeout.map(|d| d.get()), a.socket_removed).await {
+            Step::ShimAlive(a) => match self
+                .shim_alive(a.alive, a.timeout.map(|d| d.get()), a.socket_removed)
+                .await
+            {
                 Ok(()) => {
-                    self.record("shim-alive", Status::Passed, t0.elapsed(), json!({}), None, None, None);
+                    self.record(
+                        "shim-alive",
+                        Status::Passed,
+                        t0.elapsed(),
+                        json!({}),
+                        None,
+                        None,
+                        None,
+                    );
                     Flow::Go
                 }
                 Err(m) => self.step_failed(label, "shim-alive", t0.elapsed(), m),
@@ -482,11 +573,22 @@ impl<'a> Ctx<'a> {
             Step::WaitResult(w) => self.wait_result(w, label).await,
             Step::KillShim(k) => {
                 let Some(pid) = self.shims[0].pid else {
-                    return self.step_failed(label, "kill-shim", t0.elapsed(), "the shim server's pid is unknown".into());
+                    return self.step_failed(
+                        label,
+                        "kill-shim",
+                        t0.elapsed(),
+                        "the shim server's pid is unknown".into(),
+                    );
                 };
-                let sig = nix::sys::signal::Signal::try_from(k.signal.0 as i32).unwrap_or(nix::sys::signal::Signal::SIGKILL);
+                let sig = nix::sys::signal::Signal::try_from(k.signal.0 as i32)
+                    .unwrap_or(nix::sys::signal::Signal::SIGKILL);
                 if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
-                    return self.step_failed(label, "kill-shim", t0.elapsed(), format!("kill({pid}, {}): {e}", k.signal));
+                    return self.step_failed(
+                        label,
+                        "kill-shim",
+                        t0.elapsed(),
+                        format!("kill({pid}, {}): {e}", k.signal),
+                    );
                 }
                 let deadline = Instant::now() + Duration::from_secs(3);
                 while crate::leaks::is_alive(pid) && Instant::now() < deadline {
@@ -498,7 +600,15 @@ impl<'a> Ctx<'a> {
                 if let Some(p) = crate::dialect::socket_path(&self.shims[0].address) {
                     let _ = std::fs::remove_file(p);
                 }
-                self.record("kill-shim", Status::Passed, t0.elapsed(), json!({}), None, Some(json!({"signal": k.signal.0})), None);
+                self.record(
+                    "kill-shim",
+                    Status::Passed,
+                    t0.elapsed(),
+                    json!({}),
+                    None,
+                    Some(json!({"signal": k.signal.0})),
+                    None,
+                );
                 Flow::Go
             }
             _ => self.rpc_step(s, label).await,
@@ -510,22 +620,46 @@ impl<'a> Ctx<'a> {
         let t_default = self.cfg.step_timeout;
         let prep: Result<_, String> = (|| {
             Ok(match s {
-                Step::Create(c) => (common!(c), c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default()),
-                Step::Start(c) => (common!(c), c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default()),
-                Step::State(c) => (common!(c), c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default()),
+                Step::Create(c) => (
+                    common!(c),
+                    c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default(),
+                ),
+                Step::Start(c) => (
+                    common!(c),
+                    c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default(),
+                ),
+                Step::State(c) => (
+                    common!(c),
+                    c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default(),
+                ),
                 Step::Kill(c) => (common!(c), vec![]),
-                Step::Wait(c) => (common!(c), c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default()),
-                Step::Delete(c) => (common!(c), c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default()),
+                Step::Wait(c) => (
+                    common!(c),
+                    c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default(),
+                ),
+                Step::Delete(c) => (
+                    common!(c),
+                    c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default(),
+                ),
                 Step::Exec(c) => (common!(c), vec![]),
-                Step::Pids(c) => (common!(c), c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default()),
+                Step::Pids(c) => (
+                    common!(c),
+                    c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default(),
+                ),
                 Step::Pause(c) => (common!(c), vec![]),
                 Step::Resume(c) => (common!(c), vec![]),
-                Step::Stats(c) => (common!(c), c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default()),
+                Step::Stats(c) => (
+                    common!(c),
+                    c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default(),
+                ),
                 Step::CloseIo(c) => (common!(c), vec![]),
                 Step::ResizePty(c) => (common!(c), vec![]),
                 Step::Update(c) => (common!(c), vec![]),
                 Step::Checkpoint(c) => (common!(c), vec![]),
-                Step::Connect(c) => (common!(c), c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default()),
+                Step::Connect(c) => (
+                    common!(c),
+                    c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default(),
+                ),
                 Step::Shutdown(c) => (common!(c), vec![]),
                 _ => return Err(format!("`{name}` is not an RPC step")),
             })
@@ -544,17 +678,36 @@ impl<'a> Ctx<'a> {
             // A background wait: recorded as sent.
             return Flow::Go;
         };
-        let flow = self.judge(label, name, t0.elapsed(), request, result, &common, &matchers, s.capability());
+        let flow = self.judge(
+            label,
+            name,
+            t0.elapsed(),
+            request,
+            result,
+            &common,
+            &matchers,
+            s.capability(),
+        );
         if let (Flow::Go, Step::Shutdown(sd)) = (&flow, s) {
             if let Some(exits) = sd.exits {
-                let within = sd.exits_within.map(|d| d.get()).unwrap_or(Duration::from_secs(3));
+                let within = sd
+                    .exits_within
+                    .map(|d| d.get())
+                    .unwrap_or(Duration::from_secs(3));
                 let container = common.container;
-                if let Err(m) = self.shim_alive_of(container, !exits, Some(within), false).await {
+                if let Err(m) = self
+                    .shim_alive_of(container, !exits, Some(within), false)
+                    .await
+                {
                     let i = self.steps.len() - 1;
                     self.steps[i].status = Status::Failed;
                     self.steps[i].message = Some(m.clone());
                     self.fail(Some(i), format!("{label}: {m}"));
-                    return if self.cfg.keep_going { Flow::Go } else { Flow::Stop };
+                    return if self.cfg.keep_going {
+                        Flow::Go
+                    } else {
+                        Flow::Stop
+                    };
                 }
             }
         }
@@ -562,7 +715,12 @@ impl<'a> Ctx<'a> {
     }
 
     /// Builds and sends one RPC; `None` when it was sent in the background.
-    async fn send(&mut self, s: &Step, c: &Common<'_>, t: Duration) -> Result<Option<(Value, RpcResult<Value>)>, String> {
+    async fn send(
+        &mut self,
+        s: &Step,
+        c: &Common<'_>,
+        t: Duration,
+    ) -> Result<Option<(Value, RpcResult<Value>)>, String> {
         if let Step::Create(cs) = s {
             return self.create(cs, c, t).await.map(Some);
         }
@@ -575,11 +733,24 @@ impl<'a> Ctx<'a> {
             Step::Start(x) => {
                 let exec_id = self.opt_exec(&x.exec_id)?;
                 if exec_id.is_empty() {
-                    let key = if main { "start-time".to_string() } else { format!("{id}-start-time") };
+                    let key = if main {
+                        "start-time".to_string()
+                    } else {
+                        format!("{id}-start-time")
+                    };
                     self.vars.insert(key, now_rfc3339());
                 }
                 let req = json!({"id": id, "exec-id": exec_id});
-                let r = client.start(StartRequest { id, exec_id, ..Default::default() }, t).await;
+                let r = client
+                    .start(
+                        StartRequest {
+                            id,
+                            exec_id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
                 if let Ok(x) = &r {
                     self.pids.push(x.pid);
                 }
@@ -588,25 +759,61 @@ impl<'a> Ctx<'a> {
             Step::State(x) => {
                 let exec_id = self.opt_exec(&x.exec_id)?;
                 let req = json!({"id": id, "exec-id": exec_id});
-                let r = client.state(StateRequest { id, exec_id, ..Default::default() }, t).await;
+                let r = client
+                    .state(
+                        StateRequest {
+                            id,
+                            exec_id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
                 (req, r.map(|r| convert::state(&r)))
             }
             Step::Kill(x) => {
                 let exec_id = self.opt_exec(&x.exec_id)?;
                 let req = json!({"id": id, "exec-id": exec_id, "signal": x.signal.0, "all": x.all});
                 let r = client
-                    .kill(KillRequest { id, exec_id, signal: x.signal.0, all: x.all, ..Default::default() }, t)
+                    .kill(
+                        KillRequest {
+                            id,
+                            exec_id,
+                            signal: x.signal.0,
+                            all: x.all,
+                            ..Default::default()
+                        },
+                        t,
+                    )
                     .await;
                 (req, r.map(|_| convert::empty()))
             }
             Step::Wait(x) => {
                 let exec_id = self.opt_exec(&x.exec_id)?;
                 let req = json!({"id": id, "exec-id": exec_id});
-                let wreq = WaitRequest { id, exec_id, ..Default::default() };
+                let wreq = WaitRequest {
+                    id,
+                    exec_id,
+                    ..Default::default()
+                };
                 if let Some(h) = &x.background {
                     let handle = tokio::spawn(async move { client.wait(wreq, t).await });
-                    self.waits.insert(h.clone(), Wait { request: req.clone(), handle });
-                    self.record("wait", Status::Passed, Duration::ZERO, json!({"background": h}), None, Some(req), None);
+                    self.waits.insert(
+                        h.clone(),
+                        Wait {
+                            request: req.clone(),
+                            handle,
+                        },
+                    );
+                    self.record(
+                        "wait",
+                        Status::Passed,
+                        Duration::ZERO,
+                        json!({"background": h}),
+                        None,
+                        Some(req),
+                        None,
+                    );
                     return Ok(None);
                 }
                 let r = client.wait(wreq, t).await;
@@ -615,27 +822,68 @@ impl<'a> Ctx<'a> {
             Step::Delete(x) => {
                 let exec_id = self.opt_exec(&x.exec_id)?;
                 let req = json!({"id": id, "exec-id": exec_id});
-                let r = client.delete(DeleteRequest { id, exec_id, ..Default::default() }, t).await;
+                let r = client
+                    .delete(
+                        DeleteRequest {
+                            id,
+                            exec_id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
                 (req, r.map(|r| convert::delete(&r)))
             }
             Step::Pids(_) => {
                 let req = json!({"id": id});
-                let r = client.pids(PidsRequest { id, ..Default::default() }, t).await;
+                let r = client
+                    .pids(
+                        PidsRequest {
+                            id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
                 (req, r.map(|r| convert::pids(&r)))
             }
             Step::Pause(_) => {
                 let req = json!({"id": id});
-                let r = client.pause(PauseRequest { id, ..Default::default() }, t).await;
+                let r = client
+                    .pause(
+                        PauseRequest {
+                            id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
                 (req, r.map(|_| convert::empty()))
             }
             Step::Resume(_) => {
                 let req = json!({"id": id});
-                let r = client.resume(ResumeRequest { id, ..Default::default() }, t).await;
+                let r = client
+                    .resume(
+                        ResumeRequest {
+                            id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
                 (req, r.map(|_| convert::empty()))
             }
             Step::Stats(_) => {
                 let req = json!({"id": id});
-                let r = client.stats(StatsRequest { id, ..Default::default() }, t).await;
+                let r = client
+                    .stats(
+                        StatsRequest {
+                            id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
                 (req, r.map(|r| convert::stats(&r)))
             }
             Step::CloseIo(x) => {
@@ -647,16 +895,31 @@ impl<'a> Ctx<'a> {
                 }
                 let req = json!({"id": id, "exec-id": exec_id, "stdin": x.stdin});
                 let r = client
-                    .close_io(CloseIORequest { id, exec_id, stdin: x.stdin, ..Default::default() }, t)
+                    .close_io(
+                        CloseIORequest {
+                            id,
+                            exec_id,
+                            stdin: x.stdin,
+                            ..Default::default()
+                        },
+                        t,
+                    )
                     .await;
                 (req, r.map(|_| convert::empty()))
             }
             Step::ResizePty(x) => {
                 let exec_id = self.opt_exec(&x.exec_id)?;
-                let req = json!({"id": id, "exec-id": exec_id, "width": x.width, "height": x.height});
+                let req =
+                    json!({"id": id, "exec-id": exec_id, "width": x.width, "height": x.height});
                 let r = client
                     .resize_pty(
-                        ResizePtyRequest { id, exec_id, width: x.width, height: x.height, ..Default::default() },
+                        ResizePtyRequest {
+                            id,
+                            exec_id,
+                            width: x.width,
+                            height: x.height,
+                            ..Default::default()
+                        },
                         t,
                     )
                     .await;
@@ -665,7 +928,10 @@ impl<'a> Ctx<'a> {
             Step::Update(x) => {
                 let res = x.resources.clone().unwrap_or(json!({}));
                 let req = json!({"id": id, "resources": res, "annotations": x.annotations});
-                let mut ureq = UpdateTaskRequest { id, ..Default::default() };
+                let mut ureq = UpdateTaskRequest {
+                    id,
+                    ..Default::default()
+                };
                 ureq.resources = Some(convert::resources_any(&res)).into();
                 ureq.annotations = x.annotations.clone().into_iter().collect();
                 let r = client.update(ureq, t).await;
@@ -678,19 +944,41 @@ impl<'a> Ctx<'a> {
                 };
                 let req = json!({"id": id, "path": path});
                 let r = client
-                    .checkpoint(CheckpointTaskRequest { id, path, ..Default::default() }, t)
+                    .checkpoint(
+                        CheckpointTaskRequest {
+                            id,
+                            path,
+                            ..Default::default()
+                        },
+                        t,
+                    )
                     .await;
                 (req, r.map(|_| convert::empty()))
             }
             Step::Connect(_) => {
                 let req = json!({"id": id});
-                let r = client.connect(ConnectRequest { id, ..Default::default() }, t).await;
+                let r = client
+                    .connect(
+                        ConnectRequest {
+                            id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
                 (req, r.map(|r| convert::connect(&r)))
             }
             Step::Shutdown(x) => {
                 let req = json!({"id": id, "now": x.now});
                 let r = client
-                    .shutdown(ShutdownRequest { id, now: x.now, ..Default::default() }, t)
+                    .shutdown(
+                        ShutdownRequest {
+                            id,
+                            now: x.now,
+                            ..Default::default()
+                        },
+                        t,
+                    )
                     .await;
                 // containerd ignores a connection closed by a shim exiting before its reply.
                 let r = match r {
@@ -703,7 +991,11 @@ impl<'a> Ctx<'a> {
         }))
     }
 
-    fn stdio_of(&self, container: Option<&str>, exec_id: &str) -> Result<Option<&StdioSet>, String> {
+    fn stdio_of(
+        &self,
+        container: Option<&str>,
+        exec_id: &str,
+    ) -> Result<Option<&StdioSet>, String> {
         let name = match container {
             Some(c) => self.expand(c)?,
             None => MAIN.to_string(),
@@ -718,7 +1010,12 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    async fn create(&mut self, cs: &crate::scenario::CreateStep, c: &Common<'_>, t: Duration) -> Result<(Value, RpcResult<Value>), String> {
+    async fn create(
+        &mut self,
+        cs: &crate::scenario::CreateStep,
+        c: &Common<'_>,
+        t: Duration,
+    ) -> Result<(Value, RpcResult<Value>), String> {
         let name = match c.container {
             Some(x) => self.expand(x)?,
             None => MAIN.to_string(),
@@ -749,7 +1046,11 @@ impl<'a> Ctx<'a> {
             .or(if name == MAIN { self.stdin } else { None })
             .map(|s| s.as_bytes().to_vec());
         let opts = StdioOptions {
-            stdin: if cs.stdin == StdioKind::Fifo && stdin_data.is_none() && cs.stdin_data.is_none() && !self.requires.contains(&Capability::Stdin) {
+            stdin: if cs.stdin == StdioKind::Fifo
+                && stdin_data.is_none()
+                && cs.stdin_data.is_none()
+                && !self.requires.contains(&Capability::Stdin)
+            {
                 // containerd's cio opens a stdin FIFO only when the client has input.
                 StdioMode::Null
             } else {
@@ -760,11 +1061,14 @@ impl<'a> Ctx<'a> {
             terminal,
             stdin_data,
         };
-        let set = StdioSet::create(&self.stdio_dir(), &name, opts).map_err(|e| format!("stdio for `{name}`: {e}"))?;
+        let set = StdioSet::create(&self.stdio_dir(), &name, opts)
+            .map_err(|e| format!("stdio for `{name}`: {e}"))?;
         let paths = set.paths();
         let container = self.containers.get_mut(&name).ok_or("container vanished")?;
         container.stdio = Some(set);
-        let creq = container.bundle.create_request(paths.clone(), terminal, None);
+        let creq = container
+            .bundle
+            .create_request(paths.clone(), terminal, None);
         let req = json!({
             "id": creq.id, "bundle": creq.bundle, "terminal": terminal,
             "stdin": paths.0, "stdout": paths.1, "stderr": paths.2,
@@ -773,7 +1077,11 @@ impl<'a> Ctx<'a> {
         let r = client.create(creq, t).await;
         if let Ok(resp) = &r {
             self.pids.push(resp.pid);
-            let key = if name == MAIN { "init-pid".to_string() } else { format!("{name}-init-pid") };
+            let key = if name == MAIN {
+                "init-pid".to_string()
+            } else {
+                format!("{name}-init-pid")
+            };
             self.vars.insert(key, resp.pid.to_string());
             if name == MAIN {
                 self.check_isolation(resp.pid);
@@ -793,24 +1101,39 @@ impl<'a> Ctx<'a> {
         if !wants_host && !wants_iso {
             return;
         }
-        let (Some(theirs), Some(ours)) = (pid_ns(pid), std::fs::read_link("/proc/self/ns/pid").ok()) else {
+        let (Some(theirs), Some(ours)) =
+            (pid_ns(pid), std::fs::read_link("/proc/self/ns/pid").ok())
+        else {
             return;
         };
         let host = theirs == ours;
         if wants_host && !host {
-            self.skip = Some(format!("requires host-process: absent (pid {pid} runs in its own pid namespace)"));
+            self.skip = Some(format!(
+                "requires host-process: absent (pid {pid} runs in its own pid namespace)"
+            ));
         } else if wants_iso && host {
-            self.skip = Some(format!("requires isolated: absent (pid {pid} runs in the host's pid namespace)"));
+            self.skip = Some(format!(
+                "requires isolated: absent (pid {pid} runs in the host's pid namespace)"
+            ));
         }
     }
 
-    async fn exec(&mut self, es: &crate::scenario::ExecStep, c: &Common<'_>, t: Duration) -> Result<(Value, RpcResult<Value>), String> {
+    async fn exec(
+        &mut self,
+        es: &crate::scenario::ExecStep,
+        c: &Common<'_>,
+        t: Duration,
+    ) -> Result<(Value, RpcResult<Value>), String> {
         let (client, id) = self.target(c.container)?;
         let exec_id = self.expand(&es.exec_id)?;
         let terminal = es.terminal.or(es.process.terminal).unwrap_or(false);
         let stdin_data = es.stdin_data.as_ref().map(|s| s.as_bytes().to_vec());
         let opts = StdioOptions {
-            stdin: if es.stdin == StdioKind::Fifo && stdin_data.is_none() { StdioMode::Null } else { mode(es.stdin) },
+            stdin: if es.stdin == StdioKind::Fifo && stdin_data.is_none() {
+                StdioMode::Null
+            } else {
+                mode(es.stdin)
+            },
             stdout: mode(es.stdout),
             stderr: mode(es.stderr),
             terminal,
@@ -867,12 +1190,19 @@ impl<'a> Ctx<'a> {
         let verdict: Result<Value, (String, bool)> = match (&result, c.expect_error) {
             (Err(e), Some(want)) if want.accepts(e.code_name()) => Ok(json!({})),
             (Err(e), _) if e.code_name() == "unimplemented" && self.level != Level::Must => {
-                let what = cap.map(|c| format!(": capability {c} absent")).unwrap_or_default();
+                let what = cap
+                    .map(|c| format!(": capability {c} absent"))
+                    .unwrap_or_default();
                 self.skip = Some(format!("the shim answered unimplemented to {method}{what}"));
                 Err((String::new(), true))
             }
             (Err(e), Some(want)) => Err((
-                format!("{method}: expected error {}, got {}{}", want.describe(), e, hint(e, name)),
+                format!(
+                    "{method}: expected error {}, got {}{}",
+                    want.describe(),
+                    e,
+                    hint(e, name)
+                ),
                 false,
             )),
             (Err(e), None) => Err((
@@ -880,7 +1210,10 @@ impl<'a> Ctx<'a> {
                 false,
             )),
             (Ok(v), Some(want)) if !c.allow_success => Err((
-                format!("{method}: expected error {}, got success {v}", want.describe()),
+                format!(
+                    "{method}: expected error {}, got success {v}",
+                    want.describe()
+                ),
                 false,
             )),
             (Ok(v), _) => {
@@ -911,15 +1244,39 @@ impl<'a> Ctx<'a> {
                     };
                     self.vars.insert(var.clone(), val);
                 }
-                self.record(name, Status::Passed, dur, response, error, Some(request), None);
+                self.record(
+                    name,
+                    Status::Passed,
+                    dur,
+                    response,
+                    error,
+                    Some(request),
+                    None,
+                );
                 Flow::Go
             }
             Err((_, true)) => {
-                self.record(name, Status::Skipped, dur, response, error, Some(request), self.skip.clone());
+                self.record(
+                    name,
+                    Status::Skipped,
+                    dur,
+                    response,
+                    error,
+                    Some(request),
+                    self.skip.clone(),
+                );
                 Flow::Stop
             }
             Err((msg, false)) => {
-                let i = self.record(name, Status::Failed, dur, response, error, Some(request), Some(msg.clone()));
+                let i = self.record(
+                    name,
+                    Status::Failed,
+                    dur,
+                    response,
+                    error,
+                    Some(request),
+                    Some(msg.clone()),
+                );
                 self.fail(Some(i), format!("{label}: {msg}"));
                 if self.cfg.keep_going {
                     Flow::Go
@@ -934,7 +1291,12 @@ impl<'a> Ctx<'a> {
         let t0 = Instant::now();
         let c = common!(w);
         let Some(bg) = self.waits.get(&w.handle) else {
-            return self.step_failed(label, "wait-result", Duration::ZERO, format!("no background wait named `{}`", w.handle));
+            return self.step_failed(
+                label,
+                "wait-result",
+                Duration::ZERO,
+                format!("no background wait named `{}`", w.handle),
+            );
         };
         if w.pending {
             if bg.handle.is_finished() {
@@ -951,7 +1313,15 @@ impl<'a> Ctx<'a> {
                     format!("Wait returned early: expected it to block while the process runs, got {got}"),
                 );
             }
-            self.record("wait-result", Status::Passed, t0.elapsed(), json!({"pending": true}), None, None, None);
+            self.record(
+                "wait-result",
+                Status::Passed,
+                t0.elapsed(),
+                json!({"pending": true}),
+                None,
+                None,
+                None,
+            );
             return Flow::Go;
         }
         let bg = self.waits.remove(&w.handle).expect("present");
@@ -966,7 +1336,16 @@ impl<'a> Ctx<'a> {
             }
         };
         let matchers = w.expect.as_ref().map(|e| e.matchers()).unwrap_or_default();
-        self.judge(label, "wait-result", t0.elapsed(), bg.request, r.map(|r| convert::wait(&r)), &c, &matchers, None)
+        self.judge(
+            label,
+            "wait-result",
+            t0.elapsed(),
+            bg.request,
+            r.map(|r| convert::wait(&r)),
+            &c,
+            &matchers,
+            None,
+        )
     }
 
     fn container_id(&self, container: &Option<String>) -> Result<Option<String>, String> {
@@ -980,7 +1359,11 @@ impl<'a> Ctx<'a> {
     async fn events_step(&mut self, e: &crate::scenario::EventsStep) -> Result<usize, String> {
         let cid = self.container_id(&e.container)?;
         let key = cid.clone().unwrap_or_else(|| "*".into());
-        let cursor = if e.fresh { self.containers.get(&key).map(|c| c.cursor).unwrap_or(0) } else { 0 };
+        let cursor = if e.fresh {
+            self.containers.get(&key).map(|c| c.cursor).unwrap_or(0)
+        } else {
+            0
+        };
         let timeout = e.timeout.map(|d| d.get()).unwrap_or(self.cfg.step_timeout);
         let vars = self.vars.clone();
         let lookup = move |n: &str| vars.get(n).cloned();
@@ -988,7 +1371,9 @@ impl<'a> Ctx<'a> {
             evs.iter()
                 .filter(|ev| match &cid {
                     None => true,
-                    Some(id) => ev.fields.get("container-id").and_then(Value::as_str) == Some(id.as_str()),
+                    Some(id) => {
+                        ev.fields.get("container-id").and_then(Value::as_str) == Some(id.as_str())
+                    }
                 })
                 .map(|ev| {
                     let mut f = ev.fields.clone();
@@ -999,12 +1384,17 @@ impl<'a> Ctx<'a> {
                 .collect()
         };
         let log = self.mock.events();
-        log
-            .wait_until(|evs| match_events(&pick(evs), &e.expect, e.exact, &lookup).is_ok(), timeout)
-            .await;
+        log.wait_until(
+            |evs| match_events(&pick(evs), &e.expect, e.exact, &lookup).is_ok(),
+            timeout,
+        )
+        .await;
         let got = pick(&log.snapshot());
         let res = match_events(&got, &e.expect, e.exact, &lookup);
-        let who = cid.as_deref().map(|c| format!("container `{c}`")).unwrap_or_else(|| "all containers".into());
+        let who = cid
+            .as_deref()
+            .map(|c| format!("container `{c}`"))
+            .unwrap_or_else(|| "all containers".into());
         let end = match res {
             Ok(end) => end,
             Err(why) => {
@@ -1021,7 +1411,9 @@ impl<'a> Ctx<'a> {
         };
         for f in &e.forbid {
             if let Some((t, fields)) = got.iter().find(|(t, _)| t == f) {
-                return Err(format!("event {t} must not be published for {who}, got {fields}"));
+                return Err(format!(
+                    "event {t} must not be published for {who}, got {fields}"
+                ));
             }
         }
         if let Some(c) = self.containers.get_mut(&key) {
@@ -1036,7 +1428,11 @@ impl<'a> Ctx<'a> {
         let Some(set) = self.stdio_of(o.container.as_deref(), &exec_id)? else {
             return Err(format!(
                 "no captured output for {}",
-                if exec_id.is_empty() { "the init process (not created?)".to_string() } else { format!("exec `{exec_id}`") }
+                if exec_id.is_empty() {
+                    "the init process (not created?)".to_string()
+                } else {
+                    format!("exec `{exec_id}`")
+                }
             ));
         };
         let vars = self.vars.clone();
@@ -1045,12 +1441,20 @@ impl<'a> Ctx<'a> {
             let quick = |m: &OutputMatch, b: &[u8]| m.length.is_none_or(|n| n == b.len());
             if let Some(m) = &o.stdout {
                 if !quick(m, out) {
-                    return Err(format!("stdout: expected {} bytes, got {} bytes", m.length.unwrap_or(0), out.len()));
+                    return Err(format!(
+                        "stdout: expected {} bytes, got {} bytes",
+                        m.length.unwrap_or(0),
+                        out.len()
+                    ));
                 }
             }
             if let Some(m) = &o.stderr {
                 if !quick(m, err) {
-                    return Err(format!("stderr: expected {} bytes, got {} bytes", m.length.unwrap_or(0), err.len()));
+                    return Err(format!(
+                        "stderr: expected {} bytes, got {} bytes",
+                        m.length.unwrap_or(0),
+                        err.len()
+                    ));
                 }
             }
             if let Some(m) = &o.stdout {
@@ -1061,15 +1465,29 @@ impl<'a> Ctx<'a> {
             }
             Ok(())
         };
-        set.wait_output(|out, err| check(out, err).is_ok(), timeout).await;
-        check(&set.stdout(), &set.stderr()).map_err(|e| format!("{e} (waited {})", humantime::format_duration(timeout)))
+        set.wait_output(|out, err| check(out, err).is_ok(), timeout)
+            .await;
+        check(&set.stdout(), &set.stderr())
+            .map_err(|e| format!("{e} (waited {})", humantime::format_duration(timeout)))
     }
 
-    async fn shim_alive(&mut self, alive: bool, timeout: Option<Duration>, socket_removed: bool) -> Result<(), String> {
-        self.shim_alive_of(None, alive, timeout, socket_removed).await
+    async fn shim_alive(
+        &mut self,
+        alive: bool,
+        timeout: Option<Duration>,
+        socket_removed: bool,
+    ) -> Result<(), String> {
+        self.shim_alive_of(None, alive, timeout, socket_removed)
+            .await
     }
 
-    async fn shim_alive_of(&mut self, container: Option<&str>, alive: bool, timeout: Option<Duration>, socket_removed: bool) -> Result<(), String> {
+    async fn shim_alive_of(
+        &mut self,
+        container: Option<&str>,
+        alive: bool,
+        timeout: Option<Duration>,
+        socket_removed: bool,
+    ) -> Result<(), String> {
         let idx = match container {
             Some(c) => {
                 let n = self.expand(c)?;
@@ -1094,7 +1512,9 @@ impl<'a> Ctx<'a> {
             // Give a wrongly exiting shim a moment to show it.
             tokio::time::sleep(Duration::from_millis(100).min(bound)).await;
             if !crate::leaks::is_alive(pid) {
-                return Err(format!("the shim server (pid {pid}) exited; expected it to keep running"));
+                return Err(format!(
+                    "the shim server (pid {pid}) exited; expected it to keep running"
+                ));
             }
             return Ok(());
         }
@@ -1111,7 +1531,10 @@ impl<'a> Ctx<'a> {
             if let Some(p) = crate::dialect::socket_path(&slot.address) {
                 while p.exists() {
                     if Instant::now() >= deadline {
-                        return Err(format!("the shim exited but left its socket {}", p.display()));
+                        return Err(format!(
+                            "the shim exited but left its socket {}",
+                            p.display()
+                        ));
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -1130,10 +1553,31 @@ impl<'a> Ctx<'a> {
             }
             for id in slot.client.live_tasks().into_keys() {
                 let c = &slot.client;
-                let kill = KillRequest { id: id.clone(), signal: 9, all: true, ..Default::default() };
+                let kill = KillRequest {
+                    id: id.clone(),
+                    signal: 9,
+                    all: true,
+                    ..Default::default()
+                };
                 let _ = c.kill(kill, t).await;
-                let _ = c.wait(WaitRequest { id: id.clone(), ..Default::default() }, t).await;
-                let _ = c.delete(DeleteRequest { id, ..Default::default() }, t).await;
+                let _ = c
+                    .wait(
+                        WaitRequest {
+                            id: id.clone(),
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                let _ = c
+                    .delete(
+                        DeleteRequest {
+                            id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
             }
         }
     }
@@ -1151,13 +1595,11 @@ impl<'a> Ctx<'a> {
         }
         // Extra containers first: with grouping the main connection's close ends the server.
         for slot in self.shims.iter_mut().rev() {
-            let Some(shim) = slot.shim.take() else { continue };
+            let Some(shim) = slot.shim.take() else {
+                continue;
+            };
             let lines = shim.log_lines();
-            let t0 = Instant::now();
             let report = shim.close().await;
-            if std::env::var_os("HARNESS_TIMING").is_some() {
-                eprintln!("timing: close {:?}", t0.elapsed());
-            }
             if let Err(e) = &report.delete_action {
                 close_problems.push(format!("the `delete` action failed: {e}"));
             }
@@ -1197,7 +1639,11 @@ impl<'a> Ctx<'a> {
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default();
-                EventRecord { topic: e.topic, event: f, source }
+                EventRecord {
+                    topic: e.topic,
+                    event: f,
+                    source,
+                }
             })
             .collect();
         res.events = events;
@@ -1293,10 +1739,15 @@ fn rpc_method(step: &str) -> &'static str {
 /// A hint for errors shim authors often misread.
 fn hint(e: &RpcError, step: &str) -> String {
     match e {
-        RpcError::Status { code, message } if *code == ttrpc::Code::NOT_FOUND && message.contains("is not supported") => {
+        RpcError::Status { code, message }
+            if *code == ttrpc::Code::NOT_FOUND && message.contains("is not supported") =>
+        {
             " (a default trait method answered; unsupported RPCs must answer unimplemented)".into()
         }
-        RpcError::Timeout(d) => format!(" (no answer within {}; is the shim blocked?)", humantime::format_duration(*d)),
+        RpcError::Timeout(d) => format!(
+            " (no answer within {}; is the shim blocked?)",
+            humantime::format_duration(*d)
+        ),
         _ if step == "wait-result" => String::new(),
         _ => String::new(),
     }
@@ -1311,7 +1762,8 @@ fn match_events(
 ) -> Result<usize, String> {
     let fields_ok = |m: &EventMatch, f: &Value| -> Result<(), String> {
         for (k, mm) in &m.0.fields {
-            mm.check(f.get(k), lookup).map_err(|e| format!("{k}: {e}"))?;
+            mm.check(f.get(k), lookup)
+                .map_err(|e| format!("{k}: {e}"))?;
         }
         Ok(())
     };

@@ -70,12 +70,7 @@ pub fn human_summary(r: &RunReport) -> String {
             .or_default();
         row[s.status as usize] += 1;
     }
-    let gw = table
-        .keys()
-        .map(|(g, _)| g.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+    let gw = table.keys().map(|(g, _)| g.len()).max().unwrap_or(5).max(5);
     out.push_str(&format!(
         "\n{:<gw$}  {:<6}  {:>6}  {:>6}  {:>7}  {:>7}\n",
         "group", "level", "passed", "failed", "skipped", "xfailed"
@@ -112,7 +107,10 @@ mod tests {
         assert!(h.contains("exit-status: expected 143, got 0"));
         assert!(h.contains("events seen: [/tasks/create]"));
         assert!(h.contains("shim log (tail):"));
-        assert!(h.contains("lifecycle  must         1       1        0        0"), "{h}");
+        assert!(
+            h.contains("lifecycle  must         1       1        0        0"),
+            "{h}"
+        );
         assert!(h.contains("3 scenarios: 1 passed, 1 failed, 1 skipped, 0 xfailed"));
         let p = super::human_progress(2, 10, &r.scenarios[0]);
         assert!(p.starts_with("[ 2/10] SKIP  exec/added (must)"), "{p}");

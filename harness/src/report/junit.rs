@@ -91,10 +91,17 @@ mod tests {
     fn junit_is_escaped_and_counted() {
         let x = super::junit(&super::super::sample());
         assert!(x.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"harness\" tests=\"3\" failures=\"1\" skipped=\"1\""));
-        assert!(x.contains("<testsuite name=\"lifecycle\" tests=\"2\" failures=\"1\" skipped=\"0\""));
+        assert!(
+            x.contains("<testsuite name=\"lifecycle\" tests=\"2\" failures=\"1\" skipped=\"0\"")
+        );
         assert!(x.contains("<skipped message=\"requires exec: absent\"/>"));
-        assert!(x.contains("<failure message=\"step 4 (wait): exit-status: expected 143, got 0\" type=\"must\">"));
-        assert_eq!(super::xml_escape("a<b>&\"'\u{1}"), "a&lt;b&gt;&amp;&quot;&apos;");
+        assert!(x.contains(
+            "<failure message=\"step 4 (wait): exit-status: expected 143, got 0\" type=\"must\">"
+        ));
+        assert_eq!(
+            super::xml_escape("a<b>&\"'\u{1}"),
+            "a&lt;b&gt;&amp;&quot;&apos;"
+        );
         assert_eq!(x.matches("<testcase").count(), 3);
         assert_eq!(x.matches("</testcase>").count(), 3);
     }

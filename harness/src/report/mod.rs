@@ -145,7 +145,12 @@ pub struct RunReport {
 
 impl RunReport {
     /// Builds a report and its summary from results.
-    pub fn new(shim: String, containerd_version: String, mut scenarios: Vec<ScenarioResult>, duration_ms: u64) -> RunReport {
+    pub fn new(
+        shim: String,
+        containerd_version: String,
+        mut scenarios: Vec<ScenarioResult>,
+        duration_ms: u64,
+    ) -> RunReport {
         scenarios.sort_by(|a, b| a.name.cmp(&b.name));
         let mut summary = Summary {
             duration_ms,
@@ -260,7 +265,12 @@ pub(crate) fn sample() -> RunReport {
     passed.status = Status::Passed;
     passed.reason = None;
     passed.failed_step = None;
-    RunReport::new("/x/shim".into(), "2.0".into(), vec![failed, skipped, passed], 40)
+    RunReport::new(
+        "/x/shim".into(),
+        "2.0".into(),
+        vec![failed, skipped, passed],
+        40,
+    )
 }
 
 #[cfg(test)]
@@ -271,7 +281,13 @@ mod tests {
     fn json_shape_follows_the_contract() {
         let r = sample();
         let v: Value = serde_json::from_str(&r.to_json()).unwrap();
-        for k in ["harness-version", "shim", "containerd-version", "summary", "scenarios"] {
+        for k in [
+            "harness-version",
+            "shim",
+            "containerd-version",
+            "summary",
+            "scenarios",
+        ] {
             assert!(v.get(k).is_some(), "missing {k}");
         }
         assert_eq!(v["summary"]["failed"], 1);
@@ -279,7 +295,18 @@ mod tests {
         assert_eq!(v["summary"]["skipped"], 1);
         let s = &v["scenarios"][1];
         assert_eq!(s["name"], "lifecycle/exit-zero");
-        for k in ["name", "level", "status", "reason", "duration-ms", "steps", "events", "stdout", "stderr", "leaks"] {
+        for k in [
+            "name",
+            "level",
+            "status",
+            "reason",
+            "duration-ms",
+            "steps",
+            "events",
+            "stdout",
+            "stderr",
+            "leaks",
+        ] {
             assert!(s.get(k).is_some(), "scenario missing {k}");
         }
         let st = &v["scenarios"][2]["steps"][0];

@@ -31,7 +31,9 @@ pub fn tap(r: &RunReport) -> String {
                 one_line(s.reason.as_deref().unwrap_or(""))
             )),
             Status::Xfailed => {
-                out.push_str(&format!("not ok {n} - {title} # TODO expected failure (profile)\n"));
+                out.push_str(&format!(
+                    "not ok {n} - {title} # TODO expected failure (profile)\n"
+                ));
                 out.push_str(&yaml_block(&failure_text(s)));
             }
             Status::Failed => {
@@ -51,7 +53,10 @@ mod tests {
         let lines: Vec<_> = t.lines().collect();
         assert_eq!(lines[0], "TAP version 13");
         assert_eq!(lines[1], "1..3");
-        assert_eq!(lines[2], "ok 1 - exec/added (must) # SKIP requires exec: absent");
+        assert_eq!(
+            lines[2],
+            "ok 1 - exec/added (must) # SKIP requires exec: absent"
+        );
         assert_eq!(lines[3], "ok 2 - lifecycle/exit-zero (must)");
         assert_eq!(lines[4], "not ok 3 - lifecycle/sigterm (must)");
         assert_eq!(lines[5], "  ---");

@@ -269,7 +269,8 @@ mod tests {
     use super::*;
     use rstest::rstest;
 
-    const GOOD: &str = "description: d\nprocess: {args: [true]}\nsteps:\n  - create: {}\n  - start: {}\n";
+    const GOOD: &str =
+        "description: d\nprocess: {args: [true]}\nsteps:\n  - create: {}\n  - start: {}\n";
 
     #[test]
     fn good_file_loads() {
@@ -285,11 +286,13 @@ mod tests {
     )]
     #[case::unknown_top_level_key(
         "description: d\nlevl: must\nprocess: {args: [true]}\nsteps:\n  - create: {}\n",
-        2, "unknown field `levl`"
+        2,
+        "unknown field `levl`"
     )]
     #[case::unknown_step(
         "description: d\nprocess: {args: [true]}\nsteps:\n  - create: {}\n  - frobnicate: {}\n",
-        5, "unknown variant `frobnicate`"
+        5,
+        "unknown variant `frobnicate`"
     )]
     #[case::bad_duration(
         "description: d\nprocess: {args: [true]}\nsteps:\n  - create: {}\n  - wait: {timeout: 5 parsecs}\n",
@@ -297,61 +300,79 @@ mod tests {
     )]
     #[case::duration_without_unit(
         "description: d\nprocess: {args: [true]}\nsteps:\n  - sleep: 200\n",
-        4, "a unit is required"
+        4,
+        "a unit is required"
     )]
     #[case::bad_yaml(
         "description: d\nprocess: {args: [true]\nsteps:\n  - create: {}\n",
-        3, "did not find expected"
+        3,
+        "did not find expected"
     )]
     #[case::bad_signal(
         "description: d\nprocess: {args: [true]}\nsteps:\n  - kill: {signal: SIGNOPE}\n",
-        4, "unknown signal `SIGNOPE`"
+        4,
+        "unknown signal `SIGNOPE`"
     )]
     #[case::missing_signal(
         "description: d\nprocess: {args: [true]}\nsteps:\n  - kill: {}\n",
-        4, "missing field `signal`"
+        4,
+        "missing field `signal`"
     )]
     #[case::bad_error_code(
         "description: d\nprocess: {args: [true]}\nsteps:\n  - start: {expect-error: notfound}\n",
-        4, "unknown variant `notfound`"
+        4,
+        "unknown variant `notfound`"
     )]
     #[case::bad_expect_field(
         "description: d\nprocess: {args: [true]}\nsteps:\n  - wait: {expect: {exit-code: 0}}\n",
-        4, "unknown field `exit-code`"
+        4,
+        "unknown field `exit-code`"
     )]
     #[case::bad_save_field(
         "description: d\nprocess: {args: [true]}\nsteps:\n  - create: {save: {p: pidd}}\n",
-        4, "unknown response field `pidd`"
+        4,
+        "unknown response field `pidd`"
     )]
     #[case::bad_level(
         "description: d\nlevel: must-not\nprocess: {args: [true]}\nsteps:\n  - create: {}\n",
-        2, "unknown variant `must-not`"
+        2,
+        "unknown variant `must-not`"
     )]
     #[case::bad_capability(
         "description: d\nrequires: [teleport]\nprocess: {args: [true]}\nsteps:\n  - create: {}\n",
-        2, "unknown variant `teleport`"
+        2,
+        "unknown variant `teleport`"
     )]
     #[case::bad_topic(
         "description: d\nprocess: {args: [true]}\nsteps:\n  - events: {expect: [tasks/exit]}\n",
-        4, "invalid topic `tasks/exit`"
+        4,
+        "invalid topic `tasks/exit`"
     )]
     #[case::bad_regex(
         "description: d\nprocess: {args: [true]}\nsteps:\n  - output: {stdout: {matches: '(('}}\n",
-        4, "invalid regex"
+        4,
+        "invalid regex"
     )]
     #[case::two_keys_in_a_step(
         "description: d\nprocess: {args: [true]}\nsteps:\n  - {create: {}, start: {}}\n",
-        4, ""
+        4,
+        ""
     )]
     #[case::no_steps(
         "description: d\nprocess: {args: [true]}\nsteps: []\n",
-        1, "at least one step"
+        1,
+        "at least one step"
     )]
     fn bad_files_name_file_line_col(#[case] text: &str, #[case] line: usize, #[case] msg: &str) {
         let err = load_str(Path::new("scenarios/x/bad.yaml"), text).unwrap_err();
         let shown = err.to_string();
         match &err {
-            LoadError::Parse { line: l, col, message, .. } => {
+            LoadError::Parse {
+                line: l,
+                col,
+                message,
+                ..
+            } => {
                 assert_eq!(*l, line, "{shown}");
                 assert!(*col >= 1, "{shown}");
                 assert!(message.contains(msg), "{shown}");

@@ -100,7 +100,9 @@ impl<'de> Deserialize<'de> for Matcher {
         impl<'de> Visitor<'de> for V {
             type Value = Matcher;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a value (`143`, `running`, `nonzero`) or a map of operators (`{gt: 0}`)")
+                f.write_str(
+                    "a value (`143`, `running`, `nonzero`) or a map of operators (`{gt: 0}`)",
+                )
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Matcher, E> {
                 Ok(Matcher::Scalar(Value::Bool(v)))
@@ -292,12 +294,20 @@ impl MatchOps {
         };
         if let Some(w) = &self.contains {
             if !contains(w)? {
-                return Err(format!("expected something containing {}, got {}", show(w), show(got)));
+                return Err(format!(
+                    "expected something containing {}, got {}",
+                    show(w),
+                    show(got)
+                ));
             }
         }
         if let Some(w) = &self.not_contains {
             if contains(w)? {
-                return Err(format!("expected nothing containing {}, got {}", show(w), show(got)));
+                return Err(format!(
+                    "expected nothing containing {}, got {}",
+                    show(w),
+                    show(got)
+                ));
             }
         }
         if let Some(r) = &self.matches {
@@ -320,7 +330,8 @@ impl MatchOps {
         let time_cmp = |w: &Option<String>, before: bool| -> Result<(), String> {
             if let Some(w) = w {
                 let w = expand(w, lookup)?;
-                let bound = parse_time(&w).ok_or_else(|| format!("`{w}` is not an RFC 3339 time"))?;
+                let bound =
+                    parse_time(&w).ok_or_else(|| format!("`{w}` is not an RFC 3339 time"))?;
                 let t = got.as_str().and_then(parse_time);
                 match t {
                     Some(t) if before && t >= bound => {}
@@ -566,7 +577,11 @@ impl OutputMatch {
         }
         if let Some(n) = self.length {
             if got.len() != n {
-                return Err(format!("expected {n} bytes, got {} bytes: {}", got.len(), shown()));
+                return Err(format!(
+                    "expected {n} bytes, got {} bytes: {}",
+                    got.len(),
+                    shown()
+                ));
             }
         }
         Ok(())
@@ -586,12 +601,7 @@ pub fn abbreviate(s: &str, max: usize) -> String {
     while !s.is_char_boundary(tail) {
         tail += 1;
     }
-    format!(
-        "{:?}…({} bytes)…{:?}",
-        &s[..head],
-        s.len(),
-        &s[tail..]
-    )
+    format!("{:?}…({} bytes)…{:?}", &s[..head], s.len(), &s[tail..])
 }
 
 #[cfg(test)]
@@ -607,16 +617,24 @@ mod tests {
     fn scalars_and_words() {
         let m = |y: &str| serde_yaml_ng::from_str::<Matcher>(y).unwrap();
         assert!(m("143").check(Some(&json!(143)), &vars).is_ok());
-        assert!(m("143").check(Some(&json!(0)), &vars).unwrap_err().contains("expected 143, got 0"));
+        assert!(m("143")
+            .check(Some(&json!(0)), &vars)
+            .unwrap_err()
+            .contains("expected 143, got 0"));
         assert!(m("nonzero").check(Some(&json!(7)), &vars).is_ok());
         assert!(m("nonzero").check(Some(&json!(0)), &vars).is_err());
         assert!(m("nonzero").check(None, &vars).is_err());
         assert!(m("running").check(Some(&json!("running")), &vars).is_ok());
         assert!(m("${init-pid}").check(Some(&json!(42)), &vars).is_ok());
-        assert!(m("${nope}").check(Some(&json!(42)), &vars).unwrap_err().contains("nope"));
+        assert!(m("${nope}")
+            .check(Some(&json!(42)), &vars)
+            .unwrap_err()
+            .contains("nope"));
         assert!(m("{gt: 3, lt: 5}").check(Some(&json!(4)), &vars).is_ok());
         assert!(m("{one-of: [1, 2]}").check(Some(&json!(3)), &vars).is_err());
-        assert!(m("{contains: '${init-pid}'}").check(Some(&json!([1, 42])), &vars).is_ok());
+        assert!(m("{contains: '${init-pid}'}")
+            .check(Some(&json!([1, 42])), &vars)
+            .is_ok());
         assert!(m("{len: 0}").check(Some(&json!([])), &vars).is_ok());
         assert!(m("{not-before: '2020-01-01T00:00:00Z'}")
             .check(Some(&json!("2021-01-01T00:00:00Z")), &vars)

@@ -15,14 +15,25 @@ use serde::{Deserialize, Serialize};
 pub use duration::HumanDuration;
 pub use load::{discover, load_file, load_str, Filter, LoadError, Loaded, Profile};
 pub use matcher::{
-    abbreviate, expand, loose_eq, parse_time, ErrorCode, EventMatch, EventMatchFull, ExpectError, MatchOps,
-    Matcher, OutputMatch,
+    abbreviate, expand, loose_eq, parse_time, ErrorCode, EventMatch, EventMatchFull, ExpectError,
+    MatchOps, Matcher, OutputMatch,
 };
 pub use signal::Signal;
 
 /// How binding a scenario's verdict is (RFC 2119 words of the spec it checks).
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    Serialize,
+    JsonSchema,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Level {

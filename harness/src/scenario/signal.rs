@@ -57,7 +57,9 @@ impl Signal {
             .iter()
             .find(|(n, _)| *n == bare)
             .map(|(_, v)| Signal(*v))
-            .ok_or_else(|| format!("unknown signal `{s}`; expected a name like SIGTERM or a number 1-64"))
+            .ok_or_else(|| {
+                format!("unknown signal `{s}`; expected a name like SIGTERM or a number 1-64")
+            })
     }
 
     fn from_number(n: u32) -> Result<Signal, String> {
