@@ -195,7 +195,7 @@ fn spawn_output(
     keep: Option<OwnedFd>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut buf = vec![0u8; 32 * 1024];
+        let mut buf = vec![0u8; 16 * 1024];
         loop {
             match read_some(&src, &mut buf).await {
                 Ok(0) => break,
@@ -219,7 +219,7 @@ fn spawn_output(
 fn spawn_stdin(src: AsyncFd<OwnedFd>, dst: AsyncFd<OwnedFd>) -> oneshot::Sender<()> {
     let (tx, mut rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut buf = vec![0u8; 4 * 1024];
         let mut closing = false;
         loop {
             let n = if closing {
