@@ -1009,3 +1009,55 @@ fn log_uri_binary_logger_gets_both_streams() {
     );
     d.assert_no_leaks();
 }
+
+/// The task exits while containerd is down: after the restart containerd still learns the exit
+/// (State says STOPPED; the queued `/tasks/exit` is delivered once the endpoint is back), and
+/// `task delete` reports the real status.
+#[test]
+fn an_exit_while_containerd_is_down_is_reported_after_restart() {
+    let mut d = daemon("downexit");
+    let args = d.run_args(false, &["-d"], "de1", &["/bin/sleep", "30"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    d.ctr(&args).ok("ctr run -d");
+    let (pid, _) = d.task_status("de1").expect("de1 listed");
+    d.track(pid, "init of de1");
+    d.stop_daemon();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL the task while containerd is down");
+    std::thread::sleep(Duration::from_millis(300));
+    d.start_daemon();
+    let stopped = poll(Duration::from_secs(10), || {
+        d.task_status("de1").filter(|(_, s)| s == "STOPPED")
+    });
+    assert!(stopped.is_some(), "de1: {:?}", d.task_status("de1"));
+    // The shim's queued /tasks/exit reaches the restarted containerd (its debug log records
+    // every forwarded event; `ctr events` could subscribe too late to see it).
+    let forwarded = poll(Duration::from_secs(20), || {
+        let log = d.log_text();
+        let after = log
+            .rsplit("containerd successfully booted")
+            .next()?
+            .to_string();
+        after
+            .lines()
+            .any(|l| {
+                l.contains("msg=\"event forwarded\"")
+                    && l.contains("ns=downexit")
+                    && l.contains("topic=/tasks/exit")
+            })
+            .then_some(())
+    });
+    assert!(
+        forwarded.is_some(),
+        "the exit queued while containerd was down never arrived:\n{}",
+        common::tail(&d.log_text(), 30)
+    );
+    let del = d.ctr(&["task", "delete", "de1"]).ok("task delete");
+    assert!(del.stderr.contains("exit code 137"), "{del:#?}");
+    d.ctr(&["container", "delete", "de1"])
+        .ok("container delete");
+    d.assert_no_leaks();
+}

@@ -473,6 +473,17 @@ impl Daemon {
         self.spawn();
     }
 
+    /// Stops containerd only (shims keep running); see [`Daemon::start_daemon`].
+    pub fn stop_daemon(&mut self) {
+        self.stop();
+    }
+
+    /// Starts containerd again after [`Daemon::stop_daemon`].
+    pub fn start_daemon(&mut self) {
+        assert!(self.child.is_none(), "containerd is already running");
+        self.spawn();
+    }
+
     fn wait_ready(&mut self) {
         let end = Instant::now() + Duration::from_secs(20);
         loop {
