@@ -289,3 +289,30 @@ pub fn monitor(
         tracing::info!(id = c.id, exec = p.exec_id, pid = p.pid, status, "exited");
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_with_slash_dots_or_empty_are_invalid_arguments() {
+        for bad in ["", "a/b", "..", "x..y", "/abs"] {
+            let e = validate_id("container", bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{bad:?}: {e:?}");
+        }
+        for good in ["c1", "a.b", "A_b-9"] {
+            validate_id("exec", good).unwrap();
+        }
+    }
+
+    #[test]
+    fn proc_stat_reads_our_own_session() {
+        let me = std::process::id() as i32;
+        let st = proc_stat(me).expect("own stat");
+        // SAFETY: getsid(0) is a plain syscall.
+        let sid = unsafe { libc::getsid(0) };
+        assert_eq!(st.session, sid);
+        assert!(st.rss_pages > 0);
+        assert!(session_members(&[sid]).contains(&me));
+    }
+}

@@ -64,6 +64,7 @@ pub struct LogContext {
     pub id: String,
 }
 
+#[derive(Debug)]
 enum Target {
     Null,
     Fifo(String),
@@ -448,4 +449,24 @@ async fn start_logger(uri: &str, ctx: &LogContext) -> Result<(OwnedFd, OwnedFd)>
 pub unsafe fn owned(fd: i32) -> OwnedFd {
     // SAFETY: guaranteed by the caller.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdio_uris() {
+        assert!(matches!(parse_uri("").unwrap(), Target::Null));
+        assert!(matches!(parse_uri("/run/f").unwrap(), Target::Fifo(p) if p == "/run/f"));
+        assert!(matches!(parse_uri("fifo:///run/f").unwrap(), Target::Fifo(p) if p == "/run/f"));
+        assert!(
+            matches!(parse_uri("file:///var/log/x").unwrap(), Target::File(p) if p == "/var/log/x")
+        );
+        assert!(
+            matches!(parse_uri("binary:///bin/l?a=b").unwrap(), Target::Binary(p) if p == "/bin/l?a=b")
+        );
+        let e = parse_uri("tcp://host:1").unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    }
 }
