@@ -259,9 +259,18 @@ pub struct LeakScope {
 /// Processes other than this one whose cwd or an open file lies under `dir`, with what it is.
 pub fn processes_using(dir: &Path) -> Vec<(ProcInfo, PathBuf)> {
     let me = std::process::id() as i32;
+    let my_exe = std::fs::read_link("/proc/self/exe").ok();
     let mut out = vec![];
     for p in all_processes() {
         if p.pid == me || p.state == 'Z' {
+            continue;
+        }
+        // A child this process is spawning right now (forked, not yet exec'd) briefly holds
+        // copies of all our fds, e.g. other shims' `log` FIFOs: it is not a leftover.
+        if p.ppid == me
+            && my_exe.is_some()
+            && std::fs::read_link(format!("/proc/{}/exe", p.pid)).ok() == my_exe
+        {
             continue;
         }
         let cwd = std::fs::read_link(format!("/proc/{}/cwd", p.pid)).ok();
