@@ -1061,3 +1061,67 @@ fn an_exit_while_containerd_is_down_is_reported_after_restart() {
         .ok("container delete");
     d.assert_no_leaks();
 }
+
+/// Ten `ctr run --rm` at once, all in one group (one server handles concurrent Creates, Starts,
+/// exits and Deletes): each reports its own output and exit code.
+#[test]
+fn ten_concurrent_runs_in_one_group_report_their_own_codes() {
+    let mut d = daemon("conc");
+    let mut runs = Vec::new();
+    for n in 0..10 {
+        let id = format!("cc{n}");
+        let script = format!("echo out-{n}; exit {}", n + 10);
+        let args = d.run_args(
+            true,
+            &["--annotation", "io.containerd.reaper.v2.group=conc"],
+            &id,
+            &["/bin/sh", "-c", &script],
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        runs.push((n, common::Bg::spawn(d.ctr_cmd(&args), d.dir.path(), &id)));
+    }
+    d.use_id("conc");
+    for (n, mut bg) in runs {
+        let out = bg.wait(Duration::from_secs(30));
+        assert_eq!(out.code(), n + 10, "run {n}: {out:#?}");
+        assert_eq!(out.stdout, format!("out-{n}\n"), "run {n}: {out:#?}");
+    }
+    d.assert_no_leaks();
+}
+
+/// A detached task whose init exits at once stays STOPPED: exec and pause are refused with a
+/// clear error, and `task delete` reports its code.
+#[test]
+fn exec_and_pause_after_init_exit_are_refused() {
+    let mut d = daemon("afterexit");
+    let args = d.run_args(false, &["-d"], "ae1", &["/bin/sh", "-c", "exit 3"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    d.ctr(&args).ok("ctr run -d");
+    let stopped = poll(Duration::from_secs(10), || {
+        d.task_status("ae1").filter(|(_, s)| s == "STOPPED")
+    });
+    assert!(stopped.is_some(), "ae1: {:?}", d.task_status("ae1"));
+    let fifo = d.dir.path().join("fifo").display().to_string();
+    let exec = d.ctr(&[
+        "task",
+        "exec",
+        "--fifo-dir",
+        &fifo,
+        "--exec-id",
+        "late",
+        "ae1",
+        "/bin/true",
+    ]);
+    assert_ne!(exec.code(), 0, "exec after exit: {exec:#?}");
+    assert!(
+        exec.stderr.contains("precondition") || exec.stderr.contains("stopped"),
+        "{exec:#?}"
+    );
+    let pause = d.ctr(&["task", "pause", "ae1"]);
+    assert_ne!(pause.code(), 0, "pause after exit: {pause:#?}");
+    let del = d.ctr(&["task", "delete", "ae1"]).ok("task delete");
+    assert!(del.stderr.contains("exit code 3"), "{del:#?}");
+    d.ctr(&["container", "delete", "ae1"])
+        .ok("container delete");
+    d.assert_no_leaks();
+}
