@@ -1,7 +1,9 @@
 //! The reaper shim under a real containerd 1.6 (issue 2's acceptance): each test starts a private
 //! daemon (own root, state, sockets; the built shim first on its PATH), drives it with `ctr`, and
-//! ends by checking that no shim process, socket, task process, zombie or cgroup of ours remains.
-//! `REAPER_CTD_RUNTIME=runc` runs the same checks against Debian's runc shim (fixture validation).
+//! ends by checking that no shim process, socket, task process, zombie, cgroup or other process
+//! of ours remains. `REAPER_CTD_RUNTIME=runc` runs the same checks against Debian's runc shim
+//! and `REAPER_CTD_RUNTIME=faulty FAULTY_SHIM=<fault>` against the deliberately broken shim, to
+//! validate the fixture and the checks themselves.
 
 mod common;
 
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 use common::{parse_events, poll, Daemon, DaemonOpts, Runtime};
 
+/// A private daemon for the runtime under test, its containers in namespace `ns` (one per test).
 fn daemon(ns: &str) -> Daemon {
     Daemon::start(Runtime::from_env(), ns, DaemonOpts::default())
 }
