@@ -812,6 +812,8 @@ fn populate_busybox(rootfs: &Path) {
 /// One line of `ctr events`: topic and JSON payload.
 #[derive(Debug, Clone)]
 pub struct Event {
+    /// The envelope's timestamp (set by the publisher), as [`normalize_time`] gives it.
+    pub time: String,
     /// e.g. `/tasks/exit`.
     pub topic: String,
     /// The event as JSON.
@@ -825,10 +827,21 @@ pub fn parse_events(text: &str) -> Vec<Event> {
             let start = l.find(" /")? + 1;
             let rest = &l[start..];
             let (topic, json) = rest.split_once(' ').unwrap_or((rest, "{}"));
+            let mut f = l.split_whitespace();
+            let time = normalize_time(&format!("{}T{}", f.next()?, f.next()?));
             Some(Event {
+                time,
                 topic: topic.to_string(),
                 body: serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
             })
         })
         .collect()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f…][Z]` (ctr's envelope time with `T`, or a JSON timestamp) as
+/// `YYYY-MM-DDTHH:MM:SS.fffffffff`, so that UTC times compare as strings.
+pub fn normalize_time(t: &str) -> String {
+    let t = t.trim_end_matches('Z');
+    let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
+    format!("{secs}.{frac:0<9}")
 }

@@ -5,7 +5,7 @@ use std::fs;
 use std::time::Duration;
 
 use crate::common;
-use crate::common::{parse_events, poll, Runtime};
+use crate::common::{normalize_time, parse_events, poll, Runtime};
 use crate::{daemon, subscribe_events};
 
 #[test]
@@ -21,11 +21,13 @@ fn events_create_start_exit_delete_in_order() {
             .then_some(evs)
     })
     .unwrap_or_else(|| panic!("no /containers/delete event: {}", ev.output()));
-    let ours: Vec<(String, serde_json::Value)> = events
+    let ours: Vec<common::Event> = events
         .into_iter()
         .filter(|e| e.topic.starts_with("/tasks/") && e.body["container_id"] == "ev1")
-        .map(|e| (e.topic, e.body))
         .collect();
+    let times: Vec<String> = ours.iter().map(|e| e.time.clone()).collect();
+    let ours: Vec<(String, serde_json::Value)> =
+        ours.into_iter().map(|e| (e.topic, e.body)).collect();
     let topics: Vec<&str> = ours.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(
         topics,
@@ -42,6 +44,16 @@ fn events_create_start_exit_delete_in_order() {
     assert_eq!(&ours[2].1["pid"], pid, "exit pid != start pid: {ours:#?}");
     assert_eq!(ours[2].1["exit_status"], 3, "{ours:#?}");
     assert_eq!(ours[3].1["exit_status"], 3, "{ours:#?}");
+    // exited_at is the real exit time: after the start was published, before the exit was, and
+    // the same in /tasks/exit and /tasks/delete.
+    let exited_at = ours[2].1["exited_at"].as_str().map(normalize_time);
+    let exited_at = exited_at.unwrap_or_else(|| panic!("no exited_at: {ours:#?}"));
+    let (start_t, exit_t) = (&times[1], &times[2]);
+    assert!(
+        start_t <= &exited_at && &exited_at <= exit_t,
+        "exited_at {exited_at} outside [{start_t}, {exit_t}]"
+    );
+    assert_eq!(ours[3].1["exited_at"], ours[2].1["exited_at"], "{ours:#?}");
     drop(ev);
     d.assert_no_leaks();
 }
