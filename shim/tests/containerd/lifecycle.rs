@@ -276,3 +276,24 @@ fn an_exit_while_containerd_is_down_is_reported_after_restart() {
         .ok("container delete");
     d.assert_no_leaks();
 }
+
+/// A stale socket (a file nobody listens on) at the path a container hashes to is replaced by
+/// `start`, and removed again when the server exits.
+#[test]
+fn a_stale_socket_is_replaced() {
+    let mut d = daemon("stale");
+    d.use_id("st1");
+    let sock = d.socket_paths().pop().expect("socket path");
+    fs::create_dir_all(sock.parent().expect("socket dir")).expect("socket dir");
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind a stale socket"));
+    assert!(
+        sock.exists(),
+        "the stale socket file should remain after close"
+    );
+    let out = d.run_rm(&[], "st1", &["/bin/echo", "over a stale socket"], None);
+    assert_eq!(
+        out.ok("run over a stale socket").stdout,
+        "over a stale socket\n"
+    );
+    d.assert_no_leaks();
+}
