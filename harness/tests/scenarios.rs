@@ -111,7 +111,12 @@ fn transcript(r: &ScenarioResult) -> String {
     out.push_str("events:\n");
     // Per container in arrival order: the order between containers is a race.
     let mut events: Vec<_> = r.events.iter().collect();
-    events.sort_by_key(|e| e.event.get("container-id").and_then(Value::as_str).unwrap_or(""));
+    events.sort_by_key(|e| {
+        e.event
+            .get("container-id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    });
     for e in events {
         let from = if e.source == "shim" {
             String::new()
