@@ -287,6 +287,45 @@ pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
     }
 }
 
+/// The reaper's cgroup v1 controllers (the shim makes `<ctrl>/reaper/<ns>/<id>`).
+const CGROUP_CONTROLLERS: [&str; 4] = ["freezer", "pids", "cpuacct", "memory"];
+
+/// Removes `/sys/fs/cgroup/<ctrl>/reaper/<ns>` and the cgroups in it, killing (by pid) any
+/// process still in them: they belong to this test's namespace. Used before a daemon starts (a
+/// killed earlier run) and when it is dropped (a failed test).
+fn remove_reaper_cgroups(ns: &str) {
+    for ctrl in CGROUP_CONTROLLERS {
+        let base = Path::new("/sys/fs/cgroup")
+            .join(ctrl)
+            .join("reaper")
+            .join(ns);
+        if !base.is_dir() {
+            continue;
+        }
+        let mut dirs: Vec<PathBuf> = fs::read_dir(&base)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default();
+        dirs.push(base.clone());
+        for d in dirs {
+            if ctrl == "freezer" {
+                let _ = fs::write(d.join("freezer.state"), "THAWED");
+            }
+            let end = Instant::now() + Duration::from_secs(2);
+            while fs::remove_dir(&d).is_err() && d.exists() && Instant::now() < end {
+                let procs = fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
 /// `/proc/<pid>/stat` field 22 (start time), to tell a pid from a reused one.
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -389,6 +428,8 @@ impl Daemon {
                     .expect("runc shim dir")
             }
         };
+        // A test binary killed earlier cannot have cleaned up after itself.
+        remove_reaper_cgroups(ns);
         let dir = tempfile::Builder::new()
             .prefix("reaper-ctd-")
             .tempdir_in("/tmp")
@@ -738,7 +779,7 @@ impl Daemon {
         }
         if self.runtime != Runtime::Runc {
             // Each test has its own namespace: nothing may remain under reaper/<ns>.
-            for ctrl in ["freezer", "pids", "cpuacct", "memory"] {
+            for ctrl in CGROUP_CONTROLLERS {
                 let d = Path::new("/sys/fs/cgroup")
                     .join(ctrl)
                     .join("reaper")
@@ -784,6 +825,9 @@ impl Drop for Daemon {
         self.stop();
         for s in self.socket_paths() {
             let _ = fs::remove_file(s);
+        }
+        if self.runtime != Runtime::Runc {
+            remove_reaper_cgroups(&self.namespace);
         }
         // Mounts under state (none expected with --rootfs) would make removal fail loudly.
         let _ = fs::remove_dir_all(self.dir.path());
