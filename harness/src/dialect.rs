@@ -144,7 +144,7 @@ impl Dialect {
         v
     }
 
-    /// Whether task requests carry `containerd-namespace-ttrpc` metadata (1.6.20 sends none [obs]).
+    /// Whether task requests carry `containerd-namespace-ttrpc` metadata (1.6.20 sends none, observed).
     pub fn sends_namespace_metadata(&self) -> bool {
         *self != Dialect::V1_6
     }

@@ -3,6 +3,24 @@
 //! the chosen containerd version does (doc 2: argv, env, stdin, cwd, `log` FIFO, combined and
 //! trimmed output, setpgid), and closes them as containerd does (doc 2.10: close, `delete`
 //! action, synthetic exit/delete events, then the harness's own leak check).
+//!
+//! Fidelity, in short (protocol doc sections in brackets):
+//! - argv, env (`GOMAXPROCS=2`, `TTRPC_ADDRESS`; from 1.7 `MAX_SHIM_VERSION=2`, `GRPC_ADDRESS`,
+//!   `NAMESPACE`), stdin (options `Any` or /dev/null), cwd = bundle, `setpgid`, the `log` FIFO
+//!   opened O_RDWR|O_NONBLOCK before `start` and drained for the shim's life, start output
+//!   combined and trimmed, address read per dialect [0, 2.1–2.9];
+//! - `shim-binary-path` (and, for 2.0, `bootstrap.json`) written into the bundle after start;
+//! - task requests carry `containerd-namespace-ttrpc` from 1.7 on (1.6.20 sent none) [4.3];
+//! - on close: the `delete` action with `-bundle`, then containerd's synthetic `/tasks/exit` +
+//!   `/tasks/delete` (source `Mock`) only if the task was never deleted [2.10, 3].
+//!
+//! Deliberate differences: the gRPC address serves only the publish route (over ttrpc); bounds
+//! are tighter than containerd's (connect 5s, not 100s) and configurable; `close` sends
+//! `Shutdown` itself when the caller did not (containerd always does after Delete); after the
+//! shim's life the mock checks for leftovers and ends them, which containerd does not; the
+//! bundle belongs to the caller's [`crate::bundle::Bundle`] (containerd removes it after a
+//! successful `delete` action); restart/reconnect (`shim_load`) and the 2.3+ protobuf bootstrap
+//! are not modelled.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
