@@ -326,14 +326,21 @@ mod tests {
             .accept_envelope(&env("default", "tasks", None), EventSource::Shim)
             .unwrap_err()
             .contains("must start with '/'"));
+        let mut epoch = env("default", "/tasks/exit", None);
+        epoch.timestamp = protobuf::MessageField::some(Default::default());
+        assert!(log.accept_envelope(&epoch, EventSource::Shim).is_ok());
+        let mut go_zero = env("default", "/tasks/exit", None);
+        go_zero.timestamp.as_mut().unwrap().seconds = validate::GO_ZERO_TIME_UNIX;
+        go_zero.timestamp.as_mut().unwrap().nanos = 0;
+        assert!(log.accept_envelope(&go_zero, EventSource::Shim).is_err());
         let mut no_ts = env("default", "/tasks/exit", None);
         no_ts.timestamp = protobuf::MessageField::none();
         assert!(log
             .accept_envelope(&no_ts, EventSource::Shim)
             .unwrap_err()
             .contains("timestamp"));
-        assert!(log.snapshot().is_empty());
-        assert_eq!(log.rejected().len(), 3);
+        assert_eq!(log.snapshot().len(), 1, "only the epoch-stamped one");
+        assert_eq!(log.rejected().len(), 4);
     }
 
     #[test]

@@ -3,6 +3,9 @@
 
 use containerd_shim_protos::shim::event::Envelope;
 
+/// Go's zero `time.Time` (0001-01-01T00:00:00Z) in Unix seconds.
+pub const GO_ZERO_TIME_UNIX: i64 = -62_135_596_800;
+
 /// containerd `identifiers.Validate`: 1..=76 chars, alphanumerics joined by single `.`, `_`, `-`.
 pub fn validate_identifier(s: &str) -> Result<(), String> {
     if s.is_empty() {
@@ -55,10 +58,12 @@ pub fn validate_envelope(env: &Envelope) -> Result<(), String> {
     validate_identifier(&env.namespace)
         .map_err(|e| format!("event envelope has invalid namespace: {e}"))?;
     validate_topic(&env.topic).map_err(|e| format!("envelope topic {:?}: {e}", env.topic))?;
+    // Go's `time.Time.IsZero`: an absent timestamp, or one that decodes to year 1 (an explicit
+    // Unix epoch is a real time to containerd and is accepted).
     let zero = env
         .timestamp
         .as_ref()
-        .map(|t| t.seconds == 0 && t.nanos == 0)
+        .map(|t| t.seconds == GO_ZERO_TIME_UNIX && t.nanos == 0)
         .unwrap_or(true);
     if zero {
         return Err("timestamp must be set on forwarded event: invalid argument".into());
