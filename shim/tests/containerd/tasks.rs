@@ -363,3 +363,28 @@ fn exec_and_pause_after_init_exit_are_refused() {
         .ok("container delete");
     d.assert_no_leaks();
 }
+
+/// `task delete` of a running task is refused, and `task checkpoint` (the client pauses, calls
+/// Checkpoint, resumes) fails as *not implemented* with the shim's reason; the task runs on.
+#[test]
+fn delete_while_running_and_checkpoint_are_refused() {
+    let mut d = daemon("refused");
+    let (mut run, pid) = d.run_bg(&[], "rf1", &["/bin/sleep", "30"]);
+    let del = d.ctr(&["task", "delete", "rf1"]);
+    assert_ne!(del.code(), 0, "delete of a running task: {del:#?}");
+    let ckpt = d.ctr(&["task", "checkpoint", "rf1"]);
+    assert_ne!(ckpt.code(), 0, "{ckpt:#?}");
+    assert!(
+        ckpt.stderr.contains("not implemented"),
+        "checkpoint is not reported as unimplemented: {ckpt:#?}"
+    );
+    assert_eq!(
+        d.task_status("rf1"),
+        Some((pid, "RUNNING".to_string())),
+        "the refused calls harmed the task"
+    );
+    d.ctr(&["task", "kill", "-s", "SIGKILL", "rf1"])
+        .ok("task kill rf1");
+    assert_eq!(run.wait(Duration::from_secs(15)).code(), 137);
+    d.assert_no_leaks();
+}
