@@ -11,6 +11,9 @@ use tokio::net::unix::pipe;
 
 use crate::error::HarnessError;
 
+/// Bytes kept per captured stream (the rest is drained and dropped so the writer never blocks).
+pub const MAX_CAPTURE: usize = 16 << 20;
+
 /// How one stdio stream is provided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StdioMode {
@@ -164,10 +167,10 @@ impl StdioSet {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => {
                                     let target = if is_out { &cap.stdout } else { &cap.stderr };
-                                    target
-                                        .lock()
-                                        .unwrap_or_else(|p| p.into_inner())
-                                        .extend_from_slice(&buf[..n]);
+                                    let mut t = target.lock().unwrap_or_else(|p| p.into_inner());
+                                    // Keep the first MAX_CAPTURE bytes; keep draining the rest.
+                                    let room = MAX_CAPTURE.saturating_sub(t.len());
+                                    t.extend_from_slice(&buf[..n.min(room)]);
                                     ch.send_modify(|c| *c += 1);
                                 }
                             }

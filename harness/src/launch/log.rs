@@ -11,6 +11,9 @@ use crate::error::HarnessError;
 
 use super::lock;
 
+/// Lines kept from one shim's `log` FIFO; the rest is drained and dropped.
+pub const MAX_LOG_LINES: usize = 100_000;
+
 /// Drains the bundle's `log` FIFO (opened O_RDWR|O_NONBLOCK before `start`, as containerd does).
 pub(crate) struct LogDrain {
     lines: Arc<Mutex<Vec<String>>>,
@@ -47,7 +50,14 @@ impl LogDrain {
                             let line: Vec<u8> = pending.drain(..=i).collect();
                             let s = String::from_utf8_lossy(&line).trim_end().to_string();
                             tracing::debug!(target: "shim-log", "{s}");
-                            lock(&l2).push(s);
+                            let mut l = lock(&l2);
+                            if l.len() < MAX_LOG_LINES {
+                                l.push(s);
+                            } else if l.len() == MAX_LOG_LINES {
+                                l.push(format!(
+                                    "[harness: log truncated after {MAX_LOG_LINES} lines]"
+                                ));
+                            }
                         }
                     }
                 }
