@@ -180,7 +180,7 @@ fn a_missing_program_is_a_clear_error_and_leaves_nothing() {
 }
 
 #[test]
-fn run_with_tty_smoke() {
+fn run_with_tty_and_resize() {
     common::require_tools(&["script"]);
     let mut d = daemon("tty");
     let args = d.run_args(
@@ -190,11 +190,15 @@ fn run_with_tty_smoke() {
         &[
             "/bin/sh",
             "-c",
-            "test -t 0 && test -t 1 && echo on-a-tty; exit 4",
+            // ctr sends ResizePty with its terminal's size right after Start.
+            "test -t 0 && test -t 1 && echo on-a-tty; i=0; \
+             while [ \"$(/bin/stty size)\" != \"33 101\" ] && [ $i -lt 100 ]; do \
+             i=$((i+1)); /bin/sleep 0.02; done; echo \"size=$(/bin/stty size)\"; exit 4",
         ],
     );
+    // script's pty gets 101x33, which ctr passes on to the shim's pty.
     let mut line = format!(
-        "ctr --address {} --namespace {}",
+        "/bin/stty cols 101 rows 33; ctr --address {} --namespace {}",
         d.address.display(),
         d.namespace
     );
@@ -205,6 +209,7 @@ fn run_with_tty_smoke() {
     cmd.args(["-q", "-e", "-c", &line, "/dev/null"]);
     let out = common::run_bounded(cmd, None, common::CTR_TIMEOUT);
     assert!(out.stdout.contains("on-a-tty"), "{out:#?}");
+    assert!(out.stdout.contains("size=33 101"), "ResizePty: {out:#?}");
     assert_eq!(out.code(), 4, "{out:#?}");
     d.assert_no_leaks();
 }
