@@ -111,13 +111,42 @@ fn idle_rss_of_the_server() {
     assert_eq!(shims.len(), 1, "expected one shim server, got {shims:?}");
     std::thread::sleep(Duration::from_millis(300));
     let rss = report_rss(shims[0], rt, "with one idle task");
+    let wakeups = idle_wakeups(shims[0], Duration::from_secs(1));
     d.ctr(&["task", "kill", "-s", "SIGKILL", "rss1"])
         .ok("task kill rss1");
     assert_eq!(run.wait(Duration::from_secs(15)).code(), 137);
     if rt != Runtime::Runc {
         assert!(rss < RUNC_SHIM_IDLE_KB, "idle server RSS {rss} kB");
+        // An exit-polling or busy-looping server wakes up all the time; ours waits on SIGCHLD.
+        assert!(wakeups <= 5, "idle server woke up {wakeups} times in 1 s");
     }
     d.assert_no_leaks();
+}
+
+/// Context switches (voluntary + involuntary, all threads) of an idle `pid` over `window`.
+fn idle_wakeups(pid: u32, window: Duration) -> u64 {
+    let switches = || -> u64 {
+        fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|rd| {
+                rd.filter_map(|t| {
+                    let status = fs::read_to_string(t.ok()?.path().join("status")).ok()?;
+                    Some(
+                        status
+                            .lines()
+                            .filter(|l| l.contains("ctxt_switches:"))
+                            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                            .sum::<u64>(),
+                    )
+                })
+                .sum()
+            })
+            .unwrap_or(0)
+    };
+    let before = switches();
+    std::thread::sleep(window);
+    let n = switches().saturating_sub(before);
+    eprintln!("server {pid}: {n} context switches while idle for {window:?}");
+    n
 }
 
 /// The `start` action run by hand the way containerd runs it (cwd = bundle, `log` FIFO held open
