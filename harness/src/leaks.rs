@@ -339,10 +339,12 @@ pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
             _ => {}
         }
     }
+    let my_pgrp = nix::unistd::getpgrp().as_raw();
     if !scope.pgids.is_empty() {
         for p in all_processes() {
             if p.pid != me
                 && scope.pgids.contains(&p.pgrp)
+                && p.pgrp != my_pgrp
                 && p.state != 'Z'
                 && !to_kill.contains(&p.pid)
                 && !scope.spare.contains(&p.pid)

@@ -366,7 +366,10 @@ impl MockContainerd {
                     .find(|p| leaks::proc_info(*p).is_some_and(|i| i.state != 'Z'));
                 let mut pgids = vec![start_pid];
                 if let Some(info) = pid.and_then(leaks::proc_info) {
-                    if !pgids.contains(&info.pgrp) && info.pgrp > 1 {
+                    if !pgids.contains(&info.pgrp)
+                        && info.pgrp > 1
+                        && info.pgrp != nix::unistd::getpgrp().as_raw()
+                    {
                         pgids.push(info.pgrp);
                     }
                 }
@@ -463,7 +466,8 @@ fn check_executable(shim: &Path) -> Result<(), LaunchError> {
 
 /// SIGKILLs every process whose process group is `pgid` (one by one, by pid).
 pub fn kill_process_group_members(pgid: i32) -> Vec<i32> {
-    if pgid <= 1 {
+    // Never our own group (a shim could have joined it): only groups the shim made.
+    if pgid <= 1 || pgid == nix::unistd::getpgrp().as_raw() {
         return vec![];
     }
     let me = std::process::id() as i32;
