@@ -206,3 +206,128 @@ async fn publish_binary_route_feeds_the_same_log() -> Result<()> {
     ensure!(mock.events().rejected().len() == 1);
     Ok(())
 }
+
+/// An in-process fake shim server recording, per call, which service name was used, the
+/// request metadata and its deadline.
+#[derive(Clone, Default)]
+struct Recorder {
+    label: &'static str,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>, i64)>>>,
+}
+
+#[async_trait::async_trait]
+impl containerd_shim_protos::shim_async::Task for Recorder {
+    async fn create(
+        &self,
+        ctx: &ttrpc::r#async::TtrpcContext,
+        _req: containerd_shim_protos::api::CreateTaskRequest,
+    ) -> ttrpc::Result<containerd_shim_protos::api::CreateTaskResponse> {
+        let md = ctx
+            .metadata
+            .iter()
+            .flat_map(|(k, vs)| vs.iter().map(move |v| (k.clone(), v.clone())))
+            .collect();
+        self.seen
+            .lock()
+            .unwrap()
+            .push((self.label.to_string(), md, ctx.timeout_nano));
+        Ok(containerd_shim_protos::api::CreateTaskResponse {
+            pid: 42,
+            ..Default::default()
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_requests_use_the_dialects_service_name_metadata_and_deadline() -> Result<()> {
+    use containerd_shim_protos::shim_async::create_task;
+    let cases = [
+        (Dialect::V1_6, false, "containerd.task.v2.Task", false),
+        (Dialect::V1_7, false, "containerd.task.v2.Task", true),
+        (Dialect::V2_0, false, "containerd.task.v2.Task", true),
+        (Dialect::V2_0, true, "containerd.task.v3.Task", true),
+    ];
+    for (n, (dialect, json_v3, want_service, want_md)) in cases.into_iter().enumerate() {
+        let dir = tempfile::tempdir()?;
+        let sock = dir.path().join("fake.sock");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let v2 = Recorder {
+            label: "containerd.task.v2.Task",
+            seen: seen.clone(),
+        };
+        let v3 = Recorder {
+            label: "containerd.task.v3.Task",
+            seen: seen.clone(),
+        };
+        let mut services = create_task(std::sync::Arc::new(v3));
+        let v2svc = create_task(std::sync::Arc::new(v2))
+            .remove("containerd.task.v3.Task")
+            .context("generated service name")?;
+        services.insert("containerd.task.v2.Task".into(), v2svc);
+        let mut server = ttrpc::r#async::Server::new()
+            .bind(&format!("unix://{}", sock.display()))?
+            .register_service(services);
+        server.start().await?;
+        let addr = format!("unix://{}", sock.display());
+        let print = if json_v3 {
+            format!(r#"{{\"version\":3,\"address\":\"{addr}\",\"protocol\":\"ttrpc\"}}"#)
+        } else {
+            addr.clone()
+        };
+        let shim = script(
+            dir.path(),
+            "fake",
+            &format!("case \"$*\" in *delete) exit 0;; esac\nprintf '%s' \"{print}\""),
+            true,
+        )?;
+        let mock = MockContainerd::new(MockConfig {
+            dialect,
+            namespace: "ns1".into(),
+            debug: false,
+            timeouts: tight(),
+        })
+        .await?;
+        let id = format!("fake{n}");
+        let bundle = Bundle::create(
+            &mock.bundle_parent(),
+            &id,
+            process(&["true"]),
+            Default::default(),
+        )?;
+        let s = mock
+            .launch(&shim, &bundle, LaunchOptions::default())
+            .await?;
+        let r = s
+            .client()
+            .create(
+                bundle.create_request(Default::default(), false, None),
+                Duration::from_secs(3),
+            )
+            .await?;
+        ensure!(r.pid == 42);
+        let got = seen.lock().unwrap().clone();
+        ensure!(got.len() == 1, "{dialect}: {got:?}");
+        let (service, md, deadline) = &got[0];
+        ensure!(
+            service == want_service,
+            "{dialect} json_v3={json_v3}: called {service}"
+        );
+        let ns_md = md
+            .iter()
+            .any(|(k, v)| k == "containerd-namespace-ttrpc" && v == "ns1");
+        ensure!(ns_md == want_md, "{dialect}: metadata {md:?}");
+        ensure!(
+            *deadline > 0 && *deadline <= 3_000_000_000,
+            "{dialect}: timeout_nano {deadline}"
+        );
+        // The fake server lives in this process: the leak check must not touch it.
+        let report = s.close().await;
+        ensure!(
+            report.leaks.iter().all(|l| l.pid.is_none()),
+            "{:#?}",
+            report.leaks
+        );
+        server.shutdown().await?;
+    }
+    Ok(())
+}
