@@ -141,7 +141,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Cmd::Run(a) => match prepare(&a) {
+        Cmd::Run(a) => match prefer_tmpfs().and_then(|()| prepare(&a)) {
             Err(e) => usage_error(e),
             Ok((cfg, scenarios)) => match run(&a, cfg, scenarios) {
                 Ok(code) => ExitCode::from(code),
@@ -149,6 +149,21 @@ fn main() -> ExitCode {
             },
         },
     }
+}
+
+/// Scratch space: a run makes thousands of FIFOs, symlinks and dirs (bundles, busybox rootfs,
+/// stdio, mock state). On a disk-backed `/tmp` that costs more than the scenarios themselves, so
+/// without an explicit `$TMPDIR` a writable `/dev/shm` (tmpfs) is used. Set before any thread
+/// starts.
+fn prefer_tmpfs() -> Result<()> {
+    if std::env::var_os("TMPDIR").is_none() {
+        let shm = Path::new("/dev/shm");
+        let writable = nix::unistd::access(shm, nix::unistd::AccessFlags::W_OK).is_ok();
+        if shm.is_dir() && writable {
+            std::env::set_var("TMPDIR", shm);
+        }
+    }
+    Ok(())
 }
 
 #[allow(clippy::print_stdout)]
