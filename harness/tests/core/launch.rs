@@ -207,12 +207,15 @@ async fn publish_binary_route_feeds_the_same_log() -> Result<()> {
     Ok(())
 }
 
+/// One recorded call: service name, metadata pairs, `timeout_nano`.
+type Call = (String, Vec<(String, String)>, i64);
+
 /// An in-process fake shim server recording, per call, which service name was used, the
 /// request metadata and its deadline.
 #[derive(Clone, Default)]
 struct Recorder {
     label: &'static str,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>, i64)>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Call>>>,
 }
 
 #[async_trait::async_trait]
