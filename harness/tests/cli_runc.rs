@@ -32,7 +32,10 @@ fn runc_go_shim_passes_every_must_but_the_documented_deviation() {
             "{tool} is missing: run ci/setup.sh (apt-get install containerd runc busybox-static)"
         );
     }
-    assert!(nix::unistd::geteuid().is_root(), "runc needs root: run the tests as root");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "runc needs root: run the tests as root"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let profile = dir.path().join("runc-go.yaml");
     let mut text = String::from("xfail:\n");
@@ -48,7 +51,10 @@ fn runc_go_shim_passes_every_must_but_the_documented_deviation() {
         .output()
         .expect("run harness");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("no JSON report ({e}): {}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "no JSON report ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     let scenarios = v["scenarios"].as_array().expect("scenarios");
     let failed: Vec<String> = scenarios
@@ -56,12 +62,19 @@ fn runc_go_shim_passes_every_must_but_the_documented_deviation() {
         .filter(|s| s["status"] == "failed")
         .map(|s| format!("{}: {}", s["name"], s["reason"]))
         .collect();
-    assert!(failed.is_empty(), "unexpected failures:\n{}", failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "unexpected failures:\n{}",
+        failed.join("\n")
+    );
     assert_eq!(out.status.code(), Some(0));
     // The pinned deviations are still deviations (a fixed one shows up as passed).
     for s in scenarios.iter().filter(|s| s["status"] == "passed") {
         let name = s["name"].as_str().unwrap_or("");
-        assert!(!KNOWN.contains(&name), "{name} now passes: update docs/conformance.md");
+        assert!(
+            !KNOWN.contains(&name),
+            "{name} now passes: update docs/conformance.md"
+        );
     }
     // Only the two host-process scenarios are skipped for an isolated shim.
     let skipped: Vec<_> = scenarios
