@@ -13,7 +13,12 @@ fn run_rm_echo_prints_output() {
     let mut d = daemon("echo");
     let out = d.run_rm(&[], "echo1", &["/bin/echo", "hello", "from reaper"], None);
     let out = out.ok("ctr run --rm echo");
-    assert_eq!(out.stdout, "hello from reaper\n");
+    assert_eq!(
+        out.stdout,
+        "hello from reaper\n",
+        "{out:#?}\ncontainerd log:\n{}",
+        common::tail(&d.log_text(), 60)
+    );
     d.assert_no_leaks();
 }
 
@@ -219,9 +224,16 @@ fn twenty_back_to_back_instant_exits_report_their_codes() {
     let mut d = daemon("burst");
     for n in 0..20 {
         let id = format!("burst{n}");
-        let code = format!("exit {n}");
+        // Output written just before an instant exit must not be lost either.
+        let code = format!("echo out-{n}; exit {n}");
         let out = d.run_rm(&[], &id, &["/bin/sh", "-c", &code], None);
         assert_eq!(out.code(), n, "run {n}: {out:#?}");
+        assert_eq!(
+            out.stdout,
+            format!("out-{n}\n"),
+            "run {n}: {out:#?}\ncontainerd log:\n{}",
+            common::tail(&d.log_text(), 60)
+        );
     }
     d.assert_no_leaks();
 }
