@@ -10,6 +10,7 @@ pub mod faults;
 pub mod flags;
 pub mod io;
 pub mod logging;
+pub mod ops;
 pub mod process;
 pub mod pty;
 pub mod reaper;

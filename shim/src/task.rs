@@ -1,5 +1,5 @@
 //! The ttrpc adapter: `containerd.task.v2.Task` / `v3.Task` methods, each one logging and calling
-//! the inherent `task_*` layer in `api.rs`. Every method is overridden: the generated defaults
+//! the inherent `task_*` layer (`api.rs`, `ops.rs`). Every method is overridden: the generated defaults
 //! answer NOT_FOUND, which containerd would misread; unsupported RPCs answer UNIMPLEMENTED.
 
 use std::collections::HashMap;

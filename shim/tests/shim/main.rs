@@ -6,5 +6,6 @@ mod support;
 mod faults;
 mod handshake;
 mod lifecycle;
+mod pause;
 mod stdio;
 mod tasks;
