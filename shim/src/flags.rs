@@ -21,6 +21,8 @@ pub struct Flags {
     pub socket: String,
     /// `-v`: print the version and exit.
     pub version: bool,
+    /// `-info` (containerd 2.x): print a `RuntimeInfo` protobuf and exit.
+    pub info: bool,
     /// The action word: `start`, `delete`, or none (server mode).
     pub action: Option<String>,
 }
@@ -62,15 +64,15 @@ where
             None => (stripped.to_string(), None),
         };
         match name.as_str() {
-            "debug" | "v" => {
+            "debug" | "v" | "info" => {
                 let v = match inline {
                     Some(v) => parse_bool(&name, &v)?,
                     None => true,
                 };
-                if name == "debug" {
-                    f.debug = v;
-                } else {
-                    f.version = v;
+                match name.as_str() {
+                    "debug" => f.debug = v,
+                    "info" => f.info = v,
+                    _ => f.version = v,
                 }
             }
             "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" => {

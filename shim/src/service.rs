@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use containerd_shim_protos::api::DeleteResponse;
 use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -363,6 +364,26 @@ pub fn main(load_faults: fn() -> Result<Faults>) -> i32 {
             "containerd-shim-reaper-v2 {} ({RUNTIME})",
             env!("CARGO_PKG_VERSION")
         );
+        return 0;
+    }
+    if flags.info {
+        // SAFETY: isatty on fd 0.
+        if unsafe { libc::isatty(0) } == 0 {
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+        }
+        let info = RuntimeInfo {
+            name: RUNTIME.to_string(),
+            version: Some(RuntimeVersion {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        let mut out = std::io::stdout();
+        let _ = out.write_all(&info.write_to_bytes().unwrap_or_default());
+        let _ = out.flush();
         return 0;
     }
     match flags.action.as_deref() {

@@ -326,3 +326,18 @@ async fn server_logs_to_the_bundle_log_fifo() {
     assert!(text.contains("id=\"log1\""), "{text}");
     shim.stop().await;
 }
+
+#[test]
+fn info_flag_prints_runtime_info() {
+    let out = Command::new(shim_bin())
+        .arg("-info")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let info =
+        containerd_shim_protos::types::introspection::RuntimeInfo::parse_from_bytes(&out.stdout)
+            .unwrap();
+    assert_eq!(info.name, "io.containerd.reaper.v2");
+    assert!(!info.version.version.is_empty());
+}
