@@ -161,6 +161,24 @@ pub fn resources_any(v: &Value) -> protobuf::well_known_types::any::Any {
     a
 }
 
+/// Sorts the string lists of a spec (oci-spec keeps capabilities in hash sets) for stable output.
+pub fn sorted_sets(mut v: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Array(a) if a.iter().all(Value::is_string) => {
+                a.sort_by(|x, y| x.as_str().cmp(&y.as_str()));
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            Value::Object(o) => o.values_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    if let Some(c) = v.get_mut("capabilities") {
+        walk(c);
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

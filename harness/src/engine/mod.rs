@@ -2,7 +2,10 @@
 //! instance, scenarios in parallel up to `jobs` on one tokio runtime, every wait bounded; turns
 //! what happened into a [`ScenarioResult`] (steps, events, output, leaks, verdict).
 
+mod checks;
+mod close;
 mod convert;
+mod rpc;
 mod steps;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,320 @@
+//! The checking steps of a scenario: `events` (ordered subsequence, `exact`, `forbid`, `fresh`),
+//! `output` and `shim-alive`, each waiting at most its bound; plus the pure event matcher.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::convert;
+use super::steps::{Ctx, MAIN};
+use crate::events::RecordedEvent;
+use crate::scenario::{EventMatch, OutputMatch};
+
+impl Ctx<'_> {
+    pub(super) fn container_id(
+        &self,
+        container: &Option<String>,
+    ) -> Result<Option<String>, String> {
+        match container.as_deref() {
+            Some("*") => Ok(None),
+            Some(c) => Ok(Some(self.expand(c)?)),
+            None => Ok(Some(MAIN.to_string())),
+        }
+    }
+
+    pub(super) async fn events_step(
+        &mut self,
+        e: &crate::scenario::EventsStep,
+    ) -> Result<usize, String> {
+        let cid = self.container_id(&e.container)?;
+        let key = cid.clone().unwrap_or_else(|| "*".into());
+        let cursor = if e.fresh {
+            self.containers.get(&key).map(|c| c.cursor).unwrap_or(0)
+        } else {
+            0
+        };
+        let timeout = e.timeout.map(|d| d.get()).unwrap_or(self.cfg.step_timeout);
+        let vars = self.vars.clone();
+        let lookup = move |n: &str| vars.get(n).cloned();
+        let pick = |evs: &[RecordedEvent]| -> Vec<(String, Value)> {
+            evs.iter()
+                .filter(|ev| match &cid {
+                    None => true,
+                    Some(id) => {
+                        ev.fields.get("container-id").and_then(Value::as_str) == Some(id.as_str())
+                    }
+                })
+                .map(|ev| {
+                    let mut f = ev.fields.clone();
+                    convert::normalize_times(&mut f);
+                    (ev.topic.clone(), f)
+                })
+                .skip(cursor)
+                .collect()
+        };
+        let log = self.mock.events();
+        log.wait_until(
+            |evs| match_events(&pick(evs), &e.expect, e.exact, &lookup).is_ok(),
+            timeout,
+        )
+        .await;
+        let got = pick(&log.snapshot());
+        let res = match_events(&got, &e.expect, e.exact, &lookup);
+        let who = cid
+            .as_deref()
+            .map(|c| format!("container `{c}`"))
+            .unwrap_or_else(|| "all containers".into());
+        let end = match res {
+            Ok(end) => end,
+            Err(why) => {
+                let want: Vec<_> = e.expect.iter().map(|m| m.0.topic.as_str()).collect();
+                let seen: Vec<_> = got.iter().map(|(t, _)| t.as_str()).collect();
+                return Err(format!(
+                    "expected events [{}] ({}) for {who} within {}; got [{}]: {why}",
+                    want.join(", "),
+                    if e.exact { "exactly" } else { "in this order" },
+                    humantime::format_duration(timeout),
+                    seen.join(", ")
+                ));
+            }
+        };
+        for f in &e.forbid {
+            if let Some((t, fields)) = got.iter().find(|(t, _)| t == f) {
+                return Err(format!(
+                    "event {t} must not be published for {who}, got {fields}"
+                ));
+            }
+        }
+        if let Some(c) = self.containers.get_mut(&key) {
+            c.cursor = cursor + end;
+        }
+        Ok(end)
+    }
+
+    pub(super) async fn output_step(
+        &mut self,
+        o: &crate::scenario::OutputStep,
+    ) -> Result<(), String> {
+        let exec_id = self.opt_exec(&o.exec_id)?;
+        let timeout = o.timeout.map(|d| d.get()).unwrap_or(self.cfg.step_timeout);
+        let Some(set) = self.stdio_of(o.container.as_deref(), &exec_id)? else {
+            return Err(format!(
+                "no captured output for {}",
+                if exec_id.is_empty() {
+                    "the init process (not created?)".to_string()
+                } else {
+                    format!("exec `{exec_id}`")
+                }
+            ));
+        };
+        let vars = self.vars.clone();
+        let lookup = move |n: &str| vars.get(n).cloned();
+        let check = |out: &[u8], err: &[u8]| -> Result<(), String> {
+            let quick = |m: &OutputMatch, b: &[u8]| m.length.is_none_or(|n| n == b.len());
+            if let Some(m) = &o.stdout {
+                if !quick(m, out) {
+                    return Err(format!(
+                        "stdout: expected {} bytes, got {} bytes",
+                        m.length.unwrap_or(0),
+                        out.len()
+                    ));
+                }
+            }
+            if let Some(m) = &o.stderr {
+                if !quick(m, err) {
+                    return Err(format!(
+                        "stderr: expected {} bytes, got {} bytes",
+                        m.length.unwrap_or(0),
+                        err.len()
+                    ));
+                }
+            }
+            if let Some(m) = &o.stdout {
+                m.check(out, &lookup).map_err(|e| format!("stdout: {e}"))?;
+            }
+            if let Some(m) = &o.stderr {
+                m.check(err, &lookup).map_err(|e| format!("stderr: {e}"))?;
+            }
+            Ok(())
+        };
+        set.wait_output(|out, err| check(out, err).is_ok(), timeout)
+            .await;
+        check(&set.stdout(), &set.stderr())
+            .map_err(|e| format!("{e} (waited {})", humantime::format_duration(timeout)))
+    }
+
+    pub(super) async fn shim_alive(
+        &mut self,
+        alive: bool,
+        timeout: Option<Duration>,
+        socket_removed: bool,
+    ) -> Result<(), String> {
+        self.shim_alive_of(None, alive, timeout, socket_removed)
+            .await
+    }
+
+    pub(super) async fn shim_alive_of(
+        &mut self,
+        container: Option<&str>,
+        alive: bool,
+        timeout: Option<Duration>,
+        socket_removed: bool,
+    ) -> Result<(), String> {
+        let idx = match container {
+            Some(c) => {
+                let n = self.expand(c)?;
+                self.containers.get(&n).map(|c| c.shim).unwrap_or(0)
+            }
+            None => 0,
+        };
+        let slot = &self.shims[idx];
+        // A grouped `start` reuses a running server: its pid is the first launch's.
+        let pid = slot.pid.or_else(|| {
+            self.shims
+                .iter()
+                .find(|o| o.address == slot.address && o.pid.is_some())
+                .and_then(|o| o.pid)
+        });
+        let Some(pid) = pid else {
+            return Err("the shim server's pid is unknown, cannot tell whether it runs".into());
+        };
+        let bound = timeout.unwrap_or(Duration::from_secs(3));
+        let deadline = Instant::now() + bound;
+        if alive {
+            // Give a wrongly exiting shim a moment to show it.
+            tokio::time::sleep(Duration::from_millis(100).min(bound)).await;
+            if !crate::leaks::is_alive(pid) {
+                return Err(format!(
+                    "the shim server (pid {pid}) exited; expected it to keep running"
+                ));
+            }
+            return Ok(());
+        }
+        while crate::leaks::is_alive(pid) {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the shim server (pid {pid}) is still running {} later; expected it to exit",
+                    humantime::format_duration(bound)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if socket_removed {
+            if let Some(p) = crate::dialect::socket_path(&slot.address) {
+                while p.exists() {
+                    if Instant::now() >= deadline {
+                        return Err(format!(
+                            "the shim exited but left its socket {}",
+                            p.display()
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Matches expected events against `(topic, fields)`; returns the index after the last matched.
+pub(super) fn match_events(
+    got: &[(String, Value)],
+    expect: &[EventMatch],
+    exact: bool,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<usize, String> {
+    let fields_ok = |m: &EventMatch, f: &Value| -> Result<(), String> {
+        for (k, mm) in &m.0.fields {
+            mm.check(f.get(k), lookup)
+                .map_err(|e| format!("{k}: {e}"))?;
+        }
+        Ok(())
+    };
+    if exact {
+        if got.len() != expect.len() {
+            return Err(format!("{} events instead of {}", got.len(), expect.len()));
+        }
+        for (i, (m, (t, f))) in expect.iter().zip(got).enumerate() {
+            if &m.0.topic != t {
+                return Err(format!("event {} is {t}, expected {}", i + 1, m.0.topic));
+            }
+            fields_ok(m, f).map_err(|e| format!("{t}: {e}"))?;
+        }
+        return Ok(got.len());
+    }
+    let mut j = 0;
+    let mut last: Option<&str> = None;
+    for m in expect {
+        let mut note = None;
+        loop {
+            let Some((t, f)) = got.get(j) else {
+                let after = last.map(|l| format!(" after {l}")).unwrap_or_default();
+                return Err(match note {
+                    Some(n) => format!("{} came with {n}", m.0.topic),
+                    None => format!("no {}{after}", m.0.topic),
+                });
+            };
+            j += 1;
+            if t == &m.0.topic {
+                match fields_ok(m, f) {
+                    Ok(()) => {
+                        last = Some(t.as_str());
+                        break;
+                    }
+                    Err(e) => note = Some(e),
+                }
+            }
+        }
+    }
+    Ok(j)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(super) fn m(y: &str) -> Vec<EventMatch> {
+        serde_yaml_ng::from_str(y).unwrap()
+    }
+
+    pub(super) fn got(topics: &[&str]) -> Vec<(String, Value)> {
+        topics
+            .iter()
+            .map(|t| (t.to_string(), json!({"exit-status": 0})))
+            .collect()
+    }
+
+    const NONE: &dyn Fn(&str) -> Option<String> = &|_| None;
+
+    #[test]
+    pub(super) fn subsequence_and_exact() {
+        let want = m("[/tasks/create, /tasks/start, /tasks/exit]");
+        let seq = got(&[
+            "/tasks/create",
+            "/tasks/oom",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete",
+        ]);
+        assert_eq!(match_events(&seq, &want, false, NONE), Ok(4));
+        assert!(match_events(&seq, &want, true, NONE)
+            .unwrap_err()
+            .contains("5 events instead of 3"));
+        let early = got(&["/tasks/create", "/tasks/exit", "/tasks/start"]);
+        let e = match_events(&early, &want, false, NONE).unwrap_err();
+        assert_eq!(e, "no /tasks/exit after /tasks/start");
+        let e = match_events(&early, &want, true, NONE).unwrap_err();
+        assert_eq!(e, "event 2 is /tasks/exit, expected /tasks/start");
+    }
+
+    #[test]
+    pub(super) fn fields_are_checked() {
+        let want = m("[{topic: /tasks/exit, fields: {exit-status: 143}}]");
+        let e = match_events(&got(&["/tasks/exit"]), &want, false, NONE).unwrap_err();
+        assert_eq!(e, "/tasks/exit came with exit-status: expected 143, got 0");
+        assert!(match_events(&got(&[]), &want, false, NONE)
+            .unwrap_err()
+            .contains("no /tasks/exit"));
+    }
+}

@@ -1,0 +1,480 @@
+//! Sending the RPC steps: each step's request built from the scenario (with `${var}`
+//! expansion, stdio FIFOs, bundles for extra containers, exec specs), sent with its bound, and the
+//! answer turned into the JSON view that `expect` judges.
+
+use std::time::Duration;
+
+use containerd_shim_protos::api::{
+    CheckpointTaskRequest, CloseIORequest, ConnectRequest, DeleteRequest, ExecProcessRequest,
+    KillRequest, PauseRequest, PidsRequest, ResizePtyRequest, ResumeRequest, ShutdownRequest,
+    StartRequest, StateRequest, StatsRequest, UpdateTaskRequest, WaitRequest,
+};
+use serde_json::{json, Value};
+
+use super::convert;
+use super::steps::{mode, now_rfc3339, pid_ns, Common, Ctx, Wait, MAIN};
+use crate::client::{RpcError, RpcResult};
+use crate::report::Status;
+use crate::scenario::{Capability, StdioKind, Step};
+use crate::stdio::{StdioMode, StdioOptions, StdioSet};
+
+impl Ctx<'_> {
+    /// Builds and sends one RPC; `None` when it was sent in the background.
+    pub(super) async fn send(
+        &mut self,
+        s: &Step,
+        c: &Common<'_>,
+        t: Duration,
+    ) -> Result<Option<(Value, RpcResult<Value>)>, String> {
+        if let Step::Create(cs) = s {
+            return self.create(cs, c, t).await.map(Some);
+        }
+        if let Step::Exec(es) = s {
+            return self.exec(es, c, t).await.map(Some);
+        }
+        let (client, id) = self.target(c.container)?;
+        let main = id == MAIN;
+        Ok(Some(match s {
+            Step::Start(x) => {
+                let exec_id = self.opt_exec(&x.exec_id)?;
+                if exec_id.is_empty() {
+                    let key = if main {
+                        "start-time".to_string()
+                    } else {
+                        format!("{id}-start-time")
+                    };
+                    self.vars.insert(key, now_rfc3339());
+                }
+                let req = json!({"id": id, "exec-id": exec_id});
+                let r = client
+                    .start(
+                        StartRequest {
+                            id,
+                            exec_id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                if let Ok(x) = &r {
+                    self.pids.push(x.pid);
+                }
+                (req, r.map(|r| convert::start(&r)))
+            }
+            Step::State(x) => {
+                let exec_id = self.opt_exec(&x.exec_id)?;
+                let req = json!({"id": id, "exec-id": exec_id});
+                let r = client
+                    .state(
+                        StateRequest {
+                            id,
+                            exec_id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                (req, r.map(|r| convert::state(&r)))
+            }
+            Step::Kill(x) => {
+                let exec_id = self.opt_exec(&x.exec_id)?;
+                let req = json!({"id": id, "exec-id": exec_id, "signal": x.signal.0, "all": x.all});
+                let r = client
+                    .kill(
+                        KillRequest {
+                            id,
+                            exec_id,
+                            signal: x.signal.0,
+                            all: x.all,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                (req, r.map(|_| convert::empty()))
+            }
+            Step::Wait(x) => {
+                let exec_id = self.opt_exec(&x.exec_id)?;
+                let req = json!({"id": id, "exec-id": exec_id});
+                let wreq = WaitRequest {
+                    id,
+                    exec_id,
+                    ..Default::default()
+                };
+                if let Some(h) = &x.background {
+                    let handle = tokio::spawn(async move { client.wait(wreq, t).await });
+                    self.waits.insert(
+                        h.clone(),
+                        Wait {
+                            request: req.clone(),
+                            handle,
+                        },
+                    );
+                    self.record(
+                        "wait",
+                        Status::Passed,
+                        Duration::ZERO,
+                        json!({"background": h}),
+                        None,
+                        Some(req),
+                        None,
+                    );
+                    return Ok(None);
+                }
+                let r = client.wait(wreq, t).await;
+                (req, r.map(|r| convert::wait(&r)))
+            }
+            Step::Delete(x) => {
+                let exec_id = self.opt_exec(&x.exec_id)?;
+                let req = json!({"id": id, "exec-id": exec_id});
+                let r = client
+                    .delete(
+                        DeleteRequest {
+                            id,
+                            exec_id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                (req, r.map(|r| convert::delete(&r)))
+            }
+            Step::Pids(_) => {
+                let req = json!({"id": id});
+                let r = client
+                    .pids(
+                        PidsRequest {
+                            id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                (req, r.map(|r| convert::pids(&r)))
+            }
+            Step::Pause(_) => {
+                let req = json!({"id": id});
+                let r = client
+                    .pause(
+                        PauseRequest {
+                            id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                (req, r.map(|_| convert::empty()))
+            }
+            Step::Resume(_) => {
+                let req = json!({"id": id});
+                let r = client
+                    .resume(
+                        ResumeRequest {
+                            id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                (req, r.map(|_| convert::empty()))
+            }
+            Step::Stats(_) => {
+                let req = json!({"id": id});
+                let r = client
+                    .stats(
+                        StatsRequest {
+                            id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                (req, r.map(|r| convert::stats(&r)))
+            }
+            Step::CloseIo(x) => {
+                let exec_id = self.opt_exec(&x.exec_id)?;
+                if x.client_close {
+                    if let Some(set) = self.stdio_of(c.container, &exec_id)? {
+                        set.close_stdin();
+                    }
+                }
+                let req = json!({"id": id, "exec-id": exec_id, "stdin": x.stdin});
+                let r = client
+                    .close_io(
+                        CloseIORequest {
+                            id,
+                            exec_id,
+                            stdin: x.stdin,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                (req, r.map(|_| convert::empty()))
+            }
+            Step::ResizePty(x) => {
+                let exec_id = self.opt_exec(&x.exec_id)?;
+                let req =
+                    json!({"id": id, "exec-id": exec_id, "width": x.width, "height": x.height});
+                let r = client
+                    .resize_pty(
+                        ResizePtyRequest {
+                            id,
+                            exec_id,
+                            width: x.width,
+                            height: x.height,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                (req, r.map(|_| convert::empty()))
+            }
+            Step::Update(x) => {
+                let res = x.resources.clone().unwrap_or(json!({}));
+                let req = json!({"id": id, "resources": res, "annotations": x.annotations});
+                let mut ureq = UpdateTaskRequest {
+                    id,
+                    ..Default::default()
+                };
+                ureq.resources = Some(convert::resources_any(&res)).into();
+                ureq.annotations = x.annotations.clone().into_iter().collect();
+                let r = client.update(ureq, t).await;
+                (req, r.map(|_| convert::empty()))
+            }
+            Step::Checkpoint(x) => {
+                let path = match &x.path {
+                    Some(p) => self.expand(p)?,
+                    None => self.tmp.join("checkpoint").display().to_string(),
+                };
+                let req = json!({"id": id, "path": path});
+                let r = client
+                    .checkpoint(
+                        CheckpointTaskRequest {
+                            id,
+                            path,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                (req, r.map(|_| convert::empty()))
+            }
+            Step::Connect(_) => {
+                let req = json!({"id": id});
+                let r = client
+                    .connect(
+                        ConnectRequest {
+                            id,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                (req, r.map(|r| convert::connect(&r)))
+            }
+            Step::Shutdown(x) => {
+                let req = json!({"id": id, "now": x.now});
+                let r = client
+                    .shutdown(
+                        ShutdownRequest {
+                            id,
+                            now: x.now,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                // containerd ignores a connection closed by a shim exiting before its reply.
+                let r = match r {
+                    Err(RpcError::Transport(_)) if c.expect_error.is_none() => Ok(()),
+                    other => other.map(|_| ()),
+                };
+                (req, r.map(|_| convert::empty()))
+            }
+            _ => return Err(format!("`{}` is not an RPC step", s.name())),
+        }))
+    }
+
+    pub(super) fn stdio_of(
+        &self,
+        container: Option<&str>,
+        exec_id: &str,
+    ) -> Result<Option<&StdioSet>, String> {
+        let name = match container {
+            Some(c) => self.expand(c)?,
+            None => MAIN.to_string(),
+        };
+        let Some(c) = self.containers.get(&name) else {
+            return Ok(None);
+        };
+        Ok(if exec_id.is_empty() {
+            c.stdio.as_ref()
+        } else {
+            c.execs.get(exec_id)
+        })
+    }
+
+    pub(super) async fn create(
+        &mut self,
+        cs: &crate::scenario::CreateStep,
+        c: &Common<'_>,
+        t: Duration,
+    ) -> Result<(Value, RpcResult<Value>), String> {
+        let name = match c.container {
+            Some(x) => self.expand(x)?,
+            None => MAIN.to_string(),
+        };
+        let process = if name == MAIN {
+            if cs.process.is_some() {
+                return Err("`process` in `create` is only for extra containers; the main one uses the scenario's".into());
+            }
+            self.process.clone()
+        } else {
+            cs.process.clone().unwrap_or_else(|| self.process.clone())
+        };
+        let terminal = cs.terminal.or(process.terminal).unwrap_or(false);
+        if !self.containers.contains_key(&name) {
+            self.launch(&name, &process, terminal).await?;
+            let (a, b) = (&self.shims[0], &self.shims[self.shims.len() - 1]);
+            if self.requires.contains(&Capability::Grouping) && a.address != b.address {
+                self.skip = Some(format!(
+                    "requires grouping: absent (the `start` of `{name}` with a grouping annotation returned a new shim {} instead of {})",
+                    b.address, a.address
+                ));
+                return Err("grouping absent".into());
+            }
+        }
+        let stdin_data = cs
+            .stdin_data
+            .as_deref()
+            .or(if name == MAIN { self.stdin } else { None })
+            .map(|s| s.as_bytes().to_vec());
+        let opts = StdioOptions {
+            stdin: if cs.stdin == StdioKind::Fifo
+                && stdin_data.is_none()
+                && cs.stdin_data.is_none()
+                && !self.requires.contains(&Capability::Stdin)
+            {
+                // containerd's cio opens a stdin FIFO only when the client has input.
+                StdioMode::Null
+            } else {
+                mode(cs.stdin)
+            },
+            stdout: mode(cs.stdout),
+            stderr: mode(cs.stderr),
+            terminal,
+            stdin_data,
+        };
+        let set = StdioSet::create(&self.stdio_dir(), &name, opts)
+            .map_err(|e| format!("stdio for `{name}`: {e}"))?;
+        let paths = set.paths();
+        let container = self.containers.get_mut(&name).ok_or("container vanished")?;
+        container.stdio = Some(set);
+        let creq = container
+            .bundle
+            .create_request(paths.clone(), terminal, None);
+        let req = json!({
+            "id": creq.id, "bundle": creq.bundle, "terminal": terminal,
+            "stdin": paths.0, "stdout": paths.1, "stderr": paths.2,
+        });
+        let client = self.shims[container.shim].client.clone();
+        let r = client.create(creq, t).await;
+        if let Ok(resp) = &r {
+            self.pids.push(resp.pid);
+            let key = if name == MAIN {
+                "init-pid".to_string()
+            } else {
+                format!("{name}-init-pid")
+            };
+            self.vars.insert(key, resp.pid.to_string());
+            if name == MAIN {
+                self.check_isolation(resp.pid);
+            }
+        }
+        Ok((req, r.map(|r| convert::create(&r))))
+    }
+
+    /// Learns host-process / isolated from the created process's pid namespace.
+    pub(super) fn check_isolation(&mut self, pid: u32) {
+        if self.ns_checked {
+            return;
+        }
+        self.ns_checked = true;
+        let wants_host = self.requires.contains(&Capability::HostProcess);
+        let wants_iso = self.requires.contains(&Capability::Isolated);
+        if !wants_host && !wants_iso {
+            return;
+        }
+        let (Some(theirs), Some(ours)) =
+            (pid_ns(pid), std::fs::read_link("/proc/self/ns/pid").ok())
+        else {
+            return;
+        };
+        let host = theirs == ours;
+        if wants_host && !host {
+            self.skip = Some(format!(
+                "requires host-process: absent (pid {pid} runs in its own pid namespace)"
+            ));
+        } else if wants_iso && host {
+            self.skip = Some(format!(
+                "requires isolated: absent (pid {pid} runs in the host's pid namespace)"
+            ));
+        }
+    }
+
+    pub(super) async fn exec(
+        &mut self,
+        es: &crate::scenario::ExecStep,
+        c: &Common<'_>,
+        t: Duration,
+    ) -> Result<(Value, RpcResult<Value>), String> {
+        let (client, id) = self.target(c.container)?;
+        let exec_id = self.expand(&es.exec_id)?;
+        let terminal = es.terminal.or(es.process.terminal).unwrap_or(false);
+        let stdin_data = es.stdin_data.as_ref().map(|s| s.as_bytes().to_vec());
+        let opts = StdioOptions {
+            stdin: if es.stdin == StdioKind::Fifo && stdin_data.is_none() {
+                StdioMode::Null
+            } else {
+                mode(es.stdin)
+            },
+            stdout: mode(es.stdout),
+            stderr: mode(es.stderr),
+            terminal,
+            stdin_data,
+        };
+        let set = StdioSet::create(&self.stdio_dir(), &format!("{id}-{exec_id}"), opts)
+            .map_err(|e| format!("stdio for exec `{exec_id}`: {e}"))?;
+        let paths = set.paths();
+        let mut args = Vec::new();
+        for a in &es.process.args {
+            args.push(self.expand(a)?);
+        }
+        let mut p = es.process.clone();
+        p.args = args;
+        let oci = convert::oci_process(&p, terminal);
+        let req = json!({
+            "id": id, "exec-id": exec_id, "terminal": terminal,
+            "stdin": paths.0, "stdout": paths.1, "stderr": paths.2,
+            "spec": convert::sorted_sets(serde_json::to_value(&oci).unwrap_or(Value::Null)),
+        });
+        let ereq = ExecProcessRequest {
+            id: id.clone(),
+            exec_id: exec_id.clone(),
+            terminal,
+            stdin: paths.0,
+            stdout: paths.1,
+            stderr: paths.2,
+            spec: Some(convert::process_any(&oci)).into(),
+            ..Default::default()
+        };
+        let r = client.exec(ereq, t).await;
+        if r.is_ok() {
+            if let Some(cn) = self.containers.values_mut().find(|x| x.id == id) {
+                cn.execs.insert(exec_id, set);
+            }
+        }
+        Ok((req, r.map(|_| convert::empty())))
+    }
+}
