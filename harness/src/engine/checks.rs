@@ -225,7 +225,9 @@ pub(super) fn match_events(
 ) -> Result<usize, String> {
     let fields_ok = |m: &EventMatch, f: &Value| -> Result<(), String> {
         for (k, mm) in &m.0.fields {
-            mm.check(f.get(k), lookup)
+            // `io.stdout` reaches into nested fields.
+            let at = f.pointer(&format!("/{}", k.replace('.', "/")));
+            mm.check(at, lookup)
                 .map_err(|e| format!("{k}: {e}"))?;
         }
         Ok(())

@@ -379,6 +379,17 @@ impl Ctx<'_> {
             "stdin": paths.0, "stdout": paths.1, "stderr": paths.2,
         });
         let client = self.shims[container.shim].client.clone();
+        if name == MAIN {
+            // What was asked for, to compare with what the shim echoes (State, /tasks/create).
+            for (k, v) in [
+                ("bundle", &creq.bundle),
+                ("stdin-path", &paths.0),
+                ("stdout-path", &paths.1),
+                ("stderr-path", &paths.2),
+            ] {
+                self.vars.insert(k.to_string(), v.clone());
+            }
+        }
         let r = client.create(creq, t).await;
         if let Ok(resp) = &r {
             self.pids.push(resp.pid);
