@@ -227,8 +227,7 @@ pub(super) fn match_events(
         for (k, mm) in &m.0.fields {
             // `io.stdout` reaches into nested fields.
             let at = f.pointer(&format!("/{}", k.replace('.', "/")));
-            mm.check(at, lookup)
-                .map_err(|e| format!("{k}: {e}"))?;
+            mm.check(at, lookup).map_err(|e| format!("{k}: {e}"))?;
         }
         Ok(())
     };
