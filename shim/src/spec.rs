@@ -68,20 +68,49 @@ pub struct BundleSpec {
     pub annotations: HashMap<String, String>,
 }
 
+/// The largest `config.json` or exec spec accepted (ttrpc's own message limit, 4 MiB).
+pub const MAX_SPEC_BYTES: usize = 4 << 20;
+/// The deepest JSON nesting accepted: serde_json's recursion limit.
+pub const MAX_SPEC_DEPTH: usize = 128;
+
 fn json_error(source: &str, e: &serde_json::Error) -> Error {
-    Error::InvalidArgument(format!("{source}:{}:{}: {e}", e.line(), e.column()))
+    let limit = if e.to_string().starts_with("recursion limit exceeded") {
+        format!(" (nested deeper than the limit of {MAX_SPEC_DEPTH} levels)")
+    } else {
+        String::new()
+    };
+    Error::InvalidArgument(format!("{source}:{}:{}: {e}{limit}", e.line(), e.column()))
 }
 
-/// Loads `<bundle>/config.json`.
+fn check_size(len: usize, source: &str) -> Result<()> {
+    if len > MAX_SPEC_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "{source}: {len} bytes is over the size limit of {MAX_SPEC_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Loads `<bundle>/config.json` (at most [`MAX_SPEC_BYTES`] are read).
 pub fn load_bundle(bundle: &Path) -> Result<BundleSpec> {
+    use std::io::Read;
     let path = bundle.join("config.json");
-    let bytes = std::fs::read(&path)
-        .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", path.display())))?;
-    parse_config(&bytes, &path.display().to_string())
+    let source = path.display().to_string();
+    let cannot = |e: std::io::Error| Error::InvalidArgument(format!("cannot read {source}: {e}"));
+    let file = std::fs::File::open(&path).map_err(cannot)?;
+    let len = file.metadata().map_err(cannot)?.len();
+    check_size(usize::try_from(len).unwrap_or(usize::MAX), &source)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(MAX_SPEC_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    parse_config(&bytes, &source)
 }
 
-/// Parses the text of a `config.json`; `source` names it in errors.
+/// Parses the text of a `config.json`; `source` names it in errors. Over [`MAX_SPEC_BYTES`] or
+/// nested deeper than [`MAX_SPEC_DEPTH`] is an InvalidArgument naming the limit.
 pub fn parse_config(bytes: &[u8], source: &str) -> Result<BundleSpec> {
+    check_size(bytes.len(), source)?;
     let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| json_error(source, &e))?;
     let obj = v
         .as_object()
@@ -107,8 +136,10 @@ pub fn parse_config(bytes: &[u8], source: &str) -> Result<BundleSpec> {
     })
 }
 
-/// Parses an exec's JSON OCI `Process` (the `spec` Any value of ExecProcessRequest).
+/// Parses an exec's JSON OCI `Process` (the `spec` Any value of ExecProcessRequest), with the
+/// same size and depth limits as [`parse_config`].
 pub fn parse_process(bytes: &[u8], source: &str) -> Result<ProcessSpec> {
+    check_size(bytes.len(), source)?;
     let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| json_error(source, &e))?;
     process_from_value(v, source, "process")
 }
@@ -276,6 +307,46 @@ mod tests {
         assert!(e.to_string().contains("`process.args`"), "{e}");
         let e = parse_process(br#"{"cwd":"/","user":{"uid":0,"gid":0}}"#, "exec e1").unwrap_err();
         assert!(e.to_string().contains("`process.args`"), "{e}");
+    }
+
+    #[test]
+    fn oversized_specs_name_the_size_limit() {
+        let big = format!(
+            r#"{{"process":{{"args":["true"],"env":["A={}"]}}}}"#,
+            "x".repeat(MAX_SPEC_BYTES)
+        );
+        for e in [
+            parse_config(big.as_bytes(), "config.json").unwrap_err(),
+            parse_process(big.as_bytes(), "exec e1 spec").unwrap_err(),
+        ] {
+            assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+            assert!(
+                e.to_string().contains(&format!("limit of {MAX_SPEC_BYTES} bytes")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_names_the_depth_limit() {
+        let deep = format!(
+            r#"{{"process":{{"args":["true"]}},"annotations":{{"a":{}{}}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let e = parse_config(deep.as_bytes(), "config.json").unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+        assert!(e.to_string().contains("limit of 128 levels"), "{e}");
+        let e = parse_process(deep.as_bytes(), "exec e1 spec").unwrap_err();
+        assert!(e.to_string().contains("limit of 128 levels"), "{e}");
+        // Just under the limit still parses (the limit is serde_json's, not ours to lower).
+        let ok = format!(
+            r#"{{"process":{{"args":["true"],"cwd":"/","user":{{"uid":0,"gid":0}}}},
+                "annotations":{{"a":{}{}}}}}"#,
+            "[".repeat(MAX_SPEC_DEPTH - 3),
+            "]".repeat(MAX_SPEC_DEPTH - 3)
+        );
+        parse_config(ok.as_bytes(), "config.json").unwrap();
     }
 
     #[test]
