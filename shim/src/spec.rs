@@ -321,7 +321,8 @@ mod tests {
         ] {
             assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
             assert!(
-                e.to_string().contains(&format!("limit of {MAX_SPEC_BYTES} bytes")),
+                e.to_string()
+                    .contains(&format!("limit of {MAX_SPEC_BYTES} bytes")),
                 "{e}"
             );
         }
