@@ -80,7 +80,17 @@ fn mkfifo(p: &Path) -> Result<(), HarnessError> {
 impl StdioSet {
     /// Creates `<dir>/<id>-stdin|-stdout|-stderr` as requested and opens them (must be called
     /// inside a tokio runtime: capture runs as tasks).
+    /// `id` names the FIFOs, so a path-like one (empty, `.`, `..`, or with a `/` or NUL) is
+    /// refused with an error naming it.
     pub fn create(dir: &Path, id: &str, opts: StdioOptions) -> Result<StdioSet, HarnessError> {
+        if id.is_empty() || id == "." || id == ".." || id.contains(['/', '\0']) {
+            return Err(HarnessError::Invalid {
+                field: "stdio id".into(),
+                message: format!(
+                    "{id:?} must be one non-empty path component other than `.` and `..`"
+                ),
+            });
+        }
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(HarnessError::Invalid {
                 field: "StdioSet::create".into(),
