@@ -330,3 +330,46 @@ fn the_bundled_suite_is_complete() {
         assert!(r.starts_with("https://"), "{} has no reference URL", l.name);
     }
 }
+
+/// The example of shared/docs/scenario-format.md, verbatim (comments included).
+const CONTRACT_EXAMPLE: &str = r#"description: SIGTERM ends a running init process with exit status 143
+level: must                  # must | should | may   (default must)
+reference: https://github.com/containerd/containerd/blob/v1.7.0/runtime/v2/README.md
+requires: []                 # capabilities, see below; unmet -> skipped with the reason
+process:                     # the init process, as in an OCI spec's `process`
+  args: [sh, -c, "sleep 30"]
+  env: [PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin]   # optional
+  cwd: /                     # optional
+  user: {uid: 0, gid: 0}     # optional
+  terminal: false            # optional
+stdin: ""                    # optional text fed to the init process's stdin
+timeout: 30s                 # optional bound for the whole scenario
+steps:
+  - create: {}
+  - start: {}
+  - kill: {signal: SIGTERM}
+  - wait: {expect: {exit-status: 143}, timeout: 5s}
+  - state: {expect: {status: stopped, exit-status: 143}}
+  - delete: {expect: {exit-status: 143}}
+  - events:
+      expect: [/tasks/create, /tasks/start, /tasks/exit, /tasks/delete]
+  - shutdown: {}
+"#;
+
+#[test]
+fn the_contract_example_runs_verbatim_against_the_reaper() {
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(d.path().join("lifecycle")).expect("mkdir");
+    std::fs::write(d.path().join("lifecycle/sigterm.yaml"), CONTRACT_EXAMPLE).expect("write");
+    let out = harness()
+        .args(["run", "--format", "json", "--shim"])
+        .arg(reaper())
+        .arg("--scenarios")
+        .arg(d.path())
+        .output()
+        .expect("run");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["scenarios"][0]["name"], "lifecycle/sigterm");
+    assert_eq!(v["scenarios"][0]["status"], "passed", "{}", v["scenarios"][0]["reason"]);
+    assert_eq!(out.status.code(), Some(0));
+}
