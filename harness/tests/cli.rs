@@ -370,6 +370,10 @@ fn the_contract_example_runs_verbatim_against_the_reaper() {
         .expect("run");
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["scenarios"][0]["name"], "lifecycle/sigterm");
-    assert_eq!(v["scenarios"][0]["status"], "passed", "{}", v["scenarios"][0]["reason"]);
+    assert_eq!(
+        v["scenarios"][0]["status"], "passed",
+        "{}",
+        v["scenarios"][0]["reason"]
+    );
     assert_eq!(out.status.code(), Some(0));
 }
