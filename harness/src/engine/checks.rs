@@ -139,8 +139,18 @@ impl Ctx<'_> {
         };
         set.wait_output(|out, err| check(out, err).is_ok(), timeout)
             .await;
-        check(&set.stdout(), &set.stderr())
-            .map_err(|e| format!("{e} (waited {})", humantime::format_duration(timeout)))
+        let (out, err) = (set.stdout(), set.stderr());
+        check(&out, &err)
+            .map_err(|e| format!("{e} (waited {})", humantime::format_duration(timeout)))?;
+        for (var, stream) in &o.save {
+            let bytes = match stream {
+                crate::scenario::Stream::Stdout => &out,
+                crate::scenario::Stream::Stderr => &err,
+            };
+            self.vars
+                .insert(var.clone(), String::from_utf8_lossy(bytes).into_owned());
+        }
+        Ok(())
     }
 
     pub(super) async fn shim_alive(

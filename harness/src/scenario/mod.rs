@@ -599,6 +599,20 @@ pub struct OutputStep {
     /// Extension: which container (default: the main one).
     #[serde(default)]
     pub container: Option<String>,
+    /// Extension: `{variable: stdout|stderr}` stores the output captured once the matchers hold
+    /// (e.g. to check later that a paused process printed nothing more).
+    #[serde(default)]
+    pub save: BTreeMap<String, Stream>,
+}
+
+/// An output stream, for `output` `save`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
 }
 
 /// Extension: `repeat` runs its steps `times` times; `${iteration}` is 1, 2, ...
