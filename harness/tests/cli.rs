@@ -377,3 +377,67 @@ fn the_contract_example_runs_verbatim_against_the_reaper() {
     );
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// One scenario calling Update, which the reaper does not implement, at the given level.
+fn update_scenario(level: &str) -> String {
+    format!(
+        "description: update\nlevel: {level}\nreference: https://example.invalid/spec\nprocess: {{args: [sleep, \"30\"]}}\nsteps:\n  - create: {{}}\n  - start: {{}}\n  - update: {{resources: {{cpu: {{shares: 512}}}}}}\n  - kill: {{signal: SIGKILL}}\n  - wait: {{}}\n  - delete: {{}}\n  - shutdown: {{}}\n"
+    )
+}
+
+fn run_json(dir: &Path, extra: &[&str]) -> (Option<i32>, Value) {
+    let out = harness()
+        .args(["run", "--format", "json", "--shim"])
+        .arg(reaper())
+        .arg("--scenarios")
+        .arg(dir)
+        .args(extra)
+        .output()
+        .expect("run");
+    let v = serde_json::from_slice(&out.stdout).expect("json");
+    (out.status.code(), v)
+}
+
+#[test]
+fn unimplemented_fails_a_must_and_skips_a_should() {
+    let d = suite("upd", &update_scenario("must"));
+    let (code, v) = run_json(d.path(), &[]);
+    assert_eq!(code, Some(1));
+    let s = &v["scenarios"][0];
+    assert_eq!(s["status"], "failed");
+    let reason = s["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("step 3 (update): Update: expected success, got error unimplemented"),
+        "{reason}"
+    );
+    // The task left running by the failed step is ended before the leak check.
+    assert_eq!(s["leaks"], Value::Array(vec![]), "{s}");
+    let d = suite("upd", &update_scenario("should"));
+    let (code, v) = run_json(d.path(), &[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(v["scenarios"][0]["status"], "skipped");
+    let reason = v["scenarios"][0]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("unimplemented to Update: capability update absent"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn profile_capabilities_skip_without_running() {
+    let d = suite(
+        "needs-exec",
+        "description: d\nrequires: [exec]\nprocess: {args: [true]}\nsteps:\n  - create: {}\n",
+    );
+    let profile = d.path().join("p.yaml");
+    std::fs::write(&profile, "capabilities: {exec: false}\n").expect("write");
+    let (code, v) = run_json(
+        &d.path().join("g"),
+        &["--profile", profile.to_str().expect("utf8")],
+    );
+    assert_eq!(code, Some(0));
+    let s = &v["scenarios"][0];
+    assert_eq!(s["status"], "skipped");
+    assert_eq!(s["reason"], "requires exec: absent (profile)");
+    assert_eq!(s["steps"], Value::Array(vec![]));
+}
