@@ -1,6 +1,7 @@
-//! One scenario's execution: the mock, bundles, shims and stdio it owns, each step sent and
-//! judged (expect / expect-error / save / events / output), capability probes and skips, and
-//! the closing of every shim (delete action, leak check) at the end.
+//! One scenario's flow: the context owning its mock, bundles, shims, stdio and variables; the
+//! launch and capability probes; running the steps in order (repeat, sleep, background waits);
+//! judging RPC answers (expect / expect-error / save) and skips. Requests are built in `rpc`,
+//! events/output/shim-alive checked in `checks`, the shims closed in `close`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
