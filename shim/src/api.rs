@@ -212,7 +212,8 @@ impl Shim {
             child,
             paths.clone(),
             handles,
-        )?;
+        )
+        .await?;
         if let Some(cg) = cgroup {
             if let Err(e) = cg.add(s.process.pid) {
                 tracing::warn!("{e}");
@@ -233,7 +234,7 @@ impl Shim {
         }
         // Order: hold the event lock across start + start event (the exit path takes it too).
         let guard = c.event_lock.lock().await;
-        p.start()?;
+        p.start().await?;
         if self.faults.exit_before_start {
             drop(guard);
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -11,8 +11,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{Error, Result};
@@ -43,7 +45,7 @@ pub struct ExitInfo {
 struct Inner {
     status: Status,
     start_tx: Option<OwnedFd>,
-    err_rx: Option<OwnedFd>,
+    err_rx: Option<AsyncFd<OwnedFd>>,
     start_failed: bool,
     reaped: bool,
     io: IoHandles,
@@ -90,43 +92,46 @@ fn cstr(s: &[u8], what: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::InvalidArgument(format!("{what} contains a NUL byte")))
 }
 
-fn read_record(fd: &OwnedFd, timeout_ms: i32) -> Result<Option<(u32, i32)>> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: poll on one pollfd we own.
-        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        if r == 0 {
-            return Err(Error::Other(format!(
-                "process did not answer within {timeout_ms} ms"
-            )));
-        }
-        break;
-    }
+/// Reads one `(stage, errno)` record from the child's error pipe without blocking the runtime:
+/// `None` at EOF (exec succeeded or the child exited). Times out after `limit`.
+async fn read_record(afd: &AsyncFd<OwnedFd>, limit: Duration) -> Result<Option<(u32, i32)>> {
     let mut buf = [0u8; 8];
     let mut got = 0;
-    while got < 8 {
-        // SAFETY: read into our buffer.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf[got..].as_mut_ptr().cast(), 8 - got) };
-        if n < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
+    let read = async {
+        while got < 8 {
+            let mut g = afd
+                .readable()
+                .await
+                .map_err(|e| Error::io("poll child status", e))?;
+            let r = g.try_io(|inner| {
+                // SAFETY: read into our buffer from a non-blocking fd we own.
+                let n = unsafe {
+                    libc::read(inner.as_raw_fd(), buf[got..].as_mut_ptr().cast(), 8 - got)
+                };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match r {
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => got += n,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Err(Error::io("read child status", e)),
+                Err(_would_block) => {}
             }
-            return Err(Error::io(
-                "read child status",
-                std::io::Error::last_os_error(),
-            ));
         }
-        if n == 0 {
-            break;
+        Ok(())
+    };
+    match tokio::time::timeout(limit, read).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(Error::Other(format!(
+                "process did not answer within {} ms",
+                limit.as_millis()
+            )))
         }
-        got += n as usize;
     }
     if got == 0 {
         return Ok(None);
@@ -136,14 +141,26 @@ fn read_record(fd: &OwnedFd, timeout_ms: i32) -> Result<Option<(u32, i32)>> {
     Ok(Some((stage, errno)))
 }
 
+/// Registers the read end of the child's status pipe with the runtime (non-blocking).
+fn status_pipe(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>> {
+    crate::io::set_nonblocking(fd.as_raw_fd(), true)?;
+    // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open and unchanged while registered.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+        .map_err(|e| Error::io("register child status pipe", e.into_parts().1))
+}
+
+/// How long a child may take to reach "ready" (Create) or to exec (Start).
+const CHILD_ANSWER: Duration = Duration::from_secs(10);
+
 fn stage_error(program: &str, stage: u32, errno: i32) -> Error {
     let what = STAGES.get(stage as usize).copied().unwrap_or("setup");
     let e = std::io::Error::from_raw_os_error(errno);
     Error::Other(format!("{what} {program}: {e}"))
 }
 
-/// Forks a child that prepares `spec` and waits for [`Process::start`].
-pub fn spawn(
+/// Forks a child that prepares `spec` and waits for [`Process::start`]. The wait for the child's
+/// "ready" record is asynchronous: the runtime serves other requests meanwhile.
+pub async fn spawn(
     reaper: &Reaper,
     exec_id: &str,
     spec: &ProcessSpec,
@@ -152,6 +169,54 @@ pub fn spawn(
     paths: StdioPaths,
     io: IoHandles,
 ) -> Result<Spawned> {
+    let (pid, exit_rx, start_w, err_r) = fork_child(reaper, spec, program, stdio)?;
+    let program_s = program.display().to_string();
+    // Wait for the child to reach "ready" (or fail a setup stage): Create then reports it. The
+    // registered read end is kept for Start, which reads the exec result from it.
+    let err_r = status_pipe(err_r)?;
+    match read_record(&err_r, CHILD_ANSWER).await {
+        Ok(Some((0, _))) => {}
+        Ok(Some((stage, errno))) => return Err(stage_error(&program_s, stage, errno)),
+        Ok(None) => {
+            return Err(Error::Other(format!(
+                "{program_s}: child exited during setup"
+            )))
+        }
+        Err(e) => {
+            // SAFETY: kill our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return Err(e);
+        }
+    }
+    let (exit_tx, _) = watch::channel(None);
+    Ok(Spawned {
+        process: Process {
+            exec_id: exec_id.to_string(),
+            pid,
+            stdio: paths,
+            program: program_s,
+            inner: Mutex::new(Inner {
+                status: Status::Created,
+                start_tx: Some(start_w),
+                err_rx: Some(err_r),
+                start_failed: false,
+                reaped: false,
+                io,
+            }),
+            exit_tx,
+        },
+        exit_rx,
+    })
+}
+
+/// The synchronous part of [`spawn`]: prepares the child's data, forks, subscribes the pid.
+/// Returns the pid, its exit receiver, the start pipe's write end and the status pipe's read end.
+fn fork_child(
+    reaper: &Reaper,
+    spec: &ProcessSpec,
+    program: &Path,
+    stdio: ChildStdio,
+) -> Result<(i32, oneshot::Receiver<Exit>, OwnedFd, OwnedFd)> {
     // Everything the child touches is prepared here, before fork.
     let prog = cstr(program.as_os_str().as_bytes(), "program path")?;
     let argv: Vec<CString> = spec
@@ -222,42 +287,7 @@ pub fn spawn(
     drop(start_r);
     drop(err_w);
     drop(stdio);
-
-    let program_s = program.display().to_string();
-    // Wait for the child to reach "ready" (or fail a setup stage): Create then reports it.
-    match read_record(&err_r, 10_000) {
-        Ok(Some((0, _))) => {}
-        Ok(Some((stage, errno))) => return Err(stage_error(&program_s, stage, errno)),
-        Ok(None) => {
-            return Err(Error::Other(format!(
-                "{program_s}: child exited during setup"
-            )))
-        }
-        Err(e) => {
-            // SAFETY: kill our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            return Err(e);
-        }
-    }
-    let (exit_tx, _) = watch::channel(None);
-    Ok(Spawned {
-        process: Process {
-            exec_id: exec_id.to_string(),
-            pid,
-            stdio: paths,
-            program: program_s,
-            inner: Mutex::new(Inner {
-                status: Status::Created,
-                start_tx: Some(start_w),
-                err_rx: Some(err_r),
-                start_failed: false,
-                reaped: false,
-                io,
-            }),
-            exit_tx,
-        },
-        exit_rx,
-    })
+    Ok((pid, exit_rx, start_w, err_r))
 }
 
 struct ChildArgs<'a> {
@@ -394,7 +424,7 @@ impl Process {
     }
 
     /// Lets the child exec. Errors name the program and the failing step.
-    pub fn start(&self) -> Result<()> {
+    pub async fn start(&self) -> Result<()> {
         let (start_tx, err_rx) = {
             let mut i = self.inner();
             match i.status {
@@ -429,7 +459,7 @@ impl Process {
                 self.program
             )))
         } else {
-            match read_record(&err_rx, 10_000) {
+            match read_record(&err_rx, CHILD_ANSWER).await {
                 Ok(None) => Ok(()),
                 Ok(Some((stage, errno))) => Err(stage_error(&self.program, stage, errno)),
                 Err(e) => Err(e),
