@@ -41,6 +41,9 @@ pub struct Shim {
     pub exit: watch::Sender<bool>,
     pub(crate) events: Arc<dyn EventSender>,
     exit_ctx: Arc<ExitContext>,
+    /// cgroup removals still running after their Delete returned, by container id: a Create
+    /// of the same id awaits its predecessor's, and the server awaits all before it exits.
+    cleanups: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
 }
 
@@ -69,11 +72,34 @@ impl Shim {
             }),
             events,
             containers: Mutex::new(HashMap::new()),
+            cleanups: Mutex::new(HashMap::new()),
         })
     }
 
     pub(crate) fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Container>>> {
         self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cleanups_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, tokio::task::JoinHandle<()>>> {
+        self.cleanups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for the background removal of `id`'s previous cgroup, if one is running.
+    async fn await_cleanup(&self, id: &str) {
+        let h = self.cleanups_map().remove(id);
+        if let Some(h) = h {
+            let _ = h.await;
+        }
+    }
+
+    /// Waits for every background cgroup removal (before the server exits).
+    pub(crate) async fn await_cleanups(&self) {
+        let all: Vec<_> = self.cleanups_map().drain().map(|(_, h)| h).collect();
+        for h in all {
+            let _ = h.await;
+        }
     }
 
     /// The container `id`, or NotFound.
@@ -117,6 +143,7 @@ impl Shim {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
+        self.await_cleanup(&req.id).await;
         let cgroup = if self.cgroups {
             Cgroup::create(&self.namespace, &req.id)
         } else {
@@ -135,7 +162,7 @@ impl Shim {
             Ok(v) => v,
             Err(e) => {
                 if let Some(cg) = &cgroup {
-                    cg.remove();
+                    cg.remove_async(false).await;
                 }
                 return Err(e);
             }
@@ -385,9 +412,17 @@ impl Shim {
                     let _ = e.signal(libc::SIGKILL);
                 }
             }
-            self.map().remove(&req.id);
-            if let Some(cg) = &c.cgroup {
-                cg.remove();
+            let others = {
+                let mut m = self.map();
+                m.remove(&req.id);
+                !m.is_empty()
+            };
+            if let Some(cg) = c.cgroup.clone() {
+                // After the reply: rmdir is slow in the kernel (memory cgroups most).
+                let h = tokio::spawn(async move { cg.remove_async(!others).await });
+                let mut pending = self.cleanups_map();
+                pending.retain(|_, h| !h.is_finished());
+                pending.insert(req.id.clone(), h);
             }
         } else {
             c.remove_exec(&req.exec_id);

@@ -40,6 +40,14 @@ fn busy(rel: &Path) -> bool {
     })
 }
 
+/// Removes the namespace level `reaper/<ns>` of every controller once it is empty (fails
+/// harmlessly while another shim's tasks use it).
+pub fn remove_namespace(ns: &str) {
+    for c in CONTROLLERS {
+        let _ = std::fs::remove_dir(Path::new(ROOT).join(c).join("reaper").join(ns));
+    }
+}
+
 impl Cgroup {
     /// Creates the task's cgroup in every v1 controller that allows it; `None` when none does.
     /// If `reaper/<ns>/<id>` is in use by live processes (another containerd with the same
@@ -254,7 +262,35 @@ impl Cgroup {
         m
     }
 
+    /// Removes the directories without blocking the runtime thread: while a directory is busy
+    /// (the kernel still detaching the last exited process) it retries every 5 ms for 2 s.
+    /// `parent` also removes the namespace level once empty; pointless while the caller still
+    /// has other tasks there, so the shim passes `false` then and saves a failing rmdir.
+    pub async fn remove_async(&self, parent: bool) {
+        for (_, d) in &self.dirs {
+            let end = Instant::now() + Duration::from_secs(2);
+            loop {
+                match std::fs::remove_dir(d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) if Instant::now() > end => {
+                        tracing::warn!("remove cgroup {}: {e}", d.display());
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+            if parent {
+                if let Some(p) = d.parent() {
+                    let _ = std::fs::remove_dir(p);
+                }
+            }
+        }
+    }
+
     /// Removes the directories (after the processes are gone); retries briefly while busy.
+    /// Blocking: for the `delete` action, which has no runtime; the server uses
+    /// [`Cgroup::remove_async`].
     pub fn remove(&self) {
         for (_, d) in &self.dirs {
             let end = Instant::now() + Duration::from_secs(2);

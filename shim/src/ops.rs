@@ -178,9 +178,11 @@ impl Shim {
         for c in &all {
             let _ = tokio::time::timeout(Duration::from_secs(2), c.init.wait()).await;
             if let Some(cg) = &c.cgroup {
-                cg.remove();
+                cg.remove_async(true).await;
             }
         }
+        self.await_cleanups().await;
+        crate::cgroup::remove_namespace(&self.namespace);
     }
 
     /// Shutdown: exit once no container remains; `now` exits at once.
