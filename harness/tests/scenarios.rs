@@ -88,6 +88,13 @@ fn transcript(r: &ScenarioResult) -> String {
             }
         }
     }
+    // Scratch dirs under any $TMPDIR (the built-in rule covers /tmp only).
+    let tmp = std::env::temp_dir().display().to_string();
+    let tmp = tmp.trim_end_matches('/');
+    let _ = red.add_regex(
+        &format!(r"{}/\.tmp[A-Za-z0-9_]+", regex::escape(tmp)),
+        "[TMP]",
+    );
     // Metrics differ run to run.
     let _ = red.add_regex(r#""stats-size":\d+"#, r#""stats-size":[SIZE]"#);
     let mut out = format!(
