@@ -144,19 +144,24 @@ impl Shim {
             terminal: req.terminal,
         };
         self.await_cleanup(&req.id).await;
-        let cgroup = if self.cgroups {
-            Cgroup::create(&self.namespace, &req.id)
-        } else {
-            None
-        };
-        if let Some(cg) = &cgroup {
-            let text = cg.rel_path().display().to_string();
-            if let Err(e) = std::fs::write(bundle.join(crate::cgroup::BUNDLE_FILE), text) {
-                tracing::warn!("record cgroup path: {e}");
-            }
-        }
+        // The cgroup is made while the child sets itself up (it execs only at Start).
+        let mut cgroup: Option<Cgroup> = None;
         let res = self
-            .spawn_process("", &pspec, &program, &paths, &req.id, cgroup.as_ref())
+            .spawn_process("", &pspec, &program, &paths, &req.id, |pid| {
+                if !self.cgroups {
+                    return;
+                }
+                cgroup = Cgroup::create(&self.namespace, &req.id);
+                if let Some(cg) = &cgroup {
+                    let text = cg.rel_path().display().to_string();
+                    if let Err(e) = std::fs::write(bundle.join(crate::cgroup::BUNDLE_FILE), text) {
+                        tracing::warn!("record cgroup path: {e}");
+                    }
+                    if let Err(e) = cg.add(pid) {
+                        tracing::warn!("{e}");
+                    }
+                }
+            })
             .await;
         let (p, rx) = match res {
             Ok(v) => v,
@@ -217,7 +222,7 @@ impl Shim {
         program: &std::path::Path,
         paths: &StdioPaths,
         id: &str,
-        cgroup: Option<&Cgroup>,
+        after_fork: impl FnOnce(i32) + Send,
     ) -> Result<(
         Arc<Process>,
         tokio::sync::oneshot::Receiver<crate::reaper::Exit>,
@@ -239,13 +244,9 @@ impl Shim {
             child,
             paths.clone(),
             handles,
+            after_fork,
         )
         .await?;
-        if let Some(cg) = cgroup {
-            if let Err(e) = cg.add(s.process.pid) {
-                tracing::warn!("{e}");
-            }
-        }
         Ok((Arc::new(s.process), s.exit_rx))
     }
 
@@ -487,14 +488,13 @@ impl Shim {
             terminal: req.terminal,
         };
         let (p, rx) = self
-            .spawn_process(
-                &req.exec_id,
-                &pspec,
-                &program,
-                &paths,
-                &req.id,
-                c.cgroup.as_ref(),
-            )
+            .spawn_process(&req.exec_id, &pspec, &program, &paths, &req.id, |pid| {
+                if let Some(cg) = &c.cgroup {
+                    if let Err(e) = cg.add(pid) {
+                        tracing::warn!("{e}");
+                    }
+                }
+            })
             .await?;
         if let Err(e) = c.add_exec(p.clone()) {
             let _ = p.signal(libc::SIGKILL);

@@ -158,8 +158,11 @@ fn stage_error(program: &str, stage: u32, errno: i32) -> Error {
     Error::Other(format!("{what} {program}: {e}"))
 }
 
-/// Forks a child that prepares `spec` and waits for [`Process::start`]. The wait for the child's
-/// "ready" record is asynchronous: the runtime serves other requests meanwhile.
+/// Forks a child that prepares `spec` and waits for [`Process::start`]. `after_fork(pid)` runs
+/// right after the fork, while the child sets itself up (e.g. to put it in the task's cgroup
+/// before it can exec). The wait for the child's "ready" record is asynchronous: the runtime
+/// serves other requests meanwhile.
+#[allow(clippy::too_many_arguments)]
 pub async fn spawn(
     reaper: &Reaper,
     exec_id: &str,
@@ -168,8 +171,10 @@ pub async fn spawn(
     stdio: ChildStdio,
     paths: StdioPaths,
     io: IoHandles,
+    after_fork: impl FnOnce(i32),
 ) -> Result<Spawned> {
     let (pid, exit_rx, start_w, err_r) = fork_child(reaper, spec, program, stdio)?;
+    after_fork(pid);
     let program_s = program.display().to_string();
     // Wait for the child to reach "ready" (or fail a setup stage): Create then reports it. The
     // registered read end is kept for Start, which reads the exec result from it.
