@@ -173,6 +173,15 @@ fn run_one(l: Loaded) -> Result<Completion, Failed> {
 }
 
 fn main() {
+    // As `harness run` does: scratch space on tmpfs unless TMPDIR says otherwise (set before any
+    // thread starts).
+    let shm = Path::new("/dev/shm");
+    if std::env::var_os("TMPDIR").is_none()
+        && shm.is_dir()
+        && nix::unistd::access(shm, nix::unistd::AccessFlags::W_OK).is_ok()
+    {
+        std::env::set_var("TMPDIR", shm);
+    }
     let args = Arguments::from_args();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let trials = match scenario::discover(&[dir]) {
