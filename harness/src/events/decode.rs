@@ -14,13 +14,22 @@ use serde_json::{json, Value};
 
 use super::TaskEvent;
 
-/// Converts a protobuf timestamp (possibly before the epoch, e.g. Go's zero time).
+/// The first second protobuf's `Timestamp` can hold: 0001-01-01T00:00:00Z (Go's zero time).
+pub const TIMESTAMP_MIN_SECONDS: i64 = -62_135_596_800;
+/// The last second protobuf's `Timestamp` can hold: 9999-12-31T23:59:59Z.
+pub const TIMESTAMP_MAX_SECONDS: i64 = 253_402_300_799;
+
+/// Converts a protobuf timestamp (possibly before the epoch, e.g. Go's zero time). Seconds
+/// outside protobuf's valid range (years 1 to 9999) are clamped to it, never overflowing.
 pub fn timestamp_to_system(t: &Timestamp) -> SystemTime {
     let nanos = Duration::new(0, t.nanos.clamp(0, 999_999_999) as u32);
-    if t.seconds >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(t.seconds as u64) + nanos
+    let seconds = t
+        .seconds
+        .clamp(TIMESTAMP_MIN_SECONDS, TIMESTAMP_MAX_SECONDS);
+    if seconds >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds as u64) + nanos
     } else {
-        SystemTime::UNIX_EPOCH - Duration::from_secs(t.seconds.unsigned_abs()) + nanos
+        SystemTime::UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs()) + nanos
     }
 }
 
@@ -41,11 +50,12 @@ pub fn system_to_timestamp(t: SystemTime) -> Timestamp {
     ts
 }
 
-/// A timestamp as RFC 3339 text (`null` when absent); pre-epoch values as seconds.
+/// A timestamp as RFC 3339 text (`null` when absent); pre-epoch values, and those past year
+/// 9999 that RFC 3339 cannot write, as seconds and nanos.
 pub fn timestamp_json(t: Option<&Timestamp>) -> Value {
     match t {
         None => Value::Null,
-        Some(t) if t.seconds >= 0 => {
+        Some(t) if (0..=TIMESTAMP_MAX_SECONDS).contains(&t.seconds) => {
             Value::String(humantime::format_rfc3339_nanos(timestamp_to_system(t)).to_string())
         }
         Some(t) => json!({"seconds": t.seconds, "nanos": t.nanos}),
@@ -135,5 +145,61 @@ pub fn event_fields(ev: &TaskEvent) -> Value {
             json!({"container-id": e.container_id, "checkpoint": e.checkpoint})
         }
         TaskEvent::Other { .. } => Value::Object(Default::default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(seconds: i64, nanos: i32) -> Timestamp {
+        Timestamp {
+            seconds,
+            nanos,
+            ..Default::default()
+        }
+    }
+
+    /// Seen while writing the `event_envelope` fuzz target: out-of-range seconds used to
+    /// overflow `SystemTime` and RFC 3339 formatting panicked past year 9999.
+    #[test]
+    fn extreme_timestamps_neither_panic_nor_wrap() {
+        let max = timestamp_to_system(&ts(i64::MAX, i32::MAX));
+        assert_eq!(
+            max,
+            timestamp_to_system(&ts(TIMESTAMP_MAX_SECONDS, 999_999_999))
+        );
+        let min = timestamp_to_system(&ts(i64::MIN, i32::MIN));
+        assert_eq!(min, timestamp_to_system(&ts(TIMESTAMP_MIN_SECONDS, 0)));
+        assert!(min < SystemTime::UNIX_EPOCH && SystemTime::UNIX_EPOCH < max);
+        assert_eq!(
+            timestamp_json(Some(&ts(i64::MAX, 1))),
+            json!({"seconds": i64::MAX, "nanos": 1})
+        );
+        assert_eq!(
+            timestamp_json(Some(&ts(TIMESTAMP_MAX_SECONDS + 1, 0))),
+            json!({"seconds": TIMESTAMP_MAX_SECONDS + 1, "nanos": 0})
+        );
+        assert_eq!(
+            timestamp_json(Some(&ts(TIMESTAMP_MAX_SECONDS, 0))),
+            json!("9999-12-31T23:59:59.000000000Z")
+        );
+    }
+
+    #[test]
+    fn an_exit_event_stamped_past_year_9999_decodes() {
+        let exit = TaskExit {
+            container_id: "c1".into(),
+            exited_at: protobuf::MessageField::some(ts(i64::MAX, 0)),
+            ..Default::default()
+        };
+        let any = Any {
+            type_url: "containerd.events.TaskExit".into(),
+            value: exit.write_to_bytes().unwrap(),
+            ..Default::default()
+        };
+        let (ev, fields) = decode_any(&any);
+        assert_eq!(ev, TaskEvent::Exit(exit));
+        assert_eq!(fields["exited-at"]["seconds"], i64::MAX);
     }
 }
