@@ -91,12 +91,18 @@ fn check_size(len: usize, source: &str) -> Result<()> {
     Ok(())
 }
 
-/// Loads `<bundle>/config.json` (at most [`MAX_SPEC_BYTES`] are read).
+/// Loads `<bundle>/config.json` (at most [`MAX_SPEC_BYTES`] are read; anything but a regular
+/// file, such as a FIFO that would block the open, is refused).
 pub fn load_bundle(bundle: &Path) -> Result<BundleSpec> {
     use std::io::Read;
     let path = bundle.join("config.json");
     let source = path.display().to_string();
     let cannot = |e: std::io::Error| Error::InvalidArgument(format!("cannot read {source}: {e}"));
+    if !std::fs::metadata(&path).map_err(cannot)?.is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "{source}: not a regular file"
+        )));
+    }
     let file = std::fs::File::open(&path).map_err(cannot)?;
     let len = file.metadata().map_err(cannot)?.len();
     check_size(usize::try_from(len).unwrap_or(usize::MAX), &source)?;
@@ -326,6 +332,26 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn config_json_must_be_a_regular_file_under_the_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let cfg = dir.join("config.json");
+        // A FIFO would block the open forever.
+        nix::unistd::mkfifo(&cfg, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = load_bundle(dir).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        // A symlink to an endless device: stat says not a regular file either.
+        std::fs::remove_file(&cfg).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &cfg).unwrap();
+        let e = load_bundle(dir).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        std::fs::remove_file(&cfg).unwrap();
+        std::fs::write(&cfg, vec![b' '; MAX_SPEC_BYTES + 1]).unwrap();
+        let e = load_bundle(dir).unwrap_err();
+        assert!(e.to_string().contains("size limit"), "{e}");
     }
 
     #[test]
