@@ -1,5 +1,6 @@
 //! `harness`: the command-line front door of the mock containerd and conformance runner
-//! (`run`, `list`, `schema`, and `publish` for shims that use containerd's `-publish-binary`).
+//! (`run`, `list`, `schema`, `stress`, and `publish` for shims that use containerd's
+//! `-publish-binary`).
 //! Exit status: 0 nothing failed, 1 a scenario failed, 2 the run could not happen.
 
 use std::io::{IsTerminal, Write};
@@ -36,6 +37,50 @@ enum Cmd {
     Schema,
     /// Deliver an event (an `Any` on stdin) like `containerd publish` (used as `-publish-binary`).
     Publish(PublishArgs),
+    /// Run many task lifecycles against a shim: throughput, latency percentiles per operation,
+    /// and the shim's RSS and file descriptors at idle, peak and end.
+    ///
+    /// Example: `harness stress --shim ./containerd-shim-x-v2 -n 10000 -p 8 --format json`
+    Stress(StressArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum StressFormat {
+    Human,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct StressArgs {
+    /// The shim binary; default: the bundled reaper next to this executable, then PATH.
+    #[arg(long, value_name = "PATH")]
+    shim: Option<PathBuf>,
+    /// Number of task lifecycles (create, start, wait, delete).
+    #[arg(short = 'n', long = "tasks", value_name = "N", default_value_t = 1000)]
+    tasks: usize,
+    /// Lifecycles in flight at once.
+    #[arg(short = 'p', long = "parallel", value_name = "P", default_value_t = 8)]
+    parallel: usize,
+    /// One shim (launch, shutdown, delete action) per task instead of one shim for all tasks
+    /// (grouped as a pod's containers are).
+    #[arg(long)]
+    shim_per_task: bool,
+    /// Which containerd to imitate: 1.6, 1.7 or 2.0.
+    #[arg(long, value_name = "VERSION", default_value = "2.0")]
+    containerd_version: String,
+    /// Root filesystem of the bundles: `none` for shims that run on the host, `busybox` for
+    /// shims that isolate (runc).
+    #[arg(long, value_enum, default_value = "none")]
+    rootfs: RootfsArg,
+    /// The init process of every task.
+    #[arg(long, value_name = "ARG", num_args = 1.., default_value = "true")]
+    process: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    format: StressFormat,
+    /// Also write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -140,6 +185,10 @@ fn main() -> ExitCode {
                 eprintln!("harness publish: {e:#}");
                 ExitCode::from(1)
             }
+        },
+        Cmd::Stress(a) => match prefer_tmpfs().and_then(|()| stress(&a)) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => usage_error(e),
         },
         Cmd::Run(a) => match prefer_tmpfs().and_then(|()| prepare(&a)) {
             Err(e) => usage_error(e),
@@ -408,4 +457,50 @@ fn progress_bar(done: usize, total: usize) -> String {
 /// parser reads the raw arguments (Go-style flags) itself.
 fn publish() -> Result<()> {
     harness::publish::run_blocking(std::env::args().skip(1)).map_err(|e| anyhow!("{e}"))
+}
+
+/// `harness stress`: exit 0 when every lifecycle completed and nothing leaked, 1 otherwise,
+/// 2 when the run could not happen.
+fn stress(a: &StressArgs) -> Result<u8> {
+    use harness::bundle::RootfsKind;
+    use harness::stress::{self, StressOptions};
+    let shim = resolve_shim(a.shim.as_deref())?;
+    let dialect: Dialect = a
+        .containerd_version
+        .parse()
+        .map_err(|e| anyhow!("--containerd-version {}: {e}", a.containerd_version))?;
+    if a.tasks == 0 || a.parallel == 0 {
+        bail!("-n and -p must be at least 1");
+    }
+    let opts = StressOptions {
+        shim,
+        tasks: a.tasks,
+        parallel: a.parallel,
+        shim_per_task: a.shim_per_task,
+        dialect,
+        rootfs: match a.rootfs {
+            RootfsArg::Busybox => RootfsKind::Busybox,
+            RootfsArg::None => RootfsKind::None,
+        },
+        args: a.process.clone(),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let report = rt.block_on(stress::run(opts))?;
+    let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
+    if let Some(path) = &a.report {
+        std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    match a.format {
+        StressFormat::Json => emit(&json),
+        StressFormat::Human => emit(&report.render_human()),
+    }
+    Ok(if report.failed == 0 && report.leaks.is_empty() {
+        0
+    } else {
+        1
+    })
 }
