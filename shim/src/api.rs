@@ -22,6 +22,7 @@ use crate::container::{monitor, validate_id, Container, ExitContext};
 use crate::error::{Error, Result};
 use crate::events::{timestamp, EventSender};
 use crate::faults::Faults;
+use crate::group::Membership;
 use crate::io::{self, LogContext, StdioPaths};
 use crate::process::{self, Process, Status};
 use crate::reaper::Reaper;
@@ -39,6 +40,8 @@ pub struct Shim {
     pub cgroups: bool,
     /// Set to true when the server should exit.
     pub exit: watch::Sender<bool>,
+    /// Reservations of joining containers and the exit decision (see [`crate::group`]).
+    pub membership: Membership,
     pub(crate) events: Arc<dyn EventSender>,
     exit_ctx: Arc<ExitContext>,
     /// cgroup removals still running after their Delete returned, by container id: a Create
@@ -66,6 +69,7 @@ impl Shim {
             faults,
             cgroups,
             exit,
+            membership: Membership::default(),
             exit_ctx: Arc::new(ExitContext {
                 events: events.clone(),
                 faults,
@@ -117,6 +121,15 @@ impl Shim {
 
     /// Create: fork the init now (it execs at Start) and publish `/tasks/create`.
     pub async fn task_create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
+        let id = req.id.clone();
+        let res = self.create(req).await;
+        // Only now, with the container in the map (or refused), is a joiner's reservation
+        // used up: a Shutdown in between must not see an empty server.
+        self.membership.arrived(&id);
+        res
+    }
+
+    async fn create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
         validate_id("container", &req.id)?;
         if self.map().contains_key(&req.id) {
             return Err(Error::AlreadyExists(format!("container {}", req.id)));
@@ -419,8 +432,13 @@ impl Shim {
                 !m.is_empty()
             };
             if let Some(cg) = c.cgroup.clone() {
-                // After the reply: rmdir is slow in the kernel (memory cgroups most).
-                let h = tokio::spawn(async move { cg.remove_async(!others).await });
+                // After the reply: rmdir is slow in the kernel (memory cgroups most). The task
+                // yields first: spawned during this handler, it would otherwise run before the
+                // connection's writer task sends the reply.
+                let h = tokio::spawn(async move {
+                    tokio::task::yield_now().await;
+                    cg.remove_async(!others).await
+                });
                 let mut pending = self.cleanups_map();
                 pending.retain(|_, h| !h.is_finished());
                 pending.insert(req.id.clone(), h);
