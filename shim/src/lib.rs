@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod faults;
 pub mod flags;
+pub mod group;
 pub mod io;
 pub mod logging;
 pub mod ops;

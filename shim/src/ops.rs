@@ -14,7 +14,7 @@ use containerd_shim_protos::shim::oci::ProcessDetails;
 use containerd_shim_protos::topics;
 
 use crate::api::Shim;
-use crate::container::{proc_stat, Container};
+use crate::container::{proc_stat, validate_id, Container};
 use crate::error::{Error, Result};
 use crate::events::to_any;
 use crate::process::Status;
@@ -185,15 +185,36 @@ impl Shim {
         crate::cgroup::remove_namespace(&self.namespace);
     }
 
-    /// Shutdown: exit once no container remains; `now` exits at once.
+    /// Shutdown: exit once no container remains and no joining container holds a
+    /// reservation; `now` exits at once.
     pub async fn task_shutdown(&self, req: ShutdownRequest) -> Result<()> {
         if self.faults.shutdown_never_exits {
             return Ok(());
         }
-        if req.now || self.count() == 0 {
+        if self.membership.try_exit(&req.id, self.count(), req.now) {
             self.exit.send_replace(true);
         }
         Ok(())
+    }
+
+    /// Connect from a joining `start` (see [`crate::group`]): reserve a place for `req.id` so
+    /// the server stays until its Create, or refuse when the server is exiting. A reservation
+    /// that lapses finishes a Shutdown that it held up.
+    pub async fn task_join(self: &Arc<Self>, req: ConnectRequest) -> Result<ConnectResponse> {
+        validate_id("container", &req.id)?;
+        if !self.membership.reserve(&req.id) {
+            return Err(Error::FailedPrecondition(
+                "the shim server is shutting down".into(),
+            ));
+        }
+        let shim = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(crate::group::RESERVATION_TTL).await;
+            if shim.membership.expire(shim.count()) {
+                shim.exit.send_replace(true);
+            }
+        });
+        self.task_connect(req).await
     }
 }
 

@@ -71,6 +71,26 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("rename to {}", path.display()), e))
 }
 
+/// How long a `start` waits for an exiting server of its group to let go of the socket.
+const JOIN_WAIT: Duration = Duration::from_secs(3);
+
+/// Reserves a place for container `id` on the live server at `addr` (a `Connect` carrying
+/// [`crate::group::JOIN_METADATA`]); `false` when the server refuses (it is exiting) or does not
+/// answer within a second.
+fn join(addr: &str, id: &str) -> bool {
+    let Ok(client) = containerd_shim_protos::Client::connect(addr) else {
+        return false;
+    };
+    let task = containerd_shim_protos::TaskClient::new(client);
+    let mut ctx = ttrpc::context::with_timeout(1_000_000_000);
+    ctx.add(crate::group::JOIN_METADATA.to_string(), "1".to_string());
+    let req = containerd_shim_protos::api::ConnectRequest {
+        id: id.to_string(),
+        ..Default::default()
+    };
+    task.connect(ctx, &req).is_ok()
+}
+
 /// The `start` action. Returns the address to print.
 pub fn start_action(flags: &Flags) -> Result<String> {
     // The options Any (if any) is read and ignored.
@@ -91,10 +111,20 @@ pub fn start_action(flags: &Flags) -> Result<String> {
     let addr = socket_address(&flags.address, &flags.namespace, &group);
     let path = socket_path(&addr).to_string();
     let address_file = bundle.join("address");
-    if UnixStream::connect(&path).is_ok() {
-        // A live server serves this group: reuse it.
-        write_atomic(&address_file, &addr)?;
-        return Ok(addr);
+    // A live server serves this group: join it, unless it is on its way out (it then removes
+    // its socket at once, and this `start` binds a server of its own).
+    let deadline = std::time::Instant::now() + JOIN_WAIT;
+    while UnixStream::connect(&path).is_ok() {
+        if join(&addr, &flags.id) {
+            write_atomic(&address_file, &addr)?;
+            return Ok(addr);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Other(format!(
+                "the server on {path} accepts connections but refuses to be joined (exiting?) and kept its socket for {JOIN_WAIT:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     if Path::new(&path).exists() {
         let _ = std::fs::remove_file(&path);
@@ -109,8 +139,8 @@ pub fn start_action(flags: &Flags) -> Result<String> {
     let listener = match UnixListener::bind(&path) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            // A concurrent `start` of the same group won the race: reuse its server.
-            if UnixStream::connect(&path).is_ok() {
+            // A concurrent `start` of the same group won the race: join its server.
+            if UnixStream::connect(&path).is_ok() && join(&addr, &flags.id) {
                 write_atomic(&address_file, &addr)?;
                 return Ok(addr);
             }
@@ -268,6 +298,20 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
     let sock_path = nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(fd)
         .ok()
         .and_then(|a| a.path().map(Path::to_path_buf));
+    // The socket file is removed only while it is still ours: once this server has decided to
+    // exit, the next `start` of the group may bind a new server on the same path.
+    let sock_ino = sock_path
+        .as_deref()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    let remove_socket = move |p: &Path| {
+        let ours = std::fs::metadata(p)
+            .map(|m| Some(std::os::unix::fs::MetadataExt::ino(&m)) == sock_ino)
+            .unwrap_or(false);
+        if ours {
+            let _ = std::fs::remove_file(p);
+        }
+    };
     let faults = match load_faults() {
         Ok(f) => f,
         Err(e) => {
@@ -316,17 +360,20 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
             _ = term.recv() => tracing::info!("SIGTERM"),
             _ = int.recv() => tracing::info!("SIGINT"),
         }
+        // Refuse joins from now on, and let go of the socket at once so that a `start` of the
+        // group that comes while this server winds down binds a server of its own.
+        shim.membership.try_exit("", 0, true);
+        if let Some(p) = &sock {
+            remove_socket(p);
+        }
         shim.kill_all_tasks().await;
         // Let the Shutdown reply go out and the queued events (e.g. /tasks/delete) leave.
         publisher.flush(Duration::from_secs(5)).await;
-        if let Some(p) = &sock {
-            let _ = std::fs::remove_file(p);
-        }
         let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown()).await;
         Ok::<(), Error>(())
     });
     if let Some(p) = &sock_path {
-        let _ = std::fs::remove_file(p);
+        remove_socket(p);
     }
     tracing::info!("server exiting");
     res

@@ -143,7 +143,11 @@ impl Task for TaskService {
         self.shim.task_stats(r).await.map_err(Into::into)
     }
 
-    async fn connect(&self, _c: &TtrpcContext, r: ConnectRequest) -> R<ConnectResponse> {
+    async fn connect(&self, c: &TtrpcContext, r: ConnectRequest) -> R<ConnectResponse> {
+        if c.metadata.contains_key(crate::group::JOIN_METADATA) {
+            tracing::info!(id = r.id, "join");
+            return self.shim.task_join(r).await.map_err(Into::into);
+        }
         tracing::debug!(id = r.id, "connect");
         self.shim.task_connect(r).await.map_err(Into::into)
     }

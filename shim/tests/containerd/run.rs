@@ -291,9 +291,11 @@ fn ten_concurrent_runs_in_one_group_report_their_own_codes() {
 /// start failed: dial unix /run/containerd/s/<hash>: connect: no such file or directory`,
 /// `ctr: container <id>: not found`, and a server left running with no task. It shows under CPU
 /// load: with two busy loops on the 2-core VM this test failed (a server of round 5 was left
-/// running); on an idle machine 30 rounds passed.
+/// running); on an idle machine 30 rounds passed. Since a reusing `start` joins the server
+/// (a reservation the exit decision respects, `shim/src/group.rs`) and an exiting server lets
+/// go of its socket at once, 11 of 12 runs under the same load passed.
 #[test]
-#[ignore = "shim bug: a group server exiting on Shutdown races with a new member's start (see doc comment)"]
+#[ignore = "load-dependent reproduction of the group turnover race: since the join handshake 11 of 12 runs under two busy loops pass; one leaked server remains to explain"]
 fn concurrent_group_runs_without_an_anchor_survive_server_turnover() {
     let mut d = daemon("turnover");
     for round in 0..10 {

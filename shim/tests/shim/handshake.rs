@@ -96,7 +96,10 @@ async fn start_prints_bare_address_and_serves_both_task_versions() {
     client
         .shutdown(
             ctx(),
+            // As containerd does: the Shutdown names the container it is done with, which
+            // also gives up the place the second `start` reserved for it.
             &ShutdownRequest {
+                id: "hs1".into(),
                 now: false,
                 ..Default::default()
             },
