@@ -8,6 +8,8 @@ ci/setup.sh
 # The tests drive the built binaries (shim and harness), so build them first.
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast
+# Smoke check of the criterion benches: each runs once (no timing is judged).
+cargo test -p reaper-benches --benches
 cargo clippy --workspace --all-targets -- -D warnings
 cargo fmt --all --check
 echo "ci/test.sh: all green"
