@@ -307,71 +307,7 @@ impl<'a> Ctx<'a> {
             if known == Some(true) || !probe_able(cap) {
                 continue;
             }
-            let probe_id = "harness-probe".to_string();
-            let r: RpcResult<()> = match cap {
-                Capability::Exec => client
-                    .exec(
-                        ExecProcessRequest {
-                            id: probe_id.clone(),
-                            exec_id: probe_id,
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await
-                    .map(|_| ()),
-                Capability::Pause => client
-                    .pause(
-                        PauseRequest {
-                            id: probe_id,
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await
-                    .map(|_| ()),
-                Capability::Stats => client
-                    .stats(
-                        StatsRequest {
-                            id: probe_id,
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await
-                    .map(|_| ()),
-                Capability::Pids => client
-                    .pids(
-                        PidsRequest {
-                            id: probe_id,
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await
-                    .map(|_| ()),
-                Capability::Update => client
-                    .update(
-                        UpdateTaskRequest {
-                            id: probe_id,
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await
-                    .map(|_| ()),
-                Capability::Checkpoint => client
-                    .checkpoint(
-                        CheckpointTaskRequest {
-                            id: probe_id,
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await
-                    .map(|_| ()),
-                _ => Ok(()),
-            };
+            let r = probe(&client, cap, t).await;
             if let Err(e) = r {
                 if e.code_name() == "unimplemented" {
                     self.skip = Some(format!(
@@ -929,5 +865,35 @@ fn hint(e: &RpcError, step: &str) -> String {
         ),
         _ if step == "wait-result" => String::new(),
         _ => String::new(),
+    }
+}
+
+/// Sends the throwaway request that tells whether the shim implements `cap` (an
+/// `unimplemented` answer means absent; any other answer, even an error, means present).
+async fn probe(client: &TaskClient, cap: Capability, t: Duration) -> RpcResult<()> {
+    const ID: &str = "harness-probe";
+    macro_rules! ask {
+        ($method:ident, $req:ident { $($field:ident),* }) => {
+            client
+                .$method(
+                    $req {
+                        id: ID.to_string(),
+                        $($field: ID.to_string(),)*
+                        ..Default::default()
+                    },
+                    t,
+                )
+                .await
+                .map(|_| ())
+        };
+    }
+    match cap {
+        Capability::Exec => ask!(exec, ExecProcessRequest { exec_id }),
+        Capability::Pause => ask!(pause, PauseRequest {}),
+        Capability::Stats => ask!(stats, StatsRequest {}),
+        Capability::Pids => ask!(pids, PidsRequest {}),
+        Capability::Update => ask!(update, UpdateTaskRequest {}),
+        Capability::Checkpoint => ask!(checkpoint, CheckpointTaskRequest {}),
+        _ => Ok(()),
     }
 }
