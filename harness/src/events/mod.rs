@@ -178,6 +178,13 @@ impl EventLog {
         lock(&self.inner.rejected).clone()
     }
 
+    /// Forgets everything accepted and refused so far (long runs that never read the log, such
+    /// as `harness stress`, keep the harness's memory flat this way).
+    pub fn clear(&self) {
+        lock(&self.inner.events).clear();
+        lock(&self.inner.rejected).clear();
+    }
+
     /// Appends an event and wakes waiters.
     pub fn record(&self, ev: RecordedEvent) {
         lock(&self.inner.events).push(ev);
@@ -256,7 +263,7 @@ mod validate;
 pub use decode::{
     decode_any, event_fields, system_to_timestamp, timestamp_json, timestamp_to_system,
 };
-pub(crate) use server::serve;
+pub use server::Endpoint;
 pub use validate::{validate_envelope, validate_identifier, validate_topic};
 
 #[cfg(test)]

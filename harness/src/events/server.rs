@@ -54,3 +54,60 @@ pub(crate) async fn serve(
     server.start().await.map_err(|e| err(e.to_string()))?;
     Ok(server)
 }
+
+/// One endpoint of the mock (a socket path serving `Forward` into a log) that can be taken down
+/// and brought back on the same path, for the fault steps `events-down` / `events-up` and
+/// `restart-containerd`.
+pub struct Endpoint {
+    path: std::path::PathBuf,
+    log: EventLog,
+    source: EventSource,
+    server: Option<ttrpc::r#async::Server>,
+}
+
+impl Endpoint {
+    /// Starts serving at `path`.
+    pub(crate) async fn start(
+        path: &std::path::Path,
+        log: EventLog,
+        source: EventSource,
+    ) -> Result<Self, crate::error::HarnessError> {
+        let server = serve(path, log.clone(), source).await?;
+        Ok(Endpoint {
+            path: path.to_path_buf(),
+            log,
+            source,
+            server: Some(server),
+        })
+    }
+
+    /// Whether the endpoint is serving.
+    pub fn is_up(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// Stops accepting, drops every established connection (a publisher's next Forward fails)
+    /// and removes the socket file, so a new connect is refused (ENOENT) as when containerd is
+    /// gone.
+    pub async fn down(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            let _ = s.shutdown().await;
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Serves again on the same path (a no-op when already up).
+    pub async fn up(&mut self) -> Result<(), crate::error::HarnessError> {
+        if self.server.is_some() {
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(&self.path);
+        self.server = Some(serve(&self.path, self.log.clone(), self.source).await?);
+        Ok(())
+    }
+
+    /// The running server, if any (handed over for a final shutdown).
+    pub(crate) fn take_server(&mut self) -> Option<ttrpc::r#async::Server> {
+        self.server.take()
+    }
+}

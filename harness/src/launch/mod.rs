@@ -19,8 +19,9 @@
 //! `Shutdown` itself when the caller did not (containerd always does after Delete); after the
 //! shim's life the mock checks for leftovers and ends them, which containerd does not; the
 //! bundle belongs to the caller's [`crate::bundle::Bundle`] (containerd removes it after a
-//! successful `delete` action); restart/reconnect (`shim_load`) and the 2.3+ protobuf bootstrap
-//! are not modelled.
+//! successful `delete` action); the 2.3+ protobuf bootstrap is not modelled. A restart
+//! (`shim_load`) is the engine's `restart-containerd` step, using [`MockContainerd::endpoints_down`]
+//! and [`MockContainerd::endpoints_up`].
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -36,7 +37,7 @@ use crate::client::TaskClient;
 use crate::delete::DeleteAction;
 use crate::dialect::{self, Dialect, TaskApi};
 use crate::error::{HarnessError, LaunchError};
-use crate::events::{EventLog, EventSource};
+use crate::events::{Endpoint, EventLog, EventSource};
 use crate::leaks;
 
 pub use crate::timeouts::Timeouts;
@@ -78,7 +79,8 @@ pub struct MockContainerd {
     ttrpc_address: String,
     publish_binary: PathBuf,
     events: EventLog,
-    servers: Vec<ttrpc::r#async::Server>,
+    /// The events endpoint at `TTRPC_ADDRESS` (first) and the publish route at `-address`.
+    servers: Vec<Endpoint>,
     registry: Registry,
 }
 
@@ -139,8 +141,8 @@ impl MockContainerd {
         let grpc = dir.path().join("c.sock");
         let ttrpc_path = dir.path().join("c.sock.ttrpc");
         let events = EventLog::new();
-        let s1 = crate::events::serve(&ttrpc_path, events.clone(), EventSource::Shim).await?;
-        let s2 = crate::events::serve(&grpc, events.clone(), EventSource::PublishBinary).await?;
+        let s1 = Endpoint::start(&ttrpc_path, events.clone(), EventSource::Shim).await?;
+        let s2 = Endpoint::start(&grpc, events.clone(), EventSource::PublishBinary).await?;
         Ok(MockContainerd {
             cfg,
             namespace,
@@ -205,8 +207,26 @@ impl MockContainerd {
     /// Stops the endpoints (also done, less gracefully, on drop).
     pub async fn shutdown(mut self) {
         for s in self.servers.iter_mut() {
-            let _ = s.shutdown().await;
+            s.down().await;
         }
+    }
+
+    /// Fault injection: takes the events endpoint down (and, with `publish`, the publish route
+    /// too, as a stopped containerd does): connections dropped, sockets removed, connects
+    /// refused until [`MockContainerd::endpoints_up`].
+    pub async fn endpoints_down(&mut self, publish: bool) {
+        let n = if publish { self.servers.len() } else { 1 };
+        for s in self.servers.iter_mut().take(n) {
+            s.down().await;
+        }
+    }
+
+    /// Serves every endpoint that is down again, on the same address.
+    pub async fn endpoints_up(&mut self) -> Result<(), HarnessError> {
+        for s in self.servers.iter_mut() {
+            s.up().await?;
+        }
+        Ok(())
     }
 
     /// Runs `<shim> ... start` for `bundle` and connects to the address it prints.
@@ -427,7 +447,11 @@ impl MockContainerd {
 impl Drop for MockContainerd {
     fn drop(&mut self) {
         // Stop the endpoints' accept loops (their sockets go with the temp dir).
-        let servers = std::mem::take(&mut self.servers);
+        let servers: Vec<_> = self
+            .servers
+            .iter_mut()
+            .filter_map(Endpoint::take_server)
+            .collect();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 for mut s in servers {
