@@ -6,6 +6,7 @@ mod checks;
 mod close;
 mod convert;
 mod rpc;
+mod session;
 mod steps;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use crate::report::{ScenarioResult, Status};
 use crate::scenario::{Capability, Level, Loaded, Profile};
 
 pub use convert::normalize_times;
+pub use session::{Session, StepOutcome};
 
 /// How to run scenarios.
 #[derive(Debug, Clone)]

@@ -64,7 +64,7 @@ pub(super) struct Ctx<'a> {
     pub(super) cfg: &'a RunConfig,
     pub(super) level: Level,
     pub(super) requires: &'a [Capability],
-    pub(super) process: &'a Process,
+    pub(super) process: Process,
     pub(super) stdin: Option<&'a str>,
     pub(super) mock: MockContainerd,
     pub(super) tmp: PathBuf,
@@ -127,7 +127,7 @@ pub(super) fn mode(k: StdioKind) -> StdioMode {
 }
 
 /// `<base>-<suffix of the temp dir>`: a valid containerd identifier unique to this scenario run.
-fn unique_namespace(base: &str, tmp: &std::path::Path) -> String {
+pub(super) fn unique_namespace(base: &str, tmp: &std::path::Path) -> String {
     let suffix: String = tmp
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -180,7 +180,7 @@ pub(super) async fn execute(
         cfg,
         level: sc.level,
         requires: &sc.requires,
-        process: &sc.process,
+        process: sc.process.clone(),
         stdin: sc.stdin.as_deref(),
         mock,
         tmp: tmp.path().to_path_buf(),
@@ -431,7 +431,13 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    async fn run_step(&mut self, s: &Step, label: &str, prefix: &str, index: usize) -> Flow {
+    pub(super) async fn run_step(
+        &mut self,
+        s: &Step,
+        label: &str,
+        prefix: &str,
+        index: usize,
+    ) -> Flow {
         let t0 = Instant::now();
         match s {
             Step::Sleep(d) => {
