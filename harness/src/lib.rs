@@ -33,8 +33,11 @@
 
 pub mod bundle;
 pub mod client;
+pub mod compare;
 pub mod delete;
 pub mod dialect;
+#[cfg(feature = "containerd")]
+pub mod differential;
 pub mod engine;
 pub mod error;
 pub mod events;
@@ -44,6 +47,7 @@ pub mod publish;
 pub mod redact;
 pub mod report;
 pub mod scenario;
+pub mod shell;
 pub mod stdio;
 pub mod stress;
 pub mod timeouts;
