@@ -36,8 +36,6 @@ pub mod client;
 pub mod compare;
 pub mod delete;
 pub mod dialect;
-#[cfg(feature = "containerd")]
-pub mod differential;
 pub mod engine;
 pub mod error;
 pub mod events;
@@ -47,7 +45,6 @@ pub mod publish;
 pub mod redact;
 pub mod report;
 pub mod scenario;
-pub mod shell;
 pub mod stdio;
 pub mod stress;
 pub mod timeouts;

@@ -94,15 +94,6 @@ struct StressArgs {
     /// Also write the JSON report to FILE.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-    /// Soak: run lifecycles until DURATION has passed (`10m`, `30s`) instead of -n, sampling
-    /// the shim's RSS, fds, threads, zombies and sockets; exit 1 when they grow beyond noise.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
-          conflicts_with_all = ["tasks", "shim_per_task"])]
-    soak: Option<std::time::Duration>,
-    /// Time between soak samples (default: about 120 samples, 250 ms to 5 s apart).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
-          requires = "soak")]
-    sample_interval: Option<std::time::Duration>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -164,16 +155,6 @@ struct RunArgs {
     /// Extra environment for the shim, K=V; repeatable (e.g. a fault switch of a test shim).
     #[arg(long = "shim-env", value_name = "K=V")]
     shim_env: Vec<String>,
-    /// Differential mode: also run each scenario through the real containerd whose gRPC socket
-    /// this is, and report every difference from the mock (needs `--features containerd`).
-    #[arg(long, value_name = "SOCKET")]
-    containerd: Option<PathBuf>,
-    /// Differential mode: base name of the per-scenario containerd namespaces.
-    #[arg(long, value_name = "NS", default_value = "harness-diff", requires = "containerd")]
-    namespace: String,
-    /// Differential mode: the runtime containerd gets (default: the shim's absolute path).
-    #[arg(long, value_name = "NAME", requires = "containerd")]
-    runtime: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -228,12 +209,6 @@ fn main() -> ExitCode {
         },
         Cmd::Run(a) => match prefer_tmpfs().and_then(|()| prepare(&a)) {
             Err(e) => usage_error(e),
-            Ok((cfg, scenarios)) if a.containerd.is_some() => {
-                match differential(&a, cfg, scenarios) {
-                    Ok(code) => ExitCode::from(code),
-                    Err(e) => usage_error(e),
-                }
-            }
             Ok((cfg, scenarios)) => match run(&a, cfg, scenarios) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => usage_error(e),
@@ -485,42 +460,6 @@ fn run(a: &RunArgs, cfg: RunConfig, scenarios: Vec<Loaded>) -> Result<u8> {
     Ok(report.exit_code() as u8)
 }
 
-/// `harness run --containerd SOCKET`: exit 0 when the real containerd and the mock agree on
-/// every compared scenario, 1 on a fidelity difference, 2 when the run could not happen.
-#[cfg(feature = "containerd")]
-fn differential(a: &RunArgs, cfg: RunConfig, scenarios: Vec<Loaded>) -> Result<u8> {
-    use harness::differential::{self, DiffConfig};
-    let dcfg = DiffConfig {
-        socket: a.containerd.clone().unwrap_or_default(),
-        namespace: a.namespace.clone(),
-        runtime: a
-            .runtime
-            .clone()
-            .unwrap_or_else(|| cfg.shim.display().to_string()),
-        run: cfg,
-    };
-    let report = differential::run_blocking(&dcfg, scenarios, |r| {
-        eprintln!("{}", differential::progress_line(r))
-    })?;
-    let text = match a.format {
-        Format::Json => report.to_json(),
-        _ => report.human(),
-    };
-    match &a.report {
-        Some(p) => {
-            std::fs::write(p, &text).with_context(|| format!("--report `{}`", p.display()))?;
-            eprint!("{}", report.human());
-        }
-        None => emit(&text),
-    }
-    Ok(report.exit_code())
-}
-
-#[cfg(not(feature = "containerd"))]
-fn differential(_: &RunArgs, _: RunConfig, _: Vec<Loaded>) -> Result<u8> {
-    bail!("--containerd: this harness was built without the `containerd` feature; run `cargo build -p harness --features containerd` (needs protoc)")
-}
-
 fn progress_bar(done: usize, total: usize) -> String {
     let width = 30;
     let filled = done * width / total.max(1);
@@ -561,10 +500,6 @@ fn stress(a: &StressArgs) -> Result<u8> {
             RootfsArg::None => RootfsKind::None,
         },
         args: a.process.clone(),
-        soak: a.soak.map(|duration| stress::SoakOptions {
-            duration,
-            interval: a.sample_interval,
-        }),
         ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -580,7 +515,11 @@ fn stress(a: &StressArgs) -> Result<u8> {
         StressFormat::Json => emit(&json),
         StressFormat::Human => emit(&report.render_human()),
     }
-    Ok(if report.ok() { 0 } else { 1 })
+    Ok(if report.failed == 0 && report.leaks.is_empty() {
+        0
+    } else {
+        1
+    })
 }
 
 /// `harness compare`: exit 0 when both files were written (failed scenarios are results), 2
