@@ -193,6 +193,13 @@ impl TaskClient {
         lock(&self.shared.conn).take();
     }
 
+    /// Puts a new connection in place of the closed (or live) one, for every clone: what a
+    /// restarted containerd does through the bundle's `address` file. The task list is kept
+    /// (containerd restores it from its state).
+    pub fn reconnect(&self, conn: ttrpc::r#async::Client) {
+        *lock(&self.shared.conn) = Some(conn);
+    }
+
     /// Sends one unary request to `/<service>/<method>` and decodes the reply.
     pub async fn call<Req: Message, Resp: Message>(
         &self,

@@ -58,6 +58,8 @@ pub struct StdioSet {
     changed: Arc<tokio::sync::watch::Sender<u64>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     terminal: bool,
+    /// Until when the stdout reader does not read (the `stall-stdout` fault).
+    stall_out: Arc<tokio::sync::watch::Sender<Option<tokio::time::Instant>>>,
 }
 
 impl std::fmt::Debug for StdioSet {
@@ -118,6 +120,7 @@ impl StdioSet {
             changed: changed.clone(),
             tasks: vec![],
             terminal: opts.terminal,
+            stall_out: Arc::new(tokio::sync::watch::channel(None).0),
         };
         // stdin: the write side, opened read-write so the open never blocks and data written
         // before the shim opens its reader waits in the pipe buffer.
@@ -170,10 +173,32 @@ impl StdioSet {
                         .map_err(|e| HarnessError::io(format!("opening {}", p.display()), e))?;
                     let cap = captured.clone();
                     let ch = changed.clone();
+                    // stderr is never stalled: its sender is dropped at once.
+                    let mut stall = if is_out {
+                        set.stall_out.subscribe()
+                    } else {
+                        tokio::sync::watch::channel(None).1
+                    };
                     set.tasks.push(tokio::spawn(async move {
                         let mut buf = vec![0u8; 16 * 1024];
                         loop {
-                            match rx.read(&mut buf).await {
+                            let until = *stall.borrow_and_update();
+                            if let Some(until) = until {
+                                if tokio::time::Instant::now() < until {
+                                    // Not reading: the writer's pipe fills and blocks.
+                                    tokio::select! {
+                                        _ = tokio::time::sleep_until(until) => {}
+                                        _ = stall.changed() => {}
+                                    }
+                                    continue;
+                                }
+                            }
+                            // A read is cancel-safe: a stall starting now wins over a pending read.
+                            let r = tokio::select! {
+                                r = rx.read(&mut buf) => r,
+                                Ok(()) = stall.changed() => continue,
+                            };
+                            match r {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => {
                                     let target = if is_out { &cap.stdout } else { &cap.stderr };
@@ -284,6 +309,18 @@ impl StdioSet {
         }
     }
 
+    /// Stops reading the stdout FIFO for `d` from now (a slow or stuck log reader): the
+    /// process's writes fill the pipe and then block; reading resumes by itself afterwards.
+    pub fn stall_stdout(&self, d: Duration) {
+        let until = tokio::time::Instant::now() + d;
+        self.stall_out.send_replace(Some(until));
+    }
+
+    /// Whether stdout is a FIFO the harness reads (what `stall_stdout` can stall).
+    pub fn stdout_is_fifo(&self) -> bool {
+        self.out_file.is_none() && !self.paths.1.is_empty()
+    }
+
     /// Closes the harness's side of stdin: the process sees EOF once the shim's copy ends.
     pub fn close_stdin(&self) {
         if let Ok(mut g) = self.stdin.try_lock() {
@@ -358,6 +395,40 @@ mod tests {
             s.stdout(),
             s.stderr()
         );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_stdout_reads_nothing_then_everything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StdioSet::create(tmp.path(), "st", StdioOptions::default()).unwrap();
+        assert!(s.stdout_is_fifo());
+        let (_, o, _) = s.paths();
+        s.stall_stdout(Duration::from_millis(800));
+        let t0 = std::time::Instant::now();
+        // More than a pipe buffer: the writer must block until the stall ends.
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("head -c 300000 /dev/zero > {o}"))
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(s.stdout().len(), 0, "read during the stall");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the writer finished although nobody read"
+        );
+        assert!(
+            s.wait_output(|o, _| o.len() == 300_000, Duration::from_secs(10))
+                .await,
+            "got {} bytes",
+            s.stdout().len()
+        );
+        let st = tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(st.success());
+        assert!(t0.elapsed() >= Duration::from_millis(800));
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 mod checks;
 mod close;
 mod convert;
+mod faults;
 mod rpc;
 mod session;
 mod steps;
@@ -174,6 +175,11 @@ fn estimated_cost(steps: &[crate::scenario::Step]) -> u64 {
         .map(|s| match s {
             Step::Repeat(r) => u64::from(r.times) * estimated_cost(&r.steps),
             Step::Sleep(d) => (d.get().as_millis() / 20) as u64 + 1,
+            Step::RestartContainerd(r) => {
+                let down = r.downtime.map(|d| d.get().as_millis()).unwrap_or(500);
+                (down / 20) as u64 + 5 + estimated_cost(&r.during)
+            }
+            Step::StallStdout(d) => (d.get().as_millis() / 40) as u64 + 1,
             Step::Output(o) if o.stdout.as_ref().and_then(|m| m.length).unwrap_or(0) > 1 << 20 => {
                 50
             }

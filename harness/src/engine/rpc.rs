@@ -49,8 +49,8 @@ impl Ctx<'_> {
                 let r = client
                     .start(
                         StartRequest {
-                            id,
-                            exec_id,
+                            id: id.clone(),
+                            exec_id: exec_id.clone(),
                             ..Default::default()
                         },
                         t,
@@ -58,6 +58,9 @@ impl Ctx<'_> {
                     .await;
                 if let Ok(x) = &r {
                     self.pids.push(x.pid);
+                    if x.pid > 0 {
+                        self.proc_pids.insert((id.clone(), exec_id.clone()), x.pid);
+                    }
                 }
                 (req, r.map(|r| convert::start(&r)))
             }
@@ -393,6 +396,8 @@ impl Ctx<'_> {
         let r = client.create(creq, t).await;
         if let Ok(resp) = &r {
             self.pids.push(resp.pid);
+            self.proc_pids
+                .insert((name.clone(), String::new()), resp.pid);
             let key = if name == MAIN {
                 "init-pid".to_string()
             } else {

@@ -75,6 +75,7 @@ impl<'a> Session<'a> {
             namespace,
             stdio_seq: 0,
             pids: Vec::new(),
+            proc_pids: BTreeMap::new(),
         };
         ctx.vars.insert("id".into(), MAIN.into());
         let terminal = process.terminal.unwrap_or(false);

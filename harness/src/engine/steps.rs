@@ -1,7 +1,8 @@
 //! One scenario's flow: the context owning its mock, bundles, shims, stdio and variables; the
 //! launch and capability probes; running the steps in order (repeat, sleep, background waits);
 //! judging RPC answers (expect / expect-error / save) and skips. Requests are built in `rpc`,
-//! events/output/shim-alive checked in `checks`, the shims closed in `close`.
+//! events/output/shim-alive checked in `checks`, the fault steps in `faults`, the shims closed in
+//! `close`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -80,6 +81,8 @@ pub(super) struct Ctx<'a> {
     pub(super) stdio_seq: u32,
     /// Every process pid the shim reported (init and exec), checked after the close.
     pub(super) pids: Vec<u32>,
+    /// The pid the shim reported per (container id, exec id; empty = init), for `kill-process`.
+    pub(super) proc_pids: BTreeMap<(String, String), u32>,
 }
 
 /// Common arguments of RPC steps.
@@ -195,6 +198,7 @@ pub(super) async fn execute(
         namespace,
         stdio_seq: 0,
         pids: Vec::new(),
+        proc_pids: BTreeMap::new(),
     };
     ctx.vars.insert("id".into(), MAIN.into());
     let total = sc.timeout.map(|d| d.get()).unwrap_or(cfg.scenario_timeout);
@@ -409,7 +413,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn run_steps<'s>(
+    pub(super) fn run_steps<'s>(
         &'s mut self,
         steps: &'s [Step],
         prefix: &'s str,
@@ -515,6 +519,11 @@ impl<'a> Ctx<'a> {
                 Err(m) => self.step_failed(label, "shim-alive", t0.elapsed(), m),
             },
             Step::WaitResult(w) => self.wait_result(w, label).await,
+            Step::RestartContainerd(r) => self.restart_containerd(r, label, prefix, index).await,
+            Step::EventsDown(_) => self.events_endpoint(false, label).await,
+            Step::EventsUp(_) => self.events_endpoint(true, label).await,
+            Step::StallStdout(d) => self.stall_stdout(d.get(), label),
+            Step::KillProcess(k) => self.kill_process(k, label),
             Step::KillShim(k) => {
                 let Some(pid) = self.shims[0].pid else {
                     return self.step_failed(

@@ -105,6 +105,29 @@ fn check_steps(path: &Path, text: &str, steps: &[Step]) -> Result<(), LoadError>
             }
             check_steps(path, text, &r.steps)?;
         }
+        if let Step::RestartContainerd(r) = s {
+            // While containerd is down there is no connection to send an RPC on.
+            const OFFLINE: [&str; 5] = [
+                "kill-process",
+                "sleep",
+                "output",
+                "shim-alive",
+                "stall-stdout",
+            ];
+            if let Some(bad) = r.during.iter().find(|d| !OFFLINE.contains(&d.name())) {
+                let (line, col) = find(text, "during");
+                return Err(LoadError::Parse {
+                    path: path.to_path_buf(),
+                    line,
+                    col,
+                    message: format!(
+                        "restart-containerd: `{}` cannot run `during` the outage (allowed: {})",
+                        bad.name(),
+                        OFFLINE.join(", ")
+                    ),
+                });
+            }
+        }
     }
     Ok(())
 }
@@ -357,6 +380,16 @@ mod tests {
         "description: d\nprocess: {args: [true]}\nsteps:\n  - {create: {}, start: {}}\n",
         4,
         ""
+    )]
+    #[case::rpc_during_outage(
+        "description: d\nprocess: {args: [true]}\nsteps:\n  - restart-containerd:\n      during: [state: {}]\n",
+        5,
+        "`state` cannot run `during` the outage"
+    )]
+    #[case::bad_stall(
+        "description: d\nprocess: {args: [true]}\nsteps:\n  - stall-stdout: forever\n",
+        4,
+        "invalid duration `forever`"
     )]
     #[case::no_steps(
         "description: d\nprocess: {args: [true]}\nsteps: []\n",

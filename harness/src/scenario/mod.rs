@@ -692,6 +692,59 @@ pub enum Step {
     /// Extension: sends a signal to the shim server process (e.g. to test the `delete` action
     /// after a shim died).
     KillShim(KillShimStep),
+    /// Extension (fault): containerd restarts: its connections to the shims and its events
+    /// endpoint go away, then it comes back on the same addresses and reconnects through each
+    /// bundle's `address` file (Connect within 5s), as containerd's `loadShim` does.
+    RestartContainerd(RestartContainerdStep),
+    /// Extension (fault): the events endpoint at `TTRPC_ADDRESS` refuses connections (its
+    /// socket is closed and removed) until `events-up`.
+    EventsDown(EmptyStep),
+    /// Extension (fault): the events endpoint listens again on the same address.
+    EventsUp(EmptyStep),
+    /// Extension (fault): the main init's stdout FIFO is not read for this long, starting now;
+    /// later steps run meanwhile (e.g. `state` during the stall).
+    StallStdout(HumanDuration),
+    /// Extension (fault): signals a task's process from outside the shim, by the pid the shim
+    /// reported (Create for the init, Start for an exec).
+    KillProcess(KillProcessStep),
+}
+
+/// A step without arguments (`events-down: {}`).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyStep {}
+
+/// Extension: `restart-containerd` drops the mock's connections and endpoints, waits, and
+/// reconnects as a restarted containerd does.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestartContainerdStep {
+    /// How long containerd stays down after the `during` steps (default 500ms).
+    #[serde(default)]
+    pub downtime: Option<HumanDuration>,
+    /// Steps run while containerd is down (only steps that need no connection: `kill-process`,
+    /// `sleep`, `output`, `shim-alive`, `stall-stdout`).
+    #[serde(default)]
+    pub during: Vec<Step>,
+    /// Bound of the reconnect and of the Connect call (default 5s, containerd's
+    /// `io.containerd.timeout.shim.load`).
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+}
+
+/// Extension: `kill-process` signals a task's process by pid, from outside the shim.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KillProcessStep {
+    /// The signal (default SIGKILL).
+    #[serde(default = "sigkill")]
+    pub signal: Signal,
+    /// The exec whose process to signal (default: the init).
+    #[serde(default)]
+    pub exec_id: Option<String>,
+    /// Which container (default: the main one).
+    #[serde(default)]
+    pub container: Option<String>,
 }
 
 /// Extension: `kill-shim` signals the main shim server process by pid and waits (up to 3s) for
@@ -736,6 +789,11 @@ impl Step {
             Step::Repeat(_) => "repeat",
             Step::ShimAlive(_) => "shim-alive",
             Step::KillShim(_) => "kill-shim",
+            Step::RestartContainerd(_) => "restart-containerd",
+            Step::EventsDown(_) => "events-down",
+            Step::EventsUp(_) => "events-up",
+            Step::StallStdout(_) => "stall-stdout",
+            Step::KillProcess(_) => "kill-process",
         }
     }
 

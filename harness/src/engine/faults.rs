@@ -1,0 +1,283 @@
+//! The fault steps: `restart-containerd` (drop every connection and endpoint, then come back as a
+//! restarted containerd does: same endpoint addresses, reconnect through each bundle's `address`
+//! file, Connect within 5s), `events-down` / `events-up`, `stall-stdout` and `kill-process`.
+//! (`kill-shim` lives with the other steps.)
+//!
+//! containerd 1.6's restart path, followed here: `runtime/v2/manager.go` `loadShims` walks the
+//! bundles; `shim.go` `loadShim` reads `<bundle>/address`, dials it, opens the shim log and checks
+//! the connection with `Connect` under `io.containerd.timeout.shim.load` (5s). It never re-runs
+//! `start`; a shim that cannot be reached is cleaned up (`cleanupAfterDeadShim`), which the
+//! engine's close does here. 2.x reads the address from `bootstrap.json` instead.
+
+use std::time::{Duration, Instant};
+
+use containerd_shim_protos::api::ConnectRequest;
+use serde_json::{json, Value};
+
+use super::steps::{Ctx, Flow, MAIN};
+use crate::dialect::{self, Dialect};
+use crate::report::Status;
+use crate::scenario::{KillProcessStep, RestartContainerdStep};
+
+/// containerd's `io.containerd.timeout.shim.load`.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long containerd stays away when the scenario does not say.
+const DEFAULT_DOWNTIME: Duration = Duration::from_millis(500);
+
+/// The address a restarted containerd reconnects to: `bootstrap.json`'s for 2.x when present,
+/// else the `address` file the shim wrote at `start`.
+fn bundle_address(bundle: &std::path::Path, dialect: Dialect) -> Result<String, String> {
+    if dialect == Dialect::V2_0 {
+        let p = bundle.join("bootstrap.json");
+        if let Ok(text) = std::fs::read_to_string(&p) {
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| format!("{}: not JSON: {e}", p.display()))?;
+            return v
+                .get("address")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| format!("{}: no `address`", p.display()));
+        }
+    }
+    let p = bundle.join("address");
+    let a = std::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
+    let a = a.trim().to_string();
+    if a.is_empty() {
+        return Err(format!("{} is empty", p.display()));
+    }
+    Ok(a)
+}
+
+impl Ctx<'_> {
+    fn passed(&mut self, name: &str, t0: Instant, response: Value, request: Option<Value>) -> Flow {
+        self.record(
+            name,
+            Status::Passed,
+            t0.elapsed(),
+            response,
+            None,
+            request,
+            None,
+        );
+        Flow::Go
+    }
+
+    /// `restart-containerd`: down, the `during` steps, the downtime, up, reconnect.
+    pub(super) async fn restart_containerd(
+        &mut self,
+        r: &RestartContainerdStep,
+        label: &str,
+        prefix: &str,
+        index: usize,
+    ) -> Flow {
+        const NAME: &str = "restart-containerd";
+        let t0 = Instant::now();
+        let downtime = r.downtime.map(|d| d.get()).unwrap_or(DEFAULT_DOWNTIME);
+        let bound = r.timeout.map(|d| d.get()).unwrap_or(LOAD_TIMEOUT);
+        // containerd's in-flight calls die with it; their clones would keep the old
+        // connection open.
+        for (_, w) in std::mem::take(&mut self.waits) {
+            w.handle.abort();
+        }
+        // Which connections a restarted containerd restores: live ones, of shims not told to
+        // shut down.
+        let mut restore = Vec::new();
+        for (name, c) in &self.containers {
+            let slot = &self.shims[c.shim];
+            if slot.shim.is_some() && !slot.client.is_closed() && !slot.client.shutdown_sent() {
+                restore.push((name.clone(), c.shim, c.bundle.path().to_path_buf()));
+            }
+        }
+        for (_, i, _) in &restore {
+            self.shims[*i].client.close();
+        }
+        self.mock.endpoints_down(true).await;
+        let during = format!("{prefix}step {} during the outage: ", index + 1);
+        let flow = self.run_steps(&r.during, &during).await;
+        if let Flow::Go = flow {
+            tokio::time::sleep(downtime).await;
+        }
+        if let Err(e) = self.mock.endpoints_up().await {
+            return self.step_failed(
+                label,
+                NAME,
+                t0.elapsed(),
+                format!("bringing the mock's endpoints back: {e}"),
+            );
+        }
+        let mut main_pids = json!({});
+        let mut names = Vec::new();
+        for (name, i, bundle) in restore {
+            let address = match bundle_address(&bundle, self.cfg.dialect) {
+                Ok(a) => a,
+                Err(m) => {
+                    return self.step_failed(
+                        label,
+                        NAME,
+                        t0.elapsed(),
+                        format!("restoring `{name}`: {m}"),
+                    )
+                }
+            };
+            let dial = dialect::dial_address(&address);
+            let conn =
+                match tokio::time::timeout(bound, ttrpc::r#async::Client::connect(&dial)).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        return self.step_failed(
+                            label,
+                            NAME,
+                            t0.elapsed(),
+                            format!(
+                                "restoring `{name}`: connecting to {address} (from the bundle's address file): {e}"
+                            ),
+                        )
+                    }
+                    Err(_) => {
+                        return self.step_failed(
+                            label,
+                            NAME,
+                            t0.elapsed(),
+                            format!(
+                                "restoring `{name}`: no connection to {address} within {}",
+                                humantime::format_duration(bound)
+                            ),
+                        )
+                    }
+                };
+            let client = self.shims[i].client.clone();
+            client.reconnect(conn);
+            let req = ConnectRequest {
+                id: name.clone(),
+                ..Default::default()
+            };
+            match client.connect(req, bound).await {
+                Ok(resp) => {
+                    if name == MAIN {
+                        main_pids = json!({"task-pid": resp.task_pid, "shim-pid": resp.shim_pid});
+                    }
+                }
+                Err(e) => {
+                    return self.step_failed(
+                        label,
+                        NAME,
+                        t0.elapsed(),
+                        format!(
+                            "restoring `{name}`: Connect after reconnecting to {address}: {e} (containerd gives up after {} and cleans the shim up)",
+                            humantime::format_duration(bound)
+                        ),
+                    )
+                }
+            }
+            names.push(name);
+        }
+        if let Flow::Stop = flow {
+            return Flow::Stop;
+        }
+        let mut response = json!({"restored": names});
+        if let (Some(o), Some(p)) = (response.as_object_mut(), main_pids.as_object()) {
+            o.extend(p.clone());
+        }
+        let request = json!({"downtime": humantime::format_duration(downtime).to_string()});
+        self.passed(NAME, t0, response, Some(request))
+    }
+
+    /// `events-down` / `events-up`.
+    pub(super) async fn events_endpoint(&mut self, up: bool, label: &str) -> Flow {
+        let t0 = Instant::now();
+        let name = if up { "events-up" } else { "events-down" };
+        if up {
+            if let Err(e) = self.mock.endpoints_up().await {
+                return self.step_failed(
+                    label,
+                    name,
+                    t0.elapsed(),
+                    format!("serving the events endpoint again: {e}"),
+                );
+            }
+        } else {
+            self.mock.endpoints_down(false).await;
+        }
+        self.passed(name, t0, json!({}), None)
+    }
+
+    /// `stall-stdout`: the main init's stdout FIFO is not read for `d`, starting now.
+    pub(super) fn stall_stdout(&mut self, d: Duration, label: &str) -> Flow {
+        let t0 = Instant::now();
+        let set = self.containers.get(MAIN).and_then(|c| c.stdio.as_ref());
+        match set {
+            Some(s) if s.stdout_is_fifo() => {
+                s.stall_stdout(d);
+                let request = json!({"duration": humantime::format_duration(d).to_string()});
+                self.passed("stall-stdout", t0, json!({}), Some(request))
+            }
+            Some(_) => self.step_failed(
+                label,
+                "stall-stdout",
+                Duration::ZERO,
+                "the main container's stdout is not a FIFO (create it with `stdout: fifo`)".into(),
+            ),
+            None => self.step_failed(
+                label,
+                "stall-stdout",
+                Duration::ZERO,
+                "no stdout to stall: the main container was not created".into(),
+            ),
+        }
+    }
+
+    /// `kill-process`: signals the process by the pid the shim reported.
+    pub(super) fn kill_process(&mut self, k: &KillProcessStep, label: &str) -> Flow {
+        const NAME: &str = "kill-process";
+        let t0 = Instant::now();
+        let looked_up = (|| -> Result<(String, String), String> {
+            let container = match &k.container {
+                Some(c) => self.expand(c)?,
+                None => MAIN.to_string(),
+            };
+            Ok((container, self.opt_exec(&k.exec_id)?))
+        })();
+        let (container, exec_id) = match looked_up {
+            Ok(x) => x,
+            Err(m) => return self.step_failed(label, NAME, Duration::ZERO, m),
+        };
+        let who = if exec_id.is_empty() {
+            format!("the init of `{container}`")
+        } else {
+            format!("exec `{exec_id}` of `{container}`")
+        };
+        let Some(pid) = self
+            .proc_pids
+            .get(&(container.clone(), exec_id.clone()))
+            .copied()
+        else {
+            return self.step_failed(
+                label,
+                NAME,
+                Duration::ZERO,
+                format!("no pid known for {who} (the shim reports it at Create for an init, at Start for an exec)"),
+            );
+        };
+        let sig = match nix::sys::signal::Signal::try_from(k.signal.0 as i32) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.step_failed(
+                    label,
+                    NAME,
+                    Duration::ZERO,
+                    format!("signal {}: {e}", k.signal),
+                )
+            }
+        };
+        let request = json!({"pid": pid, "signal": k.signal.0, "exec-id": exec_id});
+        if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig) {
+            return self.step_failed(
+                label,
+                NAME,
+                t0.elapsed(),
+                format!("kill({pid}, {}) for {who}: {e}", k.signal),
+            );
+        }
+        self.passed(NAME, t0, json!({}), Some(request))
+    }
+}
