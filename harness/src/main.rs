@@ -94,6 +94,15 @@ struct StressArgs {
     /// Also write the JSON report to FILE.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Soak: run lifecycles until DURATION has passed (`10m`, `30s`) instead of -n, sampling
+    /// the shim's RSS, fds, threads, zombies and sockets; exit 1 when they grow beyond noise.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
+          conflicts_with_all = ["tasks", "shim_per_task"])]
+    soak: Option<std::time::Duration>,
+    /// Time between soak samples (default: about 120 samples, 250 ms to 5 s apart).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
+          requires = "soak")]
+    sample_interval: Option<std::time::Duration>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -500,6 +509,10 @@ fn stress(a: &StressArgs) -> Result<u8> {
             RootfsArg::None => RootfsKind::None,
         },
         args: a.process.clone(),
+        soak: a.soak.map(|duration| stress::SoakOptions {
+            duration,
+            interval: a.sample_interval,
+        }),
         ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -515,11 +528,7 @@ fn stress(a: &StressArgs) -> Result<u8> {
         StressFormat::Json => emit(&json),
         StressFormat::Human => emit(&report.render_human()),
     }
-    Ok(if report.failed == 0 && report.leaks.is_empty() {
-        0
-    } else {
-        1
-    })
+    Ok(if report.ok() { 0 } else { 1 })
 }
 
 /// `harness compare`: exit 0 when both files were written (failed scenarios are results), 2

@@ -7,6 +7,9 @@
 //! `io.containerd.runc.v2.group`, `io.containerd.reaper.v2.group`), as a pod's containers reach
 //! one shim under containerd. The `start` handshake runs once; with `--shim-per-task` it runs
 //! for every task, each shim is shut down and its `delete` action run, as containerd does.
+//!
+//! With a soak ([`SoakOptions`]) lifecycles start until a deadline instead of N times, and the
+//! one shim's resources are sampled at intervals and judged for growth ([`soak`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,10 @@ use crate::leaks;
 use crate::stdio::{StdioMode, StdioOptions, StdioSet};
 use crate::timeouts::Timeouts;
 
+pub mod soak;
+
+pub use soak::{SoakOptions, SoakReport, SoakSample};
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct StressOptions {
@@ -46,6 +53,9 @@ pub struct StressOptions {
     pub args: Vec<String>,
     /// Bound on every RPC.
     pub rpc_timeout: Duration,
+    /// Run lifecycles until this much time has passed (one-shim mode), sampling the shim for
+    /// growth; `tasks` is ignored then.
+    pub soak: Option<SoakOptions>,
 }
 
 impl Default for StressOptions {
@@ -59,6 +69,7 @@ impl Default for StressOptions {
             rootfs: RootfsKind::None,
             args: vec!["true".into()],
             rpc_timeout: Duration::from_secs(10),
+            soak: None,
         }
     }
 }
@@ -182,9 +193,17 @@ pub struct StressReport {
     pub leaks: Vec<String>,
     /// Where it ran.
     pub provenance: Provenance,
+    /// The soak's samples and verdict (soak runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakReport>,
 }
 
 impl StressReport {
+    /// Whether every lifecycle completed, nothing leaked and (in a soak) nothing grew.
+    pub fn ok(&self) -> bool {
+        self.failed == 0 && self.leaks.is_empty() && self.soak.as_ref().is_none_or(|s| s.ok())
+    }
+
     /// A human-readable summary.
     pub fn render_human(&self) -> String {
         let mut s = format!(
@@ -222,6 +241,9 @@ impl StressReport {
             fmt(&Some(self.resources.peak)),
             fmt(&self.resources.end)
         ));
+        if let Some(soak) = &self.soak {
+            s.push_str(&soak.render_human());
+        }
         for e in &self.errors {
             s.push_str(&format!("error: {e}\n"));
         }
@@ -344,6 +366,9 @@ pub enum StressError {
         #[source]
         source: crate::error::LaunchError,
     },
+    /// The options contradict each other.
+    #[error("{0}")]
+    Options(String),
 }
 
 /// Runs the stress mode. The lifecycles run as local tasks of one thread (the mock is not
@@ -355,6 +380,19 @@ pub async fn run(opts: StressOptions) -> Result<StressReport, StressError> {
 }
 
 async fn run_local(opts: StressOptions) -> Result<StressReport, StressError> {
+    if opts.soak.is_some() && opts.shim_per_task {
+        return Err(StressError::Options(
+            "a soak samples one shim for its whole life: it cannot run with --shim-per-task".into(),
+        ));
+    }
+    if opts
+        .soak
+        .is_some_and(|s| s.duration.is_zero() || s.interval().is_zero())
+    {
+        return Err(StressError::Options(
+            "a soak needs a duration and a sampling interval above zero".into(),
+        ));
+    }
     let provenance = provenance(&opts);
     let mock = MockContainerd::new(MockConfig {
         dialect: opts.dialect,
@@ -386,6 +424,7 @@ async fn run_local(opts: StressOptions) -> Result<StressReport, StressError> {
     // One-shim mode: launch once, with a bundle of its own that stays for the whole run.
     let mut anchor: Option<(Shim, Bundle)> = None;
     let mut idle = None;
+    let mut probe = None;
     if !opts.shim_per_task {
         let bundle = Bundle::create(
             &ctx.bundle_parent,
@@ -417,9 +456,20 @@ async fn run_local(opts: StressOptions) -> Result<StressReport, StressError> {
         lock(&ctx.stats).ops.clear();
         tokio::time::sleep(Duration::from_millis(50)).await;
         idle = Some(sample(&lock(&ctx.server_pids)));
+        if let (Some(_), Some(pid)) = (opts.soak, shim.pid) {
+            let dir = crate::dialect::socket_path(&shim.address)
+                .and_then(|p| p.parent().map(Path::to_path_buf));
+            probe = Some(soak::SoakProbe::new(pid, dir, ctx.bundle_parent.clone()));
+        }
         anchor = Some((shim, bundle));
     }
     let shared_client = anchor.as_ref().map(|(s, _)| s.client());
+    if opts.soak.is_some() && probe.is_none() {
+        return Err(StressError::Options(
+            "the soak found no shim server to sample (its pid is unknown)".into(),
+        ));
+    }
+    let soak_idle = probe.as_ref().map(|p| p.sample(0, 0));
 
     // A sampler for the peak.
     let sampler = {
@@ -439,23 +489,60 @@ async fn run_local(opts: StressOptions) -> Result<StressReport, StressError> {
                         };
                     }
                 }
+                // Nobody reads the events of a stress run: keep the harness's memory flat.
+                ctx.mock.events().clear();
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
     };
-
-    let sem = Arc::new(Semaphore::new(opts.parallel.max(1)));
     let t0 = Instant::now();
-    let mut handles = Vec::with_capacity(opts.tasks);
-    for i in 0..opts.tasks {
-        let permit = sem
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
+    let series = Rc::new(Mutex::new(Vec::<SoakSample>::new()));
+    let soak_sampler = match (&probe, opts.soak) {
+        (Some(probe), Some(so)) => {
+            let (ctx, probe, series) = (ctx.clone(), probe.clone(), series.clone());
+            Some(tokio::task::spawn_local(async move {
+                let every = so.interval();
+                let mut next = tokio::time::Instant::from_std(t0) + every;
+                loop {
+                    tokio::time::sleep_until(next).await;
+                    next += every;
+                    let done = lock(&ctx.stats).completed as u64;
+                    let p = probe.clone();
+                    let t = t0.elapsed().as_millis() as u64;
+                    // /proc reads off the runtime thread that drives the lifecycles.
+                    if let Ok(s) = tokio::task::spawn_blocking(move || p.sample(t, done)).await {
+                        lock(&series).push(s);
+                    }
+                }
+            }))
+        }
+        _ => None,
+    };
+
+    let parallel = opts.parallel.max(1);
+    let sem = Arc::new(Semaphore::new(parallel));
+    let deadline = opts
+        .soak
+        .map(|s| tokio::time::Instant::from_std(t0) + s.duration);
+    let mut started = 0;
+    loop {
+        let permit = match deadline {
+            None if started >= opts.tasks => break,
+            None => sem.clone().acquire_owned().await,
+            Some(d) => match tokio::time::timeout_at(d, sem.clone().acquire_owned()).await {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        }
+        .expect("semaphore never closed");
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            break;
+        }
+        let i = started;
+        started += 1;
         let ctx = ctx.clone();
         let client = shared_client.clone();
-        handles.push(tokio::task::spawn_local(async move {
+        tokio::task::spawn_local(async move {
             let res = one(&ctx, i, client).await;
             let mut st = lock(&ctx.stats);
             match res {
@@ -468,20 +555,49 @@ async fn run_local(opts: StressOptions) -> Result<StressReport, StressError> {
                 }
             }
             drop(permit);
-        }));
+        });
     }
-    for h in handles {
-        let _ = h.await;
-    }
+    // Every lifecycle holds a permit until it ends (a panicking one drops it too).
+    let all = sem
+        .acquire_many(parallel as u32)
+        .await
+        .expect("semaphore never closed");
+    drop(all);
     let elapsed = t0.elapsed();
     sampler.abort();
+    if let Some(s) = soak_sampler {
+        s.abort();
+    }
 
     let mut end = None;
     let mut leak_list = vec![];
+    let mut soak_report = None;
     if let Some((shim, bundle)) = anchor.take() {
         // Let the last exits and deletes settle before the end sample.
         tokio::time::sleep(Duration::from_millis(100)).await;
         end = Some(sample(&lock(&ctx.server_pids)));
+        if let (Some(probe), Some(so), Some(idle_s)) = (&probe, opts.soak, soak_idle) {
+            let done = lock(&ctx.stats).completed as u64;
+            let t = t0.elapsed().as_millis() as u64;
+            // A quiescent end: a reap or a close still under way gets up to two seconds.
+            let settled = |s: &SoakSample| {
+                s.fds <= idle_s.fds
+                    && s.unix_sockets <= idle_s.unix_sockets
+                    && s.zombies == 0
+                    && s.socket_files == 0
+            };
+            let mut last = probe.sample(t, done);
+            let until = Instant::now() + Duration::from_secs(2);
+            while !settled(&last) && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                last = probe.sample(t0.elapsed().as_millis() as u64, done);
+            }
+            let stale = probe.stale_socket_files();
+            let series = std::mem::take(&mut *lock(&series));
+            soak_report = Some(SoakReport::judge(
+                &so, parallel, idle_s, series, last, &stale,
+            ));
+        }
         let client = shim.client();
         let _ = client
             .shutdown(ShutdownRequest::default(), opts.rpc_timeout)
@@ -504,7 +620,11 @@ async fn run_local(opts: StressOptions) -> Result<StressReport, StressError> {
     let secs = elapsed.as_secs_f64().max(1e-9);
     let peak = *lock(&ctx.peak);
     let report = StressReport {
-        tasks: opts.tasks,
+        tasks: if opts.soak.is_some() {
+            started
+        } else {
+            opts.tasks
+        },
         parallel: opts.parallel,
         mode: if opts.shim_per_task {
             "shim-per-task".into()
@@ -520,6 +640,7 @@ async fn run_local(opts: StressOptions) -> Result<StressReport, StressError> {
         resources: Resources { idle, peak, end },
         leaks: leak_list,
         provenance,
+        soak: soak_report,
     };
     match Rc::try_unwrap(ctx) {
         Ok(ctx) => ctx.mock.shutdown().await,

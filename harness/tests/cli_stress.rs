@@ -1,5 +1,6 @@
 //! `harness stress` on the command line: the JSON report's shape (counts, percentiles per
-//! operation, resources at idle/peak/end, provenance), exit statuses, and argument errors.
+//! operation, resources at idle/peak/end, provenance, the soak's series and verdict), exit
+//! statuses, and argument errors.
 
 use std::path::{Path, PathBuf};
 
@@ -122,6 +123,92 @@ fn shim_per_task_reports_launch_and_shutdown() {
     assert_eq!(u(&v, "/latency/shutdown/count"), 4);
     assert!(v["resources"]["idle"].is_null(), "no idle sample per task");
     assert_eq!(v["provenance"]["containerd-version"], "1.6");
+}
+
+#[test]
+fn soak_json_has_series_growth_per_metric_and_an_ok_verdict() {
+    let v = stress_json(&["--soak", "6s", "--sample-interval", "250ms", "-p", "4"]);
+    assert_eq!(v["mode"], "one-shim");
+    assert_eq!(u(&v, "/failed"), 0, "{:#}", v["errors"]);
+    let done = u(&v, "/completed");
+    assert!(done > 0 && u(&v, "/tasks") == done, "{v:#}");
+    let soak = &v["soak"];
+    assert_eq!(u(soak, "/duration-ms"), 6000);
+    assert_eq!(u(soak, "/interval-ms"), 250);
+    let series = soak["series"].as_array().expect("soak.series");
+    // 24 ticks fit in 6 s; a busy machine may delay the last one or two.
+    assert!(
+        (20..=25).contains(&series.len()),
+        "{} samples",
+        series.len()
+    );
+    let mut prev = (0, 0);
+    for s in series {
+        let (t, n) = (u(s, "/t-ms"), u(s, "/lifecycles"));
+        assert!(t > prev.0 && n >= prev.1, "series not in order at {s}");
+        prev = (t, n);
+        assert!(
+            u(s, "/rss-kib") > 0 && u(s, "/fds") > 0 && u(s, "/threads") > 0,
+            "{s}"
+        );
+        // The listener and the connections to the mock are unix sockets.
+        assert!(u(s, "/unix-sockets") >= 2, "{s}");
+        for k in ["zombies", "socket-files"] {
+            u(s, &format!("/{k}"));
+        }
+    }
+    assert!(prev.1 <= done);
+    for m in [
+        "rss-kib",
+        "fds",
+        "threads",
+        "zombies",
+        "unix-sockets",
+        "socket-files",
+    ] {
+        let g = &soak["metrics"][m];
+        for k in ["idle", "first", "last", "end", "noise"] {
+            u(g, &format!("/{k}"));
+        }
+        assert!(
+            g["growth"].is_i64() && g["slope-per-min"].is_f64(),
+            "{m}: {g}"
+        );
+        assert_eq!(g["verdict"], "ok", "{m}: {g}");
+    }
+    // Quiescent before and after: the reaper holds what it held at idle.
+    assert_eq!(
+        u(soak, "/idle/fds"),
+        u(soak, "/end/fds"),
+        "{:#}",
+        soak["metrics"]
+    );
+    assert_eq!(u(soak, "/end/zombies"), 0);
+    assert_eq!(u(soak, "/end/socket-files"), 0);
+    assert_eq!(soak["verdict"], "ok", "{:#}", soak["findings"]);
+    assert_eq!(soak["findings"], Value::Array(vec![]));
+}
+
+#[test]
+fn soak_refuses_shim_per_task_and_task_counts() {
+    for extra in [vec!["--shim-per-task"], vec!["-n", "5"]] {
+        let out = harness()
+            .args(["stress", "--soak", "2s"])
+            .args(&extra)
+            .timeout(std::time::Duration::from_secs(30))
+            .output()
+            .expect("harness");
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--soak"), "{extra:?}: {err}");
+    }
+    let out = harness()
+        .args(["stress", "--soak", "ten minutes"])
+        .timeout(std::time::Duration::from_secs(30))
+        .output()
+        .expect("harness");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ten minutes"));
 }
 
 #[test]
