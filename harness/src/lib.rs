@@ -45,6 +45,7 @@ pub mod publish;
 pub mod redact;
 pub mod report;
 pub mod scenario;
+pub mod shell;
 pub mod stdio;
 pub mod stress;
 pub mod timeouts;

@@ -18,7 +18,13 @@ use harness::scenario::{self, Filter, Loaded, Profile};
 
 /// A mock containerd and conformance runner for containerd runtime-v2 shims.
 #[derive(Parser, Debug)]
-#[command(name = "harness", version, about, long_about = None)]
+#[command(
+    name = "harness",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:\n  harness run                                    # the bundled suite against the bundled reaper shim\n  harness run --shim ./containerd-shim-x-v2 --format json --report report.json\n  harness shell --shim ./containerd-shim-x-v2   # poke a shim one step at a time"
+)]
 struct Cli {
     /// containerd's gRPC address; containerd passes it before `publish` (`--address A publish`).
     #[arg(long, global = true, hide = true)]
@@ -30,17 +36,42 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run conformance scenarios against a shim.
+    #[command(
+        after_help = "Examples:\n  harness run --shim ./target/debug/containerd-shim-x-v2\n  harness run --shim containerd-shim-runc-v2 --containerd-version 1.7 --filter 'lifecycle/*'\n  harness run --scenarios my-scenarios --format junit --report junit.xml"
+    )]
     Run(RunArgs),
     /// List scenarios with their level and requirements.
+    #[command(after_help = "Example:\n  harness list --filter 'errors/*'")]
     List(ListArgs),
     /// Print the JSON Schema of scenario files.
+    #[command(after_help = "Example:\n  harness schema > scenario.schema.json   # for editors' YAML validation")]
     Schema,
     /// Deliver an event (an `Any` on stdin) like `containerd publish` (used as `-publish-binary`).
+    #[command(
+        after_help = "Example (what containerd runs as the shim's -publish-binary):\n  harness --address /run/containerd/containerd.sock publish --topic /tasks/exit --namespace default < event.pb"
+    )]
     Publish(PublishArgs),
+    /// An interactive session on one launched shim: type steps of the scenario vocabulary
+    /// (`create sh -c 'sleep 30'`, `start`, `state`, `kill SIGTERM`, `wait`, `exec e1 echo hi`,
+    /// `events`, `stdout`, `delete`, `shutdown`), see each answer and the events it caused, and
+    /// `save FILE` the session as a scenario that `harness run` replays. Reads a pipe too.
+    ///
+    /// Exit status: 0 when every command succeeded, 1 when one failed, 2 when the session could
+    /// not start.
+    #[command(
+        after_help = "Example:\n  harness shell --shim ./target/debug/containerd-shim-reaper-v2\n  harness> create sh -c 'sleep 30'\n  harness> start\n  harness> kill SIGTERM\n  harness> wait\n  harness> save sigterm.yaml\n\nScripted:\n  printf 'create echo hi\\nstart\\nwait\\nstdout\\ndelete\\n' | harness shell"
+    )]
+    Shell(ShellArgs),
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  harness completions bash > ~/.local/share/bash-completion/completions/harness\n  harness completions zsh > \"${fpath[1]}/_harness\"\n  harness completions fish > ~/.config/fish/completions/harness.fish"
+    )]
+    Completions(CompletionsArgs),
     /// Run many task lifecycles against a shim: throughput, latency percentiles per operation,
     /// and the shim's RSS and file descriptors at idle, peak and end.
     ///
     /// Example: `harness stress --shim ./containerd-shim-x-v2 -n 10000 -p 8 --format json`
+    #[command(after_help = "Example:\n  harness stress --shim ./containerd-shim-x-v2 -n 10000 -p 8 --format json")]
     Stress(StressArgs),
     /// Run the suite and the stress mode against several shims; write compare.json and a
     /// self-contained index.html (conformance matrix, latency table, plots) into --out.
@@ -167,6 +198,29 @@ struct RunArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct ShellArgs {
+    /// The shim binary; default: the bundled reaper next to this executable, then PATH.
+    #[arg(long, value_name = "PATH")]
+    shim: Option<PathBuf>,
+    /// Which containerd to imitate: 1.6, 1.7 or 2.0.
+    #[arg(long, value_name = "VERSION", default_value = "2.0")]
+    containerd_version: String,
+    /// Root filesystem of the bundle: `busybox` (works for isolated and host shims) or `none`.
+    #[arg(long, value_enum, default_value = "busybox")]
+    rootfs: RootfsArg,
+    /// Extra environment for the shim, K=V; repeatable.
+    #[arg(long = "shim-env", value_name = "K=V")]
+    shim_env: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+#[derive(clap::Args, Debug)]
 struct ListArgs {
     #[command(flatten)]
     sel: Selection,
@@ -192,6 +246,16 @@ fn usage_error(e: anyhow::Error) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Shell(a) => match prefer_tmpfs().and_then(|()| shell(&a)) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => usage_error(e),
+        },
+        Cmd::Completions(a) => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(a.shell, &mut cmd, "harness", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Cmd::Schema => {
             let text = serde_json::to_string_pretty(&scenario::json_schema()).unwrap_or_default();
             emit(&text);
@@ -546,4 +610,35 @@ fn compare(a: &CompareArgs) -> Result<()> {
         a.opts.out.join("index.html").display()
     );
     Ok(())
+}
+
+/// `harness shell`: 0 when every command succeeded, 1 when one failed, 2 when the session could
+/// not start (the session itself is `harness::shell`).
+fn shell(a: &ShellArgs) -> Result<u8> {
+    use harness::shell::{self, ShellOptions};
+    let shim = resolve_shim(a.shim.as_deref())?;
+    let dialect: Dialect = a
+        .containerd_version
+        .parse()
+        .map_err(|e| anyhow!("--containerd-version {}: {e}", a.containerd_version))?;
+    let mut shim_env = Vec::new();
+    for kv in &a.shim_env {
+        let (k, v) = kv
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| anyhow!("--shim-env `{kv}`: expected K=V"))?;
+        shim_env.push((k.to_string(), v.to_string()));
+    }
+    let opts = ShellOptions {
+        shim,
+        dialect,
+        rootfs: match a.rootfs {
+            RootfsArg::Busybox => harness::bundle::RootfsKind::Busybox,
+            RootfsArg::None => harness::bundle::RootfsKind::None,
+        },
+        shim_env,
+        ..ShellOptions::default()
+    };
+    let summary = shell::run(&opts)?;
+    Ok(u8::from(summary.failed > 0 || !summary.leaks.is_empty()))
 }
