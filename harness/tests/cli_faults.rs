@@ -1,6 +1,7 @@
 //! The suite catches real shim bugs: `containerd-shim-faulty-v2` (the reaper with one bug
 //! switched on by `FAULTY_SHIM`, passed through `--shim-env`) must fail exactly the scenarios
-//! that name that behaviour, each with a message a shim author understands.
+//! that name that behaviour, each with a message a shim author understands; the fault scenarios
+//! (`scenarios/faults/`) among them.
 
 use std::path::{Path, PathBuf};
 
@@ -154,4 +155,69 @@ fn shutdown_never_exits() {
             "is still running 3s later; expected it to exit",
         )],
     );
+}
+
+#[test]
+fn fault_scenarios_catch_a_lost_exit() {
+    assert_caught(
+        "no-exit-event",
+        &[
+            (
+                "faults/kill-process-init",
+                "no /tasks/exit after /tasks/start",
+            ),
+            (
+                "faults/restart-containerd-exit-during-outage",
+                "no /tasks/exit after /tasks/start",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn fault_scenarios_catch_a_wrong_signal_status() {
+    assert_caught(
+        "sigterm-exit-zero",
+        &[(
+            "faults/kill-process-exec",
+            "exit-status: expected 143, got 0",
+        )],
+    );
+}
+
+#[test]
+fn fault_scenarios_catch_lost_output() {
+    assert_caught(
+        "no-stdout",
+        &[(
+            "faults/stall-stdout",
+            "stdout: expected \"begin\\n\", got \"\"",
+        )],
+    );
+}
+
+#[test]
+fn schema_names_the_fault_steps() {
+    let out = Command::cargo_bin("harness")
+        .expect("the harness binary")
+        .arg("schema")
+        .output()
+        .expect("run harness schema");
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("schema is JSON");
+    let text = v.to_string();
+    for step in [
+        "restart-containerd",
+        "events-down",
+        "events-up",
+        "stall-stdout",
+        "kill-process",
+        "downtime",
+        "during",
+    ] {
+        assert!(
+            text.contains(&format!("\"{step}\"")),
+            "`{step}` not in the schema"
+        );
+    }
 }
