@@ -36,6 +36,8 @@ pub mod client;
 pub mod compare;
 pub mod delete;
 pub mod dialect;
+#[cfg(feature = "containerd")]
+pub mod differential;
 pub mod engine;
 pub mod error;
 pub mod events;

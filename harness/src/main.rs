@@ -195,6 +195,16 @@ struct RunArgs {
     /// Extra environment for the shim, K=V; repeatable (e.g. a fault switch of a test shim).
     #[arg(long = "shim-env", value_name = "K=V")]
     shim_env: Vec<String>,
+    /// Differential mode: also run each scenario through the real containerd whose gRPC socket
+    /// this is, and report every difference from the mock (needs `--features containerd`).
+    #[arg(long, value_name = "SOCKET")]
+    containerd: Option<PathBuf>,
+    /// Differential mode: base name of the per-scenario containerd namespaces.
+    #[arg(long, value_name = "NS", default_value = "harness-diff", requires = "containerd")]
+    namespace: String,
+    /// Differential mode: the runtime containerd gets (default: the shim's absolute path).
+    #[arg(long, value_name = "NAME", requires = "containerd")]
+    runtime: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -282,6 +292,12 @@ fn main() -> ExitCode {
         },
         Cmd::Run(a) => match prefer_tmpfs().and_then(|()| prepare(&a)) {
             Err(e) => usage_error(e),
+            Ok((cfg, scenarios)) if a.containerd.is_some() => {
+                match differential(&a, cfg, scenarios) {
+                    Ok(code) => ExitCode::from(code),
+                    Err(e) => usage_error(e),
+                }
+            }
             Ok((cfg, scenarios)) => match run(&a, cfg, scenarios) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => usage_error(e),
@@ -531,6 +547,42 @@ fn run(a: &RunArgs, cfg: RunConfig, scenarios: Vec<Loaded>) -> Result<u8> {
         None => emit(&text),
     }
     Ok(report.exit_code() as u8)
+}
+
+/// `harness run --containerd SOCKET`: exit 0 when the real containerd and the mock agree on
+/// every compared scenario, 1 on a fidelity difference, 2 when the run could not happen.
+#[cfg(feature = "containerd")]
+fn differential(a: &RunArgs, cfg: RunConfig, scenarios: Vec<Loaded>) -> Result<u8> {
+    use harness::differential::{self, DiffConfig};
+    let dcfg = DiffConfig {
+        socket: a.containerd.clone().unwrap_or_default(),
+        namespace: a.namespace.clone(),
+        runtime: a
+            .runtime
+            .clone()
+            .unwrap_or_else(|| cfg.shim.display().to_string()),
+        run: cfg,
+    };
+    let report = differential::run_blocking(&dcfg, scenarios, |r| {
+        eprintln!("{}", differential::progress_line(r))
+    })?;
+    let text = match a.format {
+        Format::Json => report.to_json(),
+        _ => report.human(),
+    };
+    match &a.report {
+        Some(p) => {
+            std::fs::write(p, &text).with_context(|| format!("--report `{}`", p.display()))?;
+            eprint!("{}", report.human());
+        }
+        None => emit(&text),
+    }
+    Ok(report.exit_code())
+}
+
+#[cfg(not(feature = "containerd"))]
+fn differential(_: &RunArgs, _: RunConfig, _: Vec<Loaded>) -> Result<u8> {
+    bail!("--containerd: this harness was built without the `containerd` feature; run `cargo build -p harness --features containerd` (needs protoc)")
 }
 
 fn progress_bar(done: usize, total: usize) -> String {

@@ -1,0 +1,175 @@
+//! Which scenarios a containerd *client* can express: a derived classification of a scenario's
+//! steps. Raw shim-RPC misuse (calls before Create, a second Create of a live task, Connect,
+//! Shutdown in mid-scenario, the shim process itself, other containers) cannot be sent through
+//! the daemon's Tasks API, so such scenarios are skipped there with the reason this returns.
+
+use crate::scenario::{Scenario, StdioKind, Step};
+
+/// The id every scenario's main container has (as in the mock).
+const MAIN: &str = "main";
+
+/// Why `sc` cannot run through a real containerd's API, or `None` when it can.
+pub fn inexpressible(sc: &Scenario) -> Option<String> {
+    let mut st = Walk::default();
+    let n = sc.steps.len();
+    for (i, s) in sc.steps.iter().enumerate() {
+        let trailing = sc.steps[i..]
+            .iter()
+            .all(|t| matches!(t, Step::Shutdown(_) | Step::Events(_) | Step::Sleep(_)));
+        if let Some(why) = st.step(s, trailing && i < n) {
+            return Some(format!("step {} ({}): {why}", i + 1, s.name()));
+        }
+    }
+    None
+}
+
+#[derive(Default)]
+struct Walk {
+    /// A task exists (created and not yet deleted).
+    live: bool,
+    /// A Create was sent at least once.
+    created: bool,
+}
+
+impl Walk {
+    fn step(&mut self, s: &Step, trailing: bool) -> Option<String> {
+        if let Some(c) = container_of(s) {
+            if c != MAIN {
+                return Some(format!(
+                    "container `{c}`: several containers (grouping) are not driven through the daemon"
+                ));
+            }
+        }
+        match s {
+            Step::Create(c) => {
+                if c.expect_error.is_some() {
+                    return Some("a Create expected to fail is raw RPC misuse".into());
+                }
+                if self.live {
+                    return Some(
+                        "a second Create of a live task: containerd refuses it itself, the shim never sees it"
+                            .into(),
+                    );
+                }
+                if [c.stdin, c.stdout, c.stderr].contains(&StdioKind::File) {
+                    return Some("`file` stdio is not expressed through the daemon".into());
+                }
+                self.live = true;
+                self.created = true;
+                None
+            }
+            Step::Delete(d) if d.exec_id.is_none() => {
+                if !self.live {
+                    return Some("Delete with no task: containerd answers it itself".into());
+                }
+                if d.expect_error.is_none() {
+                    self.live = false;
+                }
+                None
+            }
+            Step::Connect(_) => {
+                Some("Connect is containerd's own call; its API cannot send it".into())
+            }
+            Step::Shutdown(sd) => {
+                let plain = sd.expect_error.is_none() && sd.exits.is_none() && !sd.now;
+                if trailing && plain && !self.live {
+                    // containerd sends Shutdown itself after the task's Delete.
+                    None
+                } else {
+                    Some(
+                        "Shutdown is sent by containerd itself (after Delete); its API cannot send it"
+                            .into(),
+                    )
+                }
+            }
+            Step::ShimAlive(_) | Step::KillShim(_) => {
+                Some("the shim process belongs to containerd; its API does not expose it".into())
+            }
+            Step::Stats(_) => {
+                Some("containerd answers Metrics, not the shim's Stats message".into())
+            }
+            Step::Checkpoint(_) => {
+                Some("containerd's Checkpoint writes an image, not the shim's call".into())
+            }
+            Step::Repeat(r) => {
+                for s in &r.steps {
+                    if let Some(why) = self.step(s, false) {
+                        return Some(why);
+                    }
+                }
+                None
+            }
+            Step::Events(_) | Step::Output(_) | Step::Sleep(_) | Step::WaitResult(_) => None,
+            _ if !self.live => Some(if self.created {
+                "an RPC after the task was deleted: containerd answers it itself".into()
+            } else {
+                "an RPC before Create: containerd has no task to send it to".into()
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn container_of(s: &Step) -> Option<&str> {
+    match s {
+        Step::Create(c) => c.container.as_deref(),
+        Step::Start(c) => c.container.as_deref(),
+        Step::State(c) => c.container.as_deref(),
+        Step::Kill(c) => c.container.as_deref(),
+        Step::Wait(c) => c.container.as_deref(),
+        Step::Delete(c) => c.container.as_deref(),
+        Step::Exec(c) => c.container.as_deref(),
+        Step::Pids(c) => c.container.as_deref(),
+        Step::Pause(c) => c.container.as_deref(),
+        Step::Resume(c) => c.container.as_deref(),
+        Step::CloseIo(c) => c.container.as_deref(),
+        Step::ResizePty(c) => c.container.as_deref(),
+        Step::Update(c) => c.container.as_deref(),
+        Step::Events(c) => c.container.as_deref(),
+        Step::Output(c) => c.container.as_deref(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sc(steps: &str) -> Scenario {
+        let y = format!("description: t\nprocess: {{args: [true]}}\nsteps:\n{steps}");
+        crate::scenario::load_str(std::path::Path::new("t.yaml"), &y).expect("parses")
+    }
+
+    #[test]
+    fn a_plain_lifecycle_is_expressible() {
+        let s =
+            sc("  - create: {}\n  - start: {}\n  - wait: {}\n  - delete: {}\n  - shutdown: {}\n");
+        assert_eq!(inexpressible(&s), None);
+    }
+
+    #[test]
+    fn raw_misuse_is_named() {
+        let cases = [
+            ("  - state: {expect-error: not-found}\n", "before Create"),
+            (
+                "  - create: {}\n  - create: {expect-error: any}\n",
+                "Create expected to fail",
+            ),
+            ("  - create: {}\n  - connect: {}\n", "Connect"),
+            (
+                "  - create: {}\n  - shutdown: {}\n  - delete: {}\n",
+                "Shutdown",
+            ),
+            ("  - create: {}\n  - kill-shim: {}\n", "shim process"),
+            (
+                "  - create: {}\n  - delete: {}\n  - state: {}\n",
+                "after the task was deleted",
+            ),
+            ("  - create: {container: b}\n", "grouping"),
+        ];
+        for (steps, want) in cases {
+            let why = inexpressible(&sc(steps)).unwrap_or_default();
+            assert!(why.contains(want), "{steps:?}: {why:?} lacks {want:?}");
+        }
+    }
+}
