@@ -26,12 +26,20 @@ pub fn escape(s: &str) -> String {
 
 /// Microseconds as `850 µs`, `12.3 ms`, `1.20 s`.
 pub(crate) fn fmt_us(us: f64) -> String {
+    // Trailing zeros go (`1.0 ms` → `1 ms`), so that axis ticks read cleanly.
+    let trim = |t: String| {
+        if t.contains('.') {
+            t.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            t
+        }
+    };
     if us < 1000.0 {
         format!("{us:.0} µs")
     } else if us < 1_000_000.0 {
-        format!("{:.1} ms", us / 1000.0)
+        format!("{} ms", trim(format!("{:.1}", us / 1000.0)))
     } else {
-        format!("{:.2} s", us / 1_000_000.0)
+        format!("{} s", trim(format!("{:.2}", us / 1_000_000.0)))
     }
 }
 
@@ -451,6 +459,9 @@ mod tests {
         assert!(page.contains("a&quot;shim"));
         assert_eq!(page.matches("<tr class=\"differs\">").count(), 1);
         assert!(page.contains("4.5 ms") && page.contains("120 µs"));
+        assert_eq!(fmt_us(1000.0), "1 ms");
+        assert_eq!(fmt_us(1_080_000.0), "1.08 s");
+        assert_eq!(fmt_us(10_000_000.0), "10 s");
         assert!(!page.contains("http://") && !page.contains("https://"));
     }
 }
