@@ -43,6 +43,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM HUP PIPE
 
 cat >"$dir/config.toml" <<EOF
 version = 2

@@ -78,6 +78,10 @@ pub struct DiffScenario {
     pub differences: Vec<Difference>,
     /// The mock run's own verdict (`passed`, `failed`, `skipped`).
     pub mock_status: String,
+    /// The task event topics containerd published for the main container (what was compared).
+    pub containerd_events: Vec<String>,
+    /// How many steps each side recorded (containerd, mock).
+    pub steps_compared: (usize, usize),
     /// Wall time of both runs.
     pub duration_ms: u64,
 }
@@ -205,6 +209,8 @@ async fn one(daemon: &Daemon, mock_cfg: &RunConfig, l: &Loaded, ns: &str) -> Dif
         reason: None,
         differences: vec![],
         mock_status: String::new(),
+        containerd_events: vec![],
+        steps_compared: (0, 0),
         duration_ms: 0,
     };
     if let Some(why) = classify::inexpressible(&l.scenario) {
@@ -226,7 +232,10 @@ async fn one(daemon: &Daemon, mock_cfg: &RunConfig, l: &Loaded, ns: &str) -> Dif
             r.reason = Some(format!("containerd run: {e}"));
         }
         Ok(trace) => {
-            r.differences = compare::compare(&trace, &Trace::from_mock(&mock));
+            let mock = Trace::from_mock(&mock);
+            r.differences = compare::compare(&trace, &mock);
+            r.containerd_events = trace.events.iter().map(|(t, _)| t.clone()).collect();
+            r.steps_compared = (trace.steps.len(), mock.steps.len());
             r.verdict = if r.differences.is_empty() {
                 Verdict::Same
             } else {
