@@ -221,3 +221,16 @@ fn schema_names_the_fault_steps() {
         );
     }
 }
+
+#[test]
+fn fault_scenarios_catch_events_dropped_instead_of_retried() {
+    assert_caught(
+        "no-event-retry",
+        &[
+            ("faults/events-delivered-after-outage", "no /tasks/create"),
+            // Which event the broken connection eats (start, in flight at the restart, or
+            // exit) is a race; either way the event check fails.
+            ("faults/restart-containerd-running", "step 10 (events)"),
+        ],
+    );
+}

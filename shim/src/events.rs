@@ -98,8 +98,9 @@ impl Publisher {
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 
 /// Starts the forwarder task. `address` is a plain path (or `unix://` address); empty = events are
-/// logged and dropped.
-pub fn start(address: String, namespace: String) -> Publisher {
+/// logged and dropped. `retry: false` (the faulty shim's `no-event-retry`) drops an event whose
+/// first Forward fails.
+pub fn start(address: String, namespace: String, retry: bool) -> Publisher {
     let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
     let pending = Arc::new(AtomicUsize::new(0));
     let left = pending.clone();
@@ -150,6 +151,10 @@ pub fn start(address: String, namespace: String) -> Publisher {
                             client = None;
                         }
                     }
+                }
+                if !retry {
+                    tracing::error!(topic = env.topic, "event dropped (fault no-event-retry)");
+                    break;
                 }
                 if first.elapsed() > GIVE_UP_AFTER {
                     tracing::error!(topic = env.topic, "event dropped after retrying for 1 min");

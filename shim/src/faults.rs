@@ -25,6 +25,8 @@ pub struct Faults {
     pub no_stdout: bool,
     /// Shutdown answers OK but the server never exits.
     pub shutdown_never_exits: bool,
+    /// An event whose Forward fails is dropped instead of retried.
+    pub no_event_retry: bool,
 }
 
 impl Faults {
@@ -41,6 +43,7 @@ impl Faults {
                 "delete-running-ok" => f.delete_running_ok = true,
                 "no-stdout" => f.no_stdout = true,
                 "shutdown-never-exits" => f.shutdown_never_exits = true,
+                "no-event-retry" => f.no_event_retry = true,
                 other => {
                     return Err(Error::InvalidArgument(format!(
                         "{ENV}: unknown fault {other:?}"

@@ -337,6 +337,7 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
         let publisher = Arc::new(events::start(
             std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
             ns.clone(),
+            !faults.no_event_retry,
         ));
         let cgroups = std::env::var(NO_CGROUP_ENV)
             .map(|v| v.is_empty())
