@@ -200,7 +200,12 @@ struct RunArgs {
     #[arg(long, value_name = "SOCKET")]
     containerd: Option<PathBuf>,
     /// Differential mode: base name of the per-scenario containerd namespaces.
-    #[arg(long, value_name = "NS", default_value = "harness-diff", requires = "containerd")]
+    #[arg(
+        long,
+        value_name = "NS",
+        default_value = "harness-diff",
+        requires = "containerd"
+    )]
     namespace: String,
     /// Differential mode: the runtime containerd gets (default: the shim's absolute path).
     #[arg(long, value_name = "NAME", requires = "containerd")]
