@@ -8,6 +8,7 @@ ci/setup.sh
 # The tests drive the built binaries (shim and harness), so build them first.
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast
+ci/differential.sh  # fidelity: the mock against a private containerd 1.6 (reaper and runc shim)
 # Smoke check of the criterion benches: each runs once (no timing is judged).
 cargo test -p reaper-benches --benches
 cargo clippy --workspace --all-targets -- -D warnings
