@@ -44,7 +44,9 @@ enum Cmd {
     #[command(after_help = "Example:\n  harness list --filter 'errors/*'")]
     List(ListArgs),
     /// Print the JSON Schema of scenario files.
-    #[command(after_help = "Example:\n  harness schema > scenario.schema.json   # for editors' YAML validation")]
+    #[command(
+        after_help = "Example:\n  harness schema > scenario.schema.json   # for editors' YAML validation"
+    )]
     Schema,
     /// Deliver an event (an `Any` on stdin) like `containerd publish` (used as `-publish-binary`).
     #[command(
@@ -71,7 +73,9 @@ enum Cmd {
     /// and the shim's RSS and file descriptors at idle, peak and end.
     ///
     /// Example: `harness stress --shim ./containerd-shim-x-v2 -n 10000 -p 8 --format json`
-    #[command(after_help = "Example:\n  harness stress --shim ./containerd-shim-x-v2 -n 10000 -p 8 --format json")]
+    #[command(
+        after_help = "Example:\n  harness stress --shim ./containerd-shim-x-v2 -n 10000 -p 8 --format json"
+    )]
     Stress(StressArgs),
     /// Run the suite and the stress mode against several shims; write compare.json and a
     /// self-contained index.html (conformance matrix, latency table, plots) into --out.

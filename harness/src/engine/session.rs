@@ -94,7 +94,11 @@ impl<'a> Session<'a> {
 
     /// The address the shim's `start` printed.
     pub fn address(&self) -> &str {
-        self.ctx.shims.first().map(|s| s.address.as_str()).unwrap_or("")
+        self.ctx
+            .shims
+            .first()
+            .map(|s| s.address.as_str())
+            .unwrap_or("")
     }
 
     /// The namespace of this session.

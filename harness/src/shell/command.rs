@@ -53,6 +53,7 @@ const fn spec(
 }
 
 /// The step commands, in the order `help` lists them.
+#[rustfmt::skip]
 pub const STEPS: &[Spec] = &[
     spec("create", &[], 0, Tail::Argv, "create [OPT=V..] [ARG..]", "Task.Create; ARGs are the init process (default: the previous create's)"),
     spec("start", &["exec-id"], 0, Tail::None, "start [EXEC-ID]", "Task.Start of the init, or of an exec"),
@@ -81,10 +82,19 @@ pub const STEPS: &[Spec] = &[
 
 /// The shell's own commands: `(usage, description)`.
 pub const BUILTINS: &[(&str, &str)] = &[
-    ("stdout [EXEC-ID]", "show the output captured so far of the init or an exec"),
-    ("save FILE", "write the session so far as a scenario file (`harness run --scenarios FILE`)"),
+    (
+        "stdout [EXEC-ID]",
+        "show the output captured so far of the init or an exec",
+    ),
+    (
+        "save FILE",
+        "write the session so far as a scenario file (`harness run --scenarios FILE`)",
+    ),
     ("help [COMMAND]", "this list, or one command's usage"),
-    ("quit", "end the session (also `exit` or end of input); the shim is shut down"),
+    (
+        "quit",
+        "end the session (also `exit` or end of input); the shim is shut down",
+    ),
 ];
 
 /// A parsed line.
@@ -103,7 +113,7 @@ pub enum Command {
     /// `stdout [EXEC-ID]`.
     ShowOutput(String),
     /// A scenario step.
-    Step(StepCommand),
+    Step(Box<StepCommand>),
 }
 
 /// A step command: the step as a scenario file would hold it, and its parsed form.
@@ -144,7 +154,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
         return Ok(Command::Nothing);
     }
     if trimmed.starts_with('{') || trimmed.starts_with("- ") {
-        return raw_step(trimmed).map(Command::Step);
+        return raw_step(trimmed).map(|s| Command::Step(Box::new(s)));
     }
     let words = shlex::split(trimmed)
         .ok_or_else(|| "unbalanced quotes or a trailing backslash in the line".to_string())?;
@@ -171,7 +181,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
         },
         "events" if rest.is_empty() => Ok(Command::ShowEvents),
         name => match find(name) {
-            Some(spec) => step_command(spec, rest).map(Command::Step),
+            Some(spec) => step_command(spec, rest).map(|s| Command::Step(Box::new(s))),
             None => Err(unknown(name)),
         },
     }
@@ -188,7 +198,9 @@ fn unknown(name: &str) -> String {
         .filter(|(d, _)| *d <= 2)
         .min();
     match near {
-        Some((_, n)) => format!("unknown command `{name}` (did you mean `{n}`?); type `help` for the list"),
+        Some((_, n)) => {
+            format!("unknown command `{name}` (did you mean `{n}`?); type `help` for the list")
+        }
         None => format!("unknown command `{name}`; type `help` for the list"),
     }
 }
@@ -218,15 +230,17 @@ fn option(word: &str) -> Option<(&str, &str)> {
     let (k, v) = word.split_once('=')?;
     let mut chars = k.chars();
     let first = chars.next()?;
-    (first.is_ascii_lowercase() && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-        .then_some((k, v))
+    (first.is_ascii_lowercase()
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+    .then_some((k, v))
 }
 
 fn yaml_value(key: &str, text: &str) -> Result<Value, String> {
     if text.is_empty() {
         return Ok(Value::Null);
     }
-    serde_yaml_ng::from_str::<Value>(text).map_err(|e| format!("`{key}={text}`: not a YAML value: {e}"))
+    serde_yaml_ng::from_str::<Value>(text)
+        .map_err(|e| format!("`{key}={text}`: not a YAML value: {e}"))
 }
 
 fn step_command(spec: &Spec, words: &[String]) -> Result<StepCommand, String> {
@@ -237,7 +251,9 @@ fn step_command(spec: &Spec, words: &[String]) -> Result<StepCommand, String> {
     let mut tail = Vec::new();
     for w in words {
         let in_tail = !tail.is_empty()
-            || (spec.tail != Tail::None && positional.len() >= spec.positional.len() && option(w).is_none());
+            || (spec.tail != Tail::None
+                && positional.len() >= spec.positional.len()
+                && option(w).is_none());
         if in_tail {
             tail.push(w.clone());
             continue;
@@ -287,7 +303,8 @@ fn step_command(spec: &Spec, words: &[String]) -> Result<StepCommand, String> {
         }
         Tail::None => {}
     }
-    let judged = args.contains_key("expect") && name != "events" || args.contains_key("expect-error");
+    let judged =
+        args.contains_key("expect") && name != "events" || args.contains_key("expect-error");
     let value = if name == "sleep" {
         let d = args.remove("duration").unwrap_or(Value::Null);
         if !args.is_empty() {
@@ -315,11 +332,17 @@ fn raw_step(text: &str) -> Result<StepCommand, String> {
         serde_yaml_ng::from_str(text).map_err(|e| format!("not a YAML step: {e}"))?;
     let name = match value.as_object() {
         Some(m) if m.len() == 1 => m.keys().next().cloned().unwrap_or_default(),
-        _ => return Err("a YAML step is a map with exactly one key, e.g. `{kill: {signal: 9}}`".into()),
+        _ => {
+            return Err(
+                "a YAML step is a map with exactly one key, e.g. `{kill: {signal: 9}}`".into(),
+            )
+        }
     };
     let step = to_step(&value)?;
     let args = value.get(&name).and_then(Value::as_object);
-    let judged = args.is_some_and(|a| a.contains_key("expect-error") || (a.contains_key("expect") && name != "events"));
+    let judged = args.is_some_and(|a| {
+        a.contains_key("expect-error") || (a.contains_key("expect") && name != "events")
+    });
     Ok(StepCommand {
         value,
         step,
@@ -336,11 +359,7 @@ fn to_step(value: &Value) -> Result<Step, String> {
         .unwrap_or_default();
     serde_json::from_value::<Step>(value.clone()).map_err(|e| {
         let msg = e.to_string();
-        let msg = msg
-            .split(" at line ")
-            .next()
-            .unwrap_or(&msg)
-            .to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
         format!("{name}: {msg}")
     })
 }
@@ -351,7 +370,7 @@ mod tests {
 
     fn step(line: &str) -> StepCommand {
         match parse(line) {
-            Ok(Command::Step(s)) => s,
+            Ok(Command::Step(s)) => *s,
             other => panic!("`{line}`: expected a step, got {other:?}"),
         }
     }
@@ -371,7 +390,10 @@ mod tests {
         let c = step("create stdout=null sh -c 'sleep 30'");
         assert_eq!(c.argv, ["sh", "-c", "sleep 30"]);
         assert_eq!(c.value, serde_json::json!({"create": {"stdout": null}}));
-        assert_eq!(step("sleep 200ms").value, serde_json::json!({"sleep": "200ms"}));
+        assert_eq!(
+            step("sleep 200ms").value,
+            serde_json::json!({"sleep": "200ms"})
+        );
         assert!(step("wait expect-error=not-found").judged);
         assert!(!step("events /tasks/create").judged);
     }
@@ -383,7 +405,10 @@ mod tests {
         assert!(err("kil 9").contains("did you mean `kill`"));
         assert!(err("kill").contains("kill: missing SIGNAL"));
         let bad = err("kill SIGBOGUS");
-        assert!(bad.starts_with("kill: ") && bad.contains("SIGBOGUS"), "{bad}");
+        assert!(
+            bad.starts_with("kill: ") && bad.contains("SIGBOGUS"),
+            "{bad}"
+        );
         assert!(err("start a b").contains("unexpected argument `b`"));
         assert!(err("create 'sh").contains("unbalanced"));
         assert!(err("exec e1").contains("missing the process"));

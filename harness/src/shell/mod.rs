@@ -80,7 +80,15 @@ pub struct Summary {
 /// Events whose RPCs usually make the shim publish something: after them the shell waits a
 /// moment so the events show next to the command that caused them.
 const EVENTFUL: &[&str] = &[
-    "create", "start", "kill", "delete", "exec", "pause", "resume", "checkpoint", "kill-shim",
+    "create",
+    "start",
+    "kill",
+    "delete",
+    "exec",
+    "pause",
+    "resume",
+    "checkpoint",
+    "kill-shim",
     "shutdown",
 ];
 /// How long to wait for a first event after an eventful command.
@@ -132,7 +140,11 @@ pub fn run(opts: &ShellOptions) -> Result<Summary, ShellError> {
     if summary.leaks.is_empty() {
         writeln!(out, "shim closed; nothing left behind")?;
     } else {
-        writeln!(out, "shim closed; left behind: {}", summary.leaks.join("; "))?;
+        writeln!(
+            out,
+            "shim closed; left behind: {}",
+            summary.leaks.join("; ")
+        )?;
     }
     ended?;
     Ok(summary)
@@ -204,7 +216,7 @@ impl Shell<'_, '_> {
                 Ok(Command::ShowOutput(exec_id)) => self.show_output(out, &line, &exec_id)?,
                 Ok(Command::Step(cmd)) => {
                     let eventful = EVENTFUL.contains(&cmd.name());
-                    self.step(rt, out, &line, cmd, terminal)?;
+                    self.step(rt, out, &line, *cmd, terminal)?;
                     let settle = if eventful { SETTLE } else { Duration::ZERO };
                     for e in rt.block_on(self.session.new_events(settle)) {
                         writeln!(out, "  event {}", event_line(&e))?;
@@ -287,9 +299,9 @@ impl Shell<'_, '_> {
         if cmd.argv.is_empty() {
             return match self.rec.process() {
                 Some(p) => Ok(Some(p.to_vec())),
-                None => Err(
-                    "create: give the init process, e.g. `create sh -c 'sleep 30'`".to_string(),
-                ),
+                None => {
+                    Err("create: give the init process, e.g. `create sh -c 'sleep 30'`".to_string())
+                }
             };
         }
         let terminal = args
@@ -449,12 +461,18 @@ fn help(out: &mut impl Write, topic: Option<&str>) -> std::io::Result<()> {
                 s.name
             );
         }
-        if let Some((u, a)) = BUILTINS.iter().find(|(u, _)| u.split(' ').next() == Some(t)) {
+        if let Some((u, a)) = BUILTINS
+            .iter()
+            .find(|(u, _)| u.split(' ').next() == Some(t))
+        {
             return writeln!(out, "usage: {u}\n  {a}");
         }
         return writeln!(out, "error: help: unknown command `{t}`; `help` lists them");
     }
-    writeln!(out, "Steps (the scenario vocabulary; one RPC or check per line):")?;
+    writeln!(
+        out,
+        "Steps (the scenario vocabulary; one RPC or check per line):"
+    )?;
     for s in STEPS {
         writeln!(out, "  {:<44} {}", s.usage, s.about)?;
     }

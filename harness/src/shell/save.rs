@@ -241,7 +241,7 @@ mod tests {
 
     fn cmd(line: &str) -> StepCommand {
         match parse(line) {
-            Ok(Command::Step(s)) => s,
+            Ok(Command::Step(s)) => *s,
             other => panic!("{other:?}"),
         }
     }
@@ -270,14 +270,22 @@ mod tests {
         let mut r = Recorder::default();
         let argv: Vec<String> = ["sh", "-c", "sleep 30"].map(String::from).to_vec();
         r.main_process("create sh -c 'sleep 30'", &argv);
-        r.step("create", &cmd("create"), &outcome(json!({"pid": 7}), None, None));
+        r.step(
+            "create",
+            &cmd("create"),
+            &outcome(json!({"pid": 7}), None, None),
+        );
         r.step(
             "wait",
             &cmd("wait"),
             &outcome(json!({"exit-status": 143, "exited-at": null}), None, None),
         );
         let err = Some(json!({"code": "not-found", "message": "no such task"}));
-        r.step("state e9", &cmd("state e9"), &outcome(json!({}), err, Some("State: expected success")));
+        r.step(
+            "state e9",
+            &cmd("state e9"),
+            &outcome(json!({}), err, Some("State: expected success")),
+        );
         r.step(
             "events /tasks/oom",
             &cmd("events /tasks/oom"),
@@ -289,7 +297,10 @@ mod tests {
         assert_eq!(sc.steps.len(), 3, "{text}");
         assert!(text.contains("exit-status: 143"), "{text}");
         assert!(text.contains("expect-error: not-found"), "{text}");
-        assert!(text.contains("#   left out: failed in the session"), "{text}");
+        assert!(
+            text.contains("#   left out: failed in the session"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -298,7 +309,11 @@ mod tests {
         assert!(r.render(&[]).unwrap_err().contains("nothing to save"));
         r.main_process("create a", &["a".to_string()]);
         r.main_process("create b", &["b".to_string()]);
-        r.step("create", &cmd("create"), &outcome(json!({"pid": 7}), None, None));
+        r.step(
+            "create",
+            &cmd("create"),
+            &outcome(json!({"pid": 7}), None, None),
+        );
         assert!(r.render(&[]).unwrap_err().contains("one init process"));
     }
 }

@@ -1,0 +1,352 @@
+//! `harness shell` driven through a pipe against the reaper shim (debug build): a full task
+//! lifecycle with an exec, the answers and events it prints, the processes it really started and
+//! ended, the saved scenario replayed by `harness run`; bad input that names itself while the
+//! session goes on; and the session's temp dirs and shim gone afterwards.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn harness() -> Command {
+    Command::cargo_bin("harness").expect("the harness binary (cargo build -p harness)")
+}
+
+fn reaper() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("containerd-shim-reaper-v2");
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build -p containerd-shim-reaper`",
+        p.display()
+    );
+    p
+}
+
+struct Session {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `harness shell --shim <reaper>` with `script` on stdin and a private TMPDIR.
+fn shell(script: &str, tmpdir: &Path) -> Session {
+    let out = harness()
+        .arg("shell")
+        .arg("--shim")
+        .arg(reaper())
+        .env("TMPDIR", tmpdir)
+        .write_stdin(script)
+        .timeout(Duration::from_secs(90))
+        .output()
+        .expect("run harness shell");
+    let s = Session {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !s.stderr.contains("panicked"),
+        "the shell panicked:\n{}",
+        s.stderr
+    );
+    s
+}
+
+/// The value of `key=` in the first output line starting with `prefix` after `after`.
+fn field_after(out: &str, after: &str, prefix: &str, key: &str) -> String {
+    let start = out
+        .find(after)
+        .unwrap_or_else(|| panic!("`{after}` not in:\n{out}"));
+    let line = out[start..]
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line `{prefix}..` after `{after}` in:\n{out}"));
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no `{key}=` in `{line}`"))
+        .to_string()
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            // `pid (comm) S ...`: a zombie has exited.
+            let state = s
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            state != Some("Z")
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn full_lifecycle_through_a_pipe_and_the_saved_scenario_replays() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).expect("mkdir");
+    let saved = tmp.path().join("recorded.yaml");
+    let script = format!(
+        "create sh -c 'sleep 30'\n\
+         start\n\
+         state\n\
+         exec e1 sh -c 'echo hi from e1; exit 3'\n\
+         start e1\n\
+         wait e1\n\
+         stdout e1\n\
+         kill SIGTERM\n\
+         wait\n\
+         state\n\
+         delete\n\
+         events\n\
+         shutdown\n\
+         save {}\n\
+         quit\n",
+        saved.display()
+    );
+    let s = shell(&script, &scratch);
+    let out = &s.stdout;
+    assert_eq!(s.code, Some(0), "stdout:\n{out}\nstderr:\n{}", s.stderr);
+
+    // The shim server really ran, and is gone after the session.
+    let banner = out.lines().next().expect("a banner line");
+    let shim_pid: i32 = banner
+        .split("(pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no shim pid in `{banner}`"));
+    assert!(!alive(shim_pid), "shim pid {shim_pid} still running");
+
+    // Create and Start answer the same, real pid; State sees it running.
+    let init: i32 = field_after(out, "> create", "create:", "pid")
+        .parse()
+        .expect("init pid");
+    assert!(init > 1, "{out}");
+    assert_eq!(
+        field_after(out, "> start\n", "start:", "pid"),
+        init.to_string()
+    );
+    assert_eq!(field_after(out, "> state\n", "state:", "status"), "running");
+    assert_eq!(
+        field_after(out, "> state\n", "state:", "pid"),
+        init.to_string()
+    );
+    // The exec is another process, with its own exit status and output.
+    let exec_pid: i32 = field_after(out, "> start e1", "start:", "pid")
+        .parse()
+        .expect("exec pid");
+    assert!(exec_pid > 1 && exec_pid != init, "{out}");
+    assert_eq!(field_after(out, "> wait e1", "wait:", "exit-status"), "3");
+    assert!(
+        out.contains("stdout of exec e1 (11 bytes):\n  | hi from e1\n"),
+        "{out}"
+    );
+    // SIGTERM ends the init with 128+15; State and Delete agree.
+    assert_eq!(field_after(out, "> wait\n", "wait:", "exit-status"), "143");
+    let after_kill = &out[out.find("> kill SIGTERM").expect("kill")..];
+    assert_eq!(
+        field_after(after_kill, "> state", "state:", "status"),
+        "stopped"
+    );
+    assert_eq!(
+        field_after(after_kill, "> delete", "delete:", "exit-status"),
+        "143"
+    );
+    assert!(!alive(init), "init pid {init} still running");
+    // Events were printed as they arrived, each after the command that caused it.
+    for (cmd, topic) in [
+        ("> create", "  event /tasks/create "),
+        ("> start\n", "  event /tasks/start "),
+        ("> exec e1", "  event /tasks/exec-added "),
+        ("> start e1", "  event /tasks/exec-started "),
+        ("> delete", "  event /tasks/delete "),
+    ] {
+        let at = out.find(cmd).expect("command echoed");
+        let next_cmd = out[at + 1..]
+            .find("\n> ")
+            .map(|i| at + 1 + i)
+            .unwrap_or(out.len());
+        assert!(
+            out[at..next_cmd].contains(topic),
+            "`{topic}` not printed after `{cmd}`:\n{out}"
+        );
+    }
+    assert!(
+        out.contains("  event /tasks/exit container-id=main exit-status=143"),
+        "{out}"
+    );
+    // `events` lists everything so far, in order.
+    let listing = &out[out.find("events (").expect("events listing")..];
+    let order = [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/exit",
+        "/tasks/exit",
+        "/tasks/delete",
+    ];
+    let mut at = 0;
+    for t in order {
+        let i = listing[at..]
+            .find(t)
+            .unwrap_or_else(|| panic!("{t} missing or out of order in:\n{listing}"));
+        at += i + t.len();
+    }
+    assert!(out.contains("shim closed; nothing left behind"), "{out}");
+    // The session's bundle, stdio and rootfs lived under TMPDIR and are gone.
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .expect("read scratch")
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .expect("list scratch");
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+
+    // The saved file loads with the strict loader and says what was observed.
+    assert!(out.contains("saved 13 step(s) to"), "{out}");
+    let text = std::fs::read_to_string(&saved).expect("saved file");
+    let sc = harness::scenario::load_file(&saved).expect("the saved scenario loads");
+    assert_eq!(sc.process.args, ["sh", "-c", "sleep 30"]);
+    assert_eq!(sc.steps.len(), 13, "{text}");
+    for needle in [
+        "exit-status: 143",
+        "exit-status: 3",
+        "status: running",
+        "status: stopped",
+        "contains: |",
+        "- /tasks/exec-started",
+        "signal: SIGTERM",
+    ] {
+        assert!(text.contains(needle), "`{needle}` not in:\n{text}");
+    }
+    // ... and `harness run` replays it against the same shim.
+    let run = harness()
+        .args(["run", "--format", "json", "--shim"])
+        .arg(reaper())
+        .arg("--scenarios")
+        .arg(&saved)
+        .env("TMPDIR", &scratch)
+        .timeout(Duration::from_secs(90))
+        .output()
+        .expect("harness run");
+    let report: Value = serde_json::from_slice(&run.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        )
+    });
+    assert_eq!(run.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["summary"]["passed"], 1, "{report:#}");
+    assert_eq!(report["scenarios"][0]["status"], "passed", "{report:#}");
+    assert_eq!(
+        report["scenarios"][0]["steps"].as_array().map(Vec::len),
+        Some(13)
+    );
+}
+
+#[test]
+fn bad_input_names_itself_and_the_session_goes_on() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let script = "frobnicate now\n\
+                  kil SIGTERM\n\
+                  state\n\
+                  create\n\
+                  create sh -c 'exit 7'\n\
+                  kill SIGBOGUS\n\
+                  kill\n\
+                  start\n\
+                  wait\n\
+                  exec e1 'unbalanced\n\
+                  wait e9 timeout=1s\n\
+                  save\n\
+                  help\n\
+                  quit\n";
+    let s = shell(script, tmp.path());
+    let out = &s.stdout;
+    // Some commands failed: exit 1, not a crash and not 2 (the session itself ran).
+    assert_eq!(s.code, Some(1), "stdout:\n{out}\nstderr:\n{}", s.stderr);
+    for needle in [
+        "error: unknown command `frobnicate`; type `help` for the list",
+        "error: unknown command `kil` (did you mean `kill`?); type `help` for the list",
+        "error: create: give the init process, e.g. `create sh -c 'sleep 30'`",
+        "error: kill: unknown signal `SIGBOGUS`",
+        "error: kill: missing SIGNAL; usage: kill SIGNAL [EXEC-ID]",
+        "error: unbalanced quotes",
+        "error: save: missing FILE",
+    ] {
+        assert!(out.contains(needle), "`{needle}` not in:\n{out}");
+    }
+    // State before any Create: the shim's own NotFound answer, reported, not fatal.
+    assert!(
+        out.contains("state: error: State: expected success, got error not-found"),
+        "{out}"
+    );
+    // An unknown exec: the shim's answer again.
+    let after = &out[out.find("> wait e9").expect("wait e9 echoed")..];
+    assert!(
+        after.contains("wait: error: Wait: expected success, got error"),
+        "{out}"
+    );
+    // Between the errors the session kept working against the real shim.
+    assert_eq!(field_after(out, "> wait\n", "wait:", "exit-status"), "7");
+    // `help` lists the vocabulary.
+    for word in [
+        "create",
+        "start",
+        "state",
+        "kill SIGNAL",
+        "wait",
+        "exec EXEC-ID",
+        "events",
+        "stdout",
+        "delete",
+        "shutdown",
+        "save FILE",
+    ] {
+        assert!(
+            out.contains(&format!("\n  {word}")),
+            "help lacks `{word}`:\n{out}"
+        );
+    }
+    assert!(out.contains("shim closed; nothing left behind"), "{out}");
+}
+
+#[test]
+fn quitting_with_a_running_task_ends_it_and_the_shim() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let s = shell("create sleep 60\nstart\n", tmp.path());
+    assert_eq!(s.code, Some(0), "{}\n{}", s.stdout, s.stderr);
+    let pid: i32 = field_after(&s.stdout, "> start", "start:", "pid")
+        .parse()
+        .expect("pid");
+    assert!(!alive(pid), "the task's process {pid} outlived the session");
+    assert!(
+        s.stdout.contains("shim closed; nothing left behind"),
+        "{}",
+        s.stdout
+    );
+}
+
+#[test]
+fn a_missing_shim_is_exit_2_naming_it() {
+    let out = harness()
+        .args(["shell", "--shim", "/nonexistent/containerd-shim-nope-v2"])
+        .write_stdin("state\n")
+        .timeout(Duration::from_secs(30))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/containerd-shim-nope-v2"),
+        "{err}"
+    );
+}
