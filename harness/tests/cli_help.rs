@@ -139,3 +139,107 @@ fn the_reaper_prints_its_version_with_dash_v() {
         "{text}"
     );
 }
+
+/// `cargo` as the test runner got it (`$CARGO`), else on PATH.
+fn cargo() -> std::process::Command {
+    let mut c =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    c
+}
+
+#[test]
+fn installable_packages_have_full_crate_metadata() {
+    let out = cargo()
+        .args([
+            "metadata",
+            "--no-deps",
+            "--offline",
+            "--format-version",
+            "1",
+        ])
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+    for name in ["harness", "containerd-shim-reaper"] {
+        let pkg = meta["packages"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .unwrap_or_else(|| panic!("package {name} not in the workspace"));
+        for key in [
+            "description",
+            "license",
+            "repository",
+            "readme",
+            "homepage",
+            "rust_version",
+        ] {
+            let v = pkg[key].as_str().unwrap_or("");
+            assert!(!v.is_empty(), "{name}: `{key}` is not set");
+        }
+        for key in ["keywords", "categories"] {
+            let n = pkg[key].as_array().map(Vec::len).unwrap_or(0);
+            assert!(
+                (1..=5).contains(&n),
+                "{name}: {n} {key} (crates.io takes 1 to 5)"
+            );
+        }
+        let readme = pkg["readme"].as_str().unwrap_or("");
+        let dir = Path::new(pkg["manifest_path"].as_str().unwrap_or("/"))
+            .parent()
+            .expect("package dir")
+            .to_path_buf();
+        assert!(
+            dir.join(readme).is_file(),
+            "{name}: readme {readme} is missing in {}",
+            dir.display()
+        );
+        let bins: Vec<&str> = pkg["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| {
+                t["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "bin"))
+            })
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        let want = if name == "harness" {
+            "harness"
+        } else {
+            "containerd-shim-reaper-v2"
+        };
+        assert!(
+            bins.contains(&want),
+            "{name}: no `{want}` binary to install: {bins:?}"
+        );
+    }
+}
+
+#[test]
+fn packaged_crates_carry_their_readme() {
+    for pkg in ["harness", "containerd-shim-reaper"] {
+        let out = cargo()
+            .args(["package", "--list", "--allow-dirty", "--offline", "-p", pkg])
+            .output()
+            .expect("run cargo package --list");
+        assert!(
+            out.status.success(),
+            "cargo package --list -p {pkg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let files = String::from_utf8_lossy(&out.stdout);
+        for f in ["README.md", "Cargo.toml", "src/main.rs"] {
+            assert!(
+                files.lines().any(|l| l == f),
+                "{pkg}: {f} not packaged:\n{files}"
+            );
+        }
+    }
+}
