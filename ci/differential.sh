@@ -5,8 +5,8 @@
 # (the signal scenarios live in them: lifecycle/sig*, lifecycle/kill-all, exec/sigterm) through
 # both, with the reaper shim and with Debian's runc shim. Fails on any fidelity difference.
 # Usage: ci/differential.sh [extra `harness run` args, e.g. --skip exec/output]
-#   DIFF_SHIMS="reaper runc" (default) selects the shims; the JSON reports are written to
-#   target/differential/<shim>.json.
+#   DIFF_SHIMS="reaper runc" (default) selects the shims; DIFF_FILTERS="lifecycle/* exec/*"
+#   (default) the scenarios; the JSON reports are written to target/differential/<shim>.json.
 # Needs root (containerd, runc, shim sockets under /run/containerd/s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,11 +67,15 @@ for _ in $(seq 200); do
 done
 ctr --address "$dir/c.sock" version >/dev/null || { echo "ci/differential.sh: containerd not ready" >&2; exit 2; }
 
+filters=()
+set -f  # the filters are harness globs, not file names
+for f in ${DIFF_FILTERS:-lifecycle/* exec/*}; do filters+=(--filter "$f"); done
+set +f
 status=0
 run() { # run NAME SHIM RUNTIME
   echo "== differential: $1 ($3) against containerd 1.6 at $dir/c.sock" >&2
   "$dir/harness" run --containerd "$dir/c.sock" --shim "$2" --runtime "$3" \
-    --containerd-version 1.6 --filter 'lifecycle/*' --filter 'exec/*' \
+    --containerd-version 1.6 "${filters[@]}" \
     --report "$reports/$1.json" --format json "${@:4}" || status=1
 }
 for shim in ${DIFF_SHIMS:-reaper runc}; do

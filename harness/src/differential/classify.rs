@@ -8,6 +8,18 @@ use crate::scenario::{Scenario, StdioKind, Step};
 /// The id every scenario's main container has (as in the mock).
 const MAIN: &str = "main";
 
+/// Variables only the mock knows: containerd keeps its bundle path and shim pid to itself.
+const MOCK_ONLY_VARS: [&str; 2] = ["${bundle}", "${shim-pid}"];
+
+/// Why the scenario file `text` cannot run through a real containerd's API (a variable only
+/// the mock can set), or `None`.
+pub fn mock_only_variable(text: &str) -> Option<String> {
+    MOCK_ONLY_VARS
+        .iter()
+        .find(|v| text.contains(*v))
+        .map(|v| format!("uses {v}, which containerd does not tell its clients"))
+}
+
 /// Why `sc` cannot run through a real containerd's API, or `None` when it can.
 pub fn inexpressible(sc: &Scenario) -> Option<String> {
     let mut st = Walk::default();
@@ -35,9 +47,11 @@ impl Walk {
     fn step(&mut self, s: &Step, trailing: bool) -> Option<String> {
         if let Some(c) = container_of(s) {
             if c != MAIN {
-                return Some(format!(
-                    "container `{c}`: several containers (grouping) are not driven through the daemon"
-                ));
+                return Some(if matches!(s, Step::Create(_)) {
+                    format!("container `{c}`: several containers (grouping) are not driven through the daemon")
+                } else {
+                    format!("container `{c}` has no task: containerd answers it itself, no shim involved")
+                });
             }
         }
         match s {
@@ -148,6 +162,13 @@ mod tests {
     }
 
     #[test]
+    fn variables_only_the_mock_knows_are_named() {
+        let why = mock_only_variable("fields: {bundle: \"${bundle}\"}").unwrap_or_default();
+        assert!(why.contains("${bundle}"), "{why}");
+        assert_eq!(mock_only_variable("pid: \"${init-pid}\""), None);
+    }
+
+    #[test]
     fn raw_misuse_is_named() {
         let cases = [
             ("  - state: {expect-error: not-found}\n", "before Create"),
@@ -166,6 +187,7 @@ mod tests {
                 "after the task was deleted",
             ),
             ("  - create: {container: b}\n", "grouping"),
+            ("  - create: {}\n  - state: {container: nope}\n", "no task"),
         ];
         for (steps, want) in cases {
             let why = inexpressible(&sc(steps)).unwrap_or_default();

@@ -470,6 +470,10 @@ impl Run<'_> {
                     .as_deref()
                     .map(|e| self.expand(e))
                     .unwrap_or_default();
+                if exec_id.is_empty() {
+                    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now());
+                    self.vars.insert("start-time".into(), now.to_string());
+                }
                 let r = bounded(
                     t,
                     tasks.start(req(
@@ -1003,6 +1007,9 @@ impl Run<'_> {
             .map_err(|e| Status::internal(format!("harness: stdio: {e}")))?;
         let (i, o, e) = set.paths();
         self.init_stdio = Some(set);
+        for (k, v) in [("stdin-path", &i), ("stdout-path", &o), ("stderr-path", &e)] {
+            self.vars.insert(k.to_string(), v.clone());
+        }
         let mut tasks = self.tasks.clone();
         bounded(
             t,

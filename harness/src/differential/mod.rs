@@ -213,7 +213,10 @@ async fn one(daemon: &Daemon, mock_cfg: &RunConfig, l: &Loaded, ns: &str) -> Dif
         steps_compared: (0, 0),
         duration_ms: 0,
     };
-    if let Some(why) = classify::inexpressible(&l.scenario) {
+    let text = std::fs::read_to_string(&l.path).unwrap_or_default();
+    if let Some(why) =
+        classify::inexpressible(&l.scenario).or_else(|| classify::mock_only_variable(&text))
+    {
         r.reason = Some(format!("not expressible through containerd's API: {why}"));
         return r;
     }
