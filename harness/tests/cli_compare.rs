@@ -225,3 +225,68 @@ fn bad_input_exits_two_with_the_culprit_named() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("no scenario matches"), "{err}");
 }
+
+#[test]
+fn reaper_vs_debian_go_runc_shim() {
+    const RUNC_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
+    for tool in [RUNC_SHIM, "/usr/sbin/runc", "/bin/busybox"] {
+        let alt = tool.replace("/usr/sbin/", "/usr/bin/");
+        assert!(
+            Path::new(tool).exists() || Path::new(&alt).exists(),
+            "{tool} is missing: run ci/setup.sh (apt-get install containerd runc busybox-static)"
+        );
+    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "runc needs root: run the tests as root"
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let res = Command::cargo_bin("harness")
+        .expect("the harness binary")
+        .arg("compare")
+        .arg("--shim")
+        .arg(bin("containerd-shim-reaper-v2"))
+        .args(["--shim", RUNC_SHIM, "-j", "2", "-n", "6", "-p", "2"])
+        .args([
+            "--filter",
+            "lifecycle/sigterm",
+            "--filter",
+            "lifecycle/exit-zero",
+        ])
+        .args(["--skip", "lifecycle/sigterm-trapped", "--out"])
+        .arg(out.path())
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .expect("run harness compare");
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(0), "harness compare: {stderr}");
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("compare.json")).expect("compare.json"),
+    )
+    .expect("compare.json parses");
+    let (reaper, runc) = (&v["shims"][0], &v["shims"][1]);
+    assert_eq!(runc["name"], "containerd-shim-runc-v2");
+    assert!(
+        runc["version"]
+            .as_str()
+            .is_some_and(|s| s.contains("Version")),
+        "{}",
+        runc["version"]
+    );
+    for shim in [reaper, runc] {
+        assert_eq!(scenario(shim, "lifecycle/exit-zero")["outcome"], "passed");
+        assert_eq!(shim["stress"]["completed"], 6, "{}", shim["stress"]);
+        assert_eq!(shim["stress"]["failed"], 0, "{}", shim["stress"]);
+    }
+    // SIGTERM of a pid-namespace init without a handler is ignored, so the scenario needs a
+    // host process: run on the reaper, skipped (with the reason) on runc.
+    assert_eq!(scenario(reaper, "lifecycle/sigterm")["outcome"], "passed");
+    let s = scenario(runc, "lifecycle/sigterm");
+    assert_eq!(s["outcome"], "skipped");
+    assert!(
+        s["reason"].as_str().unwrap_or("").contains("host-process"),
+        "{s}"
+    );
+    let page = std::fs::read_to_string(out.path().join("index.html")).expect("index.html");
+    assert!(page.contains("<td class=\"skipped\" title=\"requires host-process"));
+}
