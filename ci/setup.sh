@@ -11,12 +11,15 @@ command -v containerd-shim-runc-v2 >/dev/null 2>&1 || need+=(containerd)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 [ -x /bin/busybox ] || command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# The guides (docs/guides, run by harness/tests/guides.rs) use jq and sudo.
+command -v jq >/dev/null 2>&1 || need+=(jq)
+command -v sudo >/dev/null 2>&1 || need+=(sudo)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-  echo "ci/setup.sh: missing ${need[*]}; run as root: apt-get install containerd runc busybox-static protobuf-compiler" >&2
+  echo "ci/setup.sh: missing ${need[*]}; run as root: apt-get install ${need[*]}" >&2
   exit 1
 fi
 echo "ci/setup.sh: installing ${need[*]}" >&2
