@@ -43,6 +43,9 @@ fn scenario<'a>(shim: &'a Value, id: &str) -> &'a Value {
 fn reaper_vs_faulty_writes_json_and_a_self_contained_page() {
     let out = tempfile::tempdir().expect("tempdir");
     let dir = out.path().join("cmp");
+    // The faulty shim's profile expects the SIGTERM failure: its cell is `xfailed`.
+    let profile = out.path().join("faulty.yaml");
+    std::fs::write(&profile, "xfail:\n  - lifecycle/sigterm\n").expect("write profile");
     let mut cmd = Command::cargo_bin("harness").expect("the harness binary");
     cmd.arg("compare")
         .arg("--shim")
@@ -50,6 +53,8 @@ fn reaper_vs_faulty_writes_json_and_a_self_contained_page() {
         .arg("--shim")
         .arg(bin("containerd-shim-faulty-v2"))
         .args(["--shim-env", "2:FAULTY_SHIM=sigterm-exit-zero"])
+        .arg("--profile")
+        .arg(format!("2:{}", profile.display()))
         .args(["-j", "2", "-n", &TASKS.to_string(), "-p", "4", "--out"])
         .arg(&dir)
         .timeout(std::time::Duration::from_secs(120));
@@ -84,6 +89,8 @@ fn reaper_vs_faulty_writes_json_and_a_self_contained_page() {
         "containerd-shim-faulty-v2 [FAULTY_SHIM=sigterm-exit-zero]"
     );
     assert_eq!(faulty["env"][0], "FAULTY_SHIM=sigterm-exit-zero");
+    assert_eq!(faulty["profile"], profile.display().to_string());
+    assert!(reaper["profile"].is_null());
     for shim in shims {
         for id in SCENARIOS {
             let s = scenario(shim, id);
@@ -120,11 +127,12 @@ fn reaper_vs_faulty_writes_json_and_a_self_contained_page() {
     // The difference the fault makes: SIGTERM must give 143.
     assert_eq!(scenario(reaper, "lifecycle/sigterm")["outcome"], "passed");
     let bad = scenario(faulty, "lifecycle/sigterm");
-    assert_eq!(bad["outcome"], "failed");
+    assert_eq!(bad["outcome"], "xfailed");
     let reason = bad["reason"].as_str().unwrap_or("");
     assert!(reason.contains("143"), "{reason}");
     assert_eq!(reaper["suite"]["failed"], 0);
-    assert_eq!(faulty["suite"]["failed"], 1);
+    assert_eq!(faulty["suite"]["failed"], 0);
+    assert_eq!(faulty["suite"]["xfailed"], 1);
 
     let page = std::fs::read_to_string(dir.join("index.html")).expect("index.html");
     assert!(page.starts_with("<!DOCTYPE html>"));
@@ -142,7 +150,7 @@ fn reaper_vs_faulty_writes_json_and_a_self_contained_page() {
     assert!(page.contains("<tr class=\"differs\"><td>lifecycle/sigterm</td>"));
     assert_eq!(page.matches("<tr class=\"differs\">").count(), 1);
     assert!(page.contains("containerd-shim-faulty-v2 [FAULTY_SHIM=sigterm-exit-zero]"));
-    // The failed cell carries its reason (escaped) as the title.
+    // The expected failure's cell carries its reason (escaped) as the title.
     let reason_attr = reason
         .replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -151,9 +159,9 @@ fn reaper_vs_faulty_writes_json_and_a_self_contained_page() {
         .replace('\'', "&#39;");
     assert!(
         page.contains(&format!(
-            "<td class=\"failed\" title=\"{reason_attr}\">failed</td>"
+            "<td class=\"xfailed\" title=\"{reason_attr}\">xfailed</td>"
         )),
-        "no failed cell with the reason"
+        "no xfailed cell with the reason"
     );
     assert!(page.matches("<svg").count() >= 3, "plots missing");
 }
@@ -194,6 +202,20 @@ fn bad_input_exits_two_with_the_culprit_named() {
     assert!(
         !dir.exists(),
         "nothing is written for a comparison that cannot run"
+    );
+
+    let (code, err) = run(&[
+        "--shim".as_ref(),
+        reaper.as_os_str(),
+        "--shim".as_ref(),
+        reaper.as_os_str(),
+        "--profile".as_ref(),
+        "1:/nonexistent/profile.yaml".as_ref(),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--profile") && err.contains("/nonexistent/profile.yaml"),
+        "{err}"
     );
 
     let (code, err) = run(&["--shim".as_ref(), reaper.as_os_str()]);

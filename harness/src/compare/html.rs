@@ -130,7 +130,10 @@ pub fn render(doc: &CompareDoc) -> String {
             PALETTE[i % PALETTE.len()],
             escape(&s.name),
             escape(&s.path),
-            escape(s.version.as_deref().unwrap_or("–")),
+            escape(&match &s.profile {
+                Some(p) => format!("{}; profile {p}", s.version.as_deref().unwrap_or("–")),
+                None => s.version.as_deref().unwrap_or("–").to_string(),
+            }),
             s.suite.passed,
             s.suite.failed,
             s.suite.skipped,
@@ -384,6 +387,7 @@ mod tests {
             path: format!("/x/{name}"),
             version: None,
             env: vec![],
+            profile: None,
             suite: SuiteResult {
                 passed: 1,
                 failed: 0,

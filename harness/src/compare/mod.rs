@@ -63,6 +63,11 @@ pub struct CompareOptions {
     /// every shim; repeatable.
     #[arg(long = "shim-env", value_name = "[N:]K=V")]
     pub shim_env: Vec<String>,
+    /// A profile (capabilities, expected failures shown as `xfailed`) as in `harness run
+    /// --profile`: `N:FILE` for the N-th `--shim` only, `FILE` for every shim; repeatable, the
+    /// last one for a shim wins.
+    #[arg(long = "profile", value_name = "[N:]FILE")]
+    pub profiles: Vec<String>,
     /// Root filesystem of the bundles, in the suite and in the stress run.
     #[arg(long, value_enum, default_value = "busybox")]
     pub rootfs: RootfsChoice,
@@ -116,6 +121,9 @@ pub enum CompareError {
         #[source]
         source: std::io::Error,
     },
+    /// A `--profile` file that cannot be read or parsed (names the file, line and column).
+    #[error("--profile: {0}")]
+    Profile(#[source] crate::scenario::LoadError),
     /// The async runtime could not start.
     #[error("tokio runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -130,6 +138,8 @@ pub struct ShimSpec {
     pub path: PathBuf,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// Its profile and the file it came from.
+    pub profile: Option<(PathBuf, Profile)>,
 }
 
 /// The whole `compare.json`.
@@ -198,6 +208,8 @@ pub struct ShimResult {
     pub version: Option<String>,
     /// Extra environment given to it (`K=V`).
     pub env: Vec<String>,
+    /// The `--profile` file used for it.
+    pub profile: Option<String>,
     /// The conformance suite.
     pub suite: SuiteResult,
     /// The stress run; null when left out or when it could not run (see `stress_error`).
@@ -366,8 +378,12 @@ impl SuiteResult {
 }
 
 /// Checks every `--shim` (exists, regular file, executable), names them and splits
-/// `--shim-env` per shim.
-pub fn shim_specs(paths: &[PathBuf], env: &[String]) -> Result<Vec<ShimSpec>, CompareError> {
+/// `--shim-env` and `--profile` per shim.
+pub fn shim_specs(
+    paths: &[PathBuf],
+    env: &[String],
+    profiles: &[String],
+) -> Result<Vec<ShimSpec>, CompareError> {
     if paths.len() < 2 {
         return Err(CompareError::Option {
             option: "--shim",
@@ -397,22 +413,11 @@ pub fn shim_specs(paths: &[PathBuf], env: &[String]) -> Result<Vec<ShimSpec>, Co
             name: String::new(),
             path: std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()),
             env: vec![],
+            profile: None,
         });
     }
     for kv in env {
-        let (target, kv2) = match kv.split_once(':') {
-            Some((n, rest)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-                let n: usize = n.parse().unwrap_or(0);
-                if n == 0 || n > specs.len() {
-                    return Err(CompareError::Option {
-                        option: "--shim-env",
-                        why: format!("`{kv}`: shim {n} does not exist (1..={})", specs.len()),
-                    });
-                }
-                (Some(n - 1), rest)
-            }
-            _ => (None, kv.as_str()),
-        };
+        let (target, kv2) = shim_index("--shim-env", kv, specs.len())?;
         let (k, v) = kv2
             .split_once('=')
             .filter(|(k, _)| !k.is_empty())
@@ -426,11 +431,42 @@ pub fn shim_specs(paths: &[PathBuf], env: &[String]) -> Result<Vec<ShimSpec>, Co
             }
         }
     }
+    for arg in profiles {
+        let (target, file) = shim_index("--profile", arg, specs.len())?;
+        let path = PathBuf::from(file);
+        let profile = Profile::load(&path).map_err(CompareError::Profile)?;
+        for (i, s) in specs.iter_mut().enumerate() {
+            if target.is_none_or(|t| t == i) {
+                s.profile = Some((path.clone(), profile.clone()));
+            }
+        }
+    }
     let names = display_names(&specs);
     for (s, n) in specs.iter_mut().zip(names) {
         s.name = n;
     }
     Ok(specs)
+}
+
+/// Splits `N:rest` (the N-th shim, 1-based, returned 0-based) from a plain `rest` (every shim).
+fn shim_index<'a>(
+    option: &'static str,
+    arg: &'a str,
+    shims: usize,
+) -> Result<(Option<usize>, &'a str), CompareError> {
+    match arg.split_once(':') {
+        Some((n, rest)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            let i: usize = n.parse().unwrap_or(0);
+            if i == 0 || i > shims {
+                return Err(CompareError::Option {
+                    option,
+                    why: format!("`{arg}`: shim {n} does not exist (1..={shims})"),
+                });
+            }
+            Ok((Some(i - 1), rest))
+        }
+        _ => Ok((None, arg)),
+    }
 }
 
 /// Names for the page: the file name; with extra environment, the `K=V`s in brackets; and when
@@ -476,7 +512,7 @@ pub fn run(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let specs = shim_specs(&opts.shims, &opts.shim_env)?;
+    let specs = shim_specs(&opts.shims, &opts.shim_env, &opts.profiles)?;
     let dialect: Dialect =
         opts.containerd_version
             .parse()
@@ -534,7 +570,11 @@ pub fn run(
             shim: spec.path.clone(),
             dialect,
             jobs,
-            profile: Profile::default(),
+            profile: spec
+                .profile
+                .as_ref()
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default(),
             shim_env: spec.env.clone(),
             rootfs: opts.rootfs.into(),
             ..RunConfig::default()
@@ -591,6 +631,7 @@ pub fn run(
             path: spec.path.display().to_string(),
             version: shim_version(&spec.path),
             env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            profile: spec.profile.as_ref().map(|(p, _)| p.display().to_string()),
             suite,
             stress,
             stress_error,
@@ -789,6 +830,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            profile: None,
         }
     }
 
@@ -831,7 +873,12 @@ mod tests {
     #[test]
     fn shim_env_goes_to_the_numbered_shim_or_to_all() {
         let t = std::env::current_exe().unwrap();
-        let specs = shim_specs(&[t.clone(), t.clone()], &["2:A=1".into(), "B=x:y".into()]).unwrap();
+        let specs = shim_specs(
+            &[t.clone(), t.clone()],
+            &["2:A=1".into(), "B=x:y".into()],
+            &[],
+        )
+        .unwrap();
         assert_eq!(specs[0].env, [("B".to_string(), "x:y".to_string())]);
         assert_eq!(
             specs[1].env,
@@ -841,13 +888,35 @@ mod tests {
             ]
         );
         assert_ne!(specs[0].name, specs[1].name);
-        let e = shim_specs(&[t.clone(), t.clone()], &["3:A=1".into()]).unwrap_err();
+        let e = shim_specs(&[t.clone(), t.clone()], &["3:A=1".into()], &[]).unwrap_err();
         assert!(e.to_string().contains("shim 3 does not exist"), "{e}");
-        let e = shim_specs(&[t.clone(), t.clone()], &["novalue".into()]).unwrap_err();
+        let e = shim_specs(&[t.clone(), t.clone()], &["novalue".into()], &[]).unwrap_err();
         assert!(e.to_string().contains("`novalue`"), "{e}");
-        let e = shim_specs(&[t.clone(), "/nonexistent/shim-x".into()], &[]).unwrap_err();
+        let e = shim_specs(&[t.clone(), "/nonexistent/shim-x".into()], &[], &[]).unwrap_err();
         assert_eq!(e.to_string(), "shim `/nonexistent/shim-x`: not found");
-        let e = shim_specs(&[t], &[]).unwrap_err();
+        let e = shim_specs(&[t], &[], &[]).unwrap_err();
         assert!(e.to_string().contains("at least two"), "{e}");
+    }
+
+    #[test]
+    fn profiles_go_to_the_numbered_shim_and_bad_ones_are_named() {
+        let t = std::env::current_exe().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("p.yaml");
+        std::fs::write(&good, "xfail:\n  - lifecycle/sigterm\n").unwrap();
+        let arg = format!("2:{}", good.display());
+        let specs = shim_specs(&[t.clone(), t.clone()], &[], &[arg]).unwrap();
+        assert!(specs[0].profile.is_none());
+        let (path, prof) = specs[1].profile.as_ref().unwrap();
+        assert_eq!(path, &good);
+        assert!(prof.is_xfail("lifecycle/sigterm"));
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, "xfail: [a]\nbogus: 1\n").unwrap();
+        let e = shim_specs(&[t.clone(), t], &[], &[bad.display().to_string()]).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("--profile: ") && msg.contains("bad.yaml:"),
+            "{msg}"
+        );
     }
 }
