@@ -64,11 +64,12 @@ impl Ctx<'_> {
         }
         // Extra containers first: with grouping the main connection's close ends the server.
         for slot in self.shims.iter_mut().rev() {
-            let Some(shim) = slot.shim.take() else {
-                continue;
+            // A shim closed during the steps (`kill-shim`) brings its report.
+            let (lines, report) = match (slot.closed.take(), slot.shim.take()) {
+                (Some(done), _) => done,
+                (None, Some(shim)) => (shim.log_lines(), shim.close().await),
+                (None, None) => continue,
             };
-            let lines = shim.log_lines();
-            let report = shim.close().await;
             if let Err(e) = &report.delete_action {
                 close_problems.push(format!("the `delete` action failed: {e}"));
             }

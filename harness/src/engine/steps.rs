@@ -49,6 +49,8 @@ pub(super) struct ShimSlot {
     pub(super) client: TaskClient,
     pub(super) address: String,
     pub(super) pid: Option<i32>,
+    /// The close report (and log lines) of a shim already closed during the steps.
+    pub(super) closed: Option<(Vec<String>, crate::launch::CloseReport)>,
 }
 
 pub(super) struct Wait {
@@ -365,6 +367,7 @@ impl<'a> Ctx<'a> {
             address: shim.address.clone(),
             pid: shim.pid,
             shim: Some(shim),
+            closed: None,
         };
         if name == MAIN {
             if let Some(p) = slot.pid {
@@ -553,11 +556,25 @@ impl<'a> Ctx<'a> {
                 if let Some(p) = crate::dialect::socket_path(&self.shims[0].address) {
                     let _ = std::fs::remove_file(p);
                 }
+                // containerd notices the closed connection at once (ttrpc `WithOnClose`) and
+                // runs `cleanupAfterDeadShim`: the `delete` action, then `/tasks/exit` and
+                // `/tasks/delete` on the dead shim's behalf, so later steps can expect them.
+                let mut response = json!({});
+                if let Some(shim) = self.shims[0].shim.take() {
+                    self.shims[0].client.close();
+                    let lines = shim.log_lines();
+                    let report = shim.close().await;
+                    if let Ok(o) = &report.delete_action {
+                        response =
+                            json!({"delete-action": {"pid": o.pid, "exit-status": o.exit_status}});
+                    }
+                    self.shims[0].closed = Some((lines, report));
+                }
                 self.record(
                     "kill-shim",
                     Status::Passed,
                     t0.elapsed(),
-                    json!({}),
+                    response,
                     None,
                     Some(json!({"signal": k.signal.0})),
                     None,
