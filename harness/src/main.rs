@@ -81,6 +81,9 @@ enum Cmd {
     /// self-contained index.html (conformance matrix, latency table, plots) into --out.
     ///
     /// Example: `harness compare --shim A --shim B --out cmp --quick`
+    #[command(
+        after_help = "Example:\n  harness compare --shim ./containerd-shim-a-v2 --shim containerd-shim-runc-v2 --out cmp --quick"
+    )]
     Compare(CompareArgs),
 }
 
