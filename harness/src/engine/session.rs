@@ -1,7 +1,6 @@
 //! An interactive session on one launched shim (what `harness shell` drives): the engine's own
 //! step execution, one step at a time, where a failed step is reported and the session goes on.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -56,28 +55,16 @@ impl<'a> Session<'a> {
         })
         .await
         .map_err(|e| format!("starting the mock containerd: {e}"))?;
-        let mut ctx = Ctx {
+        let mut ctx = Ctx::new(
             cfg,
-            level: Level::Must,
-            requires: &[],
-            process: process.clone(),
-            stdin: None,
+            Level::Must,
+            &[],
+            process.clone(),
+            None,
             mock,
-            tmp: tmp.path().to_path_buf(),
-            containers: BTreeMap::new(),
-            shims: Vec::new(),
-            vars: BTreeMap::new(),
-            waits: BTreeMap::new(),
-            steps: Vec::new(),
-            failure: None,
-            skip: None,
-            ns_checked: false,
+            tmp.path().to_path_buf(),
             namespace,
-            stdio_seq: 0,
-            pids: Vec::new(),
-            proc_pids: BTreeMap::new(),
-        };
-        ctx.vars.insert("id".into(), MAIN.into());
+        );
         let terminal = process.terminal.unwrap_or(false);
         ctx.launch(MAIN, &process, terminal).await?;
         Ok(Session {

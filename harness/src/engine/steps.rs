@@ -181,28 +181,16 @@ pub(super) async fn execute(
             return res;
         }
     };
-    let mut ctx = Ctx {
+    let mut ctx = Ctx::new(
         cfg,
-        level: sc.level,
-        requires: &sc.requires,
-        process: sc.process.clone(),
-        stdin: sc.stdin.as_deref(),
+        sc.level,
+        &sc.requires,
+        sc.process.clone(),
+        sc.stdin.as_deref(),
         mock,
-        tmp: tmp.path().to_path_buf(),
-        containers: BTreeMap::new(),
-        shims: Vec::new(),
-        vars: BTreeMap::new(),
-        waits: BTreeMap::new(),
-        steps: Vec::new(),
-        failure: None,
-        skip: None,
-        ns_checked: false,
+        tmp.path().to_path_buf(),
         namespace,
-        stdio_seq: 0,
-        pids: Vec::new(),
-        proc_pids: BTreeMap::new(),
-    };
-    ctx.vars.insert("id".into(), MAIN.into());
+    );
     let total = sc.timeout.map(|d| d.get()).unwrap_or(cfg.scenario_timeout);
     let ran = tokio::time::timeout(total, async {
         if ctx.prepare(&sc.steps).await {
@@ -225,6 +213,44 @@ pub(super) async fn execute(
 }
 
 impl<'a> Ctx<'a> {
+    /// A fresh context (no shim launched yet) with `${id}` set; the scenario engine and the
+    /// shell's session both start from here.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        cfg: &'a RunConfig,
+        level: Level,
+        requires: &'a [Capability],
+        process: Process,
+        stdin: Option<&'a str>,
+        mock: MockContainerd,
+        tmp: PathBuf,
+        namespace: String,
+    ) -> Ctx<'a> {
+        let mut ctx = Ctx {
+            cfg,
+            level,
+            requires,
+            process,
+            stdin,
+            mock,
+            tmp,
+            containers: BTreeMap::new(),
+            shims: Vec::new(),
+            vars: BTreeMap::new(),
+            waits: BTreeMap::new(),
+            steps: Vec::new(),
+            failure: None,
+            skip: None,
+            ns_checked: false,
+            namespace,
+            stdio_seq: 0,
+            pids: Vec::new(),
+            proc_pids: BTreeMap::new(),
+        };
+        ctx.vars.insert("id".into(), MAIN.into());
+        ctx
+    }
+
     pub(super) fn lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
         move |n: &str| self.vars.get(n).cloned()
     }
