@@ -111,3 +111,68 @@ impl Endpoint {
         self.server.take()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use containerd_shim_protos::shim::event::Envelope;
+    use containerd_shim_protos::shim_async::EventsClient;
+    use std::time::{Duration, SystemTime};
+
+    fn request(topic: &str) -> ForwardRequest {
+        ForwardRequest {
+            envelope: Some(Envelope {
+                timestamp: Some(crate::events::system_to_timestamp(SystemTime::now())).into(),
+                namespace: "default".into(),
+                topic: topic.into(),
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    async fn forward(c: &EventsClient, topic: &str) -> ttrpc::Result<Empty> {
+        c.forward(ttrpc::context::with_timeout(2_000_000_000), &request(topic))
+            .await
+    }
+
+    async fn connect(path: &std::path::Path) -> ttrpc::Result<EventsClient> {
+        let addr = format!("unix://{}", path.display());
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            ttrpc::r#async::Client::connect(&addr),
+        )
+        .await
+        .map_err(|_| ttrpc::Error::Others("connect timed out".into()))?
+        .map(EventsClient::new)
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_goes_down_and_comes_back_on_the_same_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("e.sock");
+        let log = EventLog::new();
+        let mut ep = Endpoint::start(&path, log.clone(), EventSource::Shim)
+            .await
+            .unwrap();
+        let old = connect(&path).await.unwrap();
+        forward(&old, "/tasks/create").await.unwrap();
+
+        ep.down().await;
+        assert!(!ep.is_up());
+        assert!(!path.exists(), "the socket file must be removed");
+        assert!(
+            forward(&old, "/tasks/start").await.is_err(),
+            "an established connection must be dropped"
+        );
+        assert!(connect(&path).await.is_err(), "a new connect must fail");
+
+        ep.up().await.unwrap();
+        let new = connect(&path).await.unwrap();
+        forward(&new, "/tasks/exit").await.unwrap();
+        let topics: Vec<_> = log.snapshot().into_iter().map(|e| e.topic).collect();
+        assert_eq!(topics, ["/tasks/create", "/tasks/exit"]);
+        ep.down().await;
+    }
+}
