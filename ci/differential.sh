@@ -39,7 +39,7 @@ cleanup() {
     wait "$ctd_pid" 2>/dev/null || true
   fi
   # Mounts of the state dir (none expected: root.path is absolute) would make removal fail.
-  grep -o " $dir[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" || true; done
+  { grep -o " $dir[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
   rm -rf "$dir"
 }
 trap cleanup EXIT

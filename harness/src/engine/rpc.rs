@@ -337,6 +337,35 @@ impl Ctx<'_> {
             cs.process.clone().unwrap_or_else(|| self.process.clone())
         };
         let terminal = cs.terminal.or(process.terminal).unwrap_or(false);
+        // containerd shuts a shim down (Shutdown, close, `delete` action) once its task is
+        // deleted and starts a new shim with a new bundle for the next Create of the container
+        // [src v1.6.20 runtime/v2/shim.go delete; found by the differential mode: a runc shim
+        // kept across re-creates published spurious /tasks/oom for the deleted cgroups].
+        let relaunch = name == MAIN
+            && self.containers.len() == 1
+            && self.vars.contains_key("init-pid")
+            && self.containers.get(MAIN).is_some_and(|c| {
+                let slot = &self.shims[c.shim];
+                slot.shim.is_some()
+                    && !slot.client.is_closed()
+                    && !slot.client.live_tasks().contains_key(MAIN)
+            });
+        if relaunch {
+            let idx = self.containers.get(MAIN).map(|c| c.shim).unwrap_or(0);
+            if let Some(shim) = self.shims[idx].shim.take() {
+                let lines = shim.log_lines();
+                let report = shim.close().await;
+                self.shims[idx].closed = Some((lines, report));
+            }
+            self.containers.remove(MAIN);
+            self.launch(MAIN, &process, terminal).await?;
+            // The main shim stays at its index; the closed one keeps its report for the end.
+            let last = self.shims.len() - 1;
+            self.shims.swap(idx, last);
+            if let Some(c) = self.containers.get_mut(MAIN) {
+                c.shim = idx;
+            }
+        }
         if !self.containers.contains_key(&name) {
             self.launch(&name, &process, terminal).await?;
             let (a, b) = (&self.shims[0], &self.shims[self.shims.len() - 1]);
