@@ -382,6 +382,10 @@ impl Run<'_> {
     fn rpc(&mut self, step: &str, exec_id: &str, r: Result<Value, Status>) {
         let o = match r {
             Ok(v) => Outcome::Ok(v),
+            // tonic's own client deadline answers `cancelled`; the mock's is deadline-exceeded.
+            Err(e) if e.code() == Code::Cancelled && e.message().contains("Timeout expired") => {
+                Outcome::Err("deadline-exceeded".into(), e.message().to_string())
+            }
             Err(e) => Outcome::Err(code_name(e.code()).into(), e.message().to_string()),
         };
         self.push(step, exec_id, o);
