@@ -119,11 +119,23 @@ pub fn run(opts: &ShellOptions) -> Result<Summary, ShellError> {
     let session = rt
         .block_on(Session::open(&cfg, placeholder))
         .map_err(ShellError::Start)?;
+    // On a terminal SIGINT is caught for the whole session (registered now, before any step):
+    // Ctrl-C ends a blocking step, never the session, so the shim is always closed properly.
+    // At the prompt rustyline reads Ctrl-C as a key.
+    let interrupt = if input.is_terminal() {
+        let sig = rt.block_on(async {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        });
+        Some(sig.map_err(|e| ShellError::Start(format!("catching SIGINT: {e}")))?)
+    } else {
+        None
+    };
     let mut shell = Shell {
         session,
         rec: Recorder::default(),
         opts,
         failed: 0,
+        interrupt,
     };
     let ended = shell.repl(&rt, &mut input, &mut out);
     let Shell {
@@ -155,6 +167,7 @@ struct Shell<'s, 'a> {
     rec: Recorder,
     opts: &'s ShellOptions,
     failed: usize,
+    interrupt: Option<tokio::signal::unix::Signal>,
 }
 
 impl Shell<'_, '_> {
@@ -216,7 +229,7 @@ impl Shell<'_, '_> {
                 Ok(Command::ShowOutput(exec_id)) => self.show_output(out, &line, &exec_id)?,
                 Ok(Command::Step(cmd)) => {
                     let eventful = EVENTFUL.contains(&cmd.name());
-                    self.step(rt, out, &line, *cmd, terminal)?;
+                    self.step(rt, out, &line, *cmd)?;
                     let settle = if eventful { SETTLE } else { Duration::ZERO };
                     for e in rt.block_on(self.session.new_events(settle)) {
                         writeln!(out, "  event {}", event_line(&e))?;
@@ -234,7 +247,6 @@ impl Shell<'_, '_> {
         out: &mut impl Write,
         line: &str,
         mut cmd: StepCommand,
-        terminal: bool,
     ) -> Result<(), ShellError> {
         let mut main_argv = None;
         if cmd.name() == "create" {
@@ -248,16 +260,15 @@ impl Shell<'_, '_> {
             }
         }
         let session = &mut self.session;
+        let interrupt = &mut self.interrupt;
         let outcome = rt.block_on(async {
-            if terminal {
-                // Ctrl-C ends a blocking step (a `wait` on a process that never exits), not the
-                // session, so the shim is still closed properly.
-                tokio::select! {
+            match interrupt {
+                // Ctrl-C ends a blocking step (a `wait` on a process that never exits).
+                Some(sig) => tokio::select! {
                     o = session.step(&cmd.step) => Some(o),
-                    _ = tokio::signal::ctrl_c() => None,
-                }
-            } else {
-                Some(session.step(&cmd.step).await)
+                    _ = sig.recv() => None,
+                },
+                None => Some(session.step(&cmd.step).await),
             }
         });
         let Some(outcome) = outcome else {
