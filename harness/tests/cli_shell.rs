@@ -478,3 +478,61 @@ fn a_terminal_gets_completion_history_and_ctrl_c_ends_only_the_step() {
     // The interrupted wait counts as a failed command, as does the refused create.
     assert_eq!(status.code(), Some(1), "{out}");
 }
+
+#[test]
+fn sigterm_while_waiting_for_input_still_closes_the_shim() {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("harness"))
+        .arg("shell")
+        .arg("--shim")
+        .arg(reaper())
+        .env("TMPDIR", tmp.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn harness shell");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"create sleep 60\nstart\n")
+        .expect("write commands");
+    // stdin stays open: the shell waits for more input when the signal comes.
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let task_pid: i32 = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("no `start: pid=` line ({e}); saw {seen:#?}"));
+        if let Some(rest) = line.strip_prefix("start: pid=") {
+            break rest
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("pid");
+        }
+        seen.push(line);
+    };
+    assert!(alive(task_pid), "the task {task_pid} is not running");
+    let harness_pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(harness_pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let mut rest = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        rest.push(line);
+    }
+    let status = child.wait().expect("wait for harness");
+    drop(stdin);
+    let text = rest.join("\n");
+    assert!(text.contains("(SIGTERM: ending the session)"), "{text}");
+    assert!(text.contains("shim closed; nothing left behind"), "{text}");
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(!alive(task_pid), "the task {task_pid} outlived the session");
+}

@@ -18,14 +18,16 @@ pub enum Read {
     Interrupted,
     /// End of input.
     Eof,
+    /// A signal (named) ended the wait for a line: end the session.
+    Stopped(&'static str),
 }
 
 /// A source of command lines.
 pub enum Input {
     /// A terminal: rustyline with history and completion.
     Terminal(Box<Editor<Words, DefaultHistory>>),
-    /// A pipe or file.
-    Plain(std::io::StdinLock<'static>),
+    /// A pipe or file, read line by line on a thread of its own (so a signal can end the wait).
+    Plain(tokio::sync::mpsc::UnboundedReceiver<Result<String, String>>),
 }
 
 impl Input {
@@ -37,13 +39,44 @@ impl Input {
             ed.set_helper(Some(Words));
             Ok(Input::Terminal(Box::new(ed)))
         } else {
-            Ok(Input::Plain(std::io::stdin().lock()))
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            std::thread::spawn(move || {
+                let mut stdin = std::io::stdin().lock();
+                loop {
+                    let mut line = String::new();
+                    let r = match stdin.read_line(&mut line) {
+                        Ok(0) => break,
+                        Ok(_) => {
+                            while line.ends_with(['\n', '\r']) {
+                                line.pop();
+                            }
+                            Ok(line)
+                        }
+                        Err(e) => Err(format!("reading stdin: {e}")),
+                    };
+                    let failed = r.is_err();
+                    if tx.send(r).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            Ok(Input::Plain(rx))
         }
     }
 
     /// Whether lines come from a terminal.
     pub fn is_terminal(&self) -> bool {
         matches!(self, Input::Terminal(_))
+    }
+
+    /// The line channel of a plain input (to wait for a line and a signal at once).
+    pub fn lines(
+        &mut self,
+    ) -> Option<&mut tokio::sync::mpsc::UnboundedReceiver<Result<String, String>>> {
+        match self {
+            Input::Plain(rx) => Some(rx),
+            Input::Terminal(_) => None,
+        }
     }
 
     /// Reads one line; on a terminal it shows `prompt` and keeps the line in the history.
@@ -60,19 +93,11 @@ impl Input {
                 Err(rustyline::error::ReadlineError::Eof) => Ok(Read::Eof),
                 Err(e) => Err(format!("reading the terminal: {e}")),
             },
-            Input::Plain(r) => {
-                let mut line = String::new();
-                match r.read_line(&mut line) {
-                    Ok(0) => Ok(Read::Eof),
-                    Ok(_) => {
-                        while line.ends_with(['\n', '\r']) {
-                            line.pop();
-                        }
-                        Ok(Read::Line(line))
-                    }
-                    Err(e) => Err(format!("reading stdin: {e}")),
-                }
-            }
+            Input::Plain(rx) => Ok(match rx.blocking_recv() {
+                Some(Ok(line)) => Read::Line(line),
+                Some(Err(e)) => return Err(e),
+                None => Read::Eof,
+            }),
         }
     }
 }

@@ -119,23 +119,15 @@ pub fn run(opts: &ShellOptions) -> Result<Summary, ShellError> {
     let session = rt
         .block_on(Session::open(&cfg, placeholder))
         .map_err(ShellError::Start)?;
-    // On a terminal SIGINT is caught for the whole session (registered now, before any step):
-    // Ctrl-C ends a blocking step, never the session, so the shim is always closed properly.
-    // At the prompt rustyline reads Ctrl-C as a key.
-    let interrupt = if input.is_terminal() {
-        let sig = rt.block_on(async {
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        });
-        Some(sig.map_err(|e| ShellError::Start(format!("catching SIGINT: {e}")))?)
-    } else {
-        None
-    };
+    let signals = rt
+        .block_on(async { Signals::new(input.is_terminal()) })
+        .map_err(|e| ShellError::Start(format!("catching signals: {e}")))?;
     let mut shell = Shell {
         session,
         rec: Recorder::default(),
         opts,
         failed: 0,
-        interrupt,
+        signals,
     };
     let ended = shell.repl(&rt, &mut input, &mut out);
     let Shell {
@@ -167,7 +159,65 @@ struct Shell<'s, 'a> {
     rec: Recorder,
     opts: &'s ShellOptions,
     failed: usize,
-    interrupt: Option<tokio::signal::unix::Signal>,
+    signals: Signals,
+}
+
+/// The signals a session catches so that it always closes its shim. SIGINT on a terminal ends
+/// the running step only (at the prompt rustyline reads Ctrl-C as a key); SIGHUP, and from a
+/// pipe SIGINT and SIGTERM, end the session. SIGTERM is not caught on a terminal: a blocked
+/// terminal read could not be woken to close the session.
+struct Signals {
+    terminal: bool,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+/// What a caught signal asks for.
+enum Caught {
+    /// End the running step (Ctrl-C on a terminal).
+    Interrupt,
+    /// End the session (the signal's name).
+    Stop(&'static str),
+}
+
+impl Signals {
+    /// Registers the handlers (inside the runtime), before any step runs.
+    fn new(terminal: bool) -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            terminal,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            term: if terminal {
+                None
+            } else {
+                Some(signal(SignalKind::terminate())?)
+            },
+        })
+    }
+
+    async fn next(&mut self) -> Caught {
+        let term = async {
+            match &mut self.term {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = self.int.recv() => if self.terminal { Caught::Interrupt } else { Caught::Stop("SIGINT") },
+            _ = self.hup.recv() => Caught::Stop("SIGHUP"),
+            _ = term => Caught::Stop("SIGTERM"),
+        }
+    }
+}
+
+/// Whether the session goes on after a command.
+enum Flow {
+    Go,
+    Stop,
 }
 
 impl Shell<'_, '_> {
@@ -197,13 +247,37 @@ impl Shell<'_, '_> {
         out.flush()?;
         let terminal = input.is_terminal();
         loop {
-            let line = match input.read("harness> ").map_err(ShellError::Input)? {
+            let read = match input.lines() {
+                Some(rx) => {
+                    let signals = &mut self.signals;
+                    rt.block_on(async {
+                        tokio::select! {
+                            l = rx.recv() => match l {
+                                Some(Ok(line)) => Ok(input::Read::Line(line)),
+                                Some(Err(e)) => Err(e),
+                                None => Ok(input::Read::Eof),
+                            },
+                            c = signals.next() => Ok(match c {
+                                Caught::Stop(name) => input::Read::Stopped(name),
+                                Caught::Interrupt => input::Read::Interrupted,
+                            }),
+                        }
+                    })
+                }
+                None => input.read("harness> "),
+            };
+            let line = match read.map_err(ShellError::Input)? {
                 input::Read::Line(l) => l,
                 input::Read::Interrupted => {
                     writeln!(out, "(interrupted; `quit` ends the session)")?;
                     continue;
                 }
                 input::Read::Eof => break,
+                input::Read::Stopped(name) => {
+                    self.failed += 1;
+                    writeln!(out, "({name}: ending the session)")?;
+                    break;
+                }
             };
             if !terminal && !line.trim().is_empty() {
                 writeln!(out, "> {line}")?;
@@ -229,7 +303,9 @@ impl Shell<'_, '_> {
                 Ok(Command::ShowOutput(exec_id)) => self.show_output(out, &line, &exec_id)?,
                 Ok(Command::Step(cmd)) => {
                     let eventful = EVENTFUL.contains(&cmd.name());
-                    self.step(rt, out, &line, *cmd)?;
+                    if let Flow::Stop = self.step(rt, out, &line, *cmd)? {
+                        break;
+                    }
                     let settle = if eventful { SETTLE } else { Duration::ZERO };
                     for e in rt.block_on(self.session.new_events(settle)) {
                         writeln!(out, "  event {}", event_line(&e))?;
@@ -247,7 +323,7 @@ impl Shell<'_, '_> {
         out: &mut impl Write,
         line: &str,
         mut cmd: StepCommand,
-    ) -> Result<(), ShellError> {
+    ) -> Result<Flow, ShellError> {
         let mut main_argv = None;
         if cmd.name() == "create" {
             match self.prepare_create(&mut cmd) {
@@ -255,26 +331,34 @@ impl Shell<'_, '_> {
                 Err(msg) => {
                     self.failed += 1;
                     writeln!(out, "error: {msg}")?;
-                    return Ok(());
+                    return Ok(Flow::Go);
                 }
             }
         }
         let session = &mut self.session;
-        let interrupt = &mut self.interrupt;
+        let signals = &mut self.signals;
         let outcome = rt.block_on(async {
-            match interrupt {
-                // Ctrl-C ends a blocking step (a `wait` on a process that never exits).
-                Some(sig) => tokio::select! {
-                    o = session.step(&cmd.step) => Some(o),
-                    _ = sig.recv() => None,
-                },
-                None => Some(session.step(&cmd.step).await),
+            tokio::select! {
+                o = session.step(&cmd.step) => Ok(o),
+                c = signals.next() => Err(c),
             }
         });
-        let Some(outcome) = outcome else {
-            self.failed += 1;
-            writeln!(out, "{}: interrupted", cmd.name())?;
-            return Ok(());
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(Caught::Interrupt) => {
+                self.failed += 1;
+                writeln!(out, "{}: interrupted", cmd.name())?;
+                return Ok(Flow::Go);
+            }
+            Err(Caught::Stop(name)) => {
+                self.failed += 1;
+                writeln!(
+                    out,
+                    "{}: interrupted ({name}: ending the session)",
+                    cmd.name()
+                )?;
+                return Ok(Flow::Stop);
+            }
         };
         show_outcome(out, &outcome)?;
         if outcome.failure.is_some() {
@@ -283,7 +367,7 @@ impl Shell<'_, '_> {
             self.rec.main_process(line, argv);
         }
         self.rec.step(line, &cmd, &outcome);
-        Ok(())
+        Ok(Flow::Go)
     }
 
     /// Puts a `create`'s argv where it belongs: the main container's process goes into its
