@@ -1,34 +1,26 @@
-//! Drives one scenario through a real containerd's gRPC API, as a containerd client does: a
-//! container (the scenario's process in containerd's default spec, the busybox rootfs by an
-//! absolute `root.path`, the shim as runtime), then Tasks Create/Start/Kill/Wait/Exec/Delete/...
-//! with cio-style FIFOs, while a subscription collects the namespace's `/tasks/*` events. Every
-//! call is bounded; the task and container are removed afterwards whatever happened.
+//! The connection to a real containerd and one scenario's run through it, as a containerd
+//! client does: a subscription to the namespace's `/tasks/*` events (proven live by a marker
+//! event), the steps (driven by `steps`: container, task with cio-style FIFOs, Start, Kill,
+//! Wait, Exec, Delete, ...), the cleanup and the namespace's removal, all bounded; the result is
+//! a [`Trace`] to compare with the mock's.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use containerd_client::services::v1::container::Runtime;
-use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::events_client::EventsClient;
 use containerd_client::services::v1::namespaces_client::NamespacesClient;
 use containerd_client::services::v1::tasks_client::TasksClient;
-use containerd_client::services::v1::{
-    CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteNamespaceRequest, DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest,
-    GetRequest, KillRequest, ListPidsRequest, PauseTaskRequest, PublishRequest, ResizePtyRequest,
-    ResumeTaskRequest, StartRequest, SubscribeRequest, UpdateTaskRequest, WaitRequest,
-};
+use containerd_client::services::v1::{DeleteNamespaceRequest, PublishRequest, SubscribeRequest};
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request, Status};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::compare::{Obs, Outcome, Trace, MAIN};
+use super::compare::{Trace, MAIN};
 use super::DiffError;
-use crate::bundle::{Bundle, BundleOptions, RootfsKind};
-use crate::scenario::{expand, EventMatch, Process, Scenario, StdioKind, Step};
-use crate::stdio::{StdioMode, StdioOptions, StdioSet};
+use crate::bundle::RootfsKind;
+use crate::scenario::{Process, Scenario, StdioKind};
+use crate::stdio::StdioMode;
 
 /// How long the daemon side waits for late events after the last step and after cleanup.
 const SETTLE: Duration = Duration::from_millis(300);
@@ -38,7 +30,7 @@ const OUTPUT_KEEP: usize = 4096;
 /// A connection to containerd plus what to run scenarios with.
 #[derive(Clone)]
 pub struct Daemon {
-    channel: Channel,
+    pub(super) channel: Channel,
     /// The runtime given to containers: a name (`io.containerd.runc.v2`) or a binary path.
     pub runtime: String,
     /// Root filesystem of the containers.
@@ -47,9 +39,9 @@ pub struct Daemon {
     pub step_timeout: Duration,
 }
 
-type Events = Arc<Mutex<Vec<(String, Value)>>>;
+pub(super) type Events = Arc<Mutex<Vec<(String, Value)>>>;
 
-fn code_name(c: Code) -> &'static str {
+pub(super) fn code_name(c: Code) -> &'static str {
     match c {
         Code::Ok => "ok",
         Code::Cancelled => "cancelled",
@@ -71,7 +63,7 @@ fn code_name(c: Code) -> &'static str {
     }
 }
 
-fn req<T>(msg: T, ns: &str, t: Duration) -> Request<T> {
+pub(super) fn req<T>(msg: T, ns: &str, t: Duration) -> Request<T> {
     let mut r = Request::new(msg);
     if let Ok(v) = ns.parse() {
         r.metadata_mut().insert("containerd-namespace", v);
@@ -81,7 +73,7 @@ fn req<T>(msg: T, ns: &str, t: Duration) -> Request<T> {
 }
 
 /// Bounds a call; a timeout becomes `deadline-exceeded`.
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     t: Duration,
     f: impl std::future::Future<Output = Result<containerd_client::tonic::Response<T>, Status>>,
 ) -> Result<T, Status> {
@@ -94,7 +86,7 @@ async fn bounded<T>(
     }
 }
 
-fn ts(t: Option<&prost_types::Timestamp>) -> Value {
+pub(super) fn ts(t: Option<&prost_types::Timestamp>) -> Value {
     let pt = t.map(|t| protobuf::well_known_types::timestamp::Timestamp {
         seconds: t.seconds,
         nanos: t.nanos,
@@ -106,7 +98,7 @@ fn ts(t: Option<&prost_types::Timestamp>) -> Value {
     }
 }
 
-fn status_name(s: i32) -> &'static str {
+pub(super) fn status_name(s: i32) -> &'static str {
     match s {
         1 => "created",
         2 => "running",
@@ -141,14 +133,14 @@ pub fn oci_process(p: &Process, terminal: bool) -> oci_spec::runtime::Process {
     op
 }
 
-fn json_any(type_url: &str, v: &impl serde::Serialize) -> prost_types::Any {
+pub(super) fn json_any(type_url: &str, v: &impl serde::Serialize) -> prost_types::Any {
     prost_types::Any {
         type_url: type_url.into(),
         value: serde_json::to_vec(v).unwrap_or_default(),
     }
 }
 
-fn stdio_mode(k: StdioKind) -> StdioMode {
+pub(super) fn stdio_mode(k: StdioKind) -> StdioMode {
     match k {
         StdioKind::Fifo => StdioMode::Fifo,
         StdioKind::Null => StdioMode::Null,
@@ -192,7 +184,7 @@ impl Daemon {
         let tmp = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let events: Events = Arc::new(Mutex::new(Vec::new()));
         let sub = self.subscribe(ns, events.clone()).await?;
-        let mut run = Run {
+        let mut run = super::steps::Run {
             d: self,
             ns: ns.to_string(),
             sc,
@@ -343,802 +335,4 @@ fn keep(b: &[u8]) -> String {
     } else {
         crate::scenario::abbreviate(&s, OUTPUT_KEEP)
     }
-}
-
-type WaitHandle = tokio::task::JoinHandle<Result<Value, Status>>;
-
-struct Run<'a> {
-    d: &'a Daemon,
-    ns: String,
-    sc: &'a Scenario,
-    tmp: PathBuf,
-    events: Events,
-    tasks: TasksClient<Channel>,
-    container: Option<Bundle>,
-    task_live: bool,
-    init_stdio: Option<StdioSet>,
-    execs: BTreeMap<String, StdioSet>,
-    waits: BTreeMap<String, WaitHandle>,
-    vars: BTreeMap<String, String>,
-    steps: Vec<Obs>,
-    seq: u32,
-    cursor: usize,
-}
-
-impl Run<'_> {
-    fn expand(&self, s: &str) -> String {
-        let vars = &self.vars;
-        expand(s, &|n: &str| vars.get(n).cloned()).unwrap_or_else(|_| s.to_string())
-    }
-
-    fn push(&mut self, step: &str, exec_id: &str, outcome: Outcome) {
-        self.steps.push(Obs {
-            step: step.into(),
-            exec_id: exec_id.into(),
-            outcome,
-        });
-    }
-
-    fn rpc(&mut self, step: &str, exec_id: &str, r: Result<Value, Status>) {
-        let o = match r {
-            Ok(v) => Outcome::Ok(v),
-            // tonic's own client deadline answers `cancelled`; the mock's is deadline-exceeded.
-            Err(e) if e.code() == Code::Cancelled && e.message().contains("Timeout expired") => {
-                Outcome::Err("deadline-exceeded".into(), e.message().to_string())
-            }
-            Err(e) => Outcome::Err(code_name(e.code()).into(), e.message().to_string()),
-        };
-        self.push(step, exec_id, o);
-    }
-
-    fn save(&mut self, save: &BTreeMap<String, String>) {
-        let Some(Obs {
-            outcome: Outcome::Ok(v),
-            ..
-        }) = self.steps.last()
-        else {
-            return;
-        };
-        let mut add = Vec::new();
-        for (var, field) in save {
-            let val = match v.get(field) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
-            };
-            add.push((var.clone(), val));
-        }
-        self.vars.extend(add);
-    }
-
-    fn stdio_dir(&mut self) -> PathBuf {
-        self.seq += 1;
-        self.tmp.join("stdio").join(self.seq.to_string())
-    }
-
-    fn t(&self, x: Option<crate::scenario::HumanDuration>) -> Duration {
-        x.map(|d| d.get()).unwrap_or(self.d.step_timeout)
-    }
-
-    fn steps<'s>(
-        &'s mut self,
-        steps: &'s [Step],
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 's>> {
-        Box::pin(async move {
-            for (i, s) in steps.iter().enumerate() {
-                let trailing_shutdown = matches!(s, Step::Shutdown(_))
-                    && steps[i..]
-                        .iter()
-                        .all(|t| matches!(t, Step::Shutdown(_) | Step::Events(_) | Step::Sleep(_)));
-                if trailing_shutdown {
-                    self.push("shutdown", "", Outcome::Implicit);
-                    continue;
-                }
-                if let Step::Repeat(r) = s {
-                    for it in 1..=r.times {
-                        self.vars.insert("iteration".into(), it.to_string());
-                        self.steps(&r.steps).await;
-                    }
-                    continue;
-                }
-                self.step(s).await;
-            }
-        })
-    }
-
-    async fn step(&mut self, s: &Step) {
-        let ns = self.ns.clone();
-        let id = MAIN.to_string();
-        let mut tasks = self.tasks.clone();
-        match s {
-            Step::Sleep(d) => {
-                tokio::time::sleep(d.get()).await;
-                self.push("sleep", "", Outcome::Check(true, String::new()));
-            }
-            Step::Create(c) => {
-                let t = self.t(c.timeout);
-                let r = self.create(c, t).await;
-                if let Ok(v) = &r {
-                    if let Some(p) = v.get("pid") {
-                        self.vars.insert("init-pid".into(), p.to_string());
-                    }
-                    self.task_live = true;
-                }
-                self.rpc("create", "", r);
-                self.save(&c.save.0);
-            }
-            Step::Start(c) => {
-                let t = self.t(c.timeout);
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
-                if exec_id.is_empty() {
-                    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now());
-                    self.vars.insert("start-time".into(), now.to_string());
-                }
-                let r = bounded(
-                    t,
-                    tasks.start(req(
-                        StartRequest {
-                            container_id: id,
-                            exec_id: exec_id.clone(),
-                        },
-                        &ns,
-                        t,
-                    )),
-                )
-                .await
-                .map(|r| json!({"pid": r.pid}));
-                self.rpc("start", &exec_id, r);
-                self.save(&c.save.0);
-            }
-            Step::State(c) => {
-                let t = self.t(c.timeout);
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
-                let r = bounded(
-                    t,
-                    tasks.get(req(
-                        GetRequest {
-                            container_id: id,
-                            exec_id: exec_id.clone(),
-                        },
-                        &ns,
-                        t,
-                    )),
-                )
-                .await
-                .map(|r| {
-                    let p = r.process.unwrap_or_default();
-                    json!({
-                        "id": p.id, "pid": p.pid, "status": status_name(p.status),
-                        "stdin": p.stdin, "stdout": p.stdout, "stderr": p.stderr,
-                        "terminal": p.terminal, "exit-status": p.exit_status,
-                        "exited-at": ts(p.exited_at.as_ref()),
-                    })
-                });
-                self.rpc("state", &exec_id, r);
-                self.save(&c.save.0);
-            }
-            Step::Kill(c) => {
-                let t = self.t(c.timeout);
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
-                let r = bounded(
-                    t,
-                    tasks.kill(req(
-                        KillRequest {
-                            container_id: id,
-                            exec_id: exec_id.clone(),
-                            signal: c.signal.0,
-                            all: c.all,
-                        },
-                        &ns,
-                        t,
-                    )),
-                )
-                .await
-                .map(|_| json!({}));
-                self.rpc("kill", &exec_id, r);
-            }
-            Step::Wait(c) => {
-                let t = self.t(c.timeout);
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
-                let call = async move {
-                    bounded(
-                        t,
-                        tasks.wait(req(
-                            WaitRequest {
-                                container_id: id,
-                                exec_id: exec_id.clone(),
-                            },
-                            &ns,
-                            t,
-                        )),
-                    )
-                    .await
-                    .map(|r| {
-                        json!({"exit-status": r.exit_status, "exited-at": ts(r.exited_at.as_ref())})
-                    })
-                };
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
-                if let Some(h) = &c.background {
-                    self.waits.insert(h.clone(), tokio::spawn(call));
-                    self.push("wait", &exec_id, Outcome::Ok(json!({"background": h})));
-                } else {
-                    let r = call.await;
-                    self.rpc("wait", &exec_id, r);
-                    self.save(&c.save.0);
-                }
-            }
-            Step::WaitResult(w) => {
-                let Some(h) = self.waits.remove(&w.handle) else {
-                    self.push(
-                        "wait-result",
-                        "",
-                        Outcome::Check(false, format!("no background wait named `{}`", w.handle)),
-                    );
-                    return;
-                };
-                if w.pending {
-                    let held = !h.is_finished();
-                    self.waits.insert(w.handle.clone(), h);
-                    let msg = if held { "" } else { "Wait returned early" };
-                    self.push("wait-result", "", Outcome::Check(held, msg.into()));
-                    return;
-                }
-                let t = self.t(w.timeout);
-                let mut h = h;
-                let r = match tokio::time::timeout(t, &mut h).await {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(e)) => Err(Status::internal(format!("the waiting task failed: {e}"))),
-                    Err(_) => {
-                        h.abort();
-                        Err(Status::deadline_exceeded("no answer"))
-                    }
-                };
-                self.rpc("wait-result", "", r);
-                self.save(&w.save.0);
-            }
-            Step::Delete(c) => {
-                let t = self.t(c.timeout);
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
-                let r = if exec_id.is_empty() {
-                    bounded(
-                        t,
-                        tasks.delete(req(DeleteTaskRequest { container_id: id }, &ns, t)),
-                    )
-                    .await
-                } else {
-                    bounded(
-                        t,
-                        tasks.delete_process(req(
-                            DeleteProcessRequest {
-                                container_id: id,
-                                exec_id: exec_id.clone(),
-                            },
-                            &ns,
-                            t,
-                        )),
-                    )
-                    .await
-                };
-                let r = r.map(|r| {
-                    json!({"pid": r.pid, "exit-status": r.exit_status, "exited-at": ts(r.exited_at.as_ref())})
-                });
-                if r.is_ok() && exec_id.is_empty() {
-                    self.task_live = false;
-                }
-                self.rpc("delete", &exec_id, r);
-                self.save(&c.save.0);
-            }
-            Step::Exec(c) => {
-                let t = self.t(c.timeout);
-                let exec_id = self.expand(&c.exec_id);
-                let terminal = c.terminal.or(c.process.terminal).unwrap_or(false);
-                let stdin_data = c.stdin_data.as_ref().map(|s| s.as_bytes().to_vec());
-                let opts = StdioOptions {
-                    stdin: if c.stdin == StdioKind::Fifo && stdin_data.is_none() {
-                        StdioMode::Null
-                    } else {
-                        stdio_mode(c.stdin)
-                    },
-                    stdout: stdio_mode(c.stdout),
-                    stderr: stdio_mode(c.stderr),
-                    terminal,
-                    stdin_data,
-                };
-                let dir = self.stdio_dir();
-                let set = match StdioSet::create(&dir, &format!("{MAIN}-{exec_id}"), opts) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        self.push(
-                            "exec",
-                            &exec_id,
-                            Outcome::Err("harness".into(), e.to_string()),
-                        );
-                        return;
-                    }
-                };
-                let (i, o, e) = set.paths();
-                let mut p = c.process.clone();
-                p.args = p.args.iter().map(|a| self.expand(a)).collect();
-                let spec = json_any(
-                    "types.containerd.io/opencontainers/runtime-spec/1/Process",
-                    &oci_process(&p, terminal),
-                );
-                let r = bounded(
-                    t,
-                    tasks.exec(req(
-                        ExecProcessRequest {
-                            container_id: id,
-                            stdin: i,
-                            stdout: o,
-                            stderr: e,
-                            terminal,
-                            spec: Some(spec),
-                            exec_id: exec_id.clone(),
-                        },
-                        &ns,
-                        t,
-                    )),
-                )
-                .await
-                .map(|_| json!({}));
-                if r.is_ok() {
-                    self.execs.insert(exec_id.clone(), set);
-                }
-                self.rpc("exec", &exec_id, r);
-            }
-            Step::Pids(c) => {
-                let t = self.t(c.timeout);
-                let r = bounded(
-                    t,
-                    tasks.list_pids(req(ListPidsRequest { container_id: id }, &ns, t)),
-                )
-                .await
-                .map(|r| {
-                    let pids: Vec<u32> = r.processes.iter().map(|p| p.pid).collect();
-                    json!({"processes": pids, "count": pids.len()})
-                });
-                self.rpc("pids", "", r);
-                self.save(&c.save.0);
-            }
-            Step::Pause(c) => {
-                let t = self.t(c.timeout);
-                let r = bounded(
-                    t,
-                    tasks.pause(req(PauseTaskRequest { container_id: id }, &ns, t)),
-                )
-                .await
-                .map(|_| json!({}));
-                self.rpc("pause", "", r);
-            }
-            Step::Resume(c) => {
-                let t = self.t(c.timeout);
-                let r = bounded(
-                    t,
-                    tasks.resume(req(ResumeTaskRequest { container_id: id }, &ns, t)),
-                )
-                .await
-                .map(|_| json!({}));
-                self.rpc("resume", "", r);
-            }
-            Step::CloseIo(c) => {
-                let t = self.t(c.timeout);
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
-                if c.client_close {
-                    let set = if exec_id.is_empty() {
-                        self.init_stdio.as_ref()
-                    } else {
-                        self.execs.get(&exec_id)
-                    };
-                    if let Some(s) = set {
-                        s.close_stdin();
-                    }
-                }
-                let r = bounded(
-                    t,
-                    tasks.close_io(req(
-                        CloseIoRequest {
-                            container_id: id,
-                            exec_id: exec_id.clone(),
-                            stdin: c.stdin,
-                        },
-                        &ns,
-                        t,
-                    )),
-                )
-                .await
-                .map(|_| json!({}));
-                self.rpc("close-io", &exec_id, r);
-            }
-            Step::ResizePty(c) => {
-                let t = self.t(c.timeout);
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
-                let r = bounded(
-                    t,
-                    tasks.resize_pty(req(
-                        ResizePtyRequest {
-                            container_id: id,
-                            exec_id: exec_id.clone(),
-                            width: c.width,
-                            height: c.height,
-                        },
-                        &ns,
-                        t,
-                    )),
-                )
-                .await
-                .map(|_| json!({}));
-                self.rpc("resize-pty", &exec_id, r);
-            }
-            Step::Update(c) => {
-                let t = self.t(c.timeout);
-                let res = c.resources.clone().unwrap_or(json!({}));
-                let r = bounded(
-                    t,
-                    tasks.update(req(
-                        UpdateTaskRequest {
-                            container_id: id,
-                            resources: Some(json_any(
-                                "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
-                                &res,
-                            )),
-                            annotations: c
-                                .annotations
-                                .iter()
-                                .map(|(k, v)| (k.clone(), v.clone()))
-                                .collect(),
-                        },
-                        &ns,
-                        t,
-                    )),
-                )
-                .await
-                .map(|_| json!({}));
-                self.rpc("update", "", r);
-            }
-            Step::Events(e) => {
-                let t = self.t(e.timeout);
-                let deadline = Instant::now() + t;
-                let res = loop {
-                    let got = self.main_events();
-                    let got = &got[if e.fresh {
-                        self.cursor.min(got.len())
-                    } else {
-                        0
-                    }..];
-                    let r = match_events(got, &e.expect, e.exact, &|n: &str| {
-                        self.vars.get(n).cloned()
-                    });
-                    let forbidden = e
-                        .forbid
-                        .iter()
-                        .find(|f| got.iter().any(|(t, _)| &t == f))
-                        .map(|f| format!("event {f} must not be published"));
-                    match (r, forbidden) {
-                        (Ok(end), None) => break Ok(end),
-                        (_, Some(f)) => break Err(f),
-                        (Err(why), None) if Instant::now() >= deadline => break Err(why),
-                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
-                    }
-                };
-                match res {
-                    Ok(end) => {
-                        if e.fresh {
-                            self.cursor += end;
-                        } else {
-                            self.cursor = end;
-                        }
-                        self.push("events", "", Outcome::Check(true, String::new()));
-                    }
-                    Err(why) => self.push("events", "", Outcome::Check(false, why)),
-                }
-            }
-            Step::Output(o) => {
-                let t = self.t(o.timeout);
-                let exec_id = o
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
-                let set = if exec_id.is_empty() {
-                    self.init_stdio.as_ref()
-                } else {
-                    self.execs.get(&exec_id)
-                };
-                let Some(set) = set else {
-                    self.push(
-                        "output",
-                        &exec_id,
-                        Outcome::Check(false, "no such process's output".into()),
-                    );
-                    return;
-                };
-                let vars = self.vars.clone();
-                let lookup = move |n: &str| vars.get(n).cloned();
-                let check = |out: &[u8], err: &[u8]| -> Result<(), String> {
-                    if let Some(m) = &o.stdout {
-                        m.check(out, &lookup).map_err(|e| format!("stdout: {e}"))?;
-                    }
-                    if let Some(m) = &o.stderr {
-                        m.check(err, &lookup).map_err(|e| format!("stderr: {e}"))?;
-                    }
-                    Ok(())
-                };
-                set.wait_output(|a, b| check(a, b).is_ok(), t).await;
-                let res = check(&set.stdout(), &set.stderr());
-                let mut saved = Vec::new();
-                if res.is_ok() {
-                    for (var, stream) in &o.save {
-                        let b = match stream {
-                            crate::scenario::Stream::Stdout => set.stdout(),
-                            crate::scenario::Stream::Stderr => set.stderr(),
-                        };
-                        saved.push((var.clone(), String::from_utf8_lossy(&b).into_owned()));
-                    }
-                }
-                self.vars.extend(saved);
-                let o = match res {
-                    Ok(()) => Outcome::Check(true, String::new()),
-                    Err(e) => Outcome::Check(false, e),
-                };
-                self.push("output", &exec_id, o);
-            }
-            other => {
-                // The classification keeps these out; say so if one slips through.
-                self.push(
-                    other.name(),
-                    "",
-                    Outcome::Err(
-                        "inexpressible".into(),
-                        format!("`{}` cannot be sent through containerd's API", other.name()),
-                    ),
-                );
-            }
-        }
-    }
-
-    fn main_events(&self) -> Vec<(String, Value)> {
-        self.events
-            .lock()
-            .map(|e| e.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(_, f)| f.get("container-id").and_then(Value::as_str) == Some(MAIN))
-            .collect()
-    }
-
-    /// The container (first time) and the task, with fresh FIFOs.
-    async fn create(
-        &mut self,
-        c: &crate::scenario::CreateStep,
-        t: Duration,
-    ) -> Result<Value, Status> {
-        let ns = self.ns.clone();
-        let terminal = c.terminal.or(self.sc.process.terminal).unwrap_or(false);
-        if self.container.is_none() {
-            let bundle = Bundle::create_in_namespace(
-                &self.tmp.join("spec"),
-                &ns,
-                MAIN,
-                oci_process(&self.sc.process, terminal),
-                BundleOptions {
-                    rootfs: self.d.rootfs,
-                    annotations: BTreeMap::new(),
-                },
-            )
-            .map_err(|e| Status::internal(format!("harness: building the spec: {e}")))?;
-            let spec = json_any(
-                "types.containerd.io/opencontainers/runtime-spec/1/Spec",
-                bundle.spec(),
-            );
-            let mut cc = ContainersClient::new(self.d.channel.clone());
-            let container = Container {
-                id: MAIN.into(),
-                runtime: Some(Runtime {
-                    name: self.d.runtime.clone(),
-                    options: None,
-                }),
-                spec: Some(spec),
-                ..Default::default()
-            };
-            bounded(
-                t,
-                cc.create(req(
-                    CreateContainerRequest {
-                        container: Some(container),
-                    },
-                    &ns,
-                    t,
-                )),
-            )
-            .await
-            .map_err(|e| Status::new(e.code(), format!("containers.Create: {}", e.message())))?;
-            self.container = Some(bundle);
-        }
-        let stdin_data = c
-            .stdin_data
-            .as_deref()
-            .or(self.sc.stdin.as_deref())
-            .map(|s| s.as_bytes().to_vec());
-        let wants_stdin = self
-            .sc
-            .requires
-            .contains(&crate::scenario::Capability::Stdin);
-        let opts = StdioOptions {
-            stdin: if c.stdin == StdioKind::Fifo && stdin_data.is_none() && !wants_stdin {
-                StdioMode::Null
-            } else {
-                stdio_mode(c.stdin)
-            },
-            stdout: stdio_mode(c.stdout),
-            stderr: stdio_mode(c.stderr),
-            terminal,
-            stdin_data,
-        };
-        let dir = self.stdio_dir();
-        let set = StdioSet::create(&dir, MAIN, opts)
-            .map_err(|e| Status::internal(format!("harness: stdio: {e}")))?;
-        let (i, o, e) = set.paths();
-        self.init_stdio = Some(set);
-        for (k, v) in [("stdin-path", &i), ("stdout-path", &o), ("stderr-path", &e)] {
-            self.vars.insert(k.to_string(), v.clone());
-        }
-        let mut tasks = self.tasks.clone();
-        bounded(
-            t,
-            tasks.create(req(
-                CreateTaskRequest {
-                    container_id: MAIN.into(),
-                    stdin: i,
-                    stdout: o,
-                    stderr: e,
-                    terminal,
-                    ..Default::default()
-                },
-                &ns,
-                t,
-            )),
-        )
-        .await
-        .map(|r| json!({"pid": r.pid}))
-    }
-
-    /// Kills and deletes what is left (as `ctr task rm -f` + `ctr c rm`), bounded.
-    async fn cleanup(&mut self) {
-        for (_, h) in std::mem::take(&mut self.waits) {
-            h.abort();
-        }
-        let ns = self.ns.clone();
-        let t = Duration::from_secs(5);
-        let mut tasks = self.tasks.clone();
-        if self.task_live {
-            let _ = bounded(
-                t,
-                tasks.kill(req(
-                    KillRequest {
-                        container_id: MAIN.into(),
-                        exec_id: String::new(),
-                        signal: 9,
-                        all: true,
-                    },
-                    &ns,
-                    t,
-                )),
-            )
-            .await;
-            let _ = bounded(
-                t,
-                tasks.wait(req(
-                    WaitRequest {
-                        container_id: MAIN.into(),
-                        exec_id: String::new(),
-                    },
-                    &ns,
-                    t,
-                )),
-            )
-            .await;
-            let _ = bounded(
-                t,
-                tasks.delete(req(
-                    DeleteTaskRequest {
-                        container_id: MAIN.into(),
-                    },
-                    &ns,
-                    t,
-                )),
-            )
-            .await;
-            self.task_live = false;
-        }
-        if self.container.is_some() {
-            let mut cc = ContainersClient::new(self.d.channel.clone());
-            let _ = bounded(
-                t,
-                cc.delete(req(DeleteContainerRequest { id: MAIN.into() }, &ns, t)),
-            )
-            .await;
-        }
-    }
-}
-
-/// Matches expected events as an ordered subsequence (or, `exact`, the exact sequence) of
-/// `got`; returns the index after the last matched event.
-fn match_events(
-    got: &[(String, Value)],
-    expect: &[EventMatch],
-    exact: bool,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<usize, String> {
-    let fields_ok = |m: &EventMatch, f: &Value| -> bool {
-        m.0.fields.iter().all(|(k, mm)| {
-            let at = f.pointer(&format!("/{}", k.replace('.', "/")));
-            mm.check(at, lookup).is_ok()
-        })
-    };
-    let topics = || {
-        got.iter()
-            .map(|(t, _)| t.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if exact {
-        let ok = got.len() == expect.len()
-            && expect
-                .iter()
-                .zip(got)
-                .all(|(m, (t, f))| &m.0.topic == t && fields_ok(m, f));
-        return if ok {
-            Ok(got.len())
-        } else {
-            Err(format!(
-                "not exactly the expected events; got [{}]",
-                topics()
-            ))
-        };
-    }
-    let mut j = 0;
-    for m in expect {
-        loop {
-            let Some((t, f)) = got.get(j) else {
-                return Err(format!("no {}; got [{}]", m.0.topic, topics()));
-            };
-            j += 1;
-            if t == &m.0.topic && fields_ok(m, f) {
-                break;
-            }
-        }
-    }
-    Ok(j)
 }

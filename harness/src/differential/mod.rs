@@ -8,6 +8,7 @@
 pub mod classify;
 pub mod compare;
 pub mod daemon;
+mod steps;
 
 use std::path::PathBuf;
 use std::time::Instant;
