@@ -575,8 +575,9 @@ fn differential(a: &RunArgs, cfg: RunConfig, scenarios: Vec<Loaded>) -> Result<u
             .unwrap_or_else(|| cfg.shim.display().to_string()),
         run: cfg,
     };
+    // Each scenario (with its differences) on stderr as it ends; the report at the end.
     let report = differential::run_blocking(&dcfg, scenarios, |r| {
-        eprintln!("{}", differential::progress_line(r))
+        eprint!("{}", differential::progress_line(r))
     })?;
     let text = match a.format {
         Format::Json => report.to_json(),
@@ -585,9 +586,10 @@ fn differential(a: &RunArgs, cfg: RunConfig, scenarios: Vec<Loaded>) -> Result<u
     match &a.report {
         Some(p) => {
             std::fs::write(p, &text).with_context(|| format!("--report `{}`", p.display()))?;
-            eprint!("{}", report.human());
+            eprint!("{}", report.summary_line());
         }
-        None => emit(&text),
+        None if a.format == Format::Json => emit(&text),
+        None => emit(&report.summary_line()),
     }
     Ok(report.exit_code())
 }

@@ -128,29 +128,24 @@ impl DiffReport {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// A human summary: one line per scenario, the differences with both sides.
+    /// A human report: each scenario's [`progress_line`], then the [`DiffReport::summary_line`].
     pub fn human(&self) -> String {
-        let mut s = String::new();
-        for sc in &self.scenarios {
-            s.push_str(&progress_line(sc));
-            s.push('\n');
-            for d in &sc.differences {
-                s.push_str(&format!(
-                    "    {}:\n      containerd: {}\n      mock:       {}\n",
-                    d.what, d.containerd, d.mock
-                ));
-            }
-        }
+        let mut s: String = self.scenarios.iter().map(progress_line).collect();
+        s.push_str(&self.summary_line());
+        s
+    }
+
+    /// The counts in one line.
+    pub fn summary_line(&self) -> String {
         let m = &self.summary;
-        s.push_str(&format!(
+        format!(
             "differential ({} via {}): {} same, {} different, {} skipped, {} errors\n",
             self.runtime, self.containerd, m.same, m.different, m.skipped, m.errors
-        ));
-        s
+        )
     }
 }
 
-/// One line for a finished scenario.
+/// A finished scenario: its verdict line, then each difference with both sides.
 pub fn progress_line(sc: &DiffScenario) -> String {
     let word = match sc.verdict {
         Verdict::Same => "same",
@@ -158,10 +153,17 @@ pub fn progress_line(sc: &DiffScenario) -> String {
         Verdict::Skipped => "skipped",
         Verdict::Error => "ERROR",
     };
-    match &sc.reason {
-        Some(r) => format!("{word:>9}  {}  ({r})", sc.name),
-        None => format!("{word:>9}  {}", sc.name),
+    let mut s = match &sc.reason {
+        Some(r) => format!("{word:>9}  {}  ({r})\n", sc.name),
+        None => format!("{word:>9}  {}\n", sc.name),
+    };
+    for d in &sc.differences {
+        s.push_str(&format!(
+            "    {}:\n      containerd: {}\n      mock:       {}\n",
+            d.what, d.containerd, d.mock
+        ));
     }
+    s
 }
 
 /// Runs every scenario on both sides, one at a time; `progress` sees each result.
