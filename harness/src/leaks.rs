@@ -136,6 +136,12 @@ pub fn unix_socket_inodes(name: &str) -> Vec<u64> {
 
 /// Pids (other than this process) holding any of `inodes` as `socket:[inode]` fds.
 pub fn pids_holding_sockets(inodes: &[u64]) -> Vec<i32> {
+    pids_holding_sockets_since(inodes, 0)
+}
+
+/// Like [`pids_holding_sockets`], among processes started at or after `not_before` (clock
+/// ticks since boot) only: the fds of older processes are never read.
+pub fn pids_holding_sockets_since(inodes: &[u64], not_before: u64) -> Vec<i32> {
     if inodes.is_empty() {
         return vec![];
     }
@@ -143,7 +149,7 @@ pub fn pids_holding_sockets(inodes: &[u64]) -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut out = BTreeSet::new();
     for p in all_processes() {
-        if p.pid == me {
+        if p.pid == me || p.starttime < not_before {
             continue;
         }
         let Ok(rd) = std::fs::read_dir(format!("/proc/{}/fd", p.pid)) else {
@@ -173,16 +179,57 @@ pub fn socket_owners(address: &str) -> Vec<i32> {
 /// `start` action's start time): a shim naming someone else's socket (containerd's own, say)
 /// must never get that process killed.
 pub fn socket_owners_since(address: &str, not_before: u64) -> Vec<i32> {
-    socket_owners(address)
-        .into_iter()
-        .filter(|p| proc_info(*p).is_some_and(|i| i.starttime >= not_before))
-        .collect()
+    match crate::dialect::proc_net_unix_name(address) {
+        Some(name) => pids_holding_sockets_since(&unix_socket_inodes(&name), not_before),
+        None => vec![],
+    }
 }
 
 /// Every `unix://` address (or bare `/run/...` socket path) mentioned in a text (e.g. JSON output).
 pub fn addresses_in(text: &str) -> Vec<String> {
     let re = regex::Regex::new(r#"unix://[^\s"',}]+"#).expect("static regex");
     re.find_iter(text).map(|m| m.as_str().to_string()).collect()
+}
+
+/// Whether any process (a zombie included) is in process group `pgid`: `kill(-pgid, 0)`, no
+/// /proc scan.
+pub fn group_exists(pgid: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    !matches!(
+        kill(Pid::from_raw(-pgid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// Waits (at most `bound`) until `pid` is gone or a zombie; returns whether it is. Event-driven
+/// through a pidfd (readable once the process exits); polls every 5 ms where pidfds are
+/// unavailable.
+pub async fn wait_gone(pid: i32, bound: Duration) -> bool {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    if !is_alive(pid) {
+        return true;
+    }
+    // SAFETY: pidfd_open(2) with a plain pid and no flags; the result is checked.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let deadline = tokio::time::Instant::now() + bound;
+    if raw >= 0 {
+        // SAFETY: a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+        // SAFETY: the AsyncFd owns `fd`, which stays open and the same pidfd until dropped.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        if let Ok(afd) = registered {
+            let _ = tokio::time::timeout_at(deadline, afd.readable()).await;
+            return !is_alive(pid);
+        }
+    }
+    while is_alive(pid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    !is_alive(pid)
 }
 
 /// Sends SIGKILL to `pid` and waits (bounded) until it is gone or a zombie.
@@ -258,10 +305,19 @@ pub struct LeakScope {
 
 /// Processes other than this one whose cwd or an open file lies under `dir`, with what it is.
 pub fn processes_using(dir: &Path) -> Vec<(ProcInfo, PathBuf)> {
+    processes_using_among(dir, all_processes())
+}
+
+/// Like [`processes_using`], looking only at `candidates` (e.g. the processes started since a
+/// shim was launched: the cwd and fds of the others are never read).
+pub fn processes_using_among(
+    dir: &Path,
+    candidates: impl IntoIterator<Item = ProcInfo>,
+) -> Vec<(ProcInfo, PathBuf)> {
     let me = std::process::id() as i32;
     let my_exe = std::fs::read_link("/proc/self/exe").ok();
     let mut out = vec![];
-    for p in all_processes() {
+    for p in candidates {
         if p.pid == me || p.state == 'Z' {
             continue;
         }
@@ -340,8 +396,15 @@ pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
         }
     }
     let my_pgrp = nix::unistd::getpgrp().as_raw();
+    // One /proc scan serves the process-group check and the bundle check (which reads the cwd
+    // and fds only of processes started since the shim's launch).
+    let procs = if scope.pgids.iter().any(|g| group_exists(*g)) || scope.bundle.is_some() {
+        all_processes()
+    } else {
+        vec![]
+    };
     if !scope.pgids.is_empty() {
-        for p in all_processes() {
+        for p in procs.iter().cloned() {
             if p.pid != me
                 && scope.pgids.contains(&p.pgrp)
                 && p.pgrp != my_pgrp
@@ -389,10 +452,15 @@ pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
         }
     }
     if let Some(b) = &scope.bundle {
-        for (p, what) in processes_using(b)
-            .into_iter()
-            .filter(|(p, _)| p.starttime >= scope.not_before && !scope.spare.contains(&p.pid))
-        {
+        let candidates = procs
+            .iter()
+            .filter(|p| {
+                p.starttime >= scope.not_before
+                    && !scope.spare.contains(&p.pid)
+                    && !to_kill.contains(&p.pid)
+            })
+            .cloned();
+        for (p, what) in processes_using_among(b, candidates) {
             let cleaned = kill_and_wait(p.pid, Duration::from_secs(2));
             leaks.push(Leak {
                 kind: LeakKind::BundleInUse,
@@ -502,6 +570,73 @@ mod tests {
                 .any(|l| l.kind == LeakKind::BundleInUse && l.pid == Some(pid) && l.cleaned),
             "{leaks:?}"
         );
+    }
+
+    #[test]
+    fn socket_owners_since_skips_processes_started_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("s.sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let fd: std::os::fd::OwnedFd = l.into();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(std::process::Stdio::from(fd))
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let start = proc_info(pid).unwrap().starttime;
+        let inodes = unix_socket_inodes(path.to_str().unwrap());
+        let all = pids_holding_sockets(&inodes);
+        let newer = pids_holding_sockets_since(&inodes, start);
+        let later = pids_holding_sockets_since(&inodes, start + 1);
+        assert!(kill_and_wait(pid, Duration::from_secs(2)));
+        child.wait().unwrap();
+        assert_eq!((all, newer), (vec![pid], vec![pid]));
+        assert!(later.is_empty());
+    }
+
+    #[tokio::test]
+    async fn wait_gone_returns_when_the_process_exits_and_group_exists_sees_it() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.3")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert!(group_exists(pid));
+        let t = Instant::now();
+        assert!(
+            !wait_gone(pid, Duration::from_millis(50)).await,
+            "gone too early"
+        );
+        assert!(wait_gone(pid, Duration::from_secs(5)).await);
+        let waited = t.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_secs(4),
+            "{waited:?}"
+        );
+        child.wait().unwrap();
+        assert!(!group_exists(pid), "the reaped child's group is gone");
+    }
+
+    #[test]
+    fn processes_using_among_reads_only_the_candidates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(tmp.path())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let info = proc_info(pid).unwrap();
+        let with = processes_using_among(tmp.path(), vec![info]);
+        let without = processes_using_among(tmp.path(), vec![]);
+        assert!(kill_and_wait(pid, Duration::from_secs(2)));
+        child.wait().unwrap();
+        assert_eq!(with.len(), 1);
+        assert_eq!(with[0].0.pid, pid);
+        assert!(without.is_empty());
     }
 
     #[test]

@@ -491,7 +491,7 @@ fn check_executable(shim: &Path) -> Result<(), LaunchError> {
 /// SIGKILLs every process whose process group is `pgid` (one by one, by pid).
 pub fn kill_process_group_members(pgid: i32) -> Vec<i32> {
     // Never our own group (a shim could have joined it): only groups the shim made.
-    if pgid <= 1 || pgid == nix::unistd::getpgrp().as_raw() {
+    if pgid <= 1 || pgid == nix::unistd::getpgrp().as_raw() || !leaks::group_exists(pgid) {
         return vec![];
     }
     let me = std::process::id() as i32;
