@@ -18,6 +18,24 @@ pub const MAX_LOG_LINES: usize = 100_000;
 pub(crate) struct LogDrain {
     lines: Arc<Mutex<Vec<String>>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Splits complete lines off `pending` into `lines` (bounded by [`MAX_LOG_LINES`]).
+fn take_lines(pending: &mut Vec<u8>, lines: &Mutex<Vec<String>>) {
+    while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=i).collect();
+        let s = String::from_utf8_lossy(&line).trim_end().to_string();
+        tracing::debug!(target: "shim-log", "{s}");
+        let mut l = lock(lines);
+        if l.len() < MAX_LOG_LINES {
+            l.push(s);
+        } else if l.len() == MAX_LOG_LINES {
+            l.push(format!(
+                "[harness: log truncated after {MAX_LOG_LINES} lines]"
+            ));
+        }
+    }
 }
 
 impl LogDrain {
@@ -38,27 +56,31 @@ impl LogDrain {
             .map_err(|e| HarnessError::io(format!("opening {}", path.display()), e))?;
         let lines = Arc::new(Mutex::new(Vec::new()));
         let l2 = lines.clone();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut pending = Vec::new();
             let mut buf = [0u8; 8192];
             loop {
-                match rx.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        pending.extend_from_slice(&buf[..n]);
-                        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-                            let line: Vec<u8> = pending.drain(..=i).collect();
-                            let s = String::from_utf8_lossy(&line).trim_end().to_string();
-                            tracing::debug!(target: "shim-log", "{s}");
-                            let mut l = lock(&l2);
-                            if l.len() < MAX_LOG_LINES {
-                                l.push(s);
-                            } else if l.len() == MAX_LOG_LINES {
-                                l.push(format!(
-                                    "[harness: log truncated after {MAX_LOG_LINES} lines]"
-                                ));
-                            }
+                tokio::select! {
+                    // `read` is cancel-safe: nothing is lost when the stop wins.
+                    r = rx.read(&mut buf) => match r {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            pending.extend_from_slice(&buf[..n]);
+                            take_lines(&mut pending, &l2);
                         }
+                    },
+                    _ = &mut stop_rx => {
+                        // Take what the FIFO holds now (every write of an exited shim is
+                        // in it), then end.
+                        while let Ok(n) = rx.try_read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            pending.extend_from_slice(&buf[..n]);
+                            take_lines(&mut pending, &l2);
+                        }
+                        break;
                     }
                 }
             }
@@ -66,6 +88,7 @@ impl LogDrain {
         Ok(LogDrain {
             lines,
             task: Some(task),
+            stop: Some(stop_tx),
         })
     }
 
@@ -73,6 +96,7 @@ impl LogDrain {
         LogDrain {
             lines: Arc::new(Mutex::new(Vec::new())),
             task: None,
+            stop: None,
         }
     }
 
@@ -80,11 +104,18 @@ impl LogDrain {
         lock(&self.lines).clone()
     }
 
-    /// Gives the drain a moment to take what is buffered, then stops it.
+    /// Takes what the FIFO holds now, then stops the drain (bounded to one second).
     pub(crate) async fn stop(mut self) -> Vec<String> {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if let Some(t) = self.task.take() {
-            t.abort();
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut t) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(1), &mut t)
+                .await
+                .is_err()
+            {
+                t.abort();
+            }
         }
         self.lines()
     }

@@ -207,11 +207,7 @@ impl Shim {
         }
         let mut server_exited = !shared;
         if let Some(pid) = self.pid.filter(|_| !shared) {
-            let deadline = tokio::time::Instant::now() + t.shutdown;
-            while leaks::is_alive(pid) && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            server_exited = !leaks::is_alive(pid);
+            server_exited = leaks::wait_gone(pid, t.shutdown).await;
         }
         // Zombies need a moment: the server may be reaping right now.
         let dirs = std::iter::once(self.delete.bundle.join("rootfs"))
