@@ -160,7 +160,7 @@ impl Daemon {
                 })?
                 .map_err(|e| DiffError::Connect {
                     socket: socket.to_path_buf(),
-                    message: format!("{e:?}"),
+                    message: error_chain(&e),
                 })?;
         let mut v =
             containerd_client::services::v1::version_client::VersionClient::new(channel.clone());
@@ -323,6 +323,20 @@ impl Daemon {
             }
         }
     }
+}
+
+/// An error with its sources, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(&format!(": {text}"));
+        }
+        src = s.source();
+    }
+    msg
 }
 
 /// The topic of the marker that proves the subscription live (filtered out of the trace).
