@@ -160,6 +160,21 @@ fn reaper_agrees_with_containerd_on_lifecycle_and_exec() {
     );
     assert_eq!(sigkill.steps_compared, (7, 7));
     assert_eq!(report.exit_code(), 0);
+    // Nothing of ours is left in containerd: each scenario's namespace (with its container and
+    // task) was removed.
+    let ctr = which("ctr").expect("ctr is not on PATH: run ci/setup.sh");
+    let out = Command::new(ctr)
+        .arg("--address")
+        .arg(ctd.socket())
+        .args(["namespaces", "ls", "-q"])
+        .output()
+        .expect("ctr namespaces ls");
+    let left = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ctr failed: {out:?}");
+    assert!(
+        !left.contains("harness-diff-test"),
+        "namespaces left behind: {left}"
+    );
 }
 
 #[test]
