@@ -7,7 +7,9 @@
 //! bundles; `shim.go` `loadShim` reads `<bundle>/address`, dials it, opens the shim log and checks
 //! the connection with `Connect` under `io.containerd.timeout.shim.load` (5s). It never re-runs
 //! `start`; a shim that cannot be reached is cleaned up (`cleanupAfterDeadShim`), which the
-//! engine's close does here. 2.x reads the address from `bootstrap.json` instead.
+//! engine's close does here. 2.x reads the address from `bootstrap.json` instead. While
+//! containerd is down nobody reads the bundle's `log` FIFO: the mock closes its reader too, so a
+//! shim that dies of SIGPIPE (or blocks) when logging then is caught.
 
 use std::time::{Duration, Instant};
 
@@ -90,6 +92,9 @@ impl Ctx<'_> {
         }
         for (_, i, _) in &restore {
             self.shims[*i].client.close();
+            if let Some(shim) = self.shims[*i].shim.as_mut() {
+                shim.log_reader_down().await;
+            }
         }
         self.mock.endpoints_down(true).await;
         let during = format!("{prefix}step {} during the outage: ", index + 1);
@@ -108,6 +113,15 @@ impl Ctx<'_> {
         let mut main_pids = json!({});
         let mut names = Vec::new();
         for (name, i, bundle) in restore {
+            // `loadShim` opens the shim's log FIFO again before it dials.
+            if let Some(Err(e)) = self.shims[i].shim.as_mut().map(|s| s.log_reader_up()) {
+                return self.step_failed(
+                    label,
+                    NAME,
+                    t0.elapsed(),
+                    format!("restoring `{name}`: reopening its log FIFO: {e}"),
+                );
+            }
             let address = match bundle_address(&bundle, self.cfg.dialect) {
                 Ok(a) => a,
                 Err(m) => {

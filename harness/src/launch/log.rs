@@ -40,6 +40,11 @@ fn take_lines(pending: &mut Vec<u8>, lines: &Mutex<Vec<String>>) {
 
 impl LogDrain {
     pub(crate) fn open(path: &Path) -> Result<LogDrain, HarnessError> {
+        Self::open_into(path, Arc::new(Mutex::new(Vec::new())))
+    }
+
+    /// Opens `path` (creating the FIFO if needed) and drains it into `lines`.
+    fn open_into(path: &Path, lines: Arc<Mutex<Vec<String>>>) -> Result<LogDrain, HarnessError> {
         if std::fs::symlink_metadata(path).is_err() {
             nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o700)).map_err(
                 |e| {
@@ -54,7 +59,6 @@ impl LogDrain {
             .read_write(true)
             .open_receiver(path)
             .map_err(|e| HarnessError::io(format!("opening {}", path.display()), e))?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
         let l2 = lines.clone();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -102,6 +106,35 @@ impl LogDrain {
 
     pub(crate) fn lines(&self) -> Vec<String> {
         lock(&self.lines).clone()
+    }
+
+    /// Fault injection (containerd stopped): takes what the FIFO holds, then closes the reader,
+    /// so the shim's log writes fail (EPIPE, or SIGPIPE where not ignored) until
+    /// [`LogDrain::reopen`]. The lines read so far are kept.
+    pub(crate) async fn close_reader(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut t) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(1), &mut t)
+                .await
+                .is_err()
+            {
+                t.abort();
+            }
+        }
+    }
+
+    /// Opens the FIFO again and drains it into the same lines (containerd's `openShimLog` after a
+    /// restart); a no-op while the reader is open.
+    pub(crate) fn reopen(&mut self, path: &Path) -> Result<(), HarnessError> {
+        if self.task.is_some() {
+            return Ok(());
+        }
+        let mut fresh = Self::open_into(path, self.lines.clone())?;
+        self.task = fresh.task.take();
+        self.stop = fresh.stop.take();
+        Ok(())
     }
 
     /// Takes what the FIFO holds now, then stops the drain (bounded to one second).

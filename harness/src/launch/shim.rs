@@ -109,6 +109,17 @@ impl Shim {
         self.log.lines()
     }
 
+    /// Fault injection (`restart-containerd`): containerd's reader of the bundle's `log` FIFO
+    /// goes away, as when containerd stops; [`Shim::log_reader_up`] opens it again.
+    pub async fn log_reader_down(&mut self) {
+        self.log.close_reader().await;
+    }
+
+    /// Opens the bundle's `log` FIFO again, as a restarted containerd's `loadShim` does.
+    pub fn log_reader_up(&mut self) -> Result<(), crate::error::HarnessError> {
+        self.log.reopen(&self.delete.bundle.join("log"))
+    }
+
     /// The combined, trimmed output of `start`.
     pub fn start_output(&self) -> &str {
         &self.start_output
