@@ -46,7 +46,8 @@ struct Walk {
 impl Walk {
     fn step(&mut self, s: &Step, trailing: bool) -> Option<String> {
         if let Some(c) = container_of(s) {
-            if c != MAIN {
+            // `*` (every container's events) is the main one's alone here.
+            if c != MAIN && c != "*" {
                 return Some(if matches!(s, Step::Create(_)) {
                     format!("container `{c}`: several containers (grouping) are not driven through the daemon")
                 } else {
