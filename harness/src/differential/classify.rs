@@ -100,6 +100,14 @@ impl Walk {
             Step::ShimAlive(_) | Step::KillShim(_) => {
                 Some("the shim process belongs to containerd; its API does not expose it".into())
             }
+            Step::RestartContainerd(_)
+            | Step::EventsDown(_)
+            | Step::EventsUp(_)
+            | Step::StallStdout(_)
+            | Step::KillProcess(_) => Some(format!(
+                "`{}` is a fault injected by the mock; the daemon run does not inject it",
+                s.name()
+            )),
             Step::Stats(_) => {
                 Some("containerd answers Metrics, not the shim's Stats message".into())
             }
@@ -183,6 +191,14 @@ mod tests {
                 "Shutdown",
             ),
             ("  - create: {}\n  - kill-shim: {}\n", "shim process"),
+            (
+                "  - create: {}\n  - kill-process: {}\n",
+                "`kill-process` is a fault",
+            ),
+            (
+                "  - create: {}\n  - events-down: {}\n",
+                "injected by the mock",
+            ),
             (
                 "  - create: {}\n  - delete: {}\n  - state: {}\n",
                 "after the task was deleted",
