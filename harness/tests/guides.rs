@@ -672,7 +672,7 @@ fn ci() {
 fn kubernetes() {
     let mut r = Run::new(&Guide {
         file: "kubernetes.md",
-        installs: false,
+        installs: true,
         own_tmpdir: true,
     });
     r.check_included_files();
@@ -712,7 +712,7 @@ fn kubernetes() {
         Regex::new(r"^kubectl (?:wait|logs|delete pod)\b.*?\b(?:pod/)?([a-z0-9-]+)(?: --\S+)*$")
             .expect("re");
     let install =
-        Regex::new(r"^install -m 0755 target/release/(\S+) /usr/local/bin/$").expect("re");
+        Regex::new(r"^(cargo install --locked --path shim) --root /usr/local$").expect("re");
     r.check_no_run(|c| {
         if let Some(m) = apply.captures(c) {
             let v = read_yaml(&m[1]);
@@ -726,12 +726,11 @@ fn kubernetes() {
             }
             return false;
         }
-        if c == "cargo build --release -p containerd-shim-reaper" {
-            // The same build ran in the trial block (as a debug build).
-            return executed.contains("cargo build --release -p containerd-shim-reaper");
-        }
         if let Some(m) = install.captures(c) {
-            return bins.contains(&m[1].to_string());
+            // The install that ran in section 1, into /usr/local; the binary containerd needs is
+            // one the package builds.
+            return executed.contains(&format!("{}\n", &m[1]))
+                && bins.iter().any(|b| b == "containerd-shim-reaper-v2");
         }
         if c == "[ -f /etc/containerd/config.toml ] || containerd config default > /etc/containerd/config.toml" {
             // The trial block starts from containerd's default config too.
