@@ -145,11 +145,21 @@ pub fn pids_holding_sockets_since(inodes: &[u64], not_before: u64) -> Vec<i32> {
     if inodes.is_empty() {
         return vec![];
     }
+    holders_among(
+        inodes,
+        all_processes()
+            .into_iter()
+            .filter(|p| p.starttime >= not_before),
+    )
+}
+
+/// Which of `candidates` (never this process) hold any of `inodes` as `socket:[inode]` fds.
+fn holders_among(inodes: &[u64], candidates: impl IntoIterator<Item = ProcInfo>) -> Vec<i32> {
     let wanted: HashSet<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     let me = std::process::id() as i32;
     let mut out = BTreeSet::new();
-    for p in all_processes() {
-        if p.pid == me || p.starttime < not_before {
+    for p in candidates {
+        if p.pid == me {
             continue;
         }
         let Ok(rd) = std::fs::read_dir(format!("/proc/{}/fd", p.pid)) else {
@@ -165,6 +175,50 @@ pub fn pids_holding_sockets_since(inodes: &[u64], not_before: u64) -> Vec<i32> {
         }
     }
     out.into_iter().collect()
+}
+
+/// The live server holding the socket of `address`, started at or after `not_before` (clock
+/// ticks since boot). The pids allocated after `after_pid` (the `start` action, which forks the
+/// server) are looked at first, so that usually only their `/proc` entries are read; when none
+/// of them holds the socket, every process started since `not_before` is.
+pub fn socket_server_since(address: &str, not_before: u64, after_pid: i32) -> Option<i32> {
+    let name = crate::dialect::proc_net_unix_name(address)?;
+    let inodes = unix_socket_inodes(&name);
+    if inodes.is_empty() {
+        return None;
+    }
+    let last: i32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    // Pids are handed out upwards and wrap at pid_max.
+    let recent = |p: i32| {
+        if last >= after_pid {
+            p > after_pid && p <= last
+        } else {
+            p > after_pid || p <= last
+        }
+    };
+    let live = |p: &i32| proc_info(*p).is_some_and(|i| i.state != 'Z');
+    if last > 0 && after_pid > 0 {
+        let pids: Vec<i32> = std::fs::read_dir("/proc")
+            .map(|rd| {
+                rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                    .filter(|p| recent(*p))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let candidates = pids
+            .into_iter()
+            .filter_map(proc_info)
+            .filter(|p| p.starttime >= not_before);
+        if let Some(p) = holders_among(&inodes, candidates).into_iter().find(live) {
+            return Some(p);
+        }
+    }
+    pids_holding_sockets_since(&inodes, not_before)
+        .into_iter()
+        .find(live)
 }
 
 /// Pids of the processes listening on (or serving connections of) the socket of `address`.
@@ -589,10 +643,20 @@ mod tests {
         let all = pids_holding_sockets(&inodes);
         let newer = pids_holding_sockets_since(&inodes, start);
         let later = pids_holding_sockets_since(&inodes, start + 1);
+        let addr = format!("unix://{}", path.display());
+        // Found among the pids after this test's own pid, after pid 1, and not after the child.
+        let server = [
+            socket_server_since(&addr, start, std::process::id() as i32),
+            socket_server_since(&addr, start, 1),
+            socket_server_since(&addr, start, pid),
+            socket_server_since(&addr, start + 1, 1),
+        ];
         assert!(kill_and_wait(pid, Duration::from_secs(2)));
         child.wait().unwrap();
         assert_eq!((all, newer), (vec![pid], vec![pid]));
         assert!(later.is_empty());
+        // Not after the child itself: the full scan finds it all the same.
+        assert_eq!(server, [Some(pid), Some(pid), Some(pid), None]);
     }
 
     #[tokio::test]

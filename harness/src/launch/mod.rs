@@ -381,9 +381,7 @@ impl MockContainerd {
         let entry = {
             let mut reg = lock(&self.registry);
             let e = reg.entry(address.clone()).or_insert_with(|| {
-                let pid = leaks::socket_owners_since(&address, since)
-                    .into_iter()
-                    .find(|p| leaks::proc_info(*p).is_some_and(|i| i.state != 'Z'));
+                let pid = leaks::socket_server_since(&address, since, start_pid);
                 let mut pgids = vec![start_pid];
                 if let Some(info) = pid.and_then(leaks::proc_info) {
                     if !pgids.contains(&info.pgrp)
