@@ -275,7 +275,16 @@ impl Shim {
         }
         // Order: hold the event lock across start + start event (the exit path takes it too).
         let guard = c.event_lock.lock().await;
-        p.start().await?;
+        if let Err(e) = p.start().await {
+            drop(guard);
+            if p.start_failed() {
+                // The child reports its failure, then exits 127. Let that exit land before we
+                // answer, so a Delete right after reports 127 instead of killing a process that
+                // is already on its way out (seen as 137 on a loaded machine).
+                let _ = tokio::time::timeout(Duration::from_secs(2), p.wait()).await;
+            }
+            return Err(e);
+        }
         if self.faults.exit_before_start {
             drop(guard);
             tokio::time::sleep(Duration::from_millis(200)).await;
