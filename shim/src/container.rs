@@ -217,7 +217,7 @@ pub fn monitor(
         };
         p.mark_reaped();
         let mut status = exit.status;
-        if ctx.faults.sigterm_exit_zero && status > 128 {
+        if ctx.faults.sigterm_exit_zero && (129..=128 + 64).contains(&status) {
             status = 0;
         }
         let is_init = p.exec_id.is_empty();
