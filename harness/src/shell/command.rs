@@ -176,6 +176,10 @@ pub fn parse(line: &str) -> Result<Command, String> {
         },
         "stdout" => match rest {
             [] => Ok(Command::ShowOutput(String::new())),
+            [id] if id.contains('=') => Err(format!(
+                "stdout: `{id}` is not an exec id; `stdout` prints what arrived so far and takes no \
+                 options; usage: stdout [EXEC-ID]"
+            )),
             [id] => Ok(Command::ShowOutput(id.clone())),
             _ => Err("stdout: expected at most one EXEC-ID; usage: stdout [EXEC-ID]".into()),
         },
@@ -429,6 +433,8 @@ mod tests {
         assert!(matches!(parse("  # note"), Ok(Command::Nothing)));
         assert!(matches!(parse("events"), Ok(Command::ShowEvents)));
         assert!(matches!(parse("stdout e1"), Ok(Command::ShowOutput(id)) if id == "e1"));
+        let e = parse("stdout timeout=2s").unwrap_err();
+        assert!(e.contains("`timeout=2s` is not an exec id"), "{e}");
         assert!(matches!(parse("save 'a b.yaml'"), Ok(Command::Save(f)) if f == "a b.yaml"));
         assert!(matches!(parse("exit"), Ok(Command::Quit)));
     }
