@@ -503,7 +503,8 @@ async fn run_local(opts: StressOptions) -> Result<StressReport, StressError> {
             Some(tokio::task::spawn_local(async move {
                 let every = so.interval();
                 let mut next = tokio::time::Instant::from_std(t0) + every;
-                loop {
+                // Samples at every interval up to the soak's end (late ticks catch up).
+                while next <= tokio::time::Instant::from_std(t0) + so.duration {
                     tokio::time::sleep_until(next).await;
                     next += every;
                     let done = lock(&ctx.stats).completed as u64;

@@ -136,9 +136,9 @@ fn soak_json_has_series_growth_per_metric_and_an_ok_verdict() {
     assert_eq!(u(soak, "/duration-ms"), 6000);
     assert_eq!(u(soak, "/interval-ms"), 250);
     let series = soak["series"].as_array().expect("soak.series");
-    // 24 ticks fit in 6 s; a busy machine may delay the last one or two.
+    // 24 ticks fit in 6 s (none after); a busy machine may leave the last few untaken.
     assert!(
-        (20..=25).contains(&series.len()),
+        (12..=24).contains(&series.len()),
         "{} samples",
         series.len()
     );
