@@ -9,8 +9,9 @@ ci/setup.sh
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast
 ci/differential.sh  # fidelity: the mock against a private containerd 1.6 (reaper and runc shim)
+cargo test -p harness --features containerd --test differential  # it catches a differing mock
 # Smoke check of the criterion benches: each runs once (no timing is judged).
 cargo test -p reaper-benches --benches
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features harness/containerd -- -D warnings  # the differential code too
 cargo fmt --all --check
 echo "ci/test.sh: all green"
