@@ -272,7 +272,19 @@ impl MockContainerd {
                 Stdio::null()
             })
             .process_group(0);
-        let spawned = cmd.spawn();
+        let mut spawned = cmd.spawn();
+        // ETXTBSY: a shim binary just written (by a build or a test) can still be open for
+        // writing in a child that another thread forked and that has not exec'd yet. That lasts
+        // microseconds, so retry briefly rather than fail the launch.
+        for _ in 0..50 {
+            match &spawned {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    spawned = cmd.spawn();
+                }
+                _ => break,
+            }
+        }
         drop(cmd); // closes our copies of the pipe's write end
         let mut child = spawned.map_err(|e| LaunchError::Spawn {
             path: shim.to_path_buf(),
