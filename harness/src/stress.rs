@@ -839,8 +839,8 @@ fn provenance(opts: &StressOptions) -> Provenance {
     }
 }
 
-/// The first line of `<shim> -v`, bounded to two seconds.
-fn shim_version(shim: &Path) -> Option<String> {
+/// The first non-empty line of `<shim> -v`, bounded to two seconds.
+pub(crate) fn shim_version(shim: &Path) -> Option<String> {
     let mut child = std::process::Command::new(shim)
         .arg("-v")
         .stdin(std::process::Stdio::null())
@@ -861,16 +861,42 @@ fn shim_version(shim: &Path) -> Option<String> {
         }
     }
     let out = child.wait_with_output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(str::to_string)
+    version_line(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// One line from a shim's `-v` output: its first line, or, when that is only a heading
+/// (containerd's Go shims print `<path>:` and then `Version:`, `Revision:`, `Go version:`
+/// lines), the lines under it joined.
+fn version_line(text: &str) -> Option<String> {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next()?;
+    if !first.ends_with(':') {
+        return Some(first.to_string());
+    }
+    let rest: Vec<&str> = lines.take(3).collect();
+    if rest.is_empty() {
+        return Some(first.trim_end_matches(':').to_string());
+    }
+    Some(rest.join(", "))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_lines() {
+        assert_eq!(
+            version_line("\ncontainerd-shim-reaper-v2 0.1.0\nmore\n").as_deref(),
+            Some("containerd-shim-reaper-v2 0.1.0")
+        );
+        let go = "/usr/bin/containerd-shim-runc-v2:\n  Version:  1.6.20~ds1\n  Revision:  \n  Go version: go1.19.8\n";
+        assert_eq!(
+            version_line(go).as_deref(),
+            Some("Version:  1.6.20~ds1, Revision:, Go version: go1.19.8")
+        );
+        assert_eq!(version_line(" \n"), None);
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {

@@ -9,7 +9,7 @@ mod svg;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -629,7 +629,7 @@ pub fn run(
         shims.push(ShimResult {
             name: spec.name.clone(),
             path: spec.path.display().to_string(),
-            version: shim_version(&spec.path),
+            version: crate::stress::shim_version(&spec.path),
             env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             profile: spec.profile.as_ref().map(|(p, _)| p.display().to_string()),
             suite,
@@ -777,47 +777,6 @@ fn machine() -> Machine {
     }
 }
 
-/// The first non-empty line of `<shim> -v`, bounded to two seconds.
-fn shim_version(shim: &Path) -> Option<String> {
-    let mut child = std::process::Command::new(shim)
-        .arg("-v")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-    let out = child.wait_with_output().ok()?;
-    version_line(&String::from_utf8_lossy(&out.stdout))
-}
-
-/// One line from a shim's `-v` output: its first line, or, when that is only a heading
-/// (containerd's Go shims print `<path>:` and then `Version:`, `Revision:`, `Go version:`
-/// lines), the lines under it joined.
-fn version_line(text: &str) -> Option<String> {
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next()?;
-    if !first.ends_with(':') {
-        return Some(first.to_string());
-    }
-    let rest: Vec<&str> = lines.take(3).collect();
-    if rest.is_empty() {
-        return Some(first.trim_end_matches(':').to_string());
-    }
-    Some(rest.join(", "))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -832,20 +791,6 @@ mod tests {
                 .collect(),
             profile: None,
         }
-    }
-
-    #[test]
-    fn version_lines() {
-        assert_eq!(
-            version_line("\ncontainerd-shim-reaper-v2 0.1.0\nmore\n").as_deref(),
-            Some("containerd-shim-reaper-v2 0.1.0")
-        );
-        let go = "/usr/bin/containerd-shim-runc-v2:\n  Version:  1.6.20~ds1\n  Revision:  \n  Go version: go1.19.8\n";
-        assert_eq!(
-            version_line(go).as_deref(),
-            Some("Version:  1.6.20~ds1, Revision:, Go version: go1.19.8")
-        );
-        assert_eq!(version_line(" \n"), None);
     }
 
     #[test]
