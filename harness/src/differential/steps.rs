@@ -54,6 +54,11 @@ impl Run<'_> {
         expand(s, &|n: &str| vars.get(n).cloned()).unwrap_or_else(|_| s.to_string())
     }
 
+    /// A step's `exec-id` with variables expanded; empty for the init process.
+    fn exec_id(&self, id: Option<&str>) -> String {
+        id.map(|e| self.expand(e)).unwrap_or_default()
+    }
+
     fn push(&mut self, step: &str, exec_id: &str, outcome: Outcome) {
         self.steps.push(Obs {
             step: step.into(),
@@ -152,11 +157,7 @@ impl Run<'_> {
             }
             Step::Start(c) => {
                 let t = self.t(c.timeout);
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
+                let exec_id = self.exec_id(c.exec_id.as_deref());
                 if exec_id.is_empty() {
                     let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now());
                     self.vars.insert("start-time".into(), now.to_string());
@@ -179,11 +180,7 @@ impl Run<'_> {
             }
             Step::State(c) => {
                 let t = self.t(c.timeout);
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
+                let exec_id = self.exec_id(c.exec_id.as_deref());
                 let r = bounded(
                     t,
                     tasks.get(req(
@@ -210,11 +207,7 @@ impl Run<'_> {
             }
             Step::Kill(c) => {
                 let t = self.t(c.timeout);
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
+                let exec_id = self.exec_id(c.exec_id.as_deref());
                 let r = bounded(
                     t,
                     tasks.kill(req(
@@ -234,11 +227,7 @@ impl Run<'_> {
             }
             Step::Wait(c) => {
                 let t = self.t(c.timeout);
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
+                let exec_id = self.exec_id(c.exec_id.as_deref());
                 let call = async move {
                     bounded(
                         t,
@@ -256,11 +245,7 @@ impl Run<'_> {
                         json!({"exit-status": r.exit_status, "exited-at": ts(r.exited_at.as_ref())})
                     })
                 };
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
+                let exec_id = self.exec_id(c.exec_id.as_deref());
                 if let Some(h) = &c.background {
                     self.waits.insert(h.clone(), tokio::spawn(call));
                     self.push("wait", &exec_id, Outcome::Ok(json!({"background": h})));
@@ -301,11 +286,7 @@ impl Run<'_> {
             }
             Step::Delete(c) => {
                 let t = self.t(c.timeout);
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
+                let exec_id = self.exec_id(c.exec_id.as_deref());
                 let r = if exec_id.is_empty() {
                     bounded(
                         t,
@@ -429,11 +410,7 @@ impl Run<'_> {
             }
             Step::CloseIo(c) => {
                 let t = self.t(c.timeout);
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
+                let exec_id = self.exec_id(c.exec_id.as_deref());
                 if c.client_close {
                     let set = if exec_id.is_empty() {
                         self.init_stdio.as_ref()
@@ -462,11 +439,7 @@ impl Run<'_> {
             }
             Step::ResizePty(c) => {
                 let t = self.t(c.timeout);
-                let exec_id = c
-                    .exec_id
-                    .as_deref()
-                    .map(|e| self.expand(e))
-                    .unwrap_or_default();
+                let exec_id = self.exec_id(c.exec_id.as_deref());
                 let r = bounded(
                     t,
                     tasks.resize_pty(req(
