@@ -91,38 +91,10 @@ async fn still_serves(shim: &ShimProc, id: &str) {
         .create(ctx(), &create_req(id, &b))
         .await
         .unwrap();
-    shim.client
-        .start(
-            ctx(),
-            &StartRequest {
-                id: id.into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let w = shim
-        .client
-        .wait(
-            ctx(),
-            &WaitRequest {
-                id: id.into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.start_task(id).await;
+    let w = shim.wait_task(id).await;
     assert_eq!(w.exit_status, 4);
-    shim.client
-        .delete(
-            ctx(),
-            &DeleteRequest {
-                id: id.into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.delete_task(id).await;
 }
 
 /// The test runs as root with its own groups; the task must get exactly the spec's uid, gid
@@ -151,16 +123,7 @@ async fn spec_user_sets_uid_gid_and_replaces_supplementary_groups() {
         .create(ctx(), &create_req("usr1", &bundle))
         .await
         .unwrap();
-    shim.client
-        .start(
-            ctx(),
-            &StartRequest {
-                id: "usr1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.start_task("usr1").await;
     assert_eq!(
         ids_of(c.pid),
         [
@@ -377,16 +340,7 @@ async fn huge_or_deep_exec_spec_is_refused_and_the_shim_stays_up() {
         .await
         .unwrap()
         .pid;
-    shim.client
-        .start(
-            ctx(),
-            &StartRequest {
-                id: "ex0".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.start_task("ex0").await;
 
     let mut spec = process_json(&["true"], serde_json::json!({"uid": 0, "gid": 0}));
     spec["env"] = serde_json::json!([format!("BIG={}", "x".repeat(TEN_MB))]);
@@ -441,17 +395,7 @@ async fn huge_or_deep_exec_spec_is_refused_and_the_shim_stays_up() {
 
     assert!(shim.alive(), "the shim died on a bad exec spec");
     assert!(pid_alive(init as i32), "the task died");
-    let st = shim
-        .client
-        .state(
-            ctx(),
-            &StateRequest {
-                id: "ex0".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let st = shim.state_task("ex0").await;
     assert_eq!(st.status.enum_value_or_default(), Status::RUNNING);
     kill_wait_delete(&shim, "ex0", "").await;
     still_serves(&shim, "ex1").await;

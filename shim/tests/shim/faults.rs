@@ -62,16 +62,7 @@ async fn faulty_exit_before_start_and_sigterm_exit_zero() {
         .create(ctx(), &create_req("fe1", &bundle))
         .await
         .unwrap();
-    shim.client
-        .start(
-            ctx(),
-            &StartRequest {
-                id: "fe1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.start_task("fe1").await;
     let ev = shim
         .events
         .rec
@@ -88,16 +79,7 @@ async fn faulty_exit_before_start_and_sigterm_exit_zero() {
         .create(ctx(), &create_req("fe2", &sleeper))
         .await
         .unwrap();
-    shim.client
-        .start(
-            ctx(),
-            &StartRequest {
-                id: "fe2".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.start_task("fe2").await;
     shim.client
         .kill(
             ctx(),
@@ -109,17 +91,7 @@ async fn faulty_exit_before_start_and_sigterm_exit_zero() {
         )
         .await
         .unwrap();
-    let w = shim
-        .client
-        .wait(
-            ctx(),
-            &WaitRequest {
-                id: "fe2".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let w = shim.wait_task("fe2").await;
     assert_eq!(w.exit_status, 0, "sigterm-exit-zero");
     shim.stop().await;
 }
@@ -177,16 +149,7 @@ async fn faulty_no_exit_event_no_stdout_delete_running_ok_shutdown_never_exits()
     let mut req = create_req("fn1", &bundle);
     req.stdout = out.display().to_string();
     shim.client.create(ctx(), &req).await.unwrap();
-    shim.client
-        .start(
-            ctx(),
-            &StartRequest {
-                id: "fn1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.start_task("fn1").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // delete-running-ok: Delete of a running init succeeds.
     shim.client

@@ -139,16 +139,7 @@ async fn shutdown_waits_for_containers_and_removes_socket() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(shim.alive(), "Shutdown with a container left must not exit");
-    shim.client
-        .delete(
-            ctx(),
-            &DeleteRequest {
-                id: "sd1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.delete_task("sd1").await;
     shim.client
         .shutdown(
             ctx(),
@@ -220,16 +211,7 @@ async fn delete_action_kills_what_a_dead_server_left() {
         .create(ctx(), &create_req("dead1", &bundle))
         .await
         .unwrap();
-    shim.client
-        .start(
-            ctx(),
-            &StartRequest {
-                id: "dead1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.start_task("dead1").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let cg_rel = std::fs::read_to_string(bundle.path().join("reaper-cgroup")).unwrap();
     let procs_file = std::path::Path::new("/sys/fs/cgroup/pids")

@@ -35,17 +35,7 @@ async fn run_to_exit(
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiter.is_finished(), "Wait returned before Start");
-    let s = shim
-        .client
-        .start(
-            ctx(),
-            &StartRequest {
-                id: id.into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let s = shim.start_task(id).await;
     assert_eq!(s.pid, c.pid, "Start pid must be the Create pid");
     if let Some(sig) = kill {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -71,17 +61,7 @@ async fn exit_codes_events_and_delete() {
     let w = run_to_exit(&shim, &bundle, "lc7", None).await;
     assert_eq!(w.exit_status, 7);
     assert!(w.exited_at.seconds > 0);
-    let st = shim
-        .client
-        .state(
-            ctx(),
-            &StateRequest {
-                id: "lc7".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let st = shim.state_task("lc7").await;
     assert_eq!(st.status.enum_value_or_default(), Status::STOPPED);
     assert_eq!(st.exit_status, 7);
     assert_eq!(st.exited_at.seconds, w.exited_at.seconds);
@@ -100,17 +80,7 @@ async fn exit_codes_events_and_delete() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::NOT_FOUND, "{e:?}");
-    let d = shim
-        .client
-        .delete(
-            ctx(),
-            &DeleteRequest {
-                id: "lc7".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let d = shim.delete_task("lc7").await;
     assert_eq!((d.pid, d.exit_status), (st.pid, 7));
     for e in [
         shim.client
@@ -277,30 +247,10 @@ async fn created_task_can_be_deleted_and_orphans_are_reaped() {
         .await
         .unwrap();
     assert!(pid_alive(c.pid as i32));
-    let st = shim
-        .client
-        .state(
-            ctx(),
-            &StateRequest {
-                id: "cr1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let st = shim.state_task("cr1").await;
     assert_eq!(st.status.enum_value_or_default(), Status::CREATED);
     assert_eq!((st.exited_at.seconds, st.exited_at.nanos), (0, 0));
-    let d = shim
-        .client
-        .delete(
-            ctx(),
-            &DeleteRequest {
-                id: "cr1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let d = shim.delete_task("cr1").await;
     assert_eq!(d.pid, c.pid);
     assert!(
         !pid_alive(c.pid as i32),
@@ -458,17 +408,7 @@ async fn exec_failure_at_start_is_a_clear_error_without_events() {
         msg.contains("not-a-binary") && msg.contains("exec"),
         "{msg}"
     );
-    let d = shim
-        .client
-        .delete(
-            ctx(),
-            &DeleteRequest {
-                id: "badexec".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let d = shim.delete_task("badexec").await;
     assert_eq!(d.exit_status, 127);
     let ev = shim
         .events

@@ -49,16 +49,7 @@ async fn pause_freezes_and_resume_thaws_every_process() {
         ttrpc::Code::FAILED_PRECONDITION,
         "pause while created: {e:?}"
     );
-    shim.client
-        .start(
-            ctx(),
-            &StartRequest {
-                id: "pz1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.start_task("pz1").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(read_counter(&counter) > 0, "loop not running");
     let e = shim
@@ -87,17 +78,7 @@ async fn pause_freezes_and_resume_thaws_every_process() {
         )
         .await
         .unwrap();
-    let st = shim
-        .client
-        .state(
-            ctx(),
-            &StateRequest {
-                id: "pz1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let st = shim.state_task("pz1").await;
     assert_eq!(st.status.enum_value_or_default(), Status::PAUSED);
     let e = shim
         .client
@@ -162,17 +143,7 @@ async fn pause_freezes_and_resume_thaws_every_process() {
         )
         .await
         .unwrap();
-    let w = shim
-        .client
-        .wait(
-            ctx(),
-            &WaitRequest {
-                id: "pz1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let w = shim.wait_task("pz1").await;
     assert_eq!(w.exit_status, 137);
     shim.events
         .rec
@@ -204,17 +175,7 @@ async fn pod_sandbox_runs_the_builtin_pause() {
     let shim = ShimProc::start(&bundle, "sb1").await.unwrap();
     let pid = started(&shim, &bundle, "sb1").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let st = shim
-        .client
-        .state(
-            ctx(),
-            &StateRequest {
-                id: "sb1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let st = shim.state_task("sb1").await;
     assert_eq!(
         st.status.enum_value_or_default(),
         Status::RUNNING,
@@ -237,17 +198,7 @@ async fn pod_sandbox_runs_the_builtin_pause() {
         )
         .await
         .unwrap();
-    let w = shim
-        .client
-        .wait(
-            ctx(),
-            &WaitRequest {
-                id: "sb1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let w = shim.wait_task("sb1").await;
     assert_eq!(w.exit_status, 0, "pause exits 0 on SIGTERM");
     shim.stop().await;
 }
@@ -365,17 +316,7 @@ async fn without_cgroups_sessions_carry_kill_all_pids_pause_and_stats() {
         )
         .await
         .unwrap();
-    let w = shim
-        .client
-        .wait(
-            ctx(),
-            &WaitRequest {
-                id: "nocg1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let w = shim.wait_task("nocg1").await;
     assert_eq!(w.exit_status, 137);
     assert!(!pid_alive(kid as i32), "descendant survived kill --all");
     shim.stop().await;

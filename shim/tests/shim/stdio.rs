@@ -9,16 +9,7 @@ use containerd_shim_protos::api::*;
 use crate::support::*;
 
 async fn start_and_wait(shim: &ShimProc, id: &str) -> u32 {
-    shim.client
-        .start(
-            ctx(),
-            &StartRequest {
-                id: id.into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.start_task(id).await;
     shim.client
         .wait(
             ttrpc::context::with_duration(Duration::from_secs(30)),
@@ -60,17 +51,7 @@ async fn sixteen_mib_burst_before_exit_is_intact() {
     assert_eq!(got.len(), want.len(), "output length");
     assert!(got == want.as_bytes(), "output differs");
     assert!(join_output(eh).await.unwrap().is_empty());
-    let st = shim
-        .client
-        .state(
-            ctx(),
-            &StateRequest {
-                id: "big1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let st = shim.state_task("big1").await;
     assert_eq!(st.stdout, out.display().to_string(), "stdout path echoed");
     assert_eq!(st.stderr, errp.display().to_string());
     shim.stop().await;
@@ -95,29 +76,10 @@ async fn stdin_reaches_the_process_and_close_io_ends_it() {
     req.stdout = out.display().to_string();
     shim.client.create(ctx(), &req).await.unwrap();
     let h = reader.collect();
-    shim.client
-        .start(
-            ctx(),
-            &StartRequest {
-                id: "in1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.start_task("in1").await;
     writer.write_all(b"hello reaper\n").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let st = shim
-        .client
-        .state(
-            ctx(),
-            &StateRequest {
-                id: "in1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let st = shim.state_task("in1").await;
     assert_eq!(
         st.status.enum_value_or_default(),
         Status::RUNNING,
@@ -134,17 +96,7 @@ async fn stdin_reaches_the_process_and_close_io_ends_it() {
         )
         .await
         .unwrap();
-    let w = shim
-        .client
-        .wait(
-            ctx(),
-            &WaitRequest {
-                id: "in1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let w = shim.wait_task("in1").await;
     assert_eq!(w.exit_status, 0);
     assert_eq!(join_output(h).await.unwrap(), b"hello reaper\n");
     drop(writer);
@@ -186,17 +138,7 @@ async fn terminal_process_runs_on_a_resizable_pty() {
     let text = String::from_utf8(join_output(h).await.unwrap()).unwrap();
     assert!(text.contains("/dev/pts/"), "not on a pty: {text:?}");
     assert!(text.contains("45 123"), "size not applied: {text:?}");
-    let st = shim
-        .client
-        .state(
-            ctx(),
-            &StateRequest {
-                id: "tty1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let st = shim.state_task("tty1").await;
     assert!(st.terminal);
     shim.stop().await;
 }

@@ -544,3 +544,42 @@ pub async fn raw_call<M: Message>(
     };
     c.request(r).await
 }
+
+/// One-id Task calls that must succeed: the request boilerplate of most tests, in one place.
+impl ShimProc {
+    /// Start of `id`'s init process; panics with the error if it fails.
+    pub async fn start_task(&self, id: impl Into<String>) -> StartResponse {
+        let req = StartRequest {
+            id: id.into(),
+            ..Default::default()
+        };
+        self.client.start(ctx(), &req).await.unwrap()
+    }
+
+    /// Wait for `id`'s init process; panics with the error if it fails.
+    pub async fn wait_task(&self, id: impl Into<String>) -> WaitResponse {
+        let req = WaitRequest {
+            id: id.into(),
+            ..Default::default()
+        };
+        self.client.wait(ctx(), &req).await.unwrap()
+    }
+
+    /// State of `id`'s init process; panics with the error if it fails.
+    pub async fn state_task(&self, id: impl Into<String>) -> StateResponse {
+        let req = StateRequest {
+            id: id.into(),
+            ..Default::default()
+        };
+        self.client.state(ctx(), &req).await.unwrap()
+    }
+
+    /// Delete of `id`'s init process; panics with the error if it fails.
+    pub async fn delete_task(&self, id: impl Into<String>) -> DeleteResponse {
+        let req = DeleteRequest {
+            id: id.into(),
+            ..Default::default()
+        };
+        self.client.delete(ctx(), &req).await.unwrap()
+    }
+}

@@ -26,16 +26,7 @@ pub async fn started(shim: &ShimProc, bundle: &Bundle, id: &str) -> u32 {
         .create(ctx(), &create_req(id, bundle))
         .await
         .unwrap();
-    shim.client
-        .start(
-            ctx(),
-            &StartRequest {
-                id: id.into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.start_task(id).await;
     c.pid
 }
 
@@ -193,16 +184,7 @@ async fn exec_lifecycle_output_events_and_pids() {
         )
         .await
         .unwrap();
-    shim.client
-        .wait(
-            ctx(),
-            &WaitRequest {
-                id: "ex1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.wait_task("ex1").await;
     let mut late = req.clone();
     late.exec_id = "e2".into();
     late.stdout.clear();
@@ -336,17 +318,7 @@ async fn kill_all_reaches_descendants() {
         )
         .await
         .unwrap();
-    let w = shim
-        .client
-        .wait(
-            ctx(),
-            &WaitRequest {
-                id: "ka1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let w = shim.wait_task("ka1").await;
     assert_eq!(w.exit_status, 143);
     assert!(!pid_alive(kid as i32), "descendant survived kill --all");
     shim.stop().await;
@@ -434,31 +406,11 @@ async fn bad_input_gets_clear_errors_and_harms_nothing() {
 
     // The good task is untouched, and the shim still serves new tasks.
     assert!(pid_alive(good_pid as i32));
-    let st = shim
-        .client
-        .state(
-            ctx(),
-            &StateRequest {
-                id: "good".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let st = shim.state_task("good").await;
     assert_eq!(st.status.enum_value_or_default(), Status::RUNNING);
     let ok = Bundle::new(&["true"]).unwrap();
     started(&shim, &ok, "after").await;
-    let w = shim
-        .client
-        .wait(
-            ctx(),
-            &WaitRequest {
-                id: "after".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let w = shim.wait_task("after").await;
     assert_eq!(w.exit_status, 0);
     shim.stop().await;
 }
