@@ -5,10 +5,9 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use crate::pidguard::{end_found, group_exists};
 
 /// The class of a leftover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -245,63 +244,6 @@ pub fn addresses_in(text: &str) -> Vec<String> {
     re.find_iter(text).map(|m| m.as_str().to_string()).collect()
 }
 
-/// Whether any process (a zombie included) is in process group `pgid`: `kill(-pgid, 0)`, no
-/// /proc scan.
-pub fn group_exists(pgid: i32) -> bool {
-    if pgid <= 1 {
-        return false;
-    }
-    !matches!(
-        kill(Pid::from_raw(-pgid), None),
-        Err(nix::errno::Errno::ESRCH)
-    )
-}
-
-/// Waits (at most `bound`) until `pid` is gone or a zombie; returns whether it is. Event-driven
-/// through a pidfd (readable once the process exits); polls every 5 ms where pidfds are
-/// unavailable.
-pub async fn wait_gone(pid: i32, bound: Duration) -> bool {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    if !is_alive(pid) {
-        return true;
-    }
-    // SAFETY: pidfd_open(2) with a plain pid and no flags; the result is checked.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let deadline = tokio::time::Instant::now() + bound;
-    if raw >= 0 {
-        // SAFETY: a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
-        // SAFETY: the AsyncFd owns `fd`, which stays open and the same pidfd until dropped.
-        let registered = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-        };
-        if let Ok(afd) = registered {
-            let _ = tokio::time::timeout_at(deadline, afd.readable()).await;
-            return !is_alive(pid);
-        }
-    }
-    while is_alive(pid) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    !is_alive(pid)
-}
-
-/// Sends SIGKILL to `pid` and waits (bounded) until it is gone or a zombie.
-pub fn kill_and_wait(pid: i32, bound: Duration) -> bool {
-    if pid <= 1 || pid == std::process::id() as i32 {
-        return false;
-    }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    let deadline = Instant::now() + bound;
-    while Instant::now() < deadline {
-        if !is_alive(pid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    !is_alive(pid)
-}
-
 /// Mount points at or under `dir` (from `/proc/self/mountinfo`), shallowest first.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
@@ -483,7 +425,7 @@ pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
     let killed: HashSet<i32> = to_kill
         .iter()
         .copied()
-        .filter(|&pid| kill_and_wait(pid, Duration::from_secs(2)))
+        .filter(|&pid| end_found(pid, Duration::from_secs(2)))
         .collect();
     for l in leaks.iter_mut() {
         if let Some(pid) = l.pid {
@@ -515,7 +457,7 @@ pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
             })
             .cloned();
         for (p, what) in processes_using_among(b, candidates) {
-            let cleaned = kill_and_wait(p.pid, Duration::from_secs(2));
+            let cleaned = end_found(p.pid, Duration::from_secs(2));
             leaks.push(Leak {
                 kind: LeakKind::BundleInUse,
                 detail: format!(
@@ -548,6 +490,7 @@ pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     #[test]
     fn finds_the_listener_of_a_socket_by_inode() {
@@ -570,6 +513,7 @@ mod tests {
         let fd: std::os::fd::OwnedFd = l.into();
         let mut child = std::process::Command::new("sleep")
             .arg("30")
+            .process_group(0)
             .stdin(std::process::Stdio::from(fd))
             .spawn()
             .unwrap();
@@ -579,7 +523,7 @@ mod tests {
         let started = proc_info(pid).unwrap().starttime;
         let since_before = socket_owners_since(&addr, started);
         let since_after = socket_owners_since(&addr, started + 1);
-        assert!(kill_and_wait(pid, Duration::from_secs(2)));
+        assert!(end_found(pid, Duration::from_secs(2)));
         child.wait().unwrap();
         assert_eq!(owners, vec![pid]);
         assert_eq!(since_before, vec![pid]);
@@ -590,6 +534,7 @@ mod tests {
     fn descendants_and_process_info_of_a_real_child() {
         let mut child = std::process::Command::new("sleep")
             .arg("30")
+            .process_group(0)
             .spawn()
             .unwrap();
         let me = std::process::id() as i32;
@@ -598,7 +543,7 @@ mod tests {
             .iter()
             .any(|p| p.pid == child.id() as i32 && p.comm == "sleep"));
         assert!(is_alive(child.id() as i32));
-        assert!(kill_and_wait(child.id() as i32, Duration::from_secs(2)));
+        assert!(end_found(child.id() as i32, Duration::from_secs(2)));
         child.wait().unwrap();
     }
 
@@ -607,6 +552,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut child = std::process::Command::new("sleep")
             .arg("30")
+            .process_group(0)
             .current_dir(tmp.path())
             .spawn()
             .unwrap();
@@ -634,6 +580,7 @@ mod tests {
         let fd: std::os::fd::OwnedFd = l.into();
         let mut child = std::process::Command::new("sleep")
             .arg("30")
+            .process_group(0)
             .stdin(std::process::Stdio::from(fd))
             .spawn()
             .unwrap();
@@ -651,7 +598,7 @@ mod tests {
             socket_server_since(&addr, start, pid),
             socket_server_since(&addr, start + 1, 1),
         ];
-        assert!(kill_and_wait(pid, Duration::from_secs(2)));
+        assert!(end_found(pid, Duration::from_secs(2)));
         child.wait().unwrap();
         assert_eq!((all, newer), (vec![pid], vec![pid]));
         assert!(later.is_empty());
@@ -659,36 +606,12 @@ mod tests {
         assert_eq!(server, [Some(pid), Some(pid), Some(pid), None]);
     }
 
-    #[tokio::test]
-    async fn wait_gone_returns_when_the_process_exits_and_group_exists_sees_it() {
-        use std::os::unix::process::CommandExt;
-        let mut child = std::process::Command::new("sleep")
-            .arg("0.3")
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        assert!(group_exists(pid));
-        let t = Instant::now();
-        assert!(
-            !wait_gone(pid, Duration::from_millis(50)).await,
-            "gone too early"
-        );
-        assert!(wait_gone(pid, Duration::from_secs(5)).await);
-        let waited = t.elapsed();
-        assert!(
-            waited >= Duration::from_millis(250) && waited < Duration::from_secs(4),
-            "{waited:?}"
-        );
-        child.wait().unwrap();
-        assert!(!group_exists(pid), "the reaped child's group is gone");
-    }
-
     #[test]
     fn processes_using_among_reads_only_the_candidates() {
         let tmp = tempfile::tempdir().unwrap();
         let mut child = std::process::Command::new("sleep")
             .arg("30")
+            .process_group(0)
             .current_dir(tmp.path())
             .spawn()
             .unwrap();
@@ -696,7 +619,7 @@ mod tests {
         let info = proc_info(pid).unwrap();
         let with = processes_using_among(tmp.path(), vec![info]);
         let without = processes_using_among(tmp.path(), vec![]);
-        assert!(kill_and_wait(pid, Duration::from_secs(2)));
+        assert!(end_found(pid, Duration::from_secs(2)));
         child.wait().unwrap();
         assert_eq!(with.len(), 1);
         assert_eq!(with[0].0.pid, pid);

@@ -178,14 +178,7 @@ impl Ctx<'_> {
             None => 0,
         };
         let slot = &self.shims[idx];
-        // A grouped `start` reuses a running server: its pid is the first launch's.
-        let pid = slot.pid.or_else(|| {
-            self.shims
-                .iter()
-                .find(|o| o.address == slot.address && o.pid.is_some())
-                .and_then(|o| o.pid)
-        });
-        let Some(pid) = pid else {
+        let Some(pid) = self.server_pid(idx) else {
             return Err("the shim server's pid is unknown, cannot tell whether it runs".into());
         };
         let bound = timeout.unwrap_or(Duration::from_secs(3));

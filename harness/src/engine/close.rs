@@ -82,19 +82,19 @@ impl Ctx<'_> {
         }
         // Container processes must not outlive the shim's close (the delete action ends them).
         let mut seen = std::collections::BTreeSet::new();
-        for pid in self.pids.iter().copied().filter(|p| *p > 0) {
-            if !seen.insert(pid) {
+        for proc in self.pids.iter().copied() {
+            if !seen.insert(proc.pid()) {
                 continue;
             }
-            let p = pid as i32;
-            if let Some(info) = crate::leaks::proc_info(p).filter(|i| i.state != 'Z') {
+            if let Some(info) = proc.info().filter(|i| i.state != 'Z') {
                 leaks.push(format!(
-                    "container process pid {p} ({}) still running after the shim was closed",
-                    info.comm
+                    "container process pid {} ({}) still running after the shim was closed",
+                    info.pid, info.comm
                 ));
-                crate::leaks::kill_and_wait(p, Duration::from_secs(2));
+                proc.kill_and_wait(Duration::from_secs(2));
             }
         }
+        close_problems.append(&mut self.refused_pids);
         let start = log_tail.len().saturating_sub(LOG_TAIL);
         res.shim_log_tail = log_tail[start..].to_vec();
         let events: Vec<EventRecord> = self

@@ -260,17 +260,21 @@ impl Ctx<'_> {
         } else {
             format!("exec `{exec_id}` of `{container}`")
         };
-        let Some(pid) = self
-            .proc_pids
-            .get(&(container.clone(), exec_id.clone()))
-            .copied()
-        else {
+        let Some(reported) = self.proc_pids.get(&(container.clone(), exec_id.clone())) else {
             return self.step_failed(
                 label,
                 NAME,
                 Duration::ZERO,
                 format!("no pid known for {who} (the shim reports it at Create for an init, at Start for an exec)"),
             );
+        };
+        let pid = reported.pid;
+        let target = match &reported.checked {
+            Ok(p) => *p,
+            Err(e) => {
+                let m = format!("refused to signal pid {pid} reported for {who}: {e}");
+                return self.step_failed(label, NAME, Duration::ZERO, m);
+            }
         };
         let sig = match nix::sys::signal::Signal::try_from(k.signal.0 as i32) {
             Ok(s) => s,
@@ -284,13 +288,8 @@ impl Ctx<'_> {
             }
         };
         let request = json!({"pid": pid, "signal": k.signal.0, "exec-id": exec_id});
-        if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig) {
-            return self.step_failed(
-                label,
-                NAME,
-                t0.elapsed(),
-                format!("kill({pid}, {}) for {who}: {e}", k.signal),
-            );
+        if let Err(e) = target.signal(sig) {
+            return self.step_failed(label, NAME, t0.elapsed(), format!("{e} (for {who})"));
         }
         self.passed(NAME, t0, json!({}), Some(request))
     }

@@ -12,7 +12,7 @@ use containerd_shim_protos::api::{
 use serde_json::{json, Value};
 
 use super::convert;
-use super::steps::{mode, now_rfc3339, pid_ns, Common, Ctx, Wait, MAIN};
+use super::steps::{mode, now_rfc3339, Common, Ctx, Wait, MAIN};
 use crate::client::{RpcError, RpcResult};
 use crate::report::Status;
 use crate::scenario::{Capability, StdioKind, Step};
@@ -57,10 +57,10 @@ impl Ctx<'_> {
                     )
                     .await;
                 if let Ok(x) = &r {
-                    self.pids.push(x.pid);
-                    if x.pid > 0 {
-                        self.proc_pids.insert((id.clone(), exec_id.clone()), x.pid);
-                    }
+                    // Containers are keyed by name in `proc_pids`; `id` is the main one's name.
+                    let name = c.container.map(|n| self.expand(n)).transpose()?;
+                    let name = name.unwrap_or_else(|| MAIN.to_string());
+                    self.note_reported_pid(&name, &exec_id, x.pid);
                 }
                 (req, r.map(|r| convert::start(&r)))
             }
@@ -424,9 +424,7 @@ impl Ctx<'_> {
         }
         let r = client.create(creq, t).await;
         if let Ok(resp) = &r {
-            self.pids.push(resp.pid);
-            self.proc_pids
-                .insert((name.clone(), String::new()), resp.pid);
+            self.note_reported_pid(&name, "", resp.pid);
             let key = if name == MAIN {
                 "init-pid".to_string()
             } else {
@@ -434,14 +432,16 @@ impl Ctx<'_> {
             };
             self.vars.insert(key, resp.pid.to_string());
             if name == MAIN {
-                self.check_isolation(resp.pid);
+                self.check_isolation();
             }
         }
         Ok((req, r.map(|r| convert::create(&r))))
     }
 
     /// Learns host-process / isolated from the created process's pid namespace.
-    pub(super) fn check_isolation(&mut self, pid: u32) {
+    /// Skips a scenario that needs a host (or an isolated) process when the main init runs in
+    /// the other kind of pid namespace; undecided when its pid was not the shim's to read.
+    pub(super) fn check_isolation(&mut self) {
         if self.ns_checked {
             return;
         }
@@ -451,9 +451,18 @@ impl Ctx<'_> {
         if !wants_host && !wants_iso {
             return;
         }
-        let (Some(theirs), Some(ours)) =
-            (pid_ns(pid), std::fs::read_link("/proc/self/ns/pid").ok())
+        let Some(Ok(init)) = self
+            .proc_pids
+            .get(&(MAIN.to_string(), String::new()))
+            .map(|r| r.checked.as_ref())
         else {
+            return;
+        };
+        let pid = init.pid();
+        let (Some(theirs), Some(ours)) = (
+            init.pid_namespace(),
+            std::fs::read_link("/proc/self/ns/pid").ok(),
+        ) else {
             return;
         };
         let host = theirs == ours;

@@ -18,6 +18,7 @@ use super::{convert, probe_able, RunConfig};
 use crate::bundle::{Bundle, BundleOptions};
 use crate::client::{RpcError, RpcResult, TaskClient};
 use crate::launch::{LaunchOptions, MockConfig, MockContainerd, Shim};
+use crate::pidguard::{Proc, Refused};
 use crate::report::{ScenarioResult, Status, StepResult};
 use crate::scenario::expand;
 use crate::scenario::{Capability, ExpectError, Level, Loaded, Matcher, Process, StdioKind, Step};
@@ -81,10 +82,21 @@ pub(super) struct Ctx<'a> {
     pub(super) ns_checked: bool,
     pub(super) namespace: String,
     pub(super) stdio_seq: u32,
-    /// Every process pid the shim reported (init and exec), checked after the close.
-    pub(super) pids: Vec<u32>,
-    /// The pid the shim reported per (container id, exec id; empty = init), for `kill-process`.
-    pub(super) proc_pids: BTreeMap<(String, String), u32>,
+    /// Every process the shim reported (init and exec) that the guard accepted as the shim's:
+    /// checked after the close.
+    pub(super) pids: Vec<Proc>,
+    /// Reported pids the guard refused (not a process of the shim, init, the harness, ...):
+    /// each is a problem of the scenario, reported after the close.
+    pub(super) refused_pids: Vec<String>,
+    /// The pid the shim reported per (container id, exec id; empty = init), with the guard's
+    /// verdict, for `kill-process`.
+    pub(super) proc_pids: BTreeMap<(String, String), Reported>,
+}
+
+/// A pid the shim reported, and whether the harness may signal it ([`Proc::reported`]).
+pub(super) struct Reported {
+    pub(super) pid: u32,
+    pub(super) checked: Result<Proc, Refused>,
 }
 
 /// Common arguments of RPC steps.
@@ -143,10 +155,6 @@ pub(super) fn unique_namespace(base: &str, tmp: &std::path::Path) -> String {
         .to_ascii_lowercase();
     let base = if base.is_empty() { "harness" } else { base };
     format!("{base}-{suffix}")
-}
-
-pub(super) fn pid_ns(pid: u32) -> Option<PathBuf> {
-    std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
 }
 
 /// Runs a scenario from a fresh mock to the closed shims.
@@ -245,6 +253,7 @@ impl<'a> Ctx<'a> {
             namespace,
             stdio_seq: 0,
             pids: Vec::new(),
+            refused_pids: Vec::new(),
             proc_pids: BTreeMap::new(),
         };
         ctx.vars.insert("id".into(), MAIN.into());
@@ -418,6 +427,45 @@ impl<'a> Ctx<'a> {
 
     /// The client and id for a step's `container` (an unknown name is sent as an id through the
     /// main shim, to check NotFound answers).
+    /// The pid of the server behind shim slot `idx`; a grouped `start` reuses a running server,
+    /// whose pid is the first launch's.
+    pub(super) fn server_pid(&self, idx: usize) -> Option<i32> {
+        let slot = self.shims.get(idx)?;
+        slot.pid.or_else(|| {
+            self.shims
+                .iter()
+                .find(|o| o.address == slot.address && o.pid.is_some())
+                .and_then(|o| o.pid)
+        })
+    }
+
+    /// Puts a pid the shim reported for (`container` name, `exec_id`) through the guard and
+    /// remembers the verdict. Refusals other than "already gone" (a fast process may have
+    /// exited and been reaped before the check) are problems of the scenario.
+    pub(super) fn note_reported_pid(&mut self, container: &str, exec_id: &str, pid: u32) {
+        let idx = self.containers.get(container).map_or(0, |c| c.shim);
+        let checked = Proc::reported(pid, self.server_pid(idx));
+        match &checked {
+            Ok(p) => self.pids.push(*p),
+            Err(Refused::Gone(_) | Refused::ServerUnknown(_)) => {}
+            Err(e) => {
+                let who = if exec_id.is_empty() {
+                    format!("the init of `{container}`")
+                } else {
+                    format!("exec `{exec_id}` of `{container}`")
+                };
+                let m = format!("the shim reported pid {pid} for {who}, and {e}");
+                if !self.refused_pids.contains(&m) {
+                    self.refused_pids.push(m);
+                }
+            }
+        }
+        self.proc_pids.insert(
+            (container.to_string(), exec_id.to_string()),
+            Reported { pid, checked },
+        );
+    }
+
     pub(super) fn target(&self, container: Option<&str>) -> Result<(TaskClient, String), String> {
         let name = match container {
             Some(c) => self.expand(c)?,
@@ -564,18 +612,14 @@ impl<'a> Ctx<'a> {
                 };
                 let sig = nix::sys::signal::Signal::try_from(k.signal.0 as i32)
                     .unwrap_or(nix::sys::signal::Signal::SIGKILL);
-                if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
-                    return self.step_failed(
-                        label,
-                        "kill-shim",
-                        t0.elapsed(),
-                        format!("kill({pid}, {}): {e}", k.signal),
-                    );
-                }
-                let deadline = Instant::now() + Duration::from_secs(3);
-                while crate::leaks::is_alive(pid) && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+                let signalled = Proc::found(pid)
+                    .map_err(|e| format!("refused to signal the shim server: {e}"))
+                    .and_then(|p| p.signal(sig).map(|()| p));
+                let server = match signalled {
+                    Ok(p) => p,
+                    Err(m) => return self.step_failed(label, "kill-shim", t0.elapsed(), m),
+                };
+                server.wait_gone(Duration::from_secs(3)).await;
                 // A killed server cannot remove its socket; the next `start` of a runc shim
                 // would (EADDRINUSE and not connectable): do that here, so the leak check judges
                 // the `delete` action.

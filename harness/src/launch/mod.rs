@@ -38,7 +38,7 @@ use crate::delete::DeleteAction;
 use crate::dialect::{self, Dialect, TaskApi};
 use crate::error::{HarnessError, LaunchError};
 use crate::events::{Endpoint, EventLog, EventSource};
-use crate::leaks;
+use crate::{leaks, pidguard};
 
 pub use crate::timeouts::Timeouts;
 
@@ -501,14 +501,13 @@ fn check_executable(shim: &Path) -> Result<(), LaunchError> {
 /// SIGKILLs every process whose process group is `pgid` (one by one, by pid).
 pub fn kill_process_group_members(pgid: i32) -> Vec<i32> {
     // Never our own group (a shim could have joined it): only groups the shim made.
-    if pgid <= 1 || pgid == nix::unistd::getpgrp().as_raw() || !leaks::group_exists(pgid) {
+    if !pidguard::group_exists(pgid) {
         return vec![];
     }
-    let me = std::process::id() as i32;
     leaks::all_processes()
         .into_iter()
-        .filter(|p| p.pgrp == pgid && p.pid != me && p.state != 'Z')
-        .filter(|p| leaks::kill_and_wait(p.pid, Duration::from_secs(2)))
+        .filter(|p| p.pgrp == pgid && p.state != 'Z')
+        .filter(|p| pidguard::end_found(p.pid, Duration::from_secs(2)))
         .map(|p| p.pid)
         .collect()
 }
@@ -537,7 +536,7 @@ pub fn end_leaked_servers(output: &str, bundle: &Path, since: u64) -> Vec<i32> {
     let mut killed = vec![];
     for a in &addrs {
         for pid in leaks::socket_owners_since(a, since) {
-            if leaks::kill_and_wait(pid, Duration::from_secs(2)) {
+            if pidguard::end_found(pid, Duration::from_secs(2)) {
                 killed.push(pid);
             }
         }

@@ -218,7 +218,10 @@ impl Shim {
         }
         let mut server_exited = !shared;
         if let Some(pid) = self.pid.filter(|_| !shared) {
-            server_exited = leaks::wait_gone(pid, t.shutdown).await;
+            server_exited = match crate::pidguard::Proc::found(pid) {
+                Ok(server) => server.wait_gone(t.shutdown).await,
+                Err(_) => !leaks::is_alive(pid),
+            };
         }
         // Zombies need a moment: the server may be reaping right now.
         let dirs = std::iter::once(self.delete.bundle.join("rootfs"))

@@ -114,7 +114,7 @@ async fn dead_shim_gets_containerds_synthetic_exit_and_delete() -> Result<()> {
         .await?;
     let server = shim.pid.context("server pid unknown")?;
     // The shim dies (as `kill -9 <shim>` in the doc's observation).
-    ensure!(leaks::kill_and_wait(server, Duration::from_secs(5)));
+    ensure!(harness::pidguard::end_found(server, Duration::from_secs(5)));
     let err = client
         .state(
             StateRequest {
