@@ -1,10 +1,12 @@
-//! The reaper shim under a real containerd 1.6 (issue 2's acceptance): each test starts a private
-//! daemon (own root, state, sockets; the built shim first on its PATH), drives it with `ctr`, and
-//! ends by checking that no shim process, socket, task process, zombie, cgroup or other process
-//! of ours remains. `REAPER_CTD_RUNTIME=runc` runs the same checks against Debian's runc shim
-//! and `REAPER_CTD_RUNTIME=faulty FAULTY_SHIM=<fault>` against the deliberately broken shim, to
+//! The reaper shim under real containerd 1.6, 1.7 and 2.1 (issues 2 and 12): each test runs once
+//! per release (`containerd_<n>_V1_6`, `_V1_7`, `_V2_1`; filter by that suffix to run one), starts a
+//! private daemon of that release (own root, state, sockets; the built shim first on its PATH),
+//! drives it with the release's own `ctr`, and ends by checking that no shim process, socket, task
+//! process, zombie, cgroup or other process of ours remains. 1.6 is the system's; 1.7 and 2.1 come
+//! from `ci/setup.sh` (target/containerd), and a missing one fails the test with that command.
+//! `REAPER_CTD_RUNTIME=runc` runs the same checks against the release's own runc shim and
+//! `REAPER_CTD_RUNTIME=faulty FAULTY_SHIM=<fault>` against the deliberately broken shim, to
 //! validate the fixture and the checks themselves.
-
 mod common;
 
 #[path = "containerd/deploy.rs"]
@@ -18,11 +20,12 @@ mod tasks;
 
 use std::time::Duration;
 
-use common::{parse_events, poll, Daemon, DaemonOpts, Runtime};
+use common::{parse_events, poll, Daemon, DaemonOpts, Runtime, Version};
 
-/// A private daemon for the runtime under test, its containers in namespace `ns` (one per test).
-fn daemon(ns: &str) -> Daemon {
-    Daemon::start(Runtime::from_env(), ns, DaemonOpts::default())
+/// A private containerd `version` for the runtime under test, its containers in namespace `ns`
+/// (one per test; the fixture adds the release).
+fn daemon(version: Version, ns: &str) -> Daemon {
+    Daemon::start(version, Runtime::from_env(), ns, DaemonOpts::default())
 }
 
 /// `ctr events` in the background, returned once it is subscribed (one of our own probe events
@@ -48,4 +51,26 @@ fn subscribe_events(d: &Daemon) -> common::Bg {
         ev.errors()
     );
     ev
+}
+
+/// [`common::json_time`] reads both ctr forms of an event timestamp to the same string.
+#[test]
+fn json_time_reads_both_ctr_timestamp_forms() {
+    use serde_json::json;
+    let as_object = json!({"seconds": 1_796_394_988_i64, "nanos": 139_697_350});
+    let as_string = json!("2026-12-04T14:36:28.13969735Z");
+    assert_eq!(
+        common::json_time(&as_object).as_deref(),
+        Some("2026-12-04T14:36:28.139697350")
+    );
+    assert_eq!(common::json_time(&as_string), common::json_time(&as_object));
+    // A leap day, and the second before the epoch.
+    assert_eq!(
+        common::json_time(&json!({"seconds": 951_782_400})).as_deref(),
+        Some("2000-02-29T00:00:00.000000000")
+    );
+    assert_eq!(
+        common::json_time(&json!({"seconds": -1})).as_deref(),
+        Some("1969-12-31T23:59:59.000000000")
+    );
 }

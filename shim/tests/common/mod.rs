@@ -1,8 +1,9 @@
-//! Test fixture for driving a shim through a PRIVATE real containerd 1.6: the daemon (own root,
-//! state, sockets and config in a temp dir, the built shim first on its PATH), bounded `ctr`
-//! invocations, background `ctr` processes, and the leak checks (shim processes, sockets under
-//! /run/containerd/s, task processes, zombies, cgroups). Everything started here is stopped by pid
-//! and removed in `Drop`, also when a test fails.
+//! Test fixture for driving a shim through a PRIVATE real containerd 1.6, 1.7 or 2.1 ([`Version`]):
+//! the daemon (own root, state, sockets and config in a temp dir, the built shim first on its
+//! PATH), bounded invocations of that version's own `ctr`, background `ctr` processes, and the
+//! leak checks (shim processes, sockets under /run/containerd/s, task processes, zombies,
+//! cgroups). Everything started here is stopped by pid and removed in `Drop`, also when a test
+//! fails.
 
 #![allow(dead_code)]
 
@@ -20,7 +21,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
 
-/// Where containerd 1.6 puts shim sockets, whatever its `--state` is.
+/// Where shims put their sockets, whatever containerd's `--state` is: `<DefaultStateDir>/s` in
+/// containerd's shim library of every version we run (`runtime/v2/shim/util_unix.go`
+/// `SocketAddress` at v1.6.20 and v1.7.24, `pkg/shim/util_unix.go` at v2.1.9); the reaper hashes
+/// the same way.
 pub const SOCKET_DIR: &str = "/run/containerd/s";
 /// Default bound for one `ctr` call.
 pub const CTR_TIMEOUT: Duration = Duration::from_secs(20);
@@ -59,6 +63,114 @@ impl Runtime {
             Runtime::Runc => "io.containerd.runc.v2",
             Runtime::Faulty => "io.containerd.faulty.v2",
         }
+    }
+}
+
+/// A real containerd release the tests run against: 1.6 is the system's (Debian bookworm,
+/// /usr/bin); 1.7 and 2.1 are Debian trixie's and sid's packages, unpacked (never installed) by
+/// `ci/setup.sh` (`ci/containerd-versions.sh`) into `target/containerd/<release>/usr/bin`. Each
+/// runs with its own `ctr` and, for `REAPER_CTD_RUNTIME=runc`, its own `containerd-shim-runc-v2`
+/// (runc itself stays bookworm's: sid's needs a newer glibc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Version {
+    /// containerd 1.6.20, `/usr/bin` (Debian bookworm).
+    V1_6,
+    /// containerd 1.7.24 (Debian trixie `1.7.24~ds1-6+deb13u1`).
+    V1_7,
+    /// containerd 2.1.9 (Debian sid `2.1.9+ds1-5`).
+    V2_1,
+}
+
+impl Version {
+    /// The release, as `containerd --version` prints it.
+    pub fn release(self) -> &'static str {
+        match self {
+            Version::V1_6 => "1.6.20",
+            Version::V1_7 => "1.7.24",
+            Version::V2_1 => "2.1.9",
+        }
+    }
+
+    /// `v1_6`, `v1_7` or `v2_1`: the suffix of a test's namespace. (The test cases' names end in
+    /// the variant's name instead, `containerd_3_V2_1`: `cargo test ... V2_1` runs one release.)
+    pub fn slug(self) -> &'static str {
+        match self {
+            Version::V1_6 => "v1_6",
+            Version::V1_7 => "v1_7",
+            Version::V2_1 => "v2_1",
+        }
+    }
+
+    /// A 2.x daemon: config version 3, CRI split into several plugins, NRI on by default.
+    pub fn is_2x(self) -> bool {
+        self >= Version::V2_1
+    }
+
+    /// The directory holding this release's `containerd`, `ctr` and `containerd-shim-runc-v2`,
+    /// checked once per test binary (the binaries exist and `containerd --version` names the
+    /// release), or a failure naming the set-up command. Never a silent skip.
+    pub fn bin_dir(self) -> PathBuf {
+        use std::sync::OnceLock;
+        static DIRS: [OnceLock<Result<PathBuf, String>>; 3] =
+            [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        DIRS[self as usize]
+            .get_or_init(|| self.find_bin_dir())
+            .clone()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn find_bin_dir(self) -> Result<PathBuf, String> {
+        let dir = match self {
+            Version::V1_6 => which("containerd")
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .ok_or(
+                    "`containerd` is not on PATH: run ci/setup.sh (apt-get install containerd)",
+                )?,
+            _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("the workspace holds shim/")
+                .join("target/containerd")
+                .join(self.release())
+                .join("usr/bin"),
+        };
+        let setup = match self {
+            Version::V1_6 => "Debian bookworm's `containerd` package (ci/setup.sh installs it)",
+            _ => "ci/setup.sh (as root; it fetches it with ci/containerd-versions.sh)",
+        };
+        for bin in ["containerd", "ctr", "containerd-shim-runc-v2"] {
+            if !dir.join(bin).is_file() {
+                return Err(format!(
+                    "containerd {}: {} is missing; run {setup}",
+                    self.release(),
+                    dir.join(bin).display()
+                ));
+            }
+        }
+        let out = Command::new(dir.join("containerd"))
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("{}/containerd --version: {e}", dir.display()))?;
+        let shown = String::from_utf8_lossy(&out.stdout);
+        // e.g. `containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3`
+        if !shown.contains(&format!(" {}", self.release())) {
+            return Err(format!(
+                "{}/containerd --version says {:?}, expected {}; run {setup}",
+                dir.display(),
+                shown.trim(),
+                self.release()
+            ));
+        }
+        Ok(dir)
+    }
+
+    /// This release's `containerd`.
+    pub fn containerd(self) -> PathBuf {
+        self.bin_dir().join("containerd")
+    }
+
+    /// This release's `ctr`.
+    pub fn ctr(self) -> PathBuf {
+        self.bin_dir().join("ctr")
     }
 }
 
@@ -299,29 +411,48 @@ fn remove_reaper_cgroups(ns: &str) {
             .join(ctrl)
             .join("reaper")
             .join(ns);
-        if !base.is_dir() {
-            continue;
+        remove_cgroup_tree(&base, ctrl == "freezer");
+    }
+}
+
+/// The same for runc's cgroups (`REAPER_CTD_RUNTIME=runc`): containerd's default cgroupsPath is
+/// `/<ns>/<id>` in every v1 hierarchy, and runc removes only `<id>` on delete, leaving the
+/// namespace's directory (seen with bookworm's runc 1.1.5); a failed test leaves `<id>` too.
+fn remove_runc_cgroups(ns: &str) {
+    let Ok(ctrls) = fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for ctrl in ctrls.filter_map(|e| e.ok()) {
+        let freezer = ctrl.file_name() == "freezer";
+        remove_cgroup_tree(&ctrl.path().join(ns), freezer);
+    }
+}
+
+/// Removes cgroup `base` and its child cgroups (one level), thawing them first if `freezer` and
+/// killing (by pid) whatever is still in them.
+fn remove_cgroup_tree(base: &Path, freezer: bool) {
+    if !base.is_dir() {
+        return;
+    }
+    let mut dirs: Vec<PathBuf> = fs::read_dir(base)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.push(base.to_path_buf());
+    for d in dirs {
+        if freezer {
+            let _ = fs::write(d.join("freezer.state"), "THAWED");
         }
-        let mut dirs: Vec<PathBuf> = fs::read_dir(&base)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.is_dir())
-                    .collect()
-            })
-            .unwrap_or_default();
-        dirs.push(base.clone());
-        for d in dirs {
-            if ctrl == "freezer" {
-                let _ = fs::write(d.join("freezer.state"), "THAWED");
+        let end = Instant::now() + Duration::from_secs(2);
+        while fs::remove_dir(&d).is_err() && d.exists() && Instant::now() < end {
+            let procs = fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
-            let end = Instant::now() + Duration::from_secs(2);
-            while fs::remove_dir(&d).is_err() && d.exists() && Instant::now() < end {
-                let procs = fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -383,9 +514,12 @@ pub struct DaemonOpts {
     pub cri: bool,
     /// Extra TOML appended to the generated config.
     pub extra_config: String,
+    /// The config file's `version`; `None`: the release's own (2 for 1.x, 3 for 2.x).
+    pub config_version: Option<u32>,
 }
 
-/// A private containerd 1.6 with its own root, state, sockets and config in a temp dir.
+/// A private containerd (1.6, 1.7 or 2.1) with its own root, state, sockets and config in a temp
+/// dir.
 pub struct Daemon {
     /// The temp dir holding everything of this daemon.
     pub dir: tempfile::TempDir,
@@ -401,6 +535,8 @@ pub struct Daemon {
     pub runtime: Runtime,
     /// The rootfs dir given to `ctr run --rootfs`.
     pub rootfs: PathBuf,
+    /// The containerd release (and its `ctr`).
+    pub version: Version,
     child: Option<Child>,
     ids: BTreeSet<String>,
     tracked: Vec<(u32, u64, String)>,
@@ -409,27 +545,35 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts a daemon for `runtime` (namespace `ns`) and waits until it answers.
-    pub fn start(runtime: Runtime, ns: &str, opts: DaemonOpts) -> Daemon {
-        require_tools(&["containerd", "ctr"]);
+    /// Starts a containerd `version` daemon for `runtime` and waits until it answers. Its
+    /// containers live in namespace `<ns>-<version slug>` (e.g. `echo-v2_1`): the same test on
+    /// the three releases runs in parallel, and the reaper's cgroups (`reaper/<ns>/<id>`) and the
+    /// clean-up of a killed earlier run are per namespace.
+    pub fn start(version: Version, runtime: Runtime, ns: &str, opts: DaemonOpts) -> Daemon {
+        let bin_dir = version.bin_dir();
+        let ns = &format!("{ns}-{}", version.slug());
         assert!(
             nix::unistd::geteuid().is_root(),
             "the containerd tests need root (containerd, shim sockets under {SOCKET_DIR}, cgroups)"
         );
         let shim_dir = match runtime {
-            Runtime::Reaper | Runtime::Faulty => {
-                let daemon = Daemon::shim_binary_of(runtime);
-                daemon.parent().expect("shim dir").to_path_buf()
-            }
+            Runtime::Reaper => reaper_binary().parent().expect("shim dir").to_path_buf(),
+            Runtime::Faulty => built_binary("containerd-shim-faulty-v2")
+                .parent()
+                .expect("shim dir")
+                .to_path_buf(),
             Runtime::Runc => {
-                require_tools(&["containerd-shim-runc-v2", "runc"]);
-                which("containerd-shim-runc-v2")
-                    .and_then(|p| p.parent().map(Path::to_path_buf))
-                    .expect("runc shim dir")
+                // This release's own runc shim (found first on PATH), bookworm's runc.
+                require_tools(&["runc"]);
+                bin_dir.clone()
             }
         };
         // A test binary killed earlier cannot have cleaned up after itself.
-        remove_reaper_cgroups(ns);
+        if runtime == Runtime::Runc {
+            remove_runc_cgroups(ns);
+        } else {
+            remove_reaper_cgroups(ns);
+        }
         let dir = tempfile::Builder::new()
             .prefix("reaper-ctd-")
             .tempdir_in("/tmp")
@@ -445,18 +589,37 @@ impl Daemon {
         if runtime == Runtime::Runc {
             populate_busybox(&rootfs);
         }
-        let disabled = if opts.cri {
-            "[]"
-        } else {
-            r#"["io.containerd.grpc.v1.cri"]"#
-        };
+        let mut disabled: Vec<&str> = Vec::new();
+        if !opts.cri {
+            // The CRI service. 2.x also loads its runtime and images plugins and the pod sandbox
+            // controller (`plugins/cri/runtime/plugin.go` etc. at v2.1.9); left on: they cost
+            // about 2 ms of start-up, and disabling them makes `sandbox-controllers` fail to load.
+            disabled.push("io.containerd.grpc.v1.cri");
+        }
+        if version.is_2x() {
+            // NRI is on by default in 2.x and, once CRI starts it, listens on the host-wide
+            // /var/run/nri/nri.sock (`internal/nri/config.go` at v2.1.9, the path from its
+            // vendored `nri/pkg/api/plugin.go`), shared by parallel tests; 1.7 defaults it off
+            // (`pkg/nri/config.go` at v1.7.24). CRI runs without it (`getNRIAPI` in
+            // `plugins/cri/cri.go` at v2.1.9: "NRI support disabled").
+            disabled.push("io.containerd.nri.v1.nri");
+        }
+        let disabled = format!("{disabled:?}");
         let cri = if opts.cri {
+            // The CRI server's own settings keep their 1.x table in a version 3 config
+            // (`ServerConfig` in `internal/cri/config/config.go` at v2.1.9).
             "[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n  stream_server_port = \"0\"\n"
         } else {
             ""
         };
+        // 2.x migrates a version 2 file at every start and warns; version 3 is its own format
+        // (`ConfigVersion = 3` in `version/version.go`, the migrations in
+        // `cmd/containerd/server/config/config.go` at v2.1.9). The top-level keys and tables
+        // written here are the same in both.
+        let own = if version.is_2x() { 3 } else { 2 };
+        let config_version = opts.config_version.unwrap_or(own);
         let config = format!(
-            "version = 2\nroot = {root:?}\nstate = {state:?}\ndisabled_plugins = {disabled}\n\n\
+            "version = {config_version}\nroot = {root:?}\nstate = {state:?}\ndisabled_plugins = {disabled}\n\n\
              [grpc]\n  address = {address:?}\n\n[ttrpc]\n  address = {ttrpc:?}\n\n\
              [debug]\n  level = \"debug\"\n\n{cri}\n{extra}\n",
             extra = opts.extra_config
@@ -477,6 +640,7 @@ impl Daemon {
             namespace: ns.to_string(),
             runtime,
             rootfs,
+            version,
             child: None,
             ids: BTreeSet::new(),
             tracked: Vec::new(),
@@ -494,7 +658,7 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("open log");
-        let mut cmd = Command::new(which("containerd").expect("containerd"));
+        let mut cmd = Command::new(self.version.containerd());
         cmd.arg("--config")
             .arg(&self.config)
             .env("PATH", &self.path)
@@ -564,9 +728,15 @@ impl Daemon {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// A `ctr --address <ours> --namespace <ours> <args>` command (not yet run).
+    /// This daemon's release's `ctr`.
+    pub fn ctr_path(&self) -> PathBuf {
+        self.version.ctr()
+    }
+
+    /// A `ctr --address <ours> --namespace <ours> <args>` command (not yet run), with this
+    /// daemon's release's `ctr`.
     pub fn ctr_cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new(self.ctr_path());
         cmd.arg("--address")
             .arg(&self.address)
             .arg("--namespace")
@@ -656,14 +826,10 @@ impl Daemon {
 
     /// The shim binary of our runtime (the one containerd finds first on its PATH).
     pub fn shim_binary(&self) -> PathBuf {
-        Daemon::shim_binary_of(self.runtime)
-    }
-
-    fn shim_binary_of(runtime: Runtime) -> PathBuf {
-        match runtime {
+        match self.runtime {
             Runtime::Reaper => reaper_binary(),
             Runtime::Faulty => built_binary("containerd-shim-faulty-v2"),
-            Runtime::Runc => which("containerd-shim-runc-v2").expect("runc shim"),
+            Runtime::Runc => self.version.bin_dir().join("containerd-shim-runc-v2"),
         }
     }
 
@@ -706,13 +872,27 @@ impl Daemon {
 
     /// The socket paths our ids hash to (containerd's `sha256(address/namespace/id)`).
     pub fn socket_paths(&self) -> Vec<PathBuf> {
+        self.hashed_paths("")
+    }
+
+    /// The debug socket paths our ids hash to: under a `-debug` containerd (our config's debug
+    /// level) the 2.x runc shim also listens on `sha256(address/namespace/id/debug)`
+    /// (`cmd/containerd-shim-runc-v2/manager/manager_linux.go` and `pkg/shim/util_unix.go`
+    /// `SocketAddress` at v2.1.9). Checked for every runtime and release: none may remain.
+    pub fn debug_socket_paths(&self) -> Vec<PathBuf> {
+        self.hashed_paths("/debug")
+    }
+
+    fn hashed_paths(&self, suffix: &str) -> Vec<PathBuf> {
         self.ids
             .iter()
-            .map(|id| {
-                let key = format!("{}/{}/{}", self.address.display(), self.namespace, id);
-                Path::new(SOCKET_DIR).join(hex::encode(Sha256::digest(key.as_bytes())))
-            })
+            .map(|id| self.hashed_path(&format!("{id}{suffix}")))
             .collect()
+    }
+
+    fn hashed_path(&self, id: &str) -> PathBuf {
+        let key = format!("{}/{}/{id}", self.address.display(), self.namespace);
+        Path::new(SOCKET_DIR).join(hex::encode(Sha256::digest(key.as_bytes())))
     }
 
     /// Asserts (waiting up to 5 s for asynchronous shim exits) that no shim process, socket,
@@ -756,9 +936,12 @@ impl Daemon {
                 leaks.push(format!("process {p} names our temp dir: {argv:?}"));
             }
         }
-        for s in self.socket_paths() {
-            if s.exists() {
-                leaks.push(format!("socket {}", s.display()));
+        for id in &self.ids {
+            for (suffix, what) in [("", "socket"), ("/debug", "debug socket")] {
+                let s = self.hashed_path(&format!("{id}{suffix}"));
+                if s.exists() {
+                    leaks.push(format!("{what} of {id}: {}", s.display()));
+                }
             }
         }
         for (pid, t, what) in &self.tracked {
@@ -823,11 +1006,17 @@ impl Drop for Daemon {
             }
         }
         self.stop();
-        for s in self.socket_paths() {
+        for s in self
+            .socket_paths()
+            .into_iter()
+            .chain(self.debug_socket_paths())
+        {
             let _ = fs::remove_file(s);
         }
         if self.runtime != Runtime::Runc {
             remove_reaper_cgroups(&self.namespace);
+        } else {
+            remove_runc_cgroups(&self.namespace);
         }
         // Mounts under state (none expected with --rootfs) would make removal fail loudly.
         let _ = fs::remove_dir_all(self.dir.path());
@@ -880,6 +1069,43 @@ pub fn parse_events(text: &str) -> Vec<Event> {
             })
         })
         .collect()
+}
+
+/// A timestamp field of an event's JSON (`exited_at`) as [`normalize_time`] gives it. ctr 1.6
+/// prints it as an RFC 3339 string (its gogo-generated events hold a `time.Time`); ctr 1.7 and
+/// 2.1 print the Go struct of
+/// `timestamppb.Timestamp` through `encoding/json`, `{"seconds": S, "nanos": N}` (`ctr events`
+/// marshals the decoded event with `json.Marshal`: `cmd/ctr/commands/events/events.go` at
+/// v1.7.24 and v2.1.9).
+pub fn json_time(v: &serde_json::Value) -> Option<String> {
+    if let Some(s) = v.as_str() {
+        return Some(normalize_time(s));
+    }
+    let secs = v.get("seconds")?.as_i64()?;
+    let nanos = v.get("nanos").and_then(|n| n.as_u64()).unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    Some(format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
+}
+
+/// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01, counted in 400-year
+/// eras of 146097 days, each era starting on a 1 March so that leap days fall at its end.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468; // days from 0000-03-01
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era, 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the March-based year
+    let mp = (5 * doy + 2) / 153; // March = 0
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.f…][Z]` (ctr's envelope time with `T`, or a JSON timestamp) as

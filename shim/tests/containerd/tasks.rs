@@ -5,12 +5,17 @@ use std::fs;
 use std::time::Duration;
 
 use crate::common;
+use rstest::rstest;
+
+use crate::common::Version::{self, V1_6, V1_7, V2_1};
 use crate::common::{parse_events, poll, proc_state};
 use crate::{daemon, subscribe_events};
 
-#[test]
-fn task_kill_ends_attached_run_with_143_and_sigkill_with_137() {
-    let mut d = daemon("kill");
+#[rstest]
+fn task_kill_ends_attached_run_with_143_and_sigkill_with_137(
+    #[values(V1_6, V1_7, V2_1)] containerd: Version,
+) {
+    let mut d = daemon(containerd, "kill");
     let (mut term, _) = d.run_bg(&[], "term1", &["/bin/sleep", "30"]);
     let (mut killed, _) = d.run_bg(&[], "kill1", &["/bin/sleep", "30"]);
     d.ctr(&["task", "kill", "term1"]).ok("task kill term1");
@@ -23,9 +28,9 @@ fn task_kill_ends_attached_run_with_143_and_sigkill_with_137() {
     d.assert_no_leaks();
 }
 
-#[test]
-fn kill_all_reaches_descendants() {
-    let mut d = daemon("killall");
+#[rstest]
+fn kill_all_reaches_descendants(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+    let mut d = daemon(containerd, "killall");
     let marker = d.dir.path().join("child.pid");
     let script = format!("/bin/sleep 30 & echo $! > {}; wait", marker.display());
     let (mut run, _) = d.run_bg(&[], "ka1", &["/bin/sh", "-c", &script]);
@@ -40,9 +45,9 @@ fn kill_all_reaches_descendants() {
     d.assert_no_leaks();
 }
 
-#[test]
-fn a_paused_task_can_still_be_killed() {
-    let mut d = daemon("pausekill");
+#[rstest]
+fn a_paused_task_can_still_be_killed(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+    let mut d = daemon(containerd, "pausekill");
     let (mut run, _) = d.run_bg(&[], "pk1", &["/bin/sleep", "30"]);
     d.ctr(&["task", "pause", "pk1"]).ok("task pause");
     d.ctr(&["task", "kill", "-s", "SIGKILL", "pk1"])
@@ -53,9 +58,9 @@ fn a_paused_task_can_still_be_killed() {
 
 /// An init that leaves a background child behind: the child (reparented to the subreaper shim)
 /// must not outlive the task, and nothing stays a zombie.
-#[test]
-fn an_orphaned_child_does_not_outlive_its_task() {
-    let mut d = daemon("orphan");
+#[rstest]
+fn an_orphaned_child_does_not_outlive_its_task(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+    let mut d = daemon(containerd, "orphan");
     let marker = d.dir.path().join("orphan.pid");
     let script = format!("/bin/sleep 30 & echo $! > {}; exit 0", marker.display());
     let out = d.run_rm(&[], "or1", &["/bin/sh", "-c", &script], None);
@@ -69,9 +74,9 @@ fn an_orphaned_child_does_not_outlive_its_task() {
     d.assert_no_leaks();
 }
 
-#[test]
-fn task_exec_output_and_exit_code() {
-    let mut d = daemon("exec");
+#[rstest]
+fn task_exec_output_and_exit_code(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+    let mut d = daemon(containerd, "exec");
     let (mut run, _) = d.run_bg(&[], "exec1", &["/bin/sleep", "30"]);
     let fifo = d.dir.path().join("fifo").display().to_string();
     let out = d.ctr(&[
@@ -114,14 +119,20 @@ fn task_exec_output_and_exit_code() {
         "30",
     ]);
     let mut long = common::Bg::spawn(long, d.dir.path(), "exec-long");
+    let mut last_ps = String::new();
     let line = poll(Duration::from_secs(10), || {
-        let ps = d.ctr(&["task", "ps", "exec1"]);
-        ps.stdout
+        last_ps = d.ctr(&["task", "ps", "exec1"]).stdout;
+        last_ps
             .lines()
-            .find(|l| l.contains("ExecID:long"))
+            .find(|l| info_names_exec(l, "long"))
             .map(str::to_string)
     })
-    .unwrap_or_else(|| panic!("exec `long` never in task ps: {}", long.errors()));
+    .unwrap_or_else(|| {
+        panic!(
+            "exec `long` never in task ps: {}\nlast task ps:\n{last_ps}",
+            long.errors()
+        )
+    });
     let exec_pid: u32 = line
         .split_whitespace()
         .next()
@@ -136,14 +147,33 @@ fn task_exec_output_and_exit_code() {
     d.assert_no_leaks();
 }
 
-#[test]
-fn exec_with_tty_and_a_failing_exec_leave_the_task_unharmed() {
+/// Whether a `ctr task ps` line's INFO (the shim's `ProcessDetails`, printed with `%+v`:
+/// `cmd/ctr/commands/tasks/ps.go`) names exec `id`. ctr 1.6's gogo types print
+/// `&ProcessDetails{ExecID:long,}`; 1.7's and 2.1's google.golang.org/protobuf types print their
+/// text format, `exec_id:"long"`, where protobuf-go may put a space after the colon (its output is
+/// deliberately unstable).
+fn info_names_exec(line: &str, id: &str) -> bool {
+    let info = line
+        .split_whitespace()
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join(" ");
+    info.contains(&format!("ExecID:{id},"))
+        || info.contains(&format!("exec_id:\"{id}\""))
+        || info.contains(&format!("exec_id: \"{id}\""))
+}
+
+#[rstest]
+fn exec_with_tty_and_a_failing_exec_leave_the_task_unharmed(
+    #[values(V1_6, V1_7, V2_1)] containerd: Version,
+) {
     common::require_tools(&["script"]);
-    let mut d = daemon("exectty");
+    let mut d = daemon(containerd, "exectty");
     let (mut run, pid) = d.run_bg(&[], "et1", &["/bin/sleep", "30"]);
     let line = format!(
-        "ctr --address {} --namespace {} task exec -t --exec-id t1 et1 \
+        "{} --address {} --namespace {} task exec -t --exec-id t1 et1 \
          /bin/sh -c 'test -t 0 && test -t 1 && echo exec-on-a-tty; exit 6'",
+        d.ctr_path().display(),
         d.address.display(),
         d.namespace
     );
@@ -180,9 +210,11 @@ fn exec_with_tty_and_a_failing_exec_leave_the_task_unharmed() {
 /// Exec events come in README order (exec-added < exec-started < exit < delete, all naming the
 /// exec), and bad kill requests (unknown signal number, unknown exec id) are clear errors that
 /// leave the task running.
-#[test]
-fn exec_events_in_order_and_bad_kills_are_clear_errors() {
-    let mut d = daemon("execev");
+#[rstest]
+fn exec_events_in_order_and_bad_kills_are_clear_errors(
+    #[values(V1_6, V1_7, V2_1)] containerd: Version,
+) {
+    let mut d = daemon(containerd, "execev");
     let (mut run, pid) = d.run_bg(&[], "xe1", &["/bin/sleep", "30"]);
     let ev = subscribe_events(&d);
     let fifo = d.dir.path().join("fifo").display().to_string();
@@ -245,9 +277,9 @@ fn exec_events_in_order_and_bad_kills_are_clear_errors() {
     d.assert_no_leaks();
 }
 
-#[test]
-fn task_ps_pause_resume_and_metrics() {
-    let mut d = daemon("pause");
+#[rstest]
+fn task_ps_pause_resume_and_metrics(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+    let mut d = daemon(containerd, "pause");
     // A heartbeat: a counter written every 50 ms to a host file (bind-mounted at the same path
     // for runc; the reaper runs on the host).
     let hb_dir = d.dir.path().join("hb");
@@ -329,9 +361,9 @@ fn task_ps_pause_resume_and_metrics() {
 
 /// A detached task whose init exits at once stays STOPPED: exec and pause are refused with a
 /// clear error, and `task delete` reports its code.
-#[test]
-fn exec_and_pause_after_init_exit_are_refused() {
-    let mut d = daemon("afterexit");
+#[rstest]
+fn exec_and_pause_after_init_exit_are_refused(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+    let mut d = daemon(containerd, "afterexit");
     let args = d.run_args(false, &["-d"], "ae1", &["/bin/sh", "-c", "exit 3"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     d.ctr(&args).ok("ctr run -d");
@@ -366,9 +398,11 @@ fn exec_and_pause_after_init_exit_are_refused() {
 
 /// `task delete` of a running task is refused, and `task checkpoint` (the client pauses, calls
 /// Checkpoint, resumes) fails as *not implemented* with the shim's reason; the task runs on.
-#[test]
-fn delete_while_running_and_checkpoint_are_refused() {
-    let mut d = daemon("refused");
+#[rstest]
+fn delete_while_running_and_checkpoint_are_refused(
+    #[values(V1_6, V1_7, V2_1)] containerd: Version,
+) {
+    let mut d = daemon(containerd, "refused");
     let (mut run, pid) = d.run_bg(&[], "rf1", &["/bin/sleep", "30"]);
     let del = d.ctr(&["task", "delete", "rf1"]);
     assert_ne!(del.code(), 0, "delete of a running task: {del:#?}");
