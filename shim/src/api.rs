@@ -222,8 +222,9 @@ impl Shim {
         };
         self.events
             .send(topics::TASK_CREATE_EVENT_TOPIC, Box::new(ev));
+        self.hostile_events(&req.id);
         Ok(CreateTaskResponse {
-            pid: pid as u32,
+            pid: self.faults.report_pid.unwrap_or(pid as u32),
             ..Default::default()
         })
     }
@@ -308,9 +309,34 @@ impl Shim {
                 .send(topics::TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(ev));
         }
         Ok(StartResponse {
-            pid: p.pid as u32,
+            pid: self.faults.report_pid.unwrap_or(p.pid as u32),
             ..Default::default()
         })
+    }
+
+    /// The faulty shim's `big-event` (each Create) and `event-flood` (the server's first Create).
+    fn hostile_events(&self, id: &str) {
+        static FLOODED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if self.faults.big_event {
+            // An OOM event for this container, carried in 1 MiB (an unknown field 15 of zeros:
+            // a reader that decodes it skips the padding).
+            let mut ev = containerd_shim_protos::events::task::TaskOOM {
+                container_id: id.to_string(),
+                ..Default::default()
+            };
+            ev.special_fields
+                .mut_unknown_fields()
+                .add_length_delimited(15, vec![0; crate::faults::BIG_EVENT_BYTES]);
+            self.events.send(topics::TASK_OOM_EVENT_TOPIC, Box::new(ev));
+        }
+        if self.faults.event_flood && !FLOODED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tokio::spawn(crate::events::flood(
+                std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
+                self.namespace.clone(),
+                id.to_string(),
+                crate::faults::FLOOD_EVENTS,
+            ));
+        }
     }
 
     /// State of init or an exec.

@@ -67,15 +67,99 @@ pub struct Publisher {
     pending: Arc<AtomicUsize>,
 }
 
+/// An envelope of `event` on `topic`, stamped now.
+fn envelope(namespace: &str, topic: &str, event: &dyn MessageDyn) -> Envelope {
+    Envelope {
+        timestamp: Some(timestamp(SystemTime::now())).into(),
+        namespace: namespace.to_string(),
+        topic: topic.to_string(),
+        event: Some(to_any(event_type(topic), event)).into(),
+        ..Default::default()
+    }
+}
+
+/// `$TTRPC_ADDRESS` as a ttrpc address (`unix://` added to a plain path; empty stays empty).
+fn events_address(address: String) -> String {
+    if address.is_empty() || address.contains("://") {
+        address
+    } else {
+        format!("unix://{address}")
+    }
+}
+
+/// Dials the events endpoint, bounded to 5 s.
+async fn connect(addr: &str) -> Option<EventsClient> {
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        ttrpc::asynchronous::Client::connect(addr),
+    )
+    .await
+    {
+        Ok(Ok(c)) => Some(EventsClient::new(c)),
+        Ok(Err(e)) => {
+            tracing::warn!("connect events {addr}: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("connect events {addr}: timed out");
+            None
+        }
+    }
+}
+
+/// One Forward of `env`, bounded to 5 s.
+async fn forward(c: &EventsClient, env: &Envelope) -> ttrpc::Result<()> {
+    let mut ctx = ttrpc::context::with_timeout(5_000_000_000);
+    ctx.add(
+        "containerd-namespace-ttrpc".to_string(),
+        env.namespace.clone(),
+    );
+    let req = ForwardRequest {
+        envelope: Some(env.clone()).into(),
+        ..Default::default()
+    };
+    c.forward(ctx, &req).await.map(|_| ())
+}
+
+/// The faulty shim's `event-flood`: `n` `/tasks/oom` events for `container_id` on a connection
+/// of their own (beside the ordered queue), 64 in flight at once; returns how many were taken.
+pub async fn flood(address: String, namespace: String, container_id: String, n: usize) -> usize {
+    use containerd_shim_protos::events::task::TaskOOM;
+    let addr = events_address(address);
+    let Some(c) = connect(&addr).await else {
+        return 0;
+    };
+    let env = envelope(
+        &namespace,
+        "/tasks/oom",
+        &TaskOOM {
+            container_id,
+            ..Default::default()
+        },
+    );
+    let c = Arc::new(c);
+    let env = Arc::new(env);
+    let mut sent = 0;
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(64);
+        left -= batch;
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..batch {
+            let (c, env) = (c.clone(), env.clone());
+            set.spawn(async move { forward(&c, &env).await.is_ok() });
+        }
+        while let Some(ok) = set.join_next().await {
+            sent += usize::from(ok.unwrap_or(false));
+        }
+    }
+    tracing::warn!(sent, n, "faulty: event flood done");
+    sent
+}
+
 impl EventSender for Publisher {
     fn send(&self, topic: &'static str, event: Box<dyn MessageDyn>) {
-        let env = Envelope {
-            timestamp: Some(timestamp(SystemTime::now())).into(),
-            namespace: self.namespace.clone(),
-            topic: topic.to_string(),
-            event: Some(to_any(event_type(topic), event.as_ref())).into(),
-            ..Default::default()
-        };
+        let env = envelope(&self.namespace, topic, event.as_ref());
         tracing::debug!(topic, "event queued");
         self.pending.fetch_add(1, Ordering::SeqCst);
         if self.tx.send(env).is_err() {
@@ -105,11 +189,7 @@ pub fn start(address: String, namespace: String, retry: bool) -> Publisher {
     let pending = Arc::new(AtomicUsize::new(0));
     let left = pending.clone();
     tokio::spawn(async move {
-        let addr = if address.is_empty() || address.contains("://") {
-            address
-        } else {
-            format!("unix://{address}")
-        };
+        let addr = events_address(address);
         let mut client: Option<EventsClient> = None;
         while let Some(env) = rx.recv().await {
             let first = Instant::now();
@@ -120,29 +200,11 @@ pub fn start(address: String, namespace: String, retry: bool) -> Publisher {
                     break;
                 }
                 if client.is_none() {
-                    match tokio::time::timeout(
-                        Duration::from_secs(5),
-                        ttrpc::asynchronous::Client::connect(&addr),
-                    )
-                    .await
-                    {
-                        Ok(Ok(c)) => client = Some(EventsClient::new(c)),
-                        Ok(Err(e)) => tracing::warn!("connect events {addr}: {e}"),
-                        Err(_) => tracing::warn!("connect events {addr}: timed out"),
-                    }
+                    client = connect(&addr).await;
                 }
                 if let Some(c) = &client {
-                    let mut ctx = ttrpc::context::with_timeout(5_000_000_000);
-                    ctx.add(
-                        "containerd-namespace-ttrpc".to_string(),
-                        env.namespace.clone(),
-                    );
-                    let req = ForwardRequest {
-                        envelope: Some(env.clone()).into(),
-                        ..Default::default()
-                    };
-                    match c.forward(ctx, &req).await {
-                        Ok(_) => {
+                    match forward(c, &env).await {
+                        Ok(()) => {
                             tracing::debug!(topic = env.topic, "event forwarded");
                             break;
                         }

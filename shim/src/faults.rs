@@ -1,10 +1,54 @@
 //! Deliberate bugs for the `containerd-shim-faulty-v2` test binary. The real shim always uses
 //! `Faults::default()` (no fault enabled); only the faulty binary parses `FAULTY_SHIM`.
+//! Besides protocol bugs there are hostile modes, for testing that a checker contains a shim:
+//! lying pids, floods, huge or broken replies, leftover processes, an unkillable-by-SIGTERM server.
 
 use crate::error::{Error, Result};
 
 /// The environment variable the faulty binary reads at server start.
 pub const ENV: &str = "FAULTY_SHIM";
+/// Set by the faulty binary's `start` action for its server: the pid of the process that ran
+/// `start` (the containerd or harness under test), for `report-pid=harness`.
+pub const STARTER_PID_ENV: &str = "FAULTY_STARTER_PID";
+/// How many events `event-flood` sends.
+pub const FLOOD_EVENTS: usize = 100_000;
+/// The size of the `big-event` event's payload.
+pub const BIG_EVENT_BYTES: usize = 1 << 20;
+
+/// The Task methods a reply fault can name (`stall-reply=State`).
+pub const METHODS: [&str; 17] = [
+    "State",
+    "Create",
+    "Start",
+    "Delete",
+    "Pids",
+    "Pause",
+    "Resume",
+    "Checkpoint",
+    "Kill",
+    "Exec",
+    "ResizePty",
+    "CloseIO",
+    "Update",
+    "Wait",
+    "Stats",
+    "Connect",
+    "Shutdown",
+];
+
+/// How the reply to one method is broken (served by a proxy in front of the real server, see
+/// [`crate::wirefault`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyFault {
+    /// A frame announcing 64 MiB, and 64 MiB of bytes after it.
+    Huge,
+    /// The header and half the payload, then nothing more on that connection.
+    Stall,
+    /// The header and half the payload, then the connection is closed.
+    CloseMidReply,
+    /// A well-formed reply whose payload is another message type.
+    WrongType,
+}
 
 /// Which bugs are switched on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,13 +71,56 @@ pub struct Faults {
     pub shutdown_never_exits: bool,
     /// An event whose Forward fails is dropped instead of retried.
     pub no_event_retry: bool,
+    /// Create and Start answer this pid instead of the real one (events and State keep it).
+    pub report_pid: Option<u32>,
+    /// At the first Create, [`FLOOD_EVENTS`] `/tasks/oom` events on a connection of their own.
+    pub event_flood: bool,
+    /// At each Create, one `/tasks/oom` event of [`BIG_EVENT_BYTES`].
+    pub big_event: bool,
+    /// The reply to one Task method is broken.
+    pub reply: Option<(ReplyFault, &'static str)>,
+    /// The server leaves a grandchild (in a session of its own, still running) when it exits.
+    pub grandchild: bool,
+    /// The server ignores SIGTERM and never exits after Shutdown.
+    pub ignore_sigterm: bool,
 }
 
 impl Faults {
     /// Parses a comma list such as `exit-before-start,no-stdout`; unknown names are an error.
     pub fn parse(list: &str) -> Result<Faults> {
         let mut f = Faults::default();
-        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, value) = match item.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (item, None),
+            };
+            let reply = match name {
+                "huge-reply" => Some(ReplyFault::Huge),
+                "stall-reply" => Some(ReplyFault::Stall),
+                "close-mid-reply" => Some(ReplyFault::CloseMidReply),
+                "wrong-reply" => Some(ReplyFault::WrongType),
+                _ => None,
+            };
+            if let Some(kind) = reply {
+                let method = value.unwrap_or("State");
+                let Some(m) = METHODS.iter().find(|m| **m == method) else {
+                    return Err(Error::InvalidArgument(format!(
+                        "{ENV}: {name}={method:?}: not a Task method (one of {})",
+                        METHODS.join(", ")
+                    )));
+                };
+                f.reply = Some((kind, m));
+                continue;
+            }
+            if name == "report-pid" {
+                f.report_pid = Some(parse_pid(value)?);
+                continue;
+            }
+            if let Some(v) = value {
+                return Err(Error::InvalidArgument(format!(
+                    "{ENV}: fault {name:?} takes no value (got {v:?})"
+                )));
+            }
             match name {
                 "exit-before-start" => f.exit_before_start = true,
                 "no-exit-event" => f.no_exit_event = true,
@@ -44,6 +131,10 @@ impl Faults {
                 "no-stdout" => f.no_stdout = true,
                 "shutdown-never-exits" => f.shutdown_never_exits = true,
                 "no-event-retry" => f.no_event_retry = true,
+                "event-flood" => f.event_flood = true,
+                "big-event" => f.big_event = true,
+                "grandchild" => f.grandchild = true,
+                "ignore-sigterm" => f.ignore_sigterm = true,
                 other => {
                     return Err(Error::InvalidArgument(format!(
                         "{ENV}: unknown fault {other:?}"
@@ -65,6 +156,24 @@ impl Faults {
     }
 }
 
+/// `report-pid=N` (any u32, 4294967295 included) or `report-pid=harness` (the pid that ran
+/// `start`, from [`STARTER_PID_ENV`]).
+fn parse_pid(value: Option<&str>) -> Result<u32> {
+    let bad = |why: String| Error::InvalidArgument(format!("{ENV}: report-pid: {why}"));
+    match value {
+        None => Err(bad("needs a value: a number or `harness`".into())),
+        Some("harness") => std::env::var(STARTER_PID_ENV)
+            .map_err(|_| {
+                bad(format!(
+                    "`harness` needs {STARTER_PID_ENV} (set by `start`)"
+                ))
+            })?
+            .parse()
+            .map_err(|e| bad(format!("{STARTER_PID_ENV}: {e}"))),
+        Some(n) => n.parse().map_err(|e| bad(format!("{n:?}: {e}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +185,29 @@ mod tests {
         assert_eq!(Faults::parse("").unwrap(), Faults::default());
         let e = Faults::parse("bogus").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn parses_hostile_modes_with_values() {
+        let f = Faults::parse("report-pid=4294967295,stall-reply=Create,event-flood").unwrap();
+        assert_eq!(f.report_pid, Some(u32::MAX));
+        assert_eq!(f.reply, Some((ReplyFault::Stall, "Create")));
+        assert!(f.event_flood && !f.big_event);
+        assert_eq!(
+            Faults::parse("wrong-reply").unwrap().reply,
+            Some((ReplyFault::WrongType, "State"))
+        );
+        let f = Faults::parse("grandchild,ignore-sigterm,big-event,huge-reply=Wait").unwrap();
+        assert!(f.grandchild && f.ignore_sigterm && f.big_event);
+        assert_eq!(f.reply, Some((ReplyFault::Huge, "Wait")));
+        for (bad, named) in [
+            ("report-pid=-1", "-1"),
+            ("report-pid", "needs a value"),
+            ("close-mid-reply=Nope", "Nope"),
+            ("no-stdout=1", "takes no value"),
+        ] {
+            let e = Faults::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(named), "{bad}: {e}");
+        }
     }
 }

@@ -18,3 +18,4 @@ pub mod reaper;
 pub mod service;
 pub mod spec;
 pub mod task;
+pub mod wirefault;

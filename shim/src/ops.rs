@@ -188,7 +188,7 @@ impl Shim {
     /// Shutdown: exit once no container remains and no joining container holds a
     /// reservation; `now` exits at once.
     pub async fn task_shutdown(&self, req: ShutdownRequest) -> Result<()> {
-        if self.faults.shutdown_never_exits {
+        if self.faults.shutdown_never_exits || self.faults.ignore_sigterm {
             return Ok(());
         }
         if self.membership.try_exit(&req.id, self.count(), req.now) {

@@ -322,6 +322,18 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
         }
     };
     tracing::info!(pid = std::process::id(), socket = ?sock_path, ?faults, "server starting");
+    // The faulty shim's broken replies: the real server moves behind a proxy on our socket.
+    let (serve_fd, proxy) = match faults.reply {
+        Some((kind, method)) => {
+            let inner = crate::wirefault::inner_name(std::process::id());
+            let inner_fd = crate::wirefault::bind_inner(&inner)?;
+            (inner_fd, Some((fd, inner, kind, method)))
+        }
+        None => (fd, None),
+    };
+    if faults.grandchild {
+        leave_grandchild(&bundle);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -344,11 +356,14 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
             .unwrap_or(true);
         let shim = Shim::new(ns, reaper, publisher.clone(), faults, cgroups);
         let svc = TaskService { shim: shim.clone() };
-        // SAFETY: fd is our listening socket and nothing else uses it.
+        if let Some((outer, inner, kind, method)) = proxy {
+            crate::wirefault::spawn(outer, inner, kind, method)?;
+        }
+        // SAFETY: serve_fd is our listening socket and nothing else uses it.
         let mut server = unsafe {
             ttrpc::asynchronous::Server::new()
                 .register_service(services(svc))
-                .add_unix_listener(fd)
+                .add_unix_listener(serve_fd)
         }
         .map_err(|e| Error::Other(format!("ttrpc listener: {e}")))?;
         server
@@ -358,7 +373,7 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
         let mut exit_rx = shim.exit.subscribe();
         tokio::select! {
             _ = exit_rx.wait_for(|v| *v) => tracing::info!("shutdown requested"),
-            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = term.recv(), if !faults.ignore_sigterm => tracing::info!("SIGTERM"),
             _ = int.recv() => tracing::info!("SIGINT"),
         }
         // Refuse joins from now on, and let go of the socket at once so that a `start` of the
@@ -378,6 +393,19 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
     }
     tracing::info!("server exiting");
     res
+}
+
+/// The faulty shim's `grandchild`: a `sh` that leaves a `sleep` in a session of its own (still
+/// in the bundle, a descendant of this subreaper) and exits.
+fn leave_grandchild(bundle: &Path) {
+    let status = std::process::Command::new("/bin/sh")
+        .args(["-c", "setsid sleep 3600 </dev/null >/dev/null 2>&1 &"])
+        .current_dir(bundle)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    tracing::warn!(?status, "faulty: left a grandchild");
 }
 
 /// The built-in pause process of a pod sandbox: sleeps until SIGTERM or SIGINT, then exits 0.
