@@ -82,6 +82,16 @@ pub fn proc_info(pid: i32) -> Option<ProcInfo> {
     })
 }
 
+/// Now, in the unit of [`ProcInfo::starttime`]: clock ticks since boot.
+pub fn ticks_now() -> u64 {
+    // SAFETY: sysconf with a constant name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0, |up| (up * hz) as u64)
+}
+
 /// Every process currently visible in `/proc`.
 pub fn all_processes() -> Vec<ProcInfo> {
     let Ok(rd) = std::fs::read_dir("/proc") else {

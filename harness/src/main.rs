@@ -195,6 +195,11 @@ struct RunArgs {
     /// After a failed step, run the scenario's remaining steps too (default: stop it there).
     #[arg(long)]
     keep_going: bool,
+    /// Default bound of one step (an RPC, an event or output wait) that sets no `timeout`
+    /// itself; lower it to fail a hanging shim faster.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
+          default_value = "10s")]
+    step_timeout: std::time::Duration,
     /// Root filesystem of the bundles: `busybox` (works for isolated and host shims) or `none`
     /// (an empty rootfs; enough for shims that run the process on the host).
     #[arg(long, value_enum, default_value = "busybox")]
@@ -489,6 +494,7 @@ fn prepare(a: &RunArgs) -> Result<(RunConfig, Vec<Loaded>)> {
         profile,
         shim_env,
         keep_going: a.keep_going,
+        step_timeout: a.step_timeout,
         rootfs: match a.rootfs {
             RootfsArg::Busybox => harness::bundle::RootfsKind::Busybox,
             RootfsArg::None => harness::bundle::RootfsKind::None,

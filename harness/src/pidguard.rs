@@ -50,14 +50,16 @@ pub enum Refused {
     Gone(i32),
     /// A live process that neither is the shim server nor descends from it.
     #[error(
-        "pid {pid} ({comm}) is not a process of the shim: neither the shim server (pid {server}) \
-         nor one of its descendants"
+        "pid {pid} ({comm}, parent {ppid}) is not a process of the shim: neither the shim server \
+         (pid {server}) nor one of its descendants"
     )]
     NotOfShim {
         /// The pid.
         pid: i32,
         /// Its command name.
         comm: String,
+        /// Its parent pid.
+        ppid: i32,
         /// The shim server's pid.
         server: i32,
     },
@@ -85,10 +87,16 @@ impl Proc {
     pub fn reported(pid: u32, server: Option<i32>) -> Result<Proc, Refused> {
         let info = checked(u64::from(pid))?;
         let server = server.ok_or(Refused::ServerUnknown(info.pid))?;
+        // A task being released by its reaping parent shows parent 0 (`pid_alive` is false in
+        // the kernel's `do_task_stat`): it is gone, not someone else's.
+        if info.ppid == 0 || info.state == 'X' {
+            return Err(Refused::Gone(info.pid));
+        }
         if info.pid != server && !descends_from(&info, server) {
             return Err(Refused::NotOfShim {
                 pid: info.pid,
                 comm: info.comm,
+                ppid: info.ppid,
                 server,
             });
         }

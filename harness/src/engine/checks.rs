@@ -74,7 +74,7 @@ impl Ctx<'_> {
                     want.join(", "),
                     if e.exact { "exactly" } else { "in this order" },
                     humantime::format_duration(timeout),
-                    seen.join(", ")
+                    crate::report::listed(&seen)
                 ));
             }
         };

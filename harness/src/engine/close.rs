@@ -8,6 +8,7 @@ use containerd_shim_protos::api::{DeleteRequest, KillRequest, WaitRequest};
 
 use super::convert;
 use super::steps::{Ctx, LOG_TAIL, MAIN, OUTPUT_KEEP};
+use crate::client::RpcError;
 use crate::report::{EventRecord, ScenarioResult, Status};
 use crate::scenario::{abbreviate, Level};
 
@@ -16,6 +17,11 @@ impl Ctx<'_> {
     /// Wait, Delete for each live task), so the leak check judges the shim, not the scenario.
     pub(super) async fn force_cleanup(&mut self) {
         let t = Duration::from_secs(2);
+        // A shim that let one of these go unanswered (or broke the connection) gets no more of
+        // them: its close (Shutdown, `delete` action, leak check) ends what is left.
+        let answered = |r: Result<(), RpcError>| {
+            !matches!(r, Err(RpcError::Timeout(_) | RpcError::Transport(_)))
+        };
         for slot in &self.shims {
             if slot.shim.is_none() || slot.client.is_closed() {
                 continue;
@@ -28,25 +34,23 @@ impl Ctx<'_> {
                     all: true,
                     ..Default::default()
                 };
-                let _ = c.kill(kill, t).await;
-                let _ = c
-                    .wait(
-                        WaitRequest {
-                            id: id.clone(),
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await;
-                let _ = c
-                    .delete(
-                        DeleteRequest {
-                            id,
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await;
+                if !answered(c.kill(kill, t).await.map(drop)) {
+                    break;
+                }
+                let wait = WaitRequest {
+                    id: id.clone(),
+                    ..Default::default()
+                };
+                if !answered(c.wait(wait, t).await.map(drop)) {
+                    break;
+                }
+                let delete = DeleteRequest {
+                    id,
+                    ..Default::default()
+                };
+                if !answered(c.delete(delete, t).await.map(drop)) {
+                    break;
+                }
             }
         }
     }
@@ -97,11 +101,14 @@ impl Ctx<'_> {
         close_problems.append(&mut self.refused_pids);
         let start = log_tail.len().saturating_sub(LOG_TAIL);
         res.shim_log_tail = log_tail[start..].to_vec();
-        let events: Vec<EventRecord> = self
-            .mock
-            .events()
-            .snapshot()
+        let all = self.mock.events().snapshot();
+        res.events_omitted = all
+            .len()
+            .checked_sub(crate::report::MAX_EVENTS_KEPT)
+            .filter(|n| *n > 0);
+        let events: Vec<EventRecord> = all
             .into_iter()
+            .take(crate::report::MAX_EVENTS_KEPT)
             .map(|e| {
                 let mut f = e.fields.clone();
                 convert::normalize_times(&mut f);

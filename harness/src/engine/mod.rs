@@ -126,6 +126,7 @@ fn aborted(name: &str, level: Level, reason: &str) -> ScenarioResult {
         duration_ms: 0,
         steps: vec![],
         events: vec![],
+        events_omitted: None,
         stdout: String::new(),
         stderr: String::new(),
         leaks: vec![],

@@ -200,6 +200,7 @@ pub(super) async fn execute(
         namespace,
     );
     let total = sc.timeout.map(|d| d.get()).unwrap_or(cfg.scenario_timeout);
+    let began = crate::leaks::ticks_now();
     let ran = tokio::time::timeout(total, async {
         if ctx.prepare(&sc.steps).await {
             ctx.run_steps(&sc.steps, "").await;
@@ -217,7 +218,24 @@ pub(super) async fn execute(
             ),
         );
     }
-    ctx.finish(res).await
+    let timed_out = ran.is_err();
+    let scenario_dir = ctx.tmp.clone();
+    let mut res = ctx.finish(res).await;
+    if timed_out {
+        // The timeout may have cancelled a launch or a close half-way: whatever process was
+        // started since and still works in this scenario's directory (a server's cwd is its
+        // bundle, and it holds the bundle's `log` FIFO) is ended here.
+        let scope = crate::leaks::LeakScope {
+            bundle: Some(scenario_dir),
+            not_before: began,
+            ..Default::default()
+        };
+        let swept = tokio::task::spawn_blocking(move || crate::leaks::check_and_clean(&scope))
+            .await
+            .unwrap_or_default();
+        res.leaks.extend(swept.into_iter().map(|l| l.detail));
+    }
+    res
 }
 
 impl<'a> Ctx<'a> {

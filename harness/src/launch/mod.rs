@@ -448,6 +448,7 @@ impl MockContainerd {
             },
             rootfs_dir: bundle.rootfs_dir().map(Path::to_path_buf),
             closed: false,
+            released: None,
             since,
             registry: self.registry.clone(),
         })

@@ -36,19 +36,28 @@ pub struct Shim {
     pub(super) delete: DeleteAction,
     pub(super) rootfs_dir: Option<PathBuf>,
     pub(super) closed: bool,
+    /// Set by [`Shim::close`] once it let go of the server's registry entry: whether another
+    /// connection still shares the server. A close cancelled later (a scenario's timeout) leaves
+    /// the rest of the clean-up to `Drop`, which must not release the entry twice.
+    pub(super) released: Option<bool>,
     pub(super) since: u64,
     pub(super) registry: super::Registry,
 }
 
 impl Drop for Shim {
-    /// A shim dropped without [`Shim::close`] (an error path, a panic) is not left running:
+    /// A shim dropped without [`Shim::close`] (an error path, a panic), or whose close was
+    /// cancelled half-way (a scenario's timeout), is not left running:
     /// the connection is closed, its server and process groups are ended by pid.
     fn drop(&mut self) {
         if self.closed {
             return;
         }
         self.client.close();
-        if super::release(&self.registry, &self.address) {
+        let shared = match self.released {
+            Some(shared) => shared,
+            None => super::release(&self.registry, &self.address),
+        };
+        if shared {
             return; // the server still serves other containers
         }
         let scope = LeakScope {
@@ -135,7 +144,6 @@ impl Shim {
     /// task was never deleted, wait (bounded) for the server to exit, then check for leaks and
     /// end whatever is left.
     pub async fn close(mut self) -> CloseReport {
-        self.closed = true;
         let t = self.timeouts;
         let descendants = self.pid.map(leaks::descendants).unwrap_or_default();
         // Unreaped children of a live server: give it a moment, then whatever is still a zombie
@@ -173,6 +181,7 @@ impl Shim {
         self.client.close();
         // Another connection still uses this server (grouping): it must live on, untouched.
         let shared = super::release(&self.registry, &self.address);
+        self.released = Some(shared);
         let delete_action = self.delete.run(t.delete_action).await;
         let mut synthetic = vec![];
         if live.contains_key(&self.delete.id) {
@@ -271,6 +280,7 @@ impl Shim {
         let log = std::mem::replace(&mut self.log, LogDrain::empty())
             .stop()
             .await;
+        self.closed = true;
         CloseReport {
             delete_action,
             synthetic_events: synthetic,

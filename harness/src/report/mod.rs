@@ -58,6 +58,21 @@ pub struct StepResult {
     pub message: Option<String>,
 }
 
+/// How many events a scenario's result keeps.
+pub const MAX_EVENTS_KEPT: usize = 1000;
+/// How many names a list in a message shows before it says how many more there are.
+pub const MAX_LISTED: usize = 24;
+
+/// `a, b, c` for a message, the first [`MAX_LISTED`] of `items` and then `… and N more`.
+pub fn listed<S: AsRef<str>>(items: &[S]) -> String {
+    let shown: Vec<&str> = items.iter().take(MAX_LISTED).map(AsRef::as_ref).collect();
+    let mut out = shown.join(", ");
+    if items.len() > MAX_LISTED {
+        out.push_str(&format!(", … and {} more", items.len() - MAX_LISTED));
+    }
+    out
+}
+
 /// One received event.
 #[derive(Debug, Clone, Serialize)]
 pub struct EventRecord {
@@ -86,8 +101,13 @@ pub struct ScenarioResult {
     pub duration_ms: u64,
     /// Each step.
     pub steps: Vec<StepResult>,
-    /// Every event received during the scenario, in arrival order.
+    /// Every event received during the scenario, in arrival order (the first
+    /// [`MAX_EVENTS_KEPT`]).
     pub events: Vec<EventRecord>,
+    /// Extension: how many events arrived after the first [`MAX_EVENTS_KEPT`] and are left out
+    /// of `events` (a flooding shim); absent when none were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_omitted: Option<usize>,
     /// The init's captured stdout (lossy UTF-8; long output abbreviated).
     pub stdout: String,
     /// The init's captured stderr.
@@ -210,7 +230,11 @@ pub fn failure_text(s: &ScenarioResult) -> String {
             }
         })
         .collect();
-    out.push_str(&format!("\nevents seen: [{}]", topics.join(", ")));
+    let omitted = s
+        .events_omitted
+        .map(|n| format!(" (and {n} more, not kept)"))
+        .unwrap_or_default();
+    out.push_str(&format!("\nevents seen: [{}]{omitted}", listed(&topics)));
     if !s.leaks.is_empty() {
         out.push_str(&format!("\nleaks: {}", s.leaks.join("; ")));
     }
@@ -247,6 +271,7 @@ pub(crate) fn sample() -> RunReport {
             event: serde_json::json!({"container-id": "main"}),
             source: "shim".into(),
         }],
+        events_omitted: None,
         stdout: "a <b> & \"c\"".into(),
         stderr: String::new(),
         leaks: vec![],
