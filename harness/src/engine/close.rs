@@ -86,7 +86,7 @@ impl Ctx<'_> {
         }
         // Container processes must not outlive the shim's close (the delete action ends them).
         let mut seen = std::collections::BTreeSet::new();
-        for proc in self.pids.iter().copied() {
+        for proc in &self.pids {
             if !seen.insert(proc.pid()) {
                 continue;
             }
