@@ -207,6 +207,13 @@ struct RunArgs {
     /// Extra environment for the shim, K=V; repeatable (e.g. a fault switch of a test shim).
     #[arg(long = "shim-env", value_name = "K=V")]
     shim_env: Vec<String>,
+    /// Skip the preflight. By default the shim is launched once before the suite (same
+    /// containerd version, environment and rootfs) and closed again; when its `start` fails
+    /// (non-zero exit, output that is not an address, no answer within the start timeout of
+    /// 10s) that is reported once and the run ends with exit status 2. With this switch every
+    /// scenario runs and fails at its own launch instead.
+    #[arg(long)]
+    no_preflight: bool,
     /// Differential mode: also run each scenario through the real containerd whose gRPC socket
     /// this is, and report every difference from the mock (needs `--features containerd`).
     #[arg(long, value_name = "SOCKET")]
@@ -307,7 +314,10 @@ fn main() -> ExitCode {
             Ok(code) => ExitCode::from(code),
             Err(e) => usage_error(e),
         },
-        Cmd::Run(a) => match prefer_tmpfs().and_then(|()| prepare(&a)) {
+        Cmd::Run(a) => match prefer_tmpfs()
+            .and_then(|()| prepare(&a))
+            .and_then(|p| preflight(&a, p))
+        {
             Err(e) => usage_error(e),
             Ok((cfg, scenarios)) if a.containerd.is_some() => {
                 match differential(&a, cfg, scenarios) {
@@ -502,6 +512,21 @@ fn prepare(a: &RunArgs) -> Result<(RunConfig, Vec<Loaded>)> {
         ..RunConfig::default()
     };
     Ok((cfg, scenarios))
+}
+
+/// Launches the shim once and closes it before any scenario runs (unless `--no-preflight`): a
+/// shim whose `start` fails is one error (exit status 2), not a failure of every scenario.
+fn preflight(a: &RunArgs, prepared: (RunConfig, Vec<Loaded>)) -> Result<(RunConfig, Vec<Loaded>)> {
+    if a.no_preflight {
+        return Ok(prepared);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(engine::preflight(&prepared.0))?;
+    Ok(prepared)
 }
 
 #[allow(clippy::print_stdout)]

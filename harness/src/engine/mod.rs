@@ -6,6 +6,7 @@ mod checks;
 mod close;
 mod convert;
 mod faults;
+mod preflight;
 mod rpc;
 mod session;
 mod steps;
@@ -21,6 +22,7 @@ use crate::report::{ScenarioResult, Status};
 use crate::scenario::{Capability, Level, Loaded, Profile};
 
 pub use convert::normalize_times;
+pub use preflight::{preflight, PreflightError, PreflightReport};
 pub use session::{Session, StepOutcome};
 
 /// How to run scenarios.
