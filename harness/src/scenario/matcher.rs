@@ -84,14 +84,36 @@ pub struct MatchOps {
     pub not_after: Option<String>,
 }
 
+/// The keys of a map-form matcher ([`MatchOps`]); a map with none of them is a literal map.
+pub const OPERATORS: [&str; 13] = [
+    "equals",
+    "ne",
+    "gt",
+    "ge",
+    "lt",
+    "le",
+    "one-of",
+    "contains",
+    "not-contains",
+    "matches",
+    "len",
+    "not-before",
+    "not-after",
+];
+
 /// A response- or event-field matcher: a scalar (`143`, `running`, `nonzero`, `zero`,
-/// `present`, `absent`, `any`, `${var}`) or a map of operators.
+/// `present`, `absent`, `any`, `${var}`), a map of operators, or a literal list or map.
 #[derive(Debug, Clone)]
 pub enum Matcher {
     /// A scalar: equality, or one of the words `nonzero`, `zero`, `present`, `absent`, `any`.
     Scalar(Value),
     /// Operators.
     Ops(Box<MatchOps>),
+    /// A literal list (`[]`, `[1, 2]`) or a map none of whose keys is an operator
+    /// (`{pid: 42}`): equal as a value, element by element and key by key, with the loose rules
+    /// of scalars (`"42"` equals `42`, strings ignore case, `${var}` expanded; the words are
+    /// plain text here).
+    Literal(Box<Value>),
 }
 
 impl<'de> Deserialize<'de> for Matcher {
@@ -101,7 +123,7 @@ impl<'de> Deserialize<'de> for Matcher {
             type Value = Matcher;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    "a value (`143`, `running`, `nonzero`) or a map of operators (`{gt: 0}`)",
+                    "a value (`143`, `running`, `nonzero`), a map of operators (`{gt: 0}`), or a literal list or map (`[]`, `{pid: 42}`)",
                 )
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<Matcher, E> {
@@ -122,13 +144,41 @@ impl<'de> Deserialize<'de> for Matcher {
             fn visit_unit<E: de::Error>(self) -> Result<Matcher, E> {
                 Ok(Matcher::Scalar(Value::Null))
             }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Matcher, A::Error> {
+                let v = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Matcher::Literal(Box::new(v)))
+            }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Matcher, A::Error> {
-                let ops = MatchOps::deserialize(MapAccessDeserializer::new(map))?;
-                Ok(Matcher::Ops(Box::new(ops)))
+                let v = Value::deserialize(MapAccessDeserializer::new(map))?;
+                let Value::Object(o) = &v else {
+                    return Err(de::Error::custom("expected a map"));
+                };
+                let (ops, other): (Vec<&String>, Vec<&String>) =
+                    o.keys().partition(|k| OPERATORS.contains(&k.as_str()));
+                match (ops.is_empty(), other.is_empty()) {
+                    // `{}` stays what it always was: no operator, so anything matches.
+                    (_, true) => MatchOps::deserialize(v)
+                        .map(|m| Matcher::Ops(Box::new(m)))
+                        .map_err(de::Error::custom),
+                    (true, false) => Ok(Matcher::Literal(Box::new(v))),
+                    (false, false) => Err(de::Error::custom(format!(
+                        "operators ({}) and other keys ({}) in one map: a map of operators takes only {}; a literal map takes no operator (compare a map holding one with `equals: {{..}}`)",
+                        join(&ops),
+                        join(&other),
+                        OPERATORS.join(", ")
+                    ))),
+                }
             }
         }
         d.deserialize_any(V)
     }
+}
+
+fn join(keys: &[&String]) -> String {
+    keys.iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl JsonSchema for Matcher {
@@ -138,10 +188,23 @@ impl JsonSchema for Matcher {
     fn json_schema(g: &mut SchemaGenerator) -> Schema {
         let ops = g.subschema_for::<MatchOps>();
         json_schema!({
-            "description": "A value, one of the words nonzero|zero|present|absent|any, `${var}`, or a map of operators.",
+            "description": "A value, one of the words nonzero|zero|present|absent|any, `${var}`, a map of operators, or a literal list or map (no key an operator) compared as a value with the same loose rules (numbers equal their decimal strings, strings ignore case, `${var}` expanded).",
             "anyOf": [
                 {"type": ["string", "number", "boolean", "null"]},
-                ops
+                ops,
+                {"type": "array", "description": "A literal list: same length, each element equal (loosely)."},
+                {
+                    "type": "object",
+                    "description": "A literal map (none of its keys is an operator): the same keys, each value equal (loosely).",
+                    "not": {"anyOf": [
+                        {"required": ["equals"]}, {"required": ["ne"]}, {"required": ["gt"]},
+                        {"required": ["ge"]}, {"required": ["lt"]}, {"required": ["le"]},
+                        {"required": ["one-of"]}, {"required": ["contains"]},
+                        {"required": ["not-contains"]}, {"required": ["matches"]},
+                        {"required": ["len"]}, {"required": ["not-before"]},
+                        {"required": ["not-after"]}
+                    ]}
+                }
             ]
         })
     }
@@ -174,12 +237,18 @@ fn expand_value(v: &Value, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Va
                 .map(|x| expand_value(x, lookup))
                 .collect::<Result<_, _>>()?,
         ),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| Ok((k.clone(), expand_value(x, lookup)?)))
+                .collect::<Result<_, String>>()?,
+        ),
         other => other.clone(),
     })
 }
 
 /// Loose equality: numbers compare numerically, a number equals its decimal string, strings
-/// compare case-insensitively (status names).
+/// compare case-insensitively (status names); lists element by element, maps key by key (the
+/// same keys).
 pub fn loose_eq(actual: &Value, expected: &Value) -> bool {
     match (actual, expected) {
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
@@ -189,6 +258,11 @@ pub fn loose_eq(actual: &Value, expected: &Value) -> bool {
         (Value::String(a), Value::String(b)) => a.eq_ignore_ascii_case(b),
         (Value::Array(a), Value::Array(b)) => {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| loose_eq(x, y))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, x)| b.get(k).is_some_and(|y| loose_eq(x, y)))
         }
         (a, b) => a == b,
     }
@@ -241,6 +315,20 @@ impl Matcher {
                 }
             }
             Matcher::Ops(ops) => ops.check(got, lookup),
+            Matcher::Literal(want) => {
+                let want = expand_value(want, lookup)?;
+                if loose_eq(got, &want) {
+                    Ok(())
+                } else if want.is_object() && !got.is_object() {
+                    Err(format!(
+                        "expected the map {} (a literal: none of its keys is an operator), got {}",
+                        show(&want),
+                        show(got)
+                    ))
+                } else {
+                    Err(format!("expected {}, got {}", show(&want), show(got)))
+                }
+            }
         }
     }
 }
@@ -646,8 +734,115 @@ mod tests {
 
     #[test]
     fn bad_operator_is_an_error() {
-        let e = serde_yaml_ng::from_str::<Matcher>("{greater: 3}").unwrap_err();
-        assert!(e.to_string().contains("greater"), "{e}");
+        // A typo next to a real operator is refused at load time, naming both.
+        let e = serde_yaml_ng::from_str::<Matcher>("{gt: 1, lesser: 3}").unwrap_err();
+        assert!(e.to_string().contains("`lesser`"), "{e}");
+        assert!(e.to_string().contains("`gt`"), "{e}");
+        // Alone it is a literal map, and the mismatch says how it was read.
+        let e = serde_yaml_ng::from_str::<Matcher>("{greater: 3}")
+            .unwrap()
+            .check(Some(&json!(5)), &vars)
+            .unwrap_err();
+        assert!(
+            e.contains(r#"expected the map {"greater":3} (a literal: none of its keys is an operator), got 5"#),
+            "{e}"
+        );
+        // Operators are still checked for their values.
+        assert!(serde_yaml_ng::from_str::<Matcher>("{len: many}").is_err());
+        assert!(serde_yaml_ng::from_str::<Matcher>("{matches: '('}").is_err());
+    }
+
+    #[test]
+    fn literal_lists() {
+        let m = |y: &str| serde_yaml_ng::from_str::<Matcher>(y).unwrap();
+        // `processes: []`: only an empty list matches.
+        assert!(matches!(m("[]"), Matcher::Literal(_)));
+        assert!(m("[]").check(Some(&json!([])), &vars).is_ok());
+        assert_eq!(
+            m("[]").check(Some(&json!([42])), &vars).unwrap_err(),
+            "expected [], got [42]"
+        );
+        assert!(m("[]").check(None, &vars).is_err());
+        assert!(m("[]").check(Some(&json!({})), &vars).is_err());
+        // Numbers: the same elements in the same order, loosely (numbers vs strings).
+        assert!(m("[1, 2, 3]").check(Some(&json!([1, 2, 3])), &vars).is_ok());
+        assert!(m("[1, 2, 3]")
+            .check(Some(&json!(["1", 2.0, "3"])), &vars)
+            .is_ok());
+        assert!(m("['1', '2']").check(Some(&json!([1, 2])), &vars).is_ok());
+        assert_eq!(
+            m("[1, 2, 3]")
+                .check(Some(&json!([1, 3, 2])), &vars)
+                .unwrap_err(),
+            "expected [1,2,3], got [1,3,2]"
+        );
+        assert!(m("[1, 2, 3]").check(Some(&json!([1, 2])), &vars).is_err());
+        assert!(m("[1, 2]").check(Some(&json!([1, 2, 3])), &vars).is_err());
+        assert!(m("[1, 2]").check(Some(&json!("1, 2")), &vars).is_err());
+        // Variables are expanded; the words are plain text inside a literal.
+        assert!(m("['${init-pid}']")
+            .check(Some(&json!([42])), &vars)
+            .is_ok());
+        assert!(m("['${nope}']")
+            .check(Some(&json!([42])), &vars)
+            .unwrap_err()
+            .contains("nope"));
+        assert!(m("[any]").check(Some(&json!([7])), &vars).is_err());
+        assert!(m("[Running]")
+            .check(Some(&json!(["running"])), &vars)
+            .is_ok());
+        // A list of maps.
+        assert!(m("[{pid: 42, info: null}]")
+            .check(Some(&json!([{"pid": 42, "info": null}])), &vars)
+            .is_ok());
+    }
+
+    #[test]
+    fn literal_maps() {
+        let m = |y: &str| serde_yaml_ng::from_str::<Matcher>(y).unwrap();
+        let io = json!({"stdin": "", "stdout": "/x/out", "terminal": false});
+        let lit = m("{stdin: '', stdout: /x/out, terminal: false}");
+        assert!(matches!(lit, Matcher::Literal(_)));
+        assert!(lit.check(Some(&io), &vars).is_ok());
+        // Key order does not matter; values compare loosely.
+        assert!(m("{pid: '42', count: 1}")
+            .check(Some(&json!({"count": 1, "pid": 42})), &vars)
+            .is_ok());
+        assert!(m("{pid: '${init-pid}'}")
+            .check(Some(&json!({"pid": 42})), &vars)
+            .is_ok());
+        // A different value, a missing key, an extra key: mismatches.
+        assert_eq!(
+            m("{pid: 42}")
+                .check(Some(&json!({"pid": 43})), &vars)
+                .unwrap_err(),
+            r#"expected {"pid":42}, got {"pid":43}"#
+        );
+        assert!(m("{pid: 42, x: 1}")
+            .check(Some(&json!({"pid": 42})), &vars)
+            .is_err());
+        assert!(m("{pid: 42}")
+            .check(Some(&json!({"pid": 42, "x": 1})), &vars)
+            .is_err());
+        assert!(m("{pid: 42}").check(None, &vars).is_err());
+        // Nested.
+        assert!(m("{a: {b: [1, '2']}}")
+            .check(Some(&json!({"a": {"b": [1, 2]}})), &vars)
+            .is_ok());
+        assert!(m("{a: {b: [1, 2]}}")
+            .check(Some(&json!({"a": {"b": [1]}})), &vars)
+            .is_err());
+        // `{}` keeps its old meaning (no operator: anything); the empty map is `equals: {}`.
+        assert!(matches!(m("{}"), Matcher::Ops(_)));
+        assert!(m("{}").check(Some(&json!(5)), &vars).is_ok());
+        assert!(m("{equals: {}}").check(Some(&json!({})), &vars).is_ok());
+        assert!(m("{equals: {}}")
+            .check(Some(&json!({"a": 1})), &vars)
+            .is_err());
+        // `equals` with a map compares loosely too.
+        assert!(m("{equals: {pid: '42'}}")
+            .check(Some(&json!({"pid": 42})), &vars)
+            .is_ok());
     }
 
     #[test]
