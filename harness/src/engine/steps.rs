@@ -726,6 +726,16 @@ impl<'a> Ctx<'a> {
             Ok(x) => x,
             Err(m) => return self.step_failed(label, name, Duration::ZERO, m),
         };
+        // containerd puts no deadline of its own on a task's Delete, and the 2.x runc shim
+        // spends up to 10 s draining a created task's stdio before `runc delete` ends the
+        // process that holds it (cmd/containerd-shim-runc-v2/process/init.go `delete`, v2.1.9;
+        // 2 s in v1.6.20's pkg/process/init.go): a Delete gets half as long again as other
+        // steps, so that wait is not mistaken for a hang.
+        let t_default = if matches!(s, Step::Delete(_)) {
+            t_default + t_default / 2
+        } else {
+            t_default
+        };
         let timeout = common.timeout.unwrap_or(t_default);
         let t0 = Instant::now();
         let sent = match self.send(s, &common, timeout).await {
