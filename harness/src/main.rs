@@ -159,7 +159,8 @@ enum Format {
 
 #[derive(clap::Args, Debug)]
 struct Selection {
-    /// Scenario directories (or files); default: the bundled suite.
+    /// Scenario directories (or files), repeatable; they replace the bundled suite (to run
+    /// both, also pass the checkout's `scenarios/`). Default: the suite embedded in this binary.
     #[arg(long = "scenarios", value_name = "DIR")]
     scenarios: Vec<PathBuf>,
     /// Only scenarios whose name matches (glob, or a plain substring); repeatable.
@@ -358,34 +359,21 @@ fn emit(text: &str) {
     let _ = out.flush();
 }
 
-/// The bundled suite: `$HARNESS_SCENARIOS`, `<exe>/../../scenarios`, or the source tree's.
-fn default_scenarios() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("HARNESS_SCENARIOS") {
-        return Ok(PathBuf::from(p));
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(p) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
-            let cand = p.join("scenarios");
-            if cand.is_dir() {
-                return Ok(cand);
-            }
-        }
-    }
-    let baked = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    if baked.is_dir() {
-        return Ok(baked);
-    }
-    bail!("no bundled scenarios found: set HARNESS_SCENARIOS or pass --scenarios DIR")
-}
-
+/// The scenarios to run: `--scenarios` (which replace the bundled suite), else a directory in
+/// `$HARNESS_SCENARIOS`, else the suite embedded in this binary at build time.
 fn load_selection(sel: &Selection) -> Result<Vec<Loaded>> {
-    let dirs = if sel.scenarios.is_empty() {
-        vec![default_scenarios()?]
+    let all = if !sel.scenarios.is_empty() {
+        scenario::discover(&sel.scenarios)?
+    } else if let Some(dir) = std::env::var_os("HARNESS_SCENARIOS") {
+        scenario::discover(&[PathBuf::from(dir)])?
     } else {
-        sel.scenarios.clone()
+        let suite = scenario::embedded::suite()?;
+        if suite.is_empty() {
+            bail!("this harness was built without its bundled suite (no scenarios/ next to the harness crate); pass --scenarios DIR");
+        }
+        suite
     };
     let filter = Filter::new(&sel.filter, &sel.skip).map_err(|e| anyhow!(e))?;
-    let all = scenario::discover(&dirs)?;
     Ok(all
         .into_iter()
         .filter(|l| filter.matches(&l.name))
@@ -395,19 +383,35 @@ fn load_selection(sel: &Selection) -> Result<Vec<Loaded>> {
 #[allow(clippy::print_stdout)]
 fn list(a: &ListArgs) -> Result<()> {
     let all = load_selection(&a.sel)?;
-    let w = all.iter().map(|l| l.name.len()).max().unwrap_or(4).max(4);
-    let mut text = format!("{:<w$}  {:<6}  requires\n", "name", "level");
-    for l in &all {
+    let requires = |l: &Loaded| {
         let req: Vec<_> = l.scenario.requires.iter().map(|c| c.as_str()).collect();
+        if req.is_empty() {
+            "-".to_string()
+        } else {
+            req.join(",")
+        }
+    };
+    let w = all.iter().map(|l| l.name.len()).max().unwrap_or(4).max(4);
+    let rw = all
+        .iter()
+        .map(|l| requires(l).len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let mut text = format!(
+        "{:<w$}  {:<6}  {:<rw$}  source\n",
+        "name", "level", "requires"
+    );
+    for l in &all {
+        let source = match l.source {
+            scenario::Source::Embedded => "embedded".to_string(),
+            scenario::Source::File => l.path.display().to_string(),
+        };
         text.push_str(&format!(
-            "{:<w$}  {:<6}  {}\n",
+            "{:<w$}  {:<6}  {:<rw$}  {source}\n",
             l.name,
             l.scenario.level.as_str(),
-            if req.is_empty() {
-                "-".to_string()
-            } else {
-                req.join(",")
-            }
+            requires(l),
         ));
     }
     emit(&text);

@@ -216,9 +216,8 @@ async fn one(daemon: &Daemon, mock_cfg: &RunConfig, l: &Loaded, ns: &str) -> Dif
         steps_compared: (0, 0),
         duration_ms: 0,
     };
-    let text = std::fs::read_to_string(&l.path).unwrap_or_default();
     if let Some(why) =
-        classify::inexpressible(&l.scenario).or_else(|| classify::mock_only_variable(&text))
+        classify::inexpressible(&l.scenario).or_else(|| classify::mock_only_variable(&l.text))
     {
         r.reason = Some(format!("not expressible through containerd's API: {why}"));
         return r;

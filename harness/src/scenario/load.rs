@@ -35,13 +35,27 @@ pub enum LoadError {
     },
 }
 
+/// Where a scenario was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The bundled suite compiled into the harness (`path` is `embedded:scenarios/<file>`).
+    Embedded,
+    /// A file on disk (`--scenarios`, or `$HARNESS_SCENARIOS`).
+    File,
+}
+
 /// A scenario with its name (`lifecycle/sigterm`) and file.
 #[derive(Debug, Clone)]
 pub struct Loaded {
     /// Path relative to the scenarios dir, without `.yaml`.
     pub name: String,
-    /// The file.
+    /// The file (for an embedded scenario `embedded:scenarios/<group>/<name>.yaml`, which is
+    /// also what its load errors name).
     pub path: PathBuf,
+    /// Where it came from.
+    pub source: Source,
+    /// The file's text.
+    pub text: String,
     /// The parsed scenario.
     pub scenario: Scenario,
 }
@@ -205,13 +219,49 @@ pub fn discover(dirs: &[PathBuf]) -> Result<Vec<Loaded>, LoadError> {
                     message: format!("scenario name `{name}` is also used by {}", prev.display()),
                 });
             }
-            let scenario = load_file(&f)?;
+            let text = std::fs::read_to_string(&f).map_err(|e| LoadError::Io {
+                path: f.clone(),
+                message: e.to_string(),
+            })?;
+            let scenario = load_str(&f, &text)?;
             out.push(Loaded {
                 name,
                 path: f,
+                source: Source::File,
+                text,
                 scenario,
             });
         }
+    }
+    Ok(out)
+}
+
+/// Loads scenarios given as `(path relative to the suite's root, text)`, such as the embedded
+/// suite ([`super::embedded`]): each is named by its path without the extension and its errors
+/// name `embedded:scenarios/<path>:line:col`. Duplicate names are an error.
+pub fn load_embedded(files: &[(&str, &str)]) -> Result<Vec<Loaded>, LoadError> {
+    let mut out: Vec<Loaded> = Vec::with_capacity(files.len());
+    for (rel, text) in files {
+        let path = PathBuf::from(format!("embedded:scenarios/{rel}"));
+        let name = rel
+            .strip_suffix(".yaml")
+            .or_else(|| rel.strip_suffix(".yml"))
+            .unwrap_or(rel)
+            .to_string();
+        if out.iter().any(|l| l.name == name) {
+            return Err(LoadError::Io {
+                path,
+                message: format!("scenario name `{name}` is used twice"),
+            });
+        }
+        let scenario = load_str(&path, text)?;
+        out.push(Loaded {
+            name,
+            path,
+            source: Source::Embedded,
+            text: text.to_string(),
+            scenario,
+        });
     }
     Ok(out)
 }
@@ -417,6 +467,25 @@ mod tests {
             }
             other => panic!("expected a parse error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn embedded_files_load_and_name_their_errors() {
+        let got = load_embedded(&[("g/a.yaml", GOOD), ("b.yml", GOOD)]).unwrap();
+        let names: Vec<_> = got.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["g/a", "b"]);
+        assert_eq!(got[0].source, Source::Embedded);
+        assert_eq!(got[0].path, Path::new("embedded:scenarios/g/a.yaml"));
+        assert_eq!(got[0].text, GOOD);
+        let bad = "description: d\nprocess: {args: [true]}\nsteps:\n  - create: {}\n  - start: {exec-idd: x}\n";
+        let err = load_embedded(&[("g/a.yaml", GOOD), ("g/bad.yaml", bad)]).unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("embedded:scenarios/g/bad.yaml:5:") && shown.contains("exec-idd"),
+            "{shown}"
+        );
+        let dup = load_embedded(&[("g/a.yaml", GOOD), ("g/a.yml", GOOD)]).unwrap_err();
+        assert!(dup.to_string().contains("`g/a` is used twice"), "{dup}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! loader that names `file:line:col` on every error, the JSON Schema and the `--profile` file.
 
 mod duration;
+pub mod embedded;
 mod load;
 mod matcher;
 mod signal;
@@ -13,7 +14,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use duration::HumanDuration;
-pub use load::{discover, load_file, load_str, Filter, LoadError, Loaded, Profile};
+pub use load::{
+    discover, load_embedded, load_file, load_str, Filter, LoadError, Loaded, Profile, Source,
+};
 pub use matcher::{
     abbreviate, expand, loose_eq, parse_time, ErrorCode, EventMatch, EventMatchFull, ExpectError,
     MatchOps, Matcher, OutputMatch,
