@@ -99,6 +99,9 @@ struct CompareArgs {
 enum StressFormat {
     Human,
     Json,
+    /// github-action-benchmark's `customSmallerIsBetter` array: `{name, unit, value, extra}`
+    /// per latency percentile (p50, p90, p99, max of each operation, in µs).
+    BenchmarkJson,
 }
 
 #[derive(clap::Args, Debug)]
@@ -126,12 +129,18 @@ struct StressArgs {
     /// The init process of every task.
     #[arg(long, value_name = "ARG", num_args = 1.., default_value = "true")]
     process: Vec<String>,
-    /// Output format.
+    /// Output format. `benchmark-json` prints github-action-benchmark's `customSmallerIsBetter`
+    /// array (one entry per latency percentile); the throughput, where bigger is better, goes
+    /// to `--benchmark-bigger FILE`.
     #[arg(long, value_enum, default_value = "human")]
     format: StressFormat,
     /// Also write the JSON report to FILE.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Also write github-action-benchmark's `customBiggerIsBetter` array (the throughput in
+    /// tasks/s) to FILE.
+    #[arg(long, value_name = "FILE")]
+    benchmark_bigger: Option<PathBuf>,
     /// Soak: run lifecycles until DURATION has passed (`10m`, `30s`) instead of -n, sampling
     /// the shim's RSS, fds, threads, zombies and sockets; exit 1 when they grow beyond noise.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
@@ -689,9 +698,18 @@ fn stress(a: &StressArgs) -> Result<u8> {
     if let Some(path) = &a.report {
         std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some(path) = &a.benchmark_bigger {
+        let big = serde_json::to_string_pretty(&report.benchmark_bigger())
+            .context("encoding the benchmark entries")?;
+        std::fs::write(path, big).with_context(|| format!("writing {}", path.display()))?;
+    }
     match a.format {
         StressFormat::Json => emit(&json),
         StressFormat::Human => emit(&report.render_human()),
+        StressFormat::BenchmarkJson => emit(
+            &serde_json::to_string_pretty(&report.benchmark_smaller())
+                .context("encoding the benchmark entries")?,
+        ),
     }
     Ok(if report.ok() { 0 } else { 1 })
 }

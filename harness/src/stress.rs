@@ -30,8 +30,10 @@ use crate::leaks;
 use crate::stdio::{StdioMode, StdioOptions, StdioSet};
 use crate::timeouts::Timeouts;
 
+mod benchmark;
 pub mod soak;
 
+pub use benchmark::BenchmarkEntry;
 pub use soak::{SoakOptions, SoakReport, SoakSample};
 
 /// What to run.

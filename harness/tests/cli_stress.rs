@@ -244,3 +244,82 @@ fn bad_arguments_exit_two_with_one_line() {
         assert!(err.starts_with("harness: error:"), "{args:?}: {err}");
     }
 }
+
+/// Every entry is exactly `{name, unit, value, extra}` (github-action-benchmark's custom
+/// format): a non-empty name, the unit, a number, a string.
+fn assert_benchmark_entries(v: &Value, unit: &str) -> Vec<String> {
+    let entries = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {v:#}"));
+    assert!(!entries.is_empty(), "{v:#}");
+    let mut names = Vec::new();
+    for e in entries {
+        let o = e
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {e}"));
+        let mut keys: Vec<_> = o.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["extra", "name", "unit", "value"], "{e}");
+        assert_eq!(e["unit"], unit, "{e}");
+        assert!(e["value"].as_f64().is_some_and(|x| x > 0.0), "{e}");
+        assert!(e["extra"].as_str().is_some_and(|x| !x.is_empty()), "{e}");
+        names.push(e["name"].as_str().expect("name").to_string());
+    }
+    names
+}
+
+#[test]
+fn benchmark_json_is_github_action_benchmark_input() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let (big, report) = (d.path().join("big.json"), d.path().join("report.json"));
+    let out = harness()
+        .args([
+            "stress",
+            "-n",
+            "20",
+            "-p",
+            "2",
+            "--format",
+            "benchmark-json",
+            "--shim",
+        ])
+        .arg(reaper())
+        .arg("--benchmark-bigger")
+        .arg(&big)
+        .arg("--report")
+        .arg(&report)
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .expect("harness stress");
+    assert!(out.status.success(), "{out:?}");
+    // customSmallerIsBetter on stdout: p50, p90, p99 and max of every operation, in µs.
+    let small: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON array");
+    let names = assert_benchmark_entries(&small, "us");
+    let mut expected = Vec::new();
+    for op in ["create", "delete", "lifecycle", "start", "wait"] {
+        for q in ["p50", "p90", "p99", "max"] {
+            expected.push(format!("stress one-shim {op} {q}"));
+        }
+    }
+    assert_eq!(names, expected);
+    assert!(
+        small[0]["extra"]
+            .as_str()
+            .is_some_and(|x| x.starts_with("20 samples; -n 20 -p 2; containerd-shim-reaper-v2")),
+        "{small:#}"
+    );
+    // The values are the report's.
+    let full: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("JSON");
+    assert_eq!(
+        small[2]["value"].as_f64(),
+        full["latency"]["create"]["p99-us"].as_f64()
+    );
+    // customBiggerIsBetter in the file: the throughput.
+    let big: Value =
+        serde_json::from_str(&std::fs::read_to_string(&big).expect("big file")).expect("JSON");
+    let names = assert_benchmark_entries(&big, "tasks/s");
+    assert_eq!(names, ["stress one-shim throughput"]);
+    let tps = full["tasks-per-sec"].as_f64().expect("tasks-per-sec");
+    assert!((big[0]["value"].as_f64().expect("value") - tps).abs() < 0.01);
+}
