@@ -1,23 +1,44 @@
 #!/usr/bin/env bash
-# Differential check: the mock containerd against a real one. Starts a PRIVATE Debian
-# containerd 1.6 (own root, state, sockets and config in a temp dir; target/debug first on its
-# PATH), builds the harness with `--features containerd`, and runs the lifecycle and exec groups
-# (the signal scenarios live in them: lifecycle/sig*, lifecycle/kill-all, exec/sigterm) through
-# both, with the reaper shim and with Debian's runc shim. Fails on any fidelity difference.
+# Differential check: the mock containerd against real ones. For each containerd release (1.6.20
+# from Debian's package, 1.7.24 and 2.1.9 unpacked by ci/containerd-versions.sh into
+# target/containerd/) it starts a PRIVATE daemon (own root, state, sockets and config in a temp
+# dir; target/debug first on its PATH), and runs the lifecycle and exec groups (the signal
+# scenarios live in them: lifecycle/sig*, lifecycle/kill-all, exec/sigterm) through the daemon and
+# through the mock in the matching dialect, with the reaper shim and with that release's own runc
+# shim. Fails on any fidelity difference. The harness is built with `--features containerd`.
 # Usage: ci/differential.sh [extra `harness run` args, e.g. --skip exec/output]
-#   DIFF_SHIMS="reaper runc" (default) selects the shims; DIFF_FILTERS="lifecycle/* exec/*"
-#   (default) the scenarios; the JSON reports are written to target/differential/<shim>.json.
+#   DIFF_VERSIONS="1.6 1.7 2.1" (default) selects the releases; DIFF_SHIMS="reaper runc"
+#   (default) the shims; DIFF_FILTERS="lifecycle/* exec/*" (default) the scenarios; the JSON
+#   reports are written to target/differential/<release>-<shim>.json.
 # Needs root (containerd, runc, shim sockets under /run/containerd/s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+me=ci/differential.sh
 
 for tool in containerd containerd-shim-runc-v2 runc protoc; do
-  command -v "$tool" >/dev/null || { echo "ci/differential.sh: $tool missing: run ci/setup.sh" >&2; exit 2; }
+  command -v "$tool" >/dev/null || { echo "$me: $tool missing: run ci/setup.sh" >&2; exit 2; }
 done
-[ "$(id -u)" = 0 ] || { echo "ci/differential.sh: needs root (containerd, runc)" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "$me: needs root (containerd, runc)" >&2; exit 2; }
 
 cargo build -p containerd-shim-reaper --bins
 target="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug"
+cache="$target/../containerd"
+
+# <release> -> the directory of its containerd, ctr and containerd-shim-runc-v2, and the dialect.
+bindir() {
+  case "$1" in
+    1.6) dirname "$(command -v containerd)" ;;
+    1.7) echo "$cache/1.7.24/usr/bin" ;;
+    2.1) echo "$cache/2.1.9/usr/bin" ;;
+    *) echo "$me: DIFF_VERSIONS: unknown release $1 (1.6, 1.7, 2.1)" >&2; return 2 ;;
+  esac
+}
+dialect() { case "$1" in 2.*) echo 2.0 ;; *) echo "$1" ;; esac; }
+for v in ${DIFF_VERSIONS:-1.6 1.7 2.1}; do
+  b="$(bindir "$v")"
+  [ -x "$b/containerd" ] && [ -x "$b/ctr" ] && [ -x "$b/containerd-shim-runc-v2" ] ||
+    { echo "$me: containerd $v is missing in $b: run ci/setup.sh" >&2; exit 2; }
+done
 
 reports="$target/../differential"
 mkdir -p "$reports"
@@ -28,66 +49,83 @@ for attempt in 1 2 3; do
   cargo build -p harness --features containerd --bins
   cp "$target/harness" "$dir/harness"
   grep -qa "harness was built without the" "$dir/harness" || break
-  [ "$attempt" = 3 ] && { echo "ci/differential.sh: target/debug/harness keeps being rebuilt without the feature" >&2; exit 2; }
+  [ "$attempt" = 3 ] && { echo "$me: target/debug/harness keeps being rebuilt without the feature" >&2; exit 2; }
 done
 ctd_pid=""
-cleanup() {
+stop_containerd() {
   if [ -n "$ctd_pid" ] && kill -0 "$ctd_pid" 2>/dev/null; then
     kill -TERM "$ctd_pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$ctd_pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$ctd_pid" 2>/dev/null || true
     wait "$ctd_pid" 2>/dev/null || true
   fi
-  # Mounts of the state dir (none expected: root.path is absolute) would make removal fail.
+  ctd_pid=""
+}
+cleanup() {
+  stop_containerd
+  # Mounts of the state dirs (none expected: root.path is absolute) would make removal fail.
   { grep -o " $dir[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
   rm -rf "$dir"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP PIPE
 
-cat >"$dir/config.toml" <<EOF
-version = 2
-root = "$dir/root"
-state = "$dir/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-
-[grpc]
-  address = "$dir/c.sock"
-
-[ttrpc]
-  address = "$dir/c.sock.ttrpc"
-EOF
-
-PATH="$target:$PATH" containerd --config "$dir/config.toml" >"$dir/containerd.log" 2>&1 &
-ctd_pid=$!
-for _ in $(seq 200); do
-  [ -S "$dir/c.sock" ] && ctr --address "$dir/c.sock" version >/dev/null 2>&1 && break
-  kill -0 "$ctd_pid" 2>/dev/null || { echo "ci/differential.sh: containerd exited:" >&2; tail -20 "$dir/containerd.log" >&2; exit 2; }
-  sleep 0.1
-done
-ctr --address "$dir/c.sock" version >/dev/null || { echo "ci/differential.sh: containerd not ready" >&2; exit 2; }
-
 filters=()
 set -f  # the filters are harness globs, not file names
 for f in ${DIFF_FILTERS:-lifecycle/* exec/*}; do filters+=(--filter "$f"); done
 set +f
 status=0
-run() { # run NAME SHIM RUNTIME
-  echo "== differential: $1 ($3) against containerd 1.6 at $dir/c.sock" >&2
-  "$dir/harness" run --containerd "$dir/c.sock" --shim "$2" --runtime "$3" \
-    --containerd-version 1.6 "${filters[@]}" \
-    --report "$reports/$1.json" --format json "${@:4}" || status=1
-}
-for shim in ${DIFF_SHIMS:-reaper runc}; do
-  case "$shim" in
-    reaper) run reaper "$target/containerd-shim-reaper-v2" io.containerd.reaper.v2 "$@" ;;
-    runc) run runc "$(command -v containerd-shim-runc-v2)" io.containerd.runc.v2 "$@" ;;
-    *) echo "ci/differential.sh: DIFF_SHIMS: unknown shim $shim (reaper, runc)" >&2; exit 2 ;;
+for v in ${DIFF_VERSIONS:-1.6 1.7 2.1}; do
+  b="$(bindir "$v")"
+  d="$dir/$v"
+  mkdir -p "$d"
+  # 2.x migrates a version 2 config at every start (and warns); version 3 is its own. NRI is on
+  # by default in 2.x and would listen on the host-wide /var/run/nri/nri.sock
+  # (internal/nri/config.go, v2.1.9); CRI is not needed here.
+  case "$v" in
+    2.*) cfg_version=3; disabled='"io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri"' ;;
+    *) cfg_version=2; disabled='"io.containerd.grpc.v1.cri"' ;;
   esac
+  cat >"$d/config.toml" <<EOF
+version = $cfg_version
+root = "$d/root"
+state = "$d/state"
+disabled_plugins = [$disabled]
+
+[grpc]
+  address = "$d/c.sock"
+
+[ttrpc]
+  address = "$d/c.sock.ttrpc"
+EOF
+  # The release's own runc shim next to ours, first on the daemon's PATH.
+  PATH="$target:$b:$PATH" "$b/containerd" --config "$d/config.toml" >"$d/containerd.log" 2>&1 &
+  ctd_pid=$!
+  for _ in $(seq 200); do
+    [ -S "$d/c.sock" ] && "$b/ctr" --address "$d/c.sock" version >/dev/null 2>&1 && break
+    kill -0 "$ctd_pid" 2>/dev/null || { echo "$me: containerd $v exited:" >&2; tail -20 "$d/containerd.log" >&2; exit 2; }
+    sleep 0.1
+  done
+  "$b/ctr" --address "$d/c.sock" version >/dev/null || { echo "$me: containerd $v not ready" >&2; exit 2; }
+  run() { # run NAME SHIM RUNTIME
+    echo "== differential: $1 ($3) against containerd $v at $d/c.sock (dialect $(dialect "$v"))" >&2
+    "$dir/harness" run --containerd "$d/c.sock" --shim "$2" --runtime "$3" \
+      --containerd-version "$(dialect "$v")" "${filters[@]}" \
+      --report "$reports/$v-$1.json" --format json "${@:4}" || status=1
+  }
+  for shim in ${DIFF_SHIMS:-reaper runc}; do
+    case "$shim" in
+      reaper) run reaper "$target/containerd-shim-reaper-v2" io.containerd.reaper.v2 "$@" ;;
+      runc) run runc "$b/containerd-shim-runc-v2" io.containerd.runc.v2 "$@" ;;
+      *) echo "$me: DIFF_SHIMS: unknown shim $shim (reaper, runc)" >&2; exit 2 ;;
+    esac
+  done
+  if [ "$status" != 0 ]; then
+    echo "$me: fidelity differences against containerd $v (reports: see above); its log tail:" >&2
+    tail -20 "$d/containerd.log" >&2
+    exit 1
+  fi
+  stop_containerd
+  echo "$me: the mock matches containerd $v for: ${DIFF_SHIMS:-reaper runc}" >&2
 done
-if [ "$status" != 0 ]; then
-  echo "ci/differential.sh: fidelity differences (reports: see above); containerd log tail:" >&2
-  tail -20 "$dir/containerd.log" >&2
-  exit 1
-fi
-echo "ci/differential.sh: the mock matches containerd 1.6 for the reaper and the runc shim"
+echo "$me: the mock matches containerd ${DIFF_VERSIONS:-1.6 1.7 2.1} for: ${DIFF_SHIMS:-reaper runc}"

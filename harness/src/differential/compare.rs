@@ -313,7 +313,7 @@ pub fn compare(daemon: &Trace, mock: &Trace) -> Vec<Difference> {
         .iter()
         .map(|(t, f)| norm_event(t, f, &ml))
         .collect();
-    if de != me {
+    if de != me && !only_a_final_delete_lost(&de, &me) {
         out.push(Difference {
             what: "events".into(),
             containerd: Value::Array(de),
@@ -335,6 +335,21 @@ pub fn compare(daemon: &Trace, mock: &Trace) -> Vec<Difference> {
         });
     }
     out
+}
+
+/// Whether the two event lists differ only by a final `/tasks/delete` of the init that one side
+/// lacks. A shim built on containerd 2.x's `pkg/shim` exits once its shutdown callbacks ran
+/// (`run` waits for `sd.Done()`, pkg/shim/shim.go v2.1.9), while its `forward` goroutine may
+/// still hold the `/tasks/delete` queued by the Delete just before Shutdown; 1.6's shims waited
+/// for `publisher.Done()` (runtime/v2/shim/shim.go v1.6.20). That loss happens under the daemon
+/// and under the mock alike, run to run: it is the shim's, not a difference of the mock.
+fn only_a_final_delete_lost(a: &[Value], b: &[Value]) -> bool {
+    let (short, long) = if a.len() < b.len() { (a, b) } else { (b, a) };
+    long.len() == short.len() + 1
+        && long[..short.len()] == *short
+        && long
+            .last()
+            .is_some_and(|e| e["topic"] == "/tasks/delete" && e["pid"] == "init")
 }
 
 #[cfg(test)]
@@ -387,6 +402,34 @@ mod tests {
         let d = compare(&t, &trace(100, 101, 0));
         assert_eq!(d[0].containerd[0]["pid"], json!("init"));
         assert_eq!(d[0].mock[0]["pid"], json!("exec:e1"));
+    }
+
+    #[test]
+    fn only_a_lost_final_init_delete_is_tolerated() {
+        let delete = |pid: u64| {
+            (
+                "/tasks/delete".to_string(),
+                json!({"container-id": MAIN, "pid": pid, "exit-status": 0, "exited-at": "x"}),
+            )
+        };
+        let mut with = trace(100, 101, 0);
+        with.events.push(delete(100));
+        let without = trace(5000, 6000, 0);
+        assert_eq!(compare(&with, &without), vec![]);
+        assert_eq!(compare(&without, &with), vec![]);
+        // Not the last event, not the init's, or one more than that: a difference.
+        let mut middle = trace(100, 101, 0);
+        middle.events.insert(0, delete(100));
+        let mut of_exec = trace(100, 101, 0);
+        of_exec.events.push(delete(101));
+        let mut two = trace(100, 101, 0);
+        two.events.push(delete(100));
+        two.events.push(delete(100));
+        for t in [&middle, &of_exec, &two] {
+            let d = compare(t, &without);
+            assert_eq!(d.len(), 1, "{d:?}");
+            assert_eq!(d[0].what, "events");
+        }
     }
 
     #[test]
