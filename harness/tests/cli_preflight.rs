@@ -168,6 +168,26 @@ fn a_start_that_prints_garbage_is_one_error_with_the_dialects_reason() {
 }
 
 #[test]
+fn an_address_nobody_listens_on_is_one_error() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let s = shim(
+        d.path(),
+        &format!(
+            "echo $$ >> {}/pids; printf unix:///nonexistent/s.sock",
+            d.path().display()
+        ),
+    );
+    let (code, out, err, took) = run(d.path(), &s, &[]);
+    let line = assert_one_preflight_error(code, &out, &err);
+    assert!(
+        line.contains("(connect): `start` printed unix:///nonexistent/s.sock, but connecting to it failed (bound 5s)"),
+        "{line}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_gone(d.path());
+}
+
+#[test]
 fn stderr_before_a_good_address_is_one_error_and_the_server_is_ended() {
     let d = tempfile::tempdir().expect("tempdir");
     // The real reaper, but something logs to stderr first: containerd's CombinedOutput mixes

@@ -47,9 +47,23 @@ pub async fn preflight(cfg: &RunConfig) -> Result<PreflightReport, PreflightErro
     })
     .await
     .map_err(|e| PreflightError::Harness(format!("starting the mock containerd: {e}")))?;
+    let result = launch_and_close(cfg, &mock, tmp.path(), &namespace, &timeouts).await;
+    // Stopped here, not by the mock's drop: that hands the endpoints' shutdown to a task, which
+    // can race the runtime's own shutdown when the run ends right after a failed preflight.
+    mock.shutdown().await;
+    result
+}
+
+async fn launch_and_close(
+    cfg: &RunConfig,
+    mock: &MockContainerd,
+    tmp: &std::path::Path,
+    namespace: &str,
+    timeouts: &Timeouts,
+) -> Result<PreflightReport, PreflightError> {
     let bundle = Bundle::create_in_namespace(
-        &tmp.path().join("bundles"),
-        &namespace,
+        &tmp.join("bundles"),
+        namespace,
         "preflight",
         bundle::process(&["true"]),
         BundleOptions {
@@ -59,31 +73,16 @@ pub async fn preflight(cfg: &RunConfig) -> Result<PreflightReport, PreflightErro
     )
     .map_err(|e| PreflightError::Harness(format!("creating the bundle: {e}")))?;
     let started = Instant::now();
-    let launched = mock
-        .launch(
-            &cfg.shim,
-            &bundle,
-            LaunchOptions {
-                extra_env: cfg.shim_env.clone(),
-                ..LaunchOptions::default()
-            },
-        )
-        .await;
-    let shim = match launched {
-        Ok(s) => s,
-        Err(e) => {
-            return Err(PreflightError::Start(describe(
-                &e,
-                &cfg.shim,
-                cfg.dialect,
-                &timeouts,
-            )))
-        }
+    let options = LaunchOptions {
+        extra_env: cfg.shim_env.clone(),
+        ..LaunchOptions::default()
     };
+    let shim = mock
+        .launch(&cfg.shim, &bundle, options)
+        .await
+        .map_err(|e| PreflightError::Start(describe(&e, &cfg.shim, cfg.dialect, timeouts)))?;
     let launch = started.elapsed();
     let close = shim.close().await;
-    drop(bundle);
-    mock.shutdown().await;
     Ok(PreflightReport { launch, close })
 }
 
@@ -118,7 +117,7 @@ fn describe(
             killed,
         } => {
             let mut s = format!(
-                "`start` printed {address}, but connecting to it failed within {}: {message}",
+                "`start` printed {address}, but connecting to it failed (bound {}): {message}",
                 humantime::format_duration(t.connect)
             );
             if !killed.is_empty() {
