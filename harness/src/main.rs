@@ -560,28 +560,32 @@ fn run(a: &RunArgs, cfg: RunConfig, scenarios: Vec<Loaded>) -> Result<u8> {
     let shim = cfg.shim.display().to_string();
     let dialect = cfg.dialect.to_string();
     let mut done = 0usize;
-    let results = rt.block_on(engine::run_scenarios(&cfg, scenarios, |r| {
+    // On a terminal, one live line (indicatif) under the plain lines; otherwise the plain lines
+    // alone, exactly as they always were (CI logs).
+    let mut live = tty.then(|| report::LiveLine::new(total, human_stdout));
+    let results = rt.block_on(engine::run_scenarios_observed(&cfg, scenarios, |p| {
+        let r = match p {
+            engine::Progress::Started(name) => {
+                if let Some(l) = live.as_mut() {
+                    l.started(name);
+                }
+                return;
+            }
+            engine::Progress::Finished(r) => r,
+        };
         done += 1;
         let line = report::human_progress(done, total, r);
-        let line = if tty {
-            let bar = progress_bar(done, total);
-            format!("\r\x1b[2K{line}\n{bar}")
-        } else {
-            format!("{line}\n")
-        };
-        if human_stdout {
-            print!("{line}");
+        if let Some(l) = live.as_mut() {
+            l.finished(&line, r);
+        } else if human_stdout {
+            println!("{line}");
             let _ = std::io::stdout().flush();
         } else {
-            eprint!("{line}");
+            eprintln!("{line}");
         }
     }));
-    if tty {
-        if human_stdout {
-            print!("\r\x1b[2K");
-        } else {
-            eprint!("\r\x1b[2K");
-        }
+    if let Some(l) = live {
+        l.clear();
     }
     let report = RunReport::new(shim, dialect, results, started.elapsed().as_millis() as u64);
     let text = match a.format {
@@ -641,16 +645,6 @@ fn differential(a: &RunArgs, cfg: RunConfig, scenarios: Vec<Loaded>) -> Result<u
 #[cfg(not(feature = "containerd"))]
 fn differential(_: &RunArgs, _: RunConfig, _: Vec<Loaded>) -> Result<u8> {
     bail!("--containerd: this harness was built without the `containerd` feature; run `cargo build -p harness --features containerd` (needs protoc)")
-}
-
-fn progress_bar(done: usize, total: usize) -> String {
-    let width = 30;
-    let filled = done * width / total.max(1);
-    format!(
-        "[{}{}] {done}/{total}",
-        "#".repeat(filled),
-        ".".repeat(width - filled)
-    )
 }
 
 /// `containerd --address A publish --topic T --namespace N` with the event on stdin; the core's

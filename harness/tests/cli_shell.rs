@@ -9,6 +9,10 @@ use std::time::Duration;
 use assert_cmd::Command;
 use serde_json::Value;
 
+#[path = "support/pty.rs"]
+mod pty;
+use pty::Terminal;
+
 fn harness() -> Command {
     Command::cargo_bin("harness").expect("the harness binary (cargo build -p harness)")
 }
@@ -351,93 +355,20 @@ fn a_missing_shim_is_exit_2_naming_it() {
     );
 }
 
-/// A terminal on the harness's stdin/stdout (its controlling terminal, so Ctrl-C is a SIGINT
-/// during a step): reads what the shell writes until `want` shows up.
-struct Terminal {
-    child: std::process::Child,
-    master: std::fs::File,
-    seen: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Terminal {
-    fn start(tmpdir: &Path) -> Terminal {
-        use std::os::unix::process::CommandExt;
-        let pty = nix::pty::openpty(None, None).expect("openpty");
-        let slave = std::fs::File::from(pty.slave);
-        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("harness"));
-        cmd.arg("shell")
-            .arg("--shim")
-            .arg(reaper())
-            .env("TMPDIR", tmpdir)
-            .env("TERM", "xterm")
-            .stdin(slave.try_clone().expect("dup"))
-            .stdout(slave.try_clone().expect("dup"))
-            .stderr(slave);
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn harness shell on a pty");
-        let master = std::fs::File::from(pty.master);
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut reader = master.try_clone().expect("dup master");
-        let sink = seen.clone();
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                sink.lock().expect("lock").push_str(&text);
-            }
-        });
-        Terminal {
-            child,
-            master,
-            seen,
-        }
-    }
-
-    fn send(&mut self, bytes: &str) {
-        use std::io::Write;
-        self.master
-            .write_all(bytes.as_bytes())
-            .expect("write to the pty");
-    }
-
-    /// Waits (up to 20 s) until the output after `from` contains `want`; returns the output.
-    fn expect(&self, from: usize, want: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let all = self.seen.lock().expect("lock").clone();
-            if all.get(from..).is_some_and(|s| s.contains(want)) {
-                return all;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "`{want}` did not appear; the terminal shows:\n{all}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.seen.lock().expect("lock").len()
-    }
+/// `harness shell --shim <reaper>` on a terminal, with a private TMPDIR.
+fn shell_on_a_terminal(tmpdir: &Path) -> Terminal {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("harness"));
+    cmd.arg("shell")
+        .arg("--shim")
+        .arg(reaper())
+        .env("TMPDIR", tmpdir);
+    Terminal::start(cmd)
 }
 
 #[test]
 fn a_terminal_gets_completion_history_and_ctrl_c_ends_only_the_step() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut t = Terminal::start(tmp.path());
+    let mut t = shell_on_a_terminal(tmp.path());
     t.expect(0, "harness> ");
     // Tab completes the command word.
     let at = t.len();
@@ -463,18 +394,7 @@ fn a_terminal_gets_completion_history_and_ctrl_c_ends_only_the_step() {
     let at = t.len();
     t.send("quit\r");
     let out = t.expect(at, "shim closed; nothing left behind");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = t.child.try_wait().expect("try_wait") {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = t.child.kill();
-            let _ = t.child.wait();
-            panic!("the shell did not exit after quit:\n{out}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = t.wait(Duration::from_secs(20));
     // The interrupted wait counts as a failed command, as does the refused create.
     assert_eq!(status.code(), Some(1), "{out}");
 }

@@ -67,6 +67,15 @@ impl Default for RunConfig {
     }
 }
 
+/// What [`run_scenarios_observed`] reports while scenarios run.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// The scenario of this name got a job slot and is running now.
+    Started(&'a str),
+    /// A scenario ended (its name is in the result).
+    Finished(&'a ScenarioResult),
+}
+
 /// Runs scenarios, `cfg.jobs` at a time; `progress` sees each result as it finishes. Results
 /// come back in completion order.
 pub async fn run_scenarios(
@@ -74,10 +83,26 @@ pub async fn run_scenarios(
     scenarios: Vec<Loaded>,
     mut progress: impl FnMut(&ScenarioResult),
 ) -> Vec<ScenarioResult> {
+    run_scenarios_observed(cfg, scenarios, |p| {
+        if let Progress::Finished(r) = p {
+            progress(r)
+        }
+    })
+    .await
+}
+
+/// [`run_scenarios`], with `observe` also told when each scenario starts (it gets a job slot),
+/// always before that scenario's [`Progress::Finished`].
+pub async fn run_scenarios_observed(
+    cfg: &RunConfig,
+    scenarios: Vec<Loaded>,
+    mut observe: impl FnMut(Progress<'_>),
+) -> Vec<ScenarioResult> {
     let cfg = Arc::new(cfg.clone());
     let sem = Arc::new(tokio::sync::Semaphore::new(cfg.jobs.max(1)));
     let mut set = tokio::task::JoinSet::new();
     let mut names = BTreeMap::new();
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     // Longest first, so the slow ones do not form a tail at the end of a parallel run.
     let mut scenarios = scenarios;
     scenarios.sort_by_key(|l| std::cmp::Reverse(estimated_cost(&l.scenario.steps)));
@@ -86,6 +111,7 @@ pub async fn run_scenarios(
         let sem = sem.clone();
         let name = l.name.clone();
         let level = l.scenario.level;
+        let started = started_tx.clone();
         // The mock holds non-`Sync` ttrpc servers, so a scenario's future is not `Send`: each
         // runs on a blocking-pool thread driving it with the shared runtime's handle (its I/O,
         // timers and spawned tasks stay on the one runtime).
@@ -93,14 +119,28 @@ pub async fn run_scenarios(
         let (name2, level2) = (name.clone(), level);
         let id = set.spawn(async move {
             let _permit = sem.acquire_owned().await;
+            // Nobody listening (the run is over) is not the scenario's concern.
+            let _ = started.send(name2.clone());
+            drop(started);
             tokio::task::spawn_blocking(move || handle.block_on(run_scenario(&cfg, &l)))
                 .await
                 .unwrap_or_else(|e| aborted(&name2, level2, &format!("the scenario crashed: {e}")))
         });
         names.insert(id.id(), (name, level));
     }
+    drop(started_tx);
     let mut out = Vec::new();
-    while let Some(r) = set.join_next_with_id().await {
+    loop {
+        // Starts first: a scenario's start is always seen before its end.
+        let joined = tokio::select! {
+            biased;
+            Some(name) = started_rx.recv() => {
+                observe(Progress::Started(&name));
+                continue;
+            }
+            j = set.join_next_with_id() => j,
+        };
+        let Some(r) = joined else { break };
         let res = match r {
             Ok((_, res)) => res,
             Err(e) => {
@@ -112,7 +152,7 @@ pub async fn run_scenarios(
                 )
             }
         };
-        progress(&res);
+        observe(Progress::Finished(&res));
         out.push(res);
     }
     out

@@ -3,6 +3,7 @@
 
 mod human;
 mod junit;
+mod live;
 mod tap;
 
 use serde::Serialize;
@@ -10,6 +11,7 @@ use serde_json::Value;
 
 pub use human::{human_failure, human_progress, human_summary};
 pub use junit::junit;
+pub use live::{status_message, LiveLine};
 pub use tap::tap;
 
 /// A scenario's verdict.
