@@ -43,6 +43,7 @@ pub mod error;
 pub mod events;
 pub mod launch;
 pub mod leaks;
+pub mod matrix;
 pub mod pidguard;
 pub mod publish;
 pub mod redact;

@@ -64,6 +64,15 @@ enum Cmd {
         after_help = "Example:\n  harness shell --shim ./target/debug/containerd-shim-reaper-v2\n  harness> create sh -c 'sleep 30'\n  harness> start\n  harness> kill SIGTERM\n  harness> wait\n  harness> save sigterm.yaml\n\nScripted:\n  printf 'create echo hi\\nstart\\nwait\\nstdout\\ndelete\\n' | harness shell"
     )]
     Shell(ShellArgs),
+    /// Which containerd versions a shim works with: for each dialect (1.6, 1.7, 2.0) whether it
+    /// starts (and why not, in the daemon's own words) and passes a minimal lifecycle.
+    ///
+    /// Exit status: 0 when it works with every version, 1 when not, 2 when the matrix could
+    /// not run.
+    #[command(
+        after_help = "Example:\n  harness matrix --shim /usr/bin/containerd-shim-runc-v2 --format json"
+    )]
+    Matrix(MatrixArgs),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Examples:\n  harness completions bash > ~/.local/share/bash-completion/completions/harness\n  harness completions zsh > \"${fpath[1]}/_harness\"\n  harness completions fish > ~/.config/fish/completions/harness.fish"
@@ -93,6 +102,25 @@ struct CompareArgs {
     sel: Selection,
     #[command(flatten)]
     opts: harness::compare::CompareOptions,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum MatrixFormat {
+    Human,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct MatrixArgs {
+    /// The shim binary; default: the bundled reaper next to this executable, then PATH.
+    #[arg(long, value_name = "PATH")]
+    shim: Option<PathBuf>,
+    /// Extra environment for the shim, K=V; repeatable.
+    #[arg(long = "shim-env", value_name = "K=V")]
+    shim_env: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    format: MatrixFormat,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -320,6 +348,10 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => usage_error(e),
         },
+        Cmd::Matrix(a) => match prefer_tmpfs().and_then(|()| matrix(&a)) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => usage_error(e),
+        },
         Cmd::Stress(a) => match prefer_tmpfs().and_then(|()| stress(&a)) {
             Ok(code) => ExitCode::from(code),
             Err(e) => usage_error(e),
@@ -427,6 +459,47 @@ fn list(a: &ListArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--shim-env K=V` values as pairs; an entry without `=` or with an empty K is an error.
+fn parse_shim_env(values: &[String]) -> Result<Vec<(String, String)>> {
+    values
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow!("--shim-env `{kv}`: expected K=V"))
+        })
+        .collect()
+}
+
+/// `harness matrix`: each dialect's verdict on the shim; exit 0 when it works with every one.
+fn matrix(a: &MatrixArgs) -> Result<u8> {
+    let shim = resolve_shim(a.shim.as_deref())?;
+    let lifecycle = scenario::embedded::suite()?
+        .into_iter()
+        .find(|l| l.name == harness::matrix::LIFECYCLE)
+        .ok_or_else(|| anyhow!("the embedded suite lacks {}", harness::matrix::LIFECYCLE))?;
+    let cfg = RunConfig {
+        shim: shim.clone(),
+        shim_env: parse_shim_env(&a.shim_env)?,
+        ..RunConfig::default()
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let rows = rt.block_on(harness::matrix::matrix(&cfg, &lifecycle));
+    let text = match a.format {
+        MatrixFormat::Human => harness::matrix::human(&shim.display().to_string(), &rows),
+        MatrixFormat::Json => serde_json::to_string_pretty(&serde_json::json!({
+            "shim": shim.display().to_string(),
+            "rows": rows,
+        }))?,
+    };
+    emit(&text);
+    let all = rows
+        .iter()
+        .all(|r| r.verdict == harness::matrix::Verdict::Works);
+    Ok(if all { 0 } else { 1 })
+}
+
 /// The shim to test: `--shim`, else the reaper next to this executable, else on PATH.
 fn resolve_shim(arg: Option<&Path>) -> Result<PathBuf> {
     const REAPER: &str = "containerd-shim-reaper-v2";
@@ -482,14 +555,7 @@ fn prepare(a: &RunArgs) -> Result<(RunConfig, Vec<Loaded>)> {
         Some(p) => Profile::load(p)?,
         None => Profile::default(),
     };
-    let mut shim_env = Vec::new();
-    for kv in &a.shim_env {
-        let (k, v) = kv
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| anyhow!("--shim-env `{kv}`: expected K=V"))?;
-        shim_env.push((k.to_string(), v.to_string()));
-    }
+    let shim_env = parse_shim_env(&a.shim_env)?;
     if a.jobs == Some(0) {
         bail!("--jobs: expected at least 1");
     }
@@ -734,14 +800,7 @@ fn shell(a: &ShellArgs) -> Result<u8> {
         .containerd_version
         .parse()
         .map_err(|e| anyhow!("--containerd-version {}: {e}", a.containerd_version))?;
-    let mut shim_env = Vec::new();
-    for kv in &a.shim_env {
-        let (k, v) = kv
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| anyhow!("--shim-env `{kv}`: expected K=V"))?;
-        shim_env.push((k.to_string(), v.to_string()));
-    }
+    let shim_env = parse_shim_env(&a.shim_env)?;
     let opts = ShellOptions {
         shim,
         dialect,

@@ -22,8 +22,21 @@ pub struct PreflightReport {
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
     /// The shim's `start` (or the first connection to the address it printed) failed.
-    #[error("{0}")]
-    Start(String),
+    #[error(
+        "preflight: shim `{}` did not start under containerd {dialect}'s `start` handshake ({kind}): {cause}; no scenario can run (pass --no-preflight to run them anyway and see each one fail)",
+        shim.display()
+    )]
+    Start {
+        /// The shim binary.
+        shim: std::path::PathBuf,
+        /// The containerd version whose handshake was used.
+        dialect: crate::dialect::Dialect,
+        /// What failed (`start-failed`, `start-timeout`, `address`, `connect`).
+        kind: String,
+        /// What went wrong, with the shim's own output where the launcher kept it (in the
+        /// daemon's wording for an answer it refuses).
+        cause: String,
+    },
     /// The harness could not set up the mock containerd or the bundle.
     #[error("preflight: {0}")]
     Harness(String),
@@ -80,20 +93,19 @@ async fn launch_and_close(
     let shim = mock
         .launch(&cfg.shim, &bundle, options)
         .await
-        .map_err(|e| PreflightError::Start(describe(&e, &cfg.shim, cfg.dialect, timeouts)))?;
+        .map_err(|e| PreflightError::Start {
+            shim: cfg.shim.clone(),
+            dialect: cfg.dialect,
+            kind: e.kind().to_string(),
+            cause: describe(&e, cfg.dialect, timeouts),
+        })?;
     let launch = started.elapsed();
     let close = shim.close().await;
     Ok(PreflightReport { launch, close })
 }
 
-/// One message for a failed launch: which shim, which handshake, what went wrong with the
-/// shim's own output where the launcher kept it, and what to do.
-fn describe(
-    e: &LaunchError,
-    shim: &std::path::Path,
-    dialect: crate::dialect::Dialect,
-    t: &Timeouts,
-) -> String {
+/// What went wrong in a failed launch, with the shim's own output where the launcher kept it.
+fn describe(e: &LaunchError, dialect: crate::dialect::Dialect, t: &Timeouts) -> String {
     let what = match e {
         LaunchError::StartFailed { output, status } => format!(
             "`start` exited with status {status}; its output: {}",
@@ -127,11 +139,7 @@ fn describe(
         }
         other => other.to_string(),
     };
-    format!(
-        "preflight: shim `{}` did not start under containerd {dialect}'s `start` handshake ({}): {what}; no scenario can run (pass --no-preflight to run them anyway and see each one fail)",
-        shim.display(),
-        e.kind()
-    )
+    what
 }
 
 fn shown(output: &str) -> String {

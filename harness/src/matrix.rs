@@ -1,0 +1,97 @@
+//! `harness matrix`: which containerd versions a shim works with, and why not the others. For
+//! each dialect the shim is started as that version starts it (the [preflight], which reads the
+//! answer as that daemon does and words a refusal as it does, e.g. `unsupported shim version
+//! (3)`), and when it starts, one minimal lifecycle (`lifecycle/exit-zero`) runs in the dialect.
+//!
+//! [preflight]: crate::engine::preflight
+
+use serde::Serialize;
+
+use crate::dialect::Dialect;
+use crate::engine::{self, PreflightError, RunConfig};
+use crate::report::Status;
+use crate::scenario::Loaded;
+
+/// The scenario the matrix runs once the shim starts.
+pub const LIFECYCLE: &str = "lifecycle/exit-zero";
+
+/// The verdict for one containerd version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// It starts and runs the lifecycle.
+    Works,
+    /// `start`, or the first connection to the address it printed, fails.
+    Refused,
+    /// It starts, but the lifecycle fails.
+    LifecycleFails,
+}
+
+/// One row of the matrix.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Row {
+    /// The dialect (`1.6`, `1.7`, `2.0`).
+    pub containerd: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Why it is not `works`: the daemon's wording for a refused start, the lifecycle's reason.
+    pub reason: Option<String>,
+}
+
+/// Runs the matrix for `base.shim` (its environment and rootfs; the dialect is each of
+/// [`Dialect::ALL`] in turn) with `lifecycle` as the minimal scenario.
+pub async fn matrix(base: &RunConfig, lifecycle: &Loaded) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for dialect in Dialect::ALL {
+        let cfg = RunConfig {
+            dialect,
+            ..base.clone()
+        };
+        let containerd = dialect.to_string();
+        let row = match engine::preflight(&cfg).await {
+            Err(e) => Row {
+                containerd,
+                verdict: Verdict::Refused,
+                reason: Some(match e {
+                    PreflightError::Start { kind, cause, .. } => format!("{kind}: {cause}"),
+                    other => other.to_string(),
+                }),
+            },
+            Ok(_) => {
+                let r = engine::run_scenario(&cfg, lifecycle).await;
+                let works = r.status == Status::Passed;
+                Row {
+                    containerd,
+                    verdict: if works {
+                        Verdict::Works
+                    } else {
+                        Verdict::LifecycleFails
+                    },
+                    reason: if works { None } else { r.reason },
+                }
+            }
+        };
+        rows.push(row);
+    }
+    rows
+}
+
+/// The matrix as a table for people.
+pub fn human(shim: &str, rows: &[Row]) -> String {
+    let mut out = format!("{shim}\ncontainerd  verdict          reason\n");
+    for r in rows {
+        let verdict = match r.verdict {
+            Verdict::Works => "works",
+            Verdict::Refused => "refused",
+            Verdict::LifecycleFails => "lifecycle-fails",
+        };
+        out.push_str(&format!(
+            "{:<11} {:<16} {}\n",
+            r.containerd,
+            verdict,
+            r.reason.as_deref().unwrap_or("")
+        ));
+    }
+    out
+}

@@ -1,0 +1,109 @@
+//! `harness matrix` from the command line: one row per dialect in human and JSON form, exit 0
+//! when the shim works with every containerd version, 1 when not, 2 for a shim that is not
+//! there. (Its agreement with the real daemons is checked in the shim's containerd tests.)
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn reaper() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let p = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target dir")
+        .join("containerd-shim-reaper-v2");
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build --workspace --bins`",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn the_reaper_works_with_every_dialect_in_both_formats() {
+    let out = Command::cargo_bin("harness")
+        .unwrap()
+        .args(["matrix", "--format", "json", "--shim"])
+        .arg(reaper())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let rows: Vec<(String, String)> = v["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["containerd"].as_str().unwrap().into(),
+                r["verdict"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = ["1.6", "1.7", "2.0"]
+        .iter()
+        .map(|d| (d.to_string(), "works".to_string()))
+        .collect();
+    assert_eq!(rows, want);
+    let human = Command::cargo_bin("harness")
+        .unwrap()
+        .args(["matrix", "--shim"])
+        .arg(reaper())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert_eq!(human.status.code(), Some(0), "{human:?}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" works")).count(),
+        3,
+        "{text}"
+    );
+}
+
+#[test]
+fn a_shim_that_prints_json_version_3_is_refused_by_1_6_and_1_7_with_their_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let shim = dir.path().join("containerd-shim-v3only-v2");
+    // A `start` that answers JSON version 3 with a socket nobody serves: 1.6 dials the JSON as a
+    // path, 1.7 refuses version 3, 2.x dials the address and cannot connect.
+    std::fs::write(
+        &shim,
+        "#!/bin/sh\nprintf '{\"version\":3,\"address\":\"unix:///run/containerd/s/harness-matrix-none\",\"protocol\":\"ttrpc\"}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::cargo_bin("harness")
+        .unwrap()
+        .args(["matrix", "--format", "json", "--shim"])
+        .arg(&shim)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let rows = v["rows"].as_array().expect("rows");
+    let reason = |i: usize| rows[i]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(rows.iter().all(|r| r["verdict"] == "refused"), "{rows:?}");
+    assert!(
+        reason(0).contains("containerd 1.6 dials it as a path"),
+        "{}",
+        reason(0)
+    );
+    assert!(
+        reason(1).contains("unsupported shim version (3)"),
+        "{}",
+        reason(1)
+    );
+    assert!(reason(2).starts_with("connect:"), "{}", reason(2));
+}
+
+#[test]
+fn a_missing_shim_is_exit_2_naming_it() {
+    let out = Command::cargo_bin("harness")
+        .unwrap()
+        .args(["matrix", "--shim", "/nonexistent/containerd-shim-x-v2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/containerd-shim-x-v2"));
+}
