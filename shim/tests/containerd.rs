@@ -13,6 +13,8 @@ mod common;
 mod deploy;
 #[path = "containerd/lifecycle.rs"]
 mod lifecycle;
+#[path = "containerd/matrix.rs"]
+mod matrix;
 #[path = "containerd/run.rs"]
 mod run;
 #[path = "containerd/tasks.rs"]

@@ -516,6 +516,9 @@ pub struct DaemonOpts {
     pub extra_config: String,
     /// The config file's `version`; `None`: the release's own (2 for 1.x, 3 for 2.x).
     pub config_version: Option<u32>,
+    /// For [`Runtime::Runc`]: the directory whose `containerd-shim-runc-v2` the daemon runs
+    /// (another release's, for cross-version checks); `None`: the daemon's own release's.
+    pub runc_shim_dir: Option<PathBuf>,
 }
 
 /// A private containerd (1.6, 1.7 or 2.1) with its own root, state, sockets and config in a temp
@@ -565,7 +568,9 @@ impl Daemon {
             Runtime::Runc => {
                 // This release's own runc shim (found first on PATH), bookworm's runc.
                 require_tools(&["runc"]);
-                bin_dir.clone()
+                opts.runc_shim_dir
+                    .clone()
+                    .unwrap_or_else(|| bin_dir.clone())
             }
         };
         // A test binary killed earlier cannot have cleaned up after itself.

@@ -60,6 +60,7 @@ fn cri_daemon(containerd: Version, s: &Snippet, text: &str) -> Daemon {
             cri: true,
             extra_config: extra,
             config_version: Some(s.config_version),
+            ..Default::default()
         },
     )
 }

@@ -1,0 +1,105 @@
+//! `harness matrix` against the real daemons (issue 12): for the reaper and the Go runc shim of
+//! each release at hand, the mock's verdict per dialect (works or not) must be what that
+//! release's real containerd does with `ctr run --rm ... echo` through the same shim.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::Version::{self, V1_6, V1_7, V2_1};
+use crate::common::{self, Daemon, DaemonOpts, Runtime};
+
+/// The mock dialect that imitates `version`.
+fn dialect(version: Version) -> &'static str {
+    match version {
+        V1_6 => "1.6",
+        V1_7 => "1.7",
+        V2_1 => "2.0",
+    }
+}
+
+/// `harness matrix --format json` for `shim`: (dialect, works, reason) per row.
+fn mock_verdicts(shim: &Path) -> Vec<(String, bool, String)> {
+    let harness = common::built_binary("harness");
+    let out = std::process::Command::new(&harness)
+        .args(["matrix", "--format", "json", "--shim"])
+        .arg(shim)
+        .output()
+        .expect("run harness matrix");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "harness matrix --shim {}: no JSON ({e}): {}",
+            shim.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    v["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["containerd"].as_str().unwrap_or_default().to_string(),
+                r["verdict"] == "works",
+                r["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// What `version`'s real daemon does with `runtime` (and, for runc, the shim in `runc_dir`):
+/// whether `ctr run --rm` of echo works, and ctr's error when not.
+fn real_verdict(version: Version, runtime: Runtime, runc_dir: Option<&Path>) -> (bool, String) {
+    let opts = DaemonOpts {
+        runc_shim_dir: runc_dir.map(Path::to_path_buf),
+        ..Default::default()
+    };
+    let mut d = Daemon::start(version, runtime, "matrix", opts);
+    let out = d.run_rm(&[], "mx", &["/bin/echo", "hi"], None);
+    let works = out.code() == 0 && out.stdout == "hi\n";
+    (works, out.stderr.trim().to_string())
+}
+
+#[test]
+fn the_matrix_agrees_with_every_real_daemon_for_every_shim_at_hand() {
+    let mut shims: Vec<(String, Runtime, Option<std::path::PathBuf>)> =
+        vec![("reaper".into(), Runtime::Reaper, None)];
+    for r in [V1_6, V1_7, V2_1] {
+        shims.push((
+            format!("runc shim {}", r.release()),
+            Runtime::Runc,
+            Some(r.bin_dir()),
+        ));
+    }
+    let mut problems = vec![];
+    for (name, runtime, dir) in &shims {
+        let bin = match dir {
+            Some(d) => d.join("containerd-shim-runc-v2"),
+            None => common::reaper_binary(),
+        };
+        let mock = mock_verdicts(&bin);
+        assert_eq!(mock.len(), 3, "{name}: {mock:?}");
+        for version in [V1_6, V1_7, V2_1] {
+            let (real, why) = real_verdict(version, *runtime, dir.as_deref());
+            let (_, predicted, reason) = mock
+                .iter()
+                .find(|(d, _, _)| d == dialect(version))
+                .unwrap_or_else(|| panic!("{name}: no row for dialect {}", dialect(version)));
+            eprintln!(
+                "{name} under containerd {}: real {} | mock {} {reason}",
+                version.release(),
+                if real { "works" } else { "fails" },
+                if *predicted { "works" } else { "refused" },
+            );
+            if real != *predicted {
+                problems.push(format!(
+                    "{name} under containerd {}: the daemon {} ({why}), the mock says {} ({reason})",
+                    version.release(),
+                    if real { "runs it" } else { "fails" },
+                    if *predicted { "works" } else { "not" },
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
