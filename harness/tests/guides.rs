@@ -1,11 +1,13 @@
-//! The guides in `docs/guides/` work as written: every fenced ```` ```sh ```` block of a guide is
-//! run (bash `-euo pipefail`, stderr merged into stdout, bounded, in its own process group) and
+//! The guides in `docs/guides/`, and the README (treated as one more guide), work as written:
+//! every fenced ```` ```sh ```` block of a guide is run (bash `-euo pipefail`, stderr merged into stdout, bounded, in its own process group) and
 //! must end with the exit status its info string names (`exit=N`, default 0); a ```` ```text ````
 //! block right after it is its expected output (each line, in order, somewhere in the output;
 //! `[..]` matches anything). A block whose info string carries `file=PATH` must equal that file
 //! of the repository. A ```` ```sh no-run ```` block (its first line a `#` comment giving the
 //! reason) is not run: every command line in it must be claimed by a static check below, or the
-//! test fails. After a guide no process that mentions its work dir may remain.
+//! test fails. After a guide no process that mentions its work dir may remain. Every relative
+//! link of the README and of `docs/` points to a file of the repository (and a `#fragment` to
+//! one of its headings).
 //!
 //! The only changes made to a command before it runs ([`rewrite`]): `cargo install` gets
 //! `--debug` (with `CARGO_INSTALL_ROOT` in the work dir and the workspace's `CARGO_TARGET_DIR`,
@@ -177,7 +179,7 @@ fn missing_line(expected: &str, out: &str) -> Option<String> {
 
 /// Where a guide runs and what it finds on PATH.
 struct Guide {
-    /// The guide's file under docs/guides/.
+    /// The guide's file, relative to the checkout (`docs/guides/ci.md`, `README.md`).
     file: &'static str,
     /// Binaries come only from the guide's own `cargo install` (else the built ones).
     installs: bool,
@@ -199,11 +201,16 @@ struct Run {
 impl Run {
     fn new(g: &Guide) -> Run {
         require_tools(&["bash", "jq", "sudo", "cargo"]);
-        let path = checkout().join("docs/guides").join(g.file);
+        let path = checkout().join(g.file);
         let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let blocks = parse(&text);
+        let stem = Path::new(g.file)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("a file name")
+            .to_lowercase();
         let work = tempfile::Builder::new()
-            .prefix(&format!("guide-{}-", g.file.trim_end_matches(".md")))
+            .prefix(&format!("guide-{stem}-"))
             .tempdir_in("/tmp")
             .expect("work dir");
         let root = work.path().join(".install");
@@ -237,7 +244,7 @@ impl Run {
     }
 
     fn at(&self, b: &Block) -> String {
-        format!("docs/guides/{}:{}", self.name, b.line)
+        format!("{}:{}", self.name, b.line)
     }
 
     /// Runs every executable block in order, checking status and output.
@@ -474,7 +481,7 @@ fn parse_and_match_helpers() {
 #[test]
 fn five_minutes() {
     let mut r = Run::new(&Guide {
-        file: "five-minutes.md",
+        file: "docs/guides/five-minutes.md",
         installs: true,
         own_tmpdir: false,
     });
@@ -486,7 +493,7 @@ fn five_minutes() {
 #[test]
 fn write_a_scenario() {
     let mut r = Run::new(&Guide {
-        file: "write-a-scenario.md",
+        file: "docs/guides/write-a-scenario.md",
         installs: false,
         own_tmpdir: false,
     });
@@ -541,7 +548,7 @@ fn write_a_scenario() {
 #[test]
 fn ci() {
     let mut r = Run::new(&Guide {
-        file: "ci.md",
+        file: "docs/guides/ci.md",
         installs: true,
         own_tmpdir: false,
     });
@@ -671,7 +678,7 @@ fn ci() {
 #[test]
 fn kubernetes() {
     let mut r = Run::new(&Guide {
-        file: "kubernetes.md",
+        file: "docs/guides/kubernetes.md",
         installs: true,
         own_tmpdir: true,
     });
@@ -751,4 +758,154 @@ fn kubernetes() {
         false
     });
     r.run_all();
+}
+
+/// The README as a guide: its install and run blocks run like the five-minutes guide's; the
+/// two commands (which build everything, and one of which runs this test) are checked to be the
+/// ci/ scripts the README says they are.
+#[test]
+fn readme() {
+    let mut r = Run::new(&Guide {
+        file: "README.md",
+        installs: true,
+        own_tmpdir: false,
+    });
+    r.check_included_files();
+    let script = Regex::new(r"^(ci/[a-z-]+\.sh)\s+# ").expect("re");
+    r.check_no_run(|c| {
+        let Some(m) = script.captures(c) else {
+            return false;
+        };
+        let rel = &m[1];
+        let path = checkout().join(rel);
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("`{c}`: {rel}: {e}"));
+        let mode = fs::metadata(&path).expect("metadata").permissions();
+        assert!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o111 != 0,
+            "{rel} is not executable"
+        );
+        // Both install what they need first (the README says so).
+        assert!(
+            text.contains("\nci/setup.sh\n"),
+            "{rel} does not run ci/setup.sh"
+        );
+        match rel {
+            "ci/suite.sh" => assert!(text.contains("harness run"), "{rel}: no harness run"),
+            "ci/test.sh" => {
+                assert!(
+                    text.contains("cargo test --workspace"),
+                    "{rel}: no cargo test"
+                );
+                let entry = fs::read_to_string(checkout().join(".ci/run")).expect(".ci/run");
+                assert!(
+                    entry.contains("exec ci/test.sh"),
+                    ".ci/run does not call {rel}"
+                );
+            }
+            _ => return false,
+        }
+        true
+    });
+    r.run_all();
+}
+
+/// The markdown files whose links are checked: the README, docs/ and its guides, the shim's.
+fn markdown_files() -> Vec<PathBuf> {
+    let mut v = vec![
+        checkout().join("README.md"),
+        checkout().join("shim/README.md"),
+    ];
+    for dir in ["docs", "docs/guides"] {
+        let mut md: Vec<PathBuf> = fs::read_dir(checkout().join(dir))
+            .expect("docs dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "md"))
+            .collect();
+        md.sort();
+        v.extend(md);
+    }
+    v
+}
+
+/// A heading's anchor as GitHub makes it: lowercase, punctuation dropped, spaces to `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a markdown file's headings (outside code fences).
+fn anchors(md: &str) -> Vec<String> {
+    let mut fenced = false;
+    let mut v = Vec::new();
+    for l in md.lines() {
+        if l.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced && l.starts_with('#') {
+            v.push(anchor(l.trim_start_matches('#')));
+        }
+    }
+    v
+}
+
+#[test]
+fn relative_links_point_to_files_and_headings() {
+    assert_eq!(anchor(" Build and test times"), "build-and-test-times");
+    assert_eq!(
+        anchor("Install, and poke a shim by hand: `harness shell`"),
+        "install-and-poke-a-shim-by-hand-harness-shell"
+    );
+    let link = Regex::new(r"\]\(([^)\s]+)\)").expect("re");
+    let mut bad = Vec::new();
+    let mut checked = 0;
+    for file in markdown_files() {
+        let text = fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let rel = file.strip_prefix(checkout()).unwrap_or(&file).display();
+        let mut fenced = false;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+                continue;
+            }
+            if fenced {
+                continue;
+            }
+            for m in link.captures_iter(line) {
+                let target = &m[1];
+                if target.contains("://") || target.starts_with("mailto:") {
+                    continue;
+                }
+                checked += 1;
+                let (path, frag) = match target.split_once('#') {
+                    Some((p, f)) => (p, Some(f)),
+                    None => (target, None),
+                };
+                let dest = if path.is_empty() {
+                    file.clone()
+                } else {
+                    file.parent().expect("dir").join(path)
+                };
+                if !dest.exists() {
+                    bad.push(format!("{rel}:{}: {target}: no such file", i + 1));
+                    continue;
+                }
+                if let Some(f) = frag.filter(|_| dest.extension().is_some_and(|e| e == "md")) {
+                    let t = fs::read_to_string(&dest).expect("linked file");
+                    if !anchors(&t).iter().any(|a| a == f) {
+                        bad.push(format!("{rel}:{}: {target}: no heading #{f}", i + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 10,
+        "only {checked} links found: is the pattern right?"
+    );
+    assert!(bad.is_empty(), "broken links:\n{}", bad.join("\n"));
 }

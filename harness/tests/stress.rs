@@ -1,6 +1,6 @@
 //! The stress mode against the reaper: every lifecycle completes, the shim ends with the file
 //! descriptors it had at idle, and nothing is left behind. (Throughput is reported, never
-//! asserted: speed targets live in the README with the numbers seen.)
+//! asserted: speed targets live in docs/performance.md with the numbers seen.)
 
 use std::path::{Path, PathBuf};
 
