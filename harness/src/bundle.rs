@@ -43,11 +43,13 @@ pub struct BundleOptions {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// A bundle directory; dropping it removes the directory (and the busybox rootfs).
+/// A bundle directory; dropping it removes the directory (and its work directory and busybox
+/// rootfs).
 #[derive(Debug)]
 pub struct Bundle {
     dir: PathBuf,
     rootfs_dir: Option<PathBuf>,
+    work_dir: PathBuf,
     id: String,
     spec: Spec,
     namespace: String,
@@ -209,15 +211,22 @@ impl Bundle {
             .map_err(|e| HarnessError::io(format!("creating {}", parent.display()), e))?;
         std::fs::create_dir(&dir)
             .map_err(|e| HarnessError::io(format!("creating bundle {}", dir.display()), e))?;
+        let work = parent.join(format!("{id}.work"));
         let mut bundle = Bundle {
             dir: dir.clone(),
             rootfs_dir: None,
+            work_dir: work.clone(),
             id: id.to_string(),
             spec: Spec::default(),
             namespace: ns.to_string(),
         };
         std::fs::create_dir(dir.join("rootfs"))
             .map_err(|e| HarnessError::io(format!("creating {}/rootfs", dir.display()), e))?;
+        // containerd gives every bundle a `work` symlink to a directory of its own under its
+        // root (runtime/v2/bundle.go:100, v1.6.20; the same in 1.7.24 and 2.1.9).
+        std::fs::create_dir(&work)
+            .and_then(|()| std::os::unix::fs::symlink(&work, dir.join("work")))
+            .map_err(|e| HarnessError::io(format!("creating {}/work", dir.display()), e))?;
         let mut spec = default_spec(ns, id, process);
         if opts.rootfs == RootfsKind::Busybox {
             let rf = parent.join(format!("{id}.rootfs"));
@@ -290,7 +299,8 @@ impl Bundle {
 
 impl Drop for Bundle {
     fn drop(&mut self) {
-        for d in std::iter::once(&self.dir).chain(self.rootfs_dir.iter()) {
+        let dirs = [&self.dir, &self.work_dir].into_iter();
+        for d in dirs.chain(self.rootfs_dir.iter()) {
             // Never recurse into something still mounted (a shim that did not unmount rootfs).
             for m in crate::leaks::mounts_under(d).into_iter().rev() {
                 let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);

@@ -72,6 +72,8 @@ impl DeleteAction {
         let mut cmd = tokio::process::Command::new(&self.shim);
         cmd.args(&argv)
             .current_dir(cwd)
+            .env_clear()
+            .envs(crate::dialect::Dialect::inherited_env())
             .envs(
                 self.dialect
                     .start_env(&self.ttrpc_address, &self.grpc_address, &self.namespace),

@@ -144,6 +144,43 @@ impl Dialect {
         v
     }
 
+    /// The environment a shim inherits from the daemon, before [`Dialect::start_env`]: the
+    /// harness's own as it was started (read from `/proc/self/environ`, so a scratch `TMPDIR`
+    /// the harness chose for itself does not leak into the shim), with `PATH` and
+    /// `LD_LIBRARY_PATH` prefixed by `/opt/containerd/bin` and `/opt/containerd/lib` as the
+    /// daemon's default `opt` plugin does to its own environment at start-up
+    /// (services/opt/service.go:47 and :55, v1.6.20; the same in 1.7.24 and 2.1.9, observed).
+    pub fn inherited_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        let raw = std::fs::read("/proc/self/environ").unwrap_or_default();
+        let mut env: Vec<(OsString, OsString)> = raw
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let eq = kv.iter().position(|b| *b == b'=')?;
+                Some((
+                    OsString::from_vec(kv[..eq].to_vec()),
+                    OsString::from_vec(kv[eq + 1..].to_vec()),
+                ))
+            })
+            .collect();
+        for (key, dir) in [
+            ("PATH", "/opt/containerd/bin"),
+            ("LD_LIBRARY_PATH", "/opt/containerd/lib"),
+        ] {
+            // Go's `fmt.Sprintf("%s%c%s", dir, ':', os.Getenv(key))`: the colon even when unset.
+            let old = env
+                .iter()
+                .position(|(k, _)| k.as_bytes() == key.as_bytes())
+                .map(|i| env.remove(i).1)
+                .unwrap_or_default();
+            let mut v = OsString::from(format!("{dir}:"));
+            v.push(old);
+            env.push((OsString::from(key), v));
+        }
+        env
+    }
+
     /// Whether task requests carry `containerd-namespace-ttrpc` metadata (1.6.20 sends none, observed).
     pub fn sends_namespace_metadata(&self) -> bool {
         *self != Dialect::V1_6

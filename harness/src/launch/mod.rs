@@ -262,6 +262,8 @@ impl MockContainerd {
         let mut cmd = tokio::process::Command::new(shim);
         cmd.args(&argv)
             .current_dir(&bundle_dir)
+            .env_clear()
+            .envs(Dialect::inherited_env())
             .envs(env.iter().cloned())
             .envs(opts.extra_env.iter().cloned())
             .stdout(Stdio::from(wr))
