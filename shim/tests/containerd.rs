@@ -11,6 +11,8 @@ mod common;
 
 #[path = "containerd/deploy.rs"]
 mod deploy;
+#[path = "containerd/fidelity.rs"]
+mod fidelity;
 #[path = "containerd/lifecycle.rs"]
 mod lifecycle;
 #[path = "containerd/matrix.rs"]

@@ -516,9 +516,10 @@ pub struct DaemonOpts {
     pub extra_config: String,
     /// The config file's `version`; `None`: the release's own (2 for 1.x, 3 for 2.x).
     pub config_version: Option<u32>,
-    /// For [`Runtime::Runc`]: the directory whose `containerd-shim-runc-v2` the daemon runs
-    /// (another release's, for cross-version checks); `None`: the daemon's own release's.
-    pub runc_shim_dir: Option<PathBuf>,
+    /// The directory first on the daemon's PATH, whose shim binary it runs (another release's
+    /// runc shim, a recording wrapper); `None`: the built reaper's, or for [`Runtime::Runc`] the
+    /// daemon's own release's.
+    pub shim_dir: Option<PathBuf>,
 }
 
 /// A private containerd (1.6, 1.7 or 2.1) with its own root, state, sockets and config in a temp
@@ -559,20 +560,21 @@ impl Daemon {
             nix::unistd::geteuid().is_root(),
             "the containerd tests need root (containerd, shim sockets under {SOCKET_DIR}, cgroups)"
         );
-        let shim_dir = match runtime {
-            Runtime::Reaper => reaper_binary().parent().expect("shim dir").to_path_buf(),
-            Runtime::Faulty => built_binary("containerd-shim-faulty-v2")
-                .parent()
-                .expect("shim dir")
-                .to_path_buf(),
-            Runtime::Runc => {
+        let shim_dir = match opts.shim_dir.clone() {
+            Some(dir) => dir,
+            None => match runtime {
+                Runtime::Reaper => reaper_binary().parent().expect("shim dir").to_path_buf(),
+                Runtime::Faulty => built_binary("containerd-shim-faulty-v2")
+                    .parent()
+                    .expect("shim dir")
+                    .to_path_buf(),
                 // This release's own runc shim (found first on PATH), bookworm's runc.
-                require_tools(&["runc"]);
-                opts.runc_shim_dir
-                    .clone()
-                    .unwrap_or_else(|| bin_dir.clone())
-            }
+                Runtime::Runc => bin_dir.clone(),
+            },
         };
+        if runtime == Runtime::Runc {
+            require_tools(&["runc"]);
+        }
         // A test binary killed earlier cannot have cleaned up after itself.
         if runtime == Runtime::Runc {
             remove_runc_cgroups(ns);

@@ -51,7 +51,7 @@ fn mock_verdicts(shim: &Path) -> Vec<(String, bool, String)> {
 /// whether `ctr run --rm` of echo works, and ctr's error when not.
 fn real_verdict(version: Version, runtime: Runtime, runc_dir: Option<&Path>) -> (bool, String) {
     let opts = DaemonOpts {
-        runc_shim_dir: runc_dir.map(Path::to_path_buf),
+        shim_dir: runc_dir.map(Path::to_path_buf),
         ..Default::default()
     };
     let mut d = Daemon::start(version, runtime, "matrix", opts);
