@@ -1,9 +1,10 @@
 //! Dialect fidelity (issue 12): a recording wrapper, installed as `containerd-shim-reaper-v2`,
 //! logs what it was started with (argv, the environment its parent added, cwd, the bundle's
-//! files, stdin bytes) and then execs the real shim. Each real daemon starts it for a `ctr run`,
-//! the mock starts it for a lifecycle in the matching dialect, and the two `start` recordings
-//! must be equal after named redactions (addresses, ids, namespaces, paths). A doctored
-//! recording (one env var, one flag, one stdin byte) shows the comparison can fail.
+//! files, stdin bytes) and then execs the real shim. Each real daemon starts it for a `ctr run`
+//! and for a task whose shim is then SIGKILLed, the mock for `lifecycle/exit-zero` and
+//! `faults/kill-shim` in the matching dialect; the `start` and `delete` recordings must be equal
+//! after named redactions (addresses, ids, namespaces, paths). A doctored recording (one env var,
+//! one flag, one stdin byte) shows the comparison can fail.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -60,8 +61,8 @@ fn env_map(bytes: &[u8]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The `start` recordings in `records`, oldest first.
-fn starts(records: &Path) -> Vec<Recording> {
+/// The recordings of `action` (`start`, `delete`) in `records`, oldest first.
+fn recordings(records: &Path, action: &str) -> Vec<Recording> {
     let mut dirs: Vec<PathBuf> = fs::read_dir(records)
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
@@ -73,7 +74,7 @@ fn starts(records: &Path) -> Vec<Recording> {
                 .lines()
                 .map(str::to_string)
                 .collect();
-            if argv.last().map(String::as_str) != Some("start") {
+            if argv.last().map(String::as_str) != Some(action) {
                 return None;
             }
             let env = env_map(&fs::read(d.join("env")).ok()?);
@@ -208,31 +209,54 @@ fn the_mock_starts_a_shim_as_the_daemon_does(#[values(V1_6, V1_7, V2_1)] contain
     let mut d = Daemon::start(containerd, Runtime::Reaper, "fidelity", opts);
     let out = d.run_rm(&[], "fid", &["/bin/echo", "hi"], None);
     assert_eq!(out.stdout, "hi\n", "{out:#?}");
+    // A shim that dies makes containerd run its `delete` action (`cleanupAfterDeadShim`).
+    let (mut bg, _) = d.run_bg(&[], "fidd", &["/bin/sleep", "30"]);
+    let servers = d.server_pids();
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(servers[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL the shim");
+    let _ = bg.wait(std::time::Duration::from_secs(20));
     d.assert_no_leaks();
     drop(d);
 
-    // The mock in the matching dialect.
-    let run = std::process::Command::new(common::built_binary("harness"))
-        .args(["run", "--no-preflight", "--filter", "lifecycle/exit-zero"])
-        .args(["--containerd-version", dialect(containerd), "--shim"])
-        .arg(wrap_m.join("containerd-shim-reaper-v2"))
-        .output()
-        .expect("harness run");
-    assert_eq!(run.status.code(), Some(0), "{run:?}");
+    // The mock in the matching dialect: a lifecycle, and a shim killed under a running task.
+    // One at a time, in the daemon's order. containerd runs the `delete` action after a normal
+    // lifecycle too, as the mock does (two of each action).
+    for scenario in ["lifecycle/exit-zero", "faults/kill-shim"] {
+        let run = std::process::Command::new(common::built_binary("harness"))
+            .args(["run", "--no-preflight", "--filter", scenario])
+            .args(["--containerd-version", dialect(containerd), "--shim"])
+            .arg(wrap_m.join("containerd-shim-reaper-v2"))
+            .output()
+            .expect("harness run");
+        assert_eq!(run.status.code(), Some(0), "{scenario}: {run:?}");
+    }
 
-    let (daemon, mock) = (starts(&rec_d), starts(&rec_m));
-    assert_eq!(daemon.len(), 1, "containerd's starts: {daemon:#?}");
-    assert_eq!(mock.len(), 1, "the mock's starts: {mock:#?}");
-    let diff = differences(&daemon[0], &mock[0]);
+    let mut problems = vec![];
+    for action in ["start", "delete"] {
+        let (daemon, mock) = (recordings(&rec_d, action), recordings(&rec_m, action));
+        assert_eq!(daemon.len(), 2, "containerd's {action}s: {daemon:#?}");
+        assert_eq!(mock.len(), 2, "the mock's {action}s: {mock:#?}");
+        for (dr, mr) in daemon.iter().zip(&mock) {
+            problems.extend(
+                differences(dr, mr)
+                    .into_iter()
+                    .map(|p| format!("{action}: {p}")),
+            );
+        }
+    }
     assert!(
-        diff.is_empty(),
+        problems.is_empty(),
         "containerd {} vs the mock (dialect {}):\n{}",
         containerd.release(),
         dialect(containerd),
-        diff.join("\n")
+        problems.join("\n")
     );
+    let (daemon, mock) = (recordings(&rec_d, "start"), recordings(&rec_m, "start"));
     assert!(daemon[0].cwd.ends_with("/fid"), "{:?}", daemon[0].cwd);
-    assert!(mock[0].cwd.ends_with("/main"), "{:?}", mock[0].cwd);
 
     // The comparison fails on one differing env var, flag or stdin byte.
     let mut env = mock[0].clone();
