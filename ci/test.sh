@@ -8,7 +8,7 @@ ci/setup.sh
 # The tests drive the built binaries (shim and harness), so build them first.
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast
-ci/differential.sh  # fidelity: the mock against a private containerd 1.6 (reaper and runc shim)
+ci/differential.sh  # fidelity: the mock against private containerds 1.6.20, 1.7.24 and 2.1.9 (reaper and runc shims)
 cargo test -p harness --features containerd --test differential  # it catches a differing mock
 # Smoke check of the criterion benches: each runs once (no timing is judged).
 cargo test -p reaper-benches --benches
