@@ -83,6 +83,9 @@ pub struct Faults {
     pub grandchild: bool,
     /// The server ignores SIGTERM and never exits after Shutdown.
     pub ignore_sigterm: bool,
+    /// `start` answers a JSON bootstrap `{"version": N, "address", "protocol": "ttrpc"}` instead
+    /// of the bare address (as containerd 2.x's own shims do with version 3).
+    pub start_json: Option<u32>,
 }
 
 impl Faults {
@@ -114,6 +117,13 @@ impl Faults {
             }
             if name == "report-pid" {
                 f.report_pid = Some(parse_pid(value)?);
+                continue;
+            }
+            if name == "start-json" {
+                let v = value.unwrap_or_default();
+                f.start_json = Some(v.parse().map_err(|e| {
+                    Error::InvalidArgument(format!("{ENV}: start-json={v:?}: {e}"))
+                })?);
                 continue;
             }
             if let Some(v) = value {
@@ -197,6 +207,8 @@ mod tests {
             Faults::parse("wrong-reply").unwrap().reply,
             Some((ReplyFault::WrongType, "State"))
         );
+        assert_eq!(Faults::parse("start-json=3").unwrap().start_json, Some(3));
+        assert!(Faults::parse("start-json=x").is_err());
         let f = Faults::parse("grandchild,ignore-sigterm,big-event,huge-reply=Wait").unwrap();
         assert!(f.grandchild && f.ignore_sigterm && f.big_event);
         assert_eq!(f.reply, Some((ReplyFault::Huge, "Wait")));

@@ -1,6 +1,8 @@
 //! `containerd-shim-faulty-v2`: the reaper shim with deliberate bugs chosen by `FAULTY_SHIM`
 //! (a comma list, see `reaper::faults::Faults`), for testing conformance checkers.
 
+use std::io::Write;
+
 fn main() {
     if std::env::args().skip(1).any(|a| a == "start") {
         // For `report-pid=harness`: the server learns who ran `start` (it is reparented later).
@@ -11,6 +13,37 @@ fn main() {
                 std::os::unix::process::parent_id().to_string(),
             )
         };
+        if let Some(version) = reaper::faults::Faults::from_env()
+            .ok()
+            .and_then(|f| f.start_json)
+        {
+            std::process::exit(start_json(version));
+        }
     }
     std::process::exit(reaper::service::main(reaper::faults::Faults::from_env));
+}
+
+/// `start-json=N`: the real `start`, answered as a JSON bootstrap of version `N`.
+#[allow(clippy::print_stdout)]
+fn start_json(version: u32) -> i32 {
+    let flags = match reaper::flags::parse(std::env::args().skip(1)) {
+        Ok(f) => f,
+        Err(e) => {
+            print!("{e}");
+            return 2;
+        }
+    };
+    match reaper::service::start_action(&flags) {
+        Ok(address) => {
+            let answer =
+                serde_json::json!({"version": version, "address": address, "protocol": "ttrpc"});
+            print!("{answer}");
+            let _ = std::io::stdout().flush();
+            0
+        }
+        Err(e) => {
+            print!("reaper start: {e}");
+            1
+        }
+    }
 }

@@ -71,11 +71,38 @@ fn the_matrix_agrees_with_every_real_daemon_for_every_shim_at_hand() {
             Some(r.bin_dir()),
         ));
     }
+    // The faulty shim's start-related faults: a JSON bootstrap of version 2 or 3 instead of the
+    // bare address, each switched on by a wrapper (the daemon passes its own environment on).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for version in [2, 3] {
+        let dir = tmp.path().join(format!("json{version}"));
+        std::fs::create_dir(&dir).expect("mkdir");
+        let wrapper = dir.join("containerd-shim-faulty-v2");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nFAULTY_SHIM=start-json={version} exec {} \"$@\"\n",
+                common::built_binary("containerd-shim-faulty-v2").display()
+            ),
+        )
+        .expect("write wrapper");
+        std::fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        shims.push((
+            format!("faulty shim start-json={version}"),
+            Runtime::Faulty,
+            Some(dir),
+        ));
+    }
     let mut problems = vec![];
     for (name, runtime, dir) in &shims {
-        let bin = match dir {
-            Some(d) => d.join("containerd-shim-runc-v2"),
-            None => common::reaper_binary(),
+        let bin = match (runtime, dir) {
+            (Runtime::Runc, Some(d)) => d.join("containerd-shim-runc-v2"),
+            (Runtime::Faulty, Some(d)) => d.join("containerd-shim-faulty-v2"),
+            _ => common::reaper_binary(),
         };
         let mock = mock_verdicts(&bin);
         assert_eq!(mock.len(), 3, "{name}: {mock:?}");
