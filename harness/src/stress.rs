@@ -256,23 +256,34 @@ impl StressReport {
     }
 }
 
-/// Samples `/proc/<pid>` of a server.
+/// The number after `name` (`VmRSS:`, `Threads:`) in a `/proc/<pid>/status` text; 0 when absent.
+pub(crate) fn status_field(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Samples `/proc/<pid>` of the live servers among `pids`: an exited server that its parent
+/// (here PID 1) has not reaped yet is a zombie with no memory or fds of its own, and is not
+/// counted (with `--shim-per-task` they made "61 servers" of one lifecycle in flight).
 pub fn sample(pids: &[i32]) -> Sample {
     let mut out = Sample::default();
     for &pid in pids {
         let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
             continue;
         };
-        let field = |name: &str| -> u64 {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        out.rss_kib += field("VmRSS:");
-        out.threads += field("Threads:");
+        let state = status
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .and_then(|v| v.trim().chars().next());
+        if matches!(state, Some('Z' | 'X')) {
+            continue;
+        }
+        out.rss_kib += status_field(&status, "VmRSS:");
+        out.threads += status_field(&status, "Threads:");
         out.fds += std::fs::read_dir(format!("/proc/{pid}/fd"))
             .map(|d| d.count() as u64)
             .unwrap_or(0);
@@ -885,6 +896,30 @@ fn version_line(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zombie_server_is_not_sampled_a_live_one_is() {
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dpid = dead.id() as i32;
+        // Not reaped yet: a zombie until the wait below.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while leaks::proc_info(dpid).is_some_and(|p| p.state != 'Z') {
+            assert!(std::time::Instant::now() < deadline, "true did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let both = sample(&[live.id() as i32, dpid]);
+        let zombie = sample(&[dpid]);
+        live.kill().unwrap();
+        live.wait().unwrap();
+        dead.wait().unwrap();
+        assert_eq!(zombie.servers, 0, "{zombie:?}");
+        assert_eq!(both.servers, 1, "{both:?}");
+        assert!(both.threads >= 1 && both.rss_kib > 0, "{both:?}");
+    }
 
     #[test]
     fn version_lines() {

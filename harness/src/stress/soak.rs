@@ -310,14 +310,7 @@ impl SoakProbe {
     pub fn sample(&self, t_ms: u64, lifecycles: u64) -> SoakSample {
         let pid = self.pid;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |name: &str| -> u64 {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
+        let field = |name: &str| super::status_field(&status, name);
         let unix = unix_socket_table();
         let (mut fds, mut unix_sockets) = (0, 0);
         if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
