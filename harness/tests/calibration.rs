@@ -12,6 +12,9 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::Value;
 
+#[path = "support/bins.rs"]
+mod bins;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Known {
@@ -42,25 +45,10 @@ fn shims() -> Vec<(&'static str, &'static str, PathBuf)> {
     ]
 }
 
-fn harness_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("harness");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build --workspace --bins`",
-        p.display()
-    );
-    p
-}
-
 /// Runs the suite against `shim` in `dialect`; returns the names of the failed must scenarios
 /// and a one-line summary.
 fn must_failures(release: &str, dialect: &str, shim: &Path) -> (BTreeSet<String>, String) {
-    let out = Command::new(harness_bin())
+    let out = Command::new(bins::built("harness"))
         .args([
             "run",
             "--format",

@@ -2,29 +2,18 @@
 //! happen (bad YAML, unknown step, bad duration, missing or non-executable shim), the JSON report
 //! of the public contract, exit 1 on a failed scenario, `schema` and `list`.
 
+#[path = "support/bins.rs"]
+mod bins;
+use bins::reaper;
+
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use assert_cmd::Command;
 use serde_json::Value;
 
 fn harness() -> Command {
     Command::cargo_bin("harness").expect("the harness binary (cargo build -p harness)")
-}
-
-fn reaper() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("containerd-shim-reaper-v2");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build -p containerd-shim-reaper`",
-        p.display()
-    );
-    p
 }
 
 /// A scenarios dir with one file `g/<name>.yaml`.

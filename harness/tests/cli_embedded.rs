@@ -2,29 +2,15 @@
 //! lists and runs the whole bundled suite (against the reaper given with `--shim`); `--scenarios`
 //! replaces it; `harness list` says where each scenario came from.
 
-use std::path::{Path, PathBuf};
+#[path = "support/bins.rs"]
+mod bins;
+use bins::reaper;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use serde_json::Value;
-
-fn target_debug() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
-}
-
-fn reaper() -> PathBuf {
-    let p = target_debug().join("containerd-shim-reaper-v2");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build -p containerd-shim-reaper`",
-        p.display()
-    );
-    p
-}
 
 /// The harness binary copied alone into a fresh empty directory (which is also the cwd).
 fn lone_harness() -> (tempfile::TempDir, Command) {

@@ -3,25 +3,12 @@
 //! that name that behaviour, each with a message a shim author understands; the fault scenarios
 //! (`scenarios/faults/`) among them.
 
-use std::path::{Path, PathBuf};
+#[path = "support/bins.rs"]
+mod bins;
+use bins::faulty;
 
 use assert_cmd::Command;
 use serde_json::Value;
-
-fn faulty() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("containerd-shim-faulty-v2");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build -p containerd-shim-reaper`",
-        p.display()
-    );
-    p
-}
 
 /// Runs the named scenarios against the faulty shim with `fault` on; every one must fail and
 /// its reason must contain the paired text.

@@ -1,7 +1,11 @@
 //! The install story's command-line surface: `--version`, an example in every subcommand's
 //! help, `harness completions SHELL` (bash output accepted by `bash -n`), and the reaper's `-v`.
 
-use std::path::{Path, PathBuf};
+#[path = "support/bins.rs"]
+mod bins;
+use bins::reaper;
+
+use std::path::Path;
 
 use assert_cmd::Command;
 
@@ -106,21 +110,6 @@ fn completions_for_an_unknown_shell_name_it() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tcsh"), "{err}");
-}
-
-fn reaper() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("containerd-shim-reaper-v2");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build -p containerd-shim-reaper`",
-        p.display()
-    );
-    p
 }
 
 #[test]

@@ -2,28 +2,15 @@
 //! `processes: []` loads (it used to be refused as "invalid type: sequence"), matches and
 //! mismatches as a value; `harness schema` describes the literal forms.
 
-use std::path::{Path, PathBuf};
+#[path = "support/bins.rs"]
+mod bins;
+use bins::reaper;
 
 use assert_cmd::Command;
 use serde_json::Value;
 
 fn harness() -> Command {
     Command::cargo_bin("harness").expect("the harness binary (cargo build -p harness)")
-}
-
-fn reaper() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("containerd-shim-reaper-v2");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build -p containerd-shim-reaper`",
-        p.display()
-    );
-    p
 }
 
 const HEAD: &str = "description: literals\nlevel: must\nprocess: {args: [sleep, '30']}\nsteps:\n  - create: {}\n  - start: {}\n";

@@ -2,23 +2,12 @@
 //! when the shim works with every containerd version, 1 when not, 2 for a shim that is not
 //! there. (Its agreement with the real daemons is checked in the shim's containerd tests.)
 
+#[path = "support/bins.rs"]
+mod bins;
+use bins::reaper;
+
 use assert_cmd::Command;
 use serde_json::Value;
-
-fn reaper() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let p = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("target dir")
-        .join("containerd-shim-reaper-v2");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build --workspace --bins`",
-        p.display()
-    );
-    p
-}
 
 #[test]
 fn the_reaper_works_with_every_dialect_in_both_formats() {

@@ -4,6 +4,10 @@
 //! nothing running; a good shim runs the suite as before; `--no-preflight` brings back one
 //! failure per scenario.
 
+#[path = "support/bins.rs"]
+mod bins;
+use bins::reaper;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,21 +17,6 @@ use serde_json::Value;
 
 fn harness() -> Command {
     Command::cargo_bin("harness").expect("the harness binary (cargo build -p harness)")
-}
-
-fn reaper() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("containerd-shim-reaper-v2");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build -p containerd-shim-reaper`",
-        p.display()
-    );
-    p
 }
 
 /// An executable `/bin/sh` script `shim` in `dir`.

@@ -3,7 +3,11 @@
 //! ended, the saved scenario replayed by `harness run`; bad input that names itself while the
 //! session goes on; and the session's temp dirs and shim gone afterwards.
 
-use std::path::{Path, PathBuf};
+#[path = "support/bins.rs"]
+mod bins;
+use bins::reaper;
+
+use std::path::Path;
 use std::time::Duration;
 
 use assert_cmd::Command;
@@ -15,21 +19,6 @@ use pty::Terminal;
 
 fn harness() -> Command {
     Command::cargo_bin("harness").expect("the harness binary (cargo build -p harness)")
-}
-
-fn reaper() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("containerd-shim-reaper-v2");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build -p containerd-shim-reaper`",
-        p.display()
-    );
-    p
 }
 
 struct Session {

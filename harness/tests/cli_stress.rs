@@ -2,28 +2,15 @@
 //! operation, resources at idle/peak/end, provenance, the soak's series and verdict), exit
 //! statuses, and argument errors.
 
-use std::path::{Path, PathBuf};
+#[path = "support/bins.rs"]
+mod bins;
+use bins::reaper;
 
 use assert_cmd::Command;
 use serde_json::Value;
 
 fn harness() -> Command {
     Command::cargo_bin("harness").expect("the harness binary (cargo build -p harness)")
-}
-
-fn reaper() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("containerd-shim-reaper-v2");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build -p containerd-shim-reaper`",
-        p.display()
-    );
-    p
 }
 
 fn stress_json(extra: &[&str]) -> Value {

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "support/bins.rs"]
+mod bins;
+use bins::built;
+
 /// Where shim sockets live (containerd's `/run/containerd/s`).
 const SOCKET_DIR: &str = "/run/containerd/s";
 /// The environment variable that marks every process a run's shims start (it is inherited).
@@ -66,21 +70,6 @@ fn modes(unrelated: i32) -> Vec<Mode> {
         ),
         m("ignore-sigterm", 8, "still alive"),
     ]
-}
-
-fn built(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build --workspace --bins`",
-        p.display()
-    );
-    p
 }
 
 /// (pid, start time) of every process, from `/proc`.
