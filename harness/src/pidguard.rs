@@ -237,9 +237,19 @@ fn checked(raw: u64) -> Result<ProcInfo, Refused> {
 }
 
 fn is_ancestor_of_me(pid: i32) -> bool {
-    let mut cur = std::os::unix::process::parent_id() as i32;
+    on_parent_chain(std::os::unix::process::parent_id() as i32, pid)
+}
+
+/// Whether `server` is among the ancestors of `info`.
+fn descends_from(info: &ProcInfo, server: i32) -> bool {
+    server > 1 && on_parent_chain(info.ppid, server)
+}
+
+/// Whether `target` is `first` or one of its ancestors (stopping at init or a gone process).
+fn on_parent_chain(first: i32, target: i32) -> bool {
+    let mut cur = first;
     for _ in 0..MAX_DEPTH {
-        if cur == pid {
+        if cur == target {
             return true;
         }
         if cur <= 1 {
@@ -247,27 +257,6 @@ fn is_ancestor_of_me(pid: i32) -> bool {
         }
         match proc_info(cur) {
             Some(i) => cur = i.ppid,
-            None => return false,
-        }
-    }
-    false
-}
-
-/// Whether `server` is among the ancestors of `info`.
-fn descends_from(info: &ProcInfo, server: i32) -> bool {
-    if server <= 1 {
-        return false;
-    }
-    let mut ppid = info.ppid;
-    for _ in 0..MAX_DEPTH {
-        if ppid == server {
-            return true;
-        }
-        if ppid <= 1 {
-            return false;
-        }
-        match proc_info(ppid) {
-            Some(i) => ppid = i.ppid,
             None => return false,
         }
     }

@@ -3,25 +3,14 @@
 //! selection and a small stress run; checks compare.json's shape and content and that
 //! index.html is self-contained and carries the matrix. Plus the bad-input exits.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use assert_cmd::Command;
 use serde_json::Value;
 
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build -p containerd-shim-reaper`",
-        p.display()
-    );
-    p
-}
+#[path = "support/bins.rs"]
+mod bins;
+use bins::built as bin;
 
 const SCENARIOS: &[&str] = &[
     "lifecycle/sigterm",
