@@ -116,6 +116,8 @@ struct Shared {
     metadata: bool,
     tasks: Mutex<BTreeMap<String, TaskRecord>>,
     shutdown_sent: std::sync::atomic::AtomicBool,
+    /// Held while a request takes its stream id and is queued for writing (see [`TaskClient::call`]).
+    send_gate: tokio::sync::Mutex<()>,
 }
 
 /// A cheap-to-clone handle to one shim connection.
@@ -164,6 +166,7 @@ impl TaskClient {
                 metadata,
                 tasks: Mutex::new(BTreeMap::new()),
                 shutdown_sent: std::sync::atomic::AtomicBool::new(false),
+                send_gate: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -225,10 +228,28 @@ impl TaskClient {
             treq.metadata.push(kv);
         }
         // ttrpc enforces timeout_nano itself; the outer bound also covers a stuck write.
-        let res = tokio::time::timeout(timeout + Duration::from_millis(500), conn.request(treq))
+        let mut pending = Box::pin(tokio::time::timeout(
+            timeout + Duration::from_millis(500),
+            conn.request(treq),
+        ));
+        // Stream ids must rise on the wire: ttrpc-go's server (containerd 2.x's shims) answers
+        // "StreamID cannot be re-used and must increment" otherwise. ttrpc-rust's client takes
+        // the id and queues the frame in the request's first poll, but two requests on one
+        // connection can still interleave there (a background Wait beside a State); their first
+        // polls are therefore taken one at a time, as containerd's Go client sends under a lock.
+        let first = {
+            let _gate = self.shared.send_gate.lock().await;
+            std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(pending.as_mut(), cx))
+            })
             .await
-            .map_err(|_| RpcError::Timeout(timeout))?
-            .map_err(|e| RpcError::from_ttrpc(e, timeout))?;
+        };
+        let res = match first {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => pending.await,
+        }
+        .map_err(|_| RpcError::Timeout(timeout))?
+        .map_err(|e| RpcError::from_ttrpc(e, timeout))?;
         Resp::parse_from_bytes(&res.payload)
             .map_err(|e| RpcError::Transport(format!("decoding {method} response: {e}")))
     }
