@@ -28,20 +28,21 @@ fn params_full() -> BootstrapParams {
 }
 
 /// Every field of BootstrapParams, in field-number order.
+#[rustfmt::skip]
 const PARAMS_FULL: &[u8] = &[
     0x0a, 2, b'c', b'1', // 1 instance_id: (1<<3)|2 = 0x0a, length 2
     0x12, 7, b'd', b'e', b'f', b'a', b'u', b'l', b't', // 2 namespace: (2<<3)|2 = 0x12
     // 3 log_level DEBUG = -4: (3<<3)|0 = 0x18; an int32 enum is sign-extended to 64 bits,
     // 0xffff_ffff_ffff_fffc, as a varint: 0x7c|0x80 = 0xfc, eight 0xff, then the top bit 0x01.
-    0x18, 0xfc, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x22, 5, b'2', b'.', b'3',
-    b'.', b'4', // 4 containerd_version: (4<<3)|2 = 0x22
+    0x18, 0xfc, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+    0x22, 5, b'2', b'.', b'3', b'.', b'4', // 4 containerd_version: (4<<3)|2 = 0x22
     0x2a, 2, b'/', b't', // 5 containerd_ttrpc_address: 0x2a
     0x32, 2, b'/', b'g', // 6 containerd_grpc_address: 0x32
     0x3a, 2, b'/', b'b', // 7 containerd_binary: 0x3a
     // 8 extensions: (8<<3)|2 = 0x42, length 11 = the Extension: its field 1 (0x0a) holding
     // the 9-byte Any: type_url (0x0a, 3, "x/y") + value (0x12, 2, 0x08 0x01).
-    0x42, 11, 0x0a, 9, 0x0a, 3, b'x', b'/', b'y', 0x12, 2, 0x08, 0x01, 0x4a, 2, b'/',
-    b's', // 9 socket_dir: (9<<3)|2 = 0x4a
+    0x42, 11, 0x0a, 9, 0x0a, 3, b'x', b'/', b'y', 0x12, 2, 0x08, 0x01,
+    0x4a, 2, b'/', b's', // 9 socket_dir: (9<<3)|2 = 0x4a
 ];
 
 #[test]
