@@ -1,7 +1,10 @@
-//! How each containerd version (1.6, 1.7, 2.0) runs a shim's `start`: argv, environment and the
-//! reading of its output (protocol doc sections 0, 2.1, 2.2, 2.5 and 3).
+//! How each containerd version (1.6, 1.7, 2.0, 2.3) runs a shim's `start`: argv, environment,
+//! stdin and the reading of its output (protocol doc sections 0, 2.1, 2.2, 2.5 and 3; for 2.3,
+//! the protobuf bootstrap of pkg/shim/util.go `Command` and core/runtime/v2/shim.go
+//! `parseStartResponse` v2.3.4).
 
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 
 use crate::error::AddressError;
@@ -16,7 +19,13 @@ pub enum Dialect {
     /// containerd 2.0–2.2: bare address (v2) or JSON version 2/3 choosing task API v2/v3.
     #[default]
     V2_0,
+    /// containerd 2.3: stdin is a protobuf `BootstrapParams` (legacy flags and environment kept);
+    /// the answer is read as a protobuf `BootstrapResult`, then legacy JSON, then a bare address.
+    V2_3,
 }
+
+/// The release whose behaviour [`Dialect::V2_3`] reproduces; sent as `containerd_version`.
+pub const CONTAINERD_2_3_VERSION: &str = "2.3.4";
 
 /// Which task service name the shim is dialed with (v3 is a pure rename of v2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,9 +55,9 @@ impl fmt::Display for TaskApi {
     }
 }
 
-/// A dialect name that is not one of `1.6`, `1.7`, `2.0`.
+/// A dialect name that is not one of `1.6`, `1.7`, `2.0`, `2.3`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown containerd version {0:?}: expected 1.6, 1.7 or 2.0")]
+#[error("unknown containerd version {0:?}: expected 1.6, 1.7, 2.0 or 2.3")]
 pub struct UnknownDialect(pub String);
 
 impl FromStr for Dialect {
@@ -58,6 +67,7 @@ impl FromStr for Dialect {
             "1.6" => Ok(Dialect::V1_6),
             "1.7" => Ok(Dialect::V1_7),
             "2.0" | "2" => Ok(Dialect::V2_0),
+            "2.3" => Ok(Dialect::V2_3),
             _ => Err(UnknownDialect(s.to_string())),
         }
     }
@@ -69,13 +79,14 @@ impl fmt::Display for Dialect {
             Dialect::V1_6 => "1.6",
             Dialect::V1_7 => "1.7",
             Dialect::V2_0 => "2.0",
+            Dialect::V2_3 => "2.3",
         })
     }
 }
 
 impl Dialect {
     /// All dialects, oldest first.
-    pub const ALL: [Dialect; 3] = [Dialect::V1_6, Dialect::V1_7, Dialect::V2_0];
+    pub const ALL: [Dialect; 4] = [Dialect::V1_6, Dialect::V1_7, Dialect::V2_0, Dialect::V2_3];
 
     /// The flags every action shares: `-namespace ns -address grpc -publish-binary pb`
     /// [src v1.6.20 runtime/v2/shim/util.go Command].
@@ -123,7 +134,7 @@ impl Dialect {
     ) -> Vec<String> {
         let mut v = Self::common_argv(ns, grpc_addr, publish_binary);
         v.extend(["-id".into(), id.into(), "-bundle".into(), bundle.into()]);
-        if debug && *self == Dialect::V2_0 {
+        if debug && *self >= Dialect::V2_0 {
             v.push("-debug".into());
         }
         v.push("delete".into());
@@ -181,6 +192,116 @@ impl Dialect {
         env
     }
 
+    /// What `start` gets on stdin, or `None` for /dev/null. Before 2.3: the runtime options
+    /// `Any` when there are any. 2.3 (pkg/shim/util.go `Command` v2.3.4): a protobuf
+    /// `BootstrapParams` always, except for a binary whose name contains `shim-runc-v1` or
+    /// `shim-runhcs-v1`, which keeps the old stdin.
+    pub fn start_stdin(&self, shim: &Path, p: &StartParams<'_>) -> Option<Vec<u8>> {
+        use protobuf::Message;
+        let legacy = || {
+            p.runtime_options
+                .map(|any| any.write_to_bytes().unwrap_or_default())
+        };
+        if *self != Dialect::V2_3 {
+            return legacy();
+        }
+        let name = shim
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.contains("shim-runc-v1") || name.contains("shim-runhcs-v1") {
+            return legacy();
+        }
+        // log.GetLevel().String() through bootstrap.LogLevelFromString (helpers.go v2.3.4):
+        // the mock is at info, or at debug when it passes `-debug`.
+        let level = if p.debug {
+            bootstrap::LogLevel::Debug
+        } else {
+            bootstrap::LogLevel::Info
+        };
+        let mut params = bootstrap::BootstrapParams {
+            instance_id: p.id.to_string(),
+            namespace: p.namespace.to_string(),
+            log_level: protobuf::EnumOrUnknown::new(level),
+            containerd_version: CONTAINERD_2_3_VERSION.to_string(),
+            containerd_ttrpc_address: p.ttrpc_address.to_string(),
+            containerd_grpc_address: p.grpc_address.to_string(),
+            containerd_binary: p.containerd_binary.to_string(),
+            socket_dir: p.socket_dir.map(str::to_string),
+            ..Default::default()
+        };
+        if let Some(any) = p.runtime_options {
+            params.add_extension(any.clone());
+        }
+        Some(params.write_to_bytes().unwrap_or_default())
+    }
+
+    /// Reads the raw combined output of `start` as this containerd version does. 2.3
+    /// (core/runtime/v2/shim.go `parseStartResponse` v2.3.4): the untrimmed bytes as a protobuf
+    /// `BootstrapResult` first; if they do not decode, the trimmed text as the legacy JSON
+    /// (version 2 or more; above 3 refused), else as a bare ttrpc address. The other dialects
+    /// read the lossily decoded, trimmed text ([`Dialect::parse_start_output`]).
+    pub fn parse_start_bytes(&self, raw: &[u8]) -> Result<(String, TaskApi), AddressError> {
+        let text = String::from_utf8_lossy(raw).trim().to_string();
+        if *self != Dialect::V2_3 {
+            return self.parse_start_output(&text);
+        }
+        if text.is_empty() {
+            // containerd decodes an empty answer as an empty BootstrapResult and refuses its
+            // protocol ""; this says what happened.
+            return Err(AddressError::Empty);
+        }
+        let pb_err = match <bootstrap::BootstrapResult as protobuf::Message>::parse_from_bytes(raw)
+        {
+            Ok(r) => {
+                // makeConnection: the protocol, lower-cased; then NewTaskClient: the version.
+                match r.protocol.to_lowercase().as_str() {
+                    "ttrpc" => {}
+                    "grpc" => {
+                        return Err(AddressError::UnsupportedProtocol {
+                            protocol: r.protocol,
+                        })
+                    }
+                    _ => {
+                        return Err(AddressError::UnexpectedProtocol {
+                            protocol: r.protocol,
+                        })
+                    }
+                }
+                let address = check_bare(&r.address)?;
+                return match r.version {
+                    2 => Ok((address, TaskApi::V2)),
+                    3 => Ok((address, TaskApi::V3)),
+                    version => Err(AddressError::UnsupportedTaskClient { version }),
+                };
+            }
+            Err(e) => e.to_string(),
+        };
+        let json_err = match serde_json::from_str::<serde_json::Value>(&text) {
+            Err(e) => format!("not JSON: {e}"),
+            Ok(_) => match parse_bootstrap_json(&text) {
+                None => "JSON, but not a bootstrap object".to_string(),
+                Some(b) if b.version < 2 => {
+                    format!(
+                        "version {} < 2, so the whole output is the address",
+                        b.version
+                    )
+                }
+                Some(_) => return self.parse_start_output(&text),
+            },
+        };
+        check_bare(&text)
+            .map(|a| (a, TaskApi::V2))
+            .map_err(|e| match e {
+                AddressError::NotAnAddress { output } => AddressError::Unreadable {
+                    protobuf: pb_err,
+                    json: json_err,
+                    output,
+                },
+                other => other,
+            })
+    }
+
     /// Whether task requests carry `containerd-namespace-ttrpc` metadata (1.6.20 sends none, observed).
     pub fn sends_namespace_metadata(&self) -> bool {
         *self != Dialect::V1_6
@@ -206,7 +327,7 @@ impl Dialect {
                 }
                 Ok((check_bare(out)?, TaskApi::V2))
             }
-            Dialect::V1_7 | Dialect::V2_0 => {
+            Dialect::V1_7 | Dialect::V2_0 | Dialect::V2_3 => {
                 let max = if *self == Dialect::V1_7 { 2 } else { 3 };
                 match json {
                     // Go: unmarshal error or version < 2 → the whole output is a ttrpc address.
@@ -231,6 +352,27 @@ impl Dialect {
             }
         }
     }
+}
+
+/// What [`Dialect::start_stdin`] needs to know about one `start`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartParams<'a> {
+    /// `-id`.
+    pub id: &'a str,
+    /// `-namespace`.
+    pub namespace: &'a str,
+    /// `-debug` (containerd at debug level).
+    pub debug: bool,
+    /// `TTRPC_ADDRESS`.
+    pub ttrpc_address: &'a str,
+    /// `-address`.
+    pub grpc_address: &'a str,
+    /// The daemon's executable (`-publish-binary`).
+    pub containerd_binary: &'a str,
+    /// The runtime options.
+    pub runtime_options: Option<&'a protobuf::well_known_types::any::Any>,
+    /// The runtime's configured socket directory (2.3 sends it only when set).
+    pub socket_dir: Option<&'a str>,
 }
 
 /// The fields of a JSON bootstrap reply (Go `client.BootstrapParams`).
@@ -364,6 +506,8 @@ mod tests {
         );
         let d20 = Dialect::V2_0.delete_argv(NS, GRPC, PB, "wrap1", "/b", true);
         assert_eq!(&d20[d20.len() - 2..], &s(&["-debug", "delete"])[..]);
+        let d23 = Dialect::V2_3.delete_argv(NS, GRPC, PB, "wrap1", "/b", true);
+        assert_eq!(d23, d20);
     }
 
     #[test]
@@ -379,7 +523,7 @@ mod tests {
                 ),
             ]
         );
-        for d in [Dialect::V1_7, Dialect::V2_0] {
+        for d in [Dialect::V1_7, Dialect::V2_0, Dialect::V2_3] {
             let e = d.start_env("/run/ctd/c.sock.ttrpc", GRPC, NS);
             let get = |k: &str| e.iter().find(|(a, _)| a == k).map(|(_, b)| b.as_str());
             assert_eq!(get("GOMAXPROCS"), Some("2"));
@@ -464,9 +608,228 @@ mod tests {
             assert_eq!(d.to_string().parse::<Dialect>(), Ok(d));
         }
         assert_eq!(Dialect::default(), Dialect::V2_0);
+        assert_eq!("2.3".parse::<Dialect>(), Ok(Dialect::V2_3));
+        assert_eq!(Dialect::ALL.len(), 4);
         assert!("1.5".parse::<Dialect>().is_err());
         assert_eq!(TaskApi::V2.service(), "containerd.task.v2.Task");
         assert_eq!(TaskApi::V3.service(), "containerd.task.v3.Task");
+    }
+
+    fn any_opts() -> protobuf::well_known_types::any::Any {
+        protobuf::well_known_types::any::Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: vec![0x50, 0x01],
+            ..Default::default()
+        }
+    }
+
+    fn start_params(opts: Option<&protobuf::well_known_types::any::Any>) -> StartParams<'_> {
+        StartParams {
+            id: "wrap1",
+            namespace: NS,
+            debug: true,
+            ttrpc_address: "/run/ctd/c.sock.ttrpc",
+            grpc_address: GRPC,
+            containerd_binary: PB,
+            runtime_options: opts,
+            socket_dir: None,
+        }
+    }
+
+    fn decode_params(b: &[u8]) -> bootstrap::BootstrapParams {
+        protobuf::Message::parse_from_bytes(b).unwrap()
+    }
+
+    #[test]
+    fn stdin_before_2_3_is_the_options_any_or_nothing() {
+        use protobuf::Message;
+        let opts = any_opts();
+        let shim = Path::new("/x/containerd-shim-reaper-v2");
+        for d in [Dialect::V1_6, Dialect::V1_7, Dialect::V2_0] {
+            assert_eq!(d.start_stdin(shim, &start_params(None)), None);
+            assert_eq!(
+                d.start_stdin(shim, &start_params(Some(&opts))),
+                Some(opts.write_to_bytes().unwrap())
+            );
+        }
+    }
+
+    #[test]
+    fn stdin_for_2_3_is_bootstrap_params() {
+        let shim = Path::new("/x/containerd-shim-reaper-v2");
+        // Without options and socket dir: still BootstrapParams (never /dev/null).
+        let p = decode_params(
+            &Dialect::V2_3
+                .start_stdin(shim, &start_params(None))
+                .unwrap(),
+        );
+        assert_eq!(p.instance_id, "wrap1");
+        assert_eq!(p.namespace, NS);
+        assert_eq!(p.level(), bootstrap::LogLevel::Debug);
+        assert_eq!(p.containerd_version, CONTAINERD_2_3_VERSION);
+        assert_eq!(p.containerd_ttrpc_address, "/run/ctd/c.sock.ttrpc");
+        assert_eq!(p.containerd_grpc_address, GRPC);
+        assert_eq!(p.containerd_binary, PB);
+        assert!(p.extensions.is_empty());
+        assert_eq!(p.socket_dir, None);
+        // Options as the one extension, the socket dir when asked, info without -debug.
+        let opts = any_opts();
+        let mut sp = start_params(Some(&opts));
+        sp.socket_dir = Some("/run/s");
+        sp.debug = false;
+        let p = decode_params(&Dialect::V2_3.start_stdin(shim, &sp).unwrap());
+        assert_eq!(p.runtime_options(), Some(&opts));
+        assert_eq!(p.extensions.len(), 1);
+        assert_eq!(p.socket_dir.as_deref(), Some("/run/s"));
+        assert_eq!(p.log_level.value(), 0);
+    }
+
+    #[test]
+    fn stdin_for_2_3_keeps_the_old_form_for_v1_shim_names() {
+        use protobuf::Message;
+        let opts = any_opts();
+        for name in [
+            "containerd-shim-runc-v1",
+            "containerd-shim-runhcs-v1.exe",
+            "my-shim-runc-v1-wrapper",
+        ] {
+            let shim = Path::new("/bin").join(name);
+            assert_eq!(
+                Dialect::V2_3.start_stdin(&shim, &start_params(None)),
+                None,
+                "{name}"
+            );
+            assert_eq!(
+                Dialect::V2_3.start_stdin(&shim, &start_params(Some(&opts))),
+                Some(opts.write_to_bytes().unwrap())
+            );
+        }
+        // Only the base name counts.
+        let shim = Path::new("/opt/shim-runc-v1/containerd-shim-runc-v2");
+        assert!(Dialect::V2_3
+            .start_stdin(shim, &start_params(None))
+            .is_some());
+    }
+
+    fn result(version: i32, address: &str, protocol: &str) -> Vec<u8> {
+        protobuf::Message::write_to_bytes(&bootstrap::BootstrapResult {
+            version,
+            address: address.into(),
+            protocol: protocol.into(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn v2_3_reads_a_protobuf_result_first() {
+        let d = Dialect::V2_3;
+        assert_eq!(
+            d.parse_start_bytes(&result(3, BARE, "ttrpc")),
+            Ok((BARE.into(), TaskApi::V3))
+        );
+        assert_eq!(
+            d.parse_start_bytes(&result(2, BARE, "TTRPC")),
+            Ok((BARE.into(), TaskApi::V2))
+        );
+        let e = d.parse_start_bytes(&result(4, BARE, "ttrpc")).unwrap_err();
+        assert_eq!(e, AddressError::UnsupportedTaskClient { version: 4 });
+        assert_eq!(
+            e.to_string(),
+            "containerd client supports only v2 and v3 TTRPC task client (got 4)"
+        );
+        // No version at all (0) is refused the same way.
+        assert_eq!(
+            d.parse_start_bytes(&result(0, BARE, "ttrpc")),
+            Err(AddressError::UnsupportedTaskClient { version: 0 })
+        );
+        let e = d.parse_start_bytes(&result(3, BARE, "")).unwrap_err();
+        assert_eq!(e.to_string(), r#"unexpected protocol: """#);
+        assert!(matches!(
+            d.parse_start_bytes(&result(3, BARE, "grpc")),
+            Err(AddressError::UnsupportedProtocol { .. })
+        ));
+        assert!(matches!(
+            d.parse_start_bytes(&result(3, "two words", "ttrpc")),
+            Err(AddressError::NotAnAddress { .. })
+        ));
+    }
+
+    #[test]
+    fn v2_3_falls_back_to_json_then_to_a_bare_address() {
+        let d = Dialect::V2_3;
+        assert_eq!(
+            d.parse_start_bytes(BARE.as_bytes()),
+            Ok((BARE.into(), TaskApi::V2))
+        );
+        assert_eq!(
+            d.parse_start_bytes(format!("{BARE}\n").as_bytes()),
+            Ok((BARE.into(), TaskApi::V2))
+        );
+        assert_eq!(
+            d.parse_start_bytes(J2.as_bytes()),
+            Ok((BARE.into(), TaskApi::V2))
+        );
+        assert_eq!(
+            d.parse_start_bytes(J3.as_bytes()),
+            Ok((BARE.into(), TaskApi::V3))
+        );
+        let e = d
+            .parse_start_bytes(br#"{"version":4,"address":"unix:///x"}"#)
+            .unwrap_err();
+        assert_eq!(e, AddressError::UnsupportedVersion { version: 4 });
+        assert!(e.to_string().starts_with("unsupported shim version (4)"));
+        let j1 = r#"{"version":1,"address":"unix:///x"}"#;
+        assert_eq!(
+            d.parse_start_bytes(j1.as_bytes()),
+            Ok((j1.into(), TaskApi::V2))
+        );
+        assert_eq!(d.parse_start_bytes(b""), Err(AddressError::Empty));
+    }
+
+    #[test]
+    fn v2_3_says_which_reading_failed() {
+        let e = Dialect::V2_3
+            .parse_start_bytes(b"time=\"x\" level=info msg=hello\nunix:///run/x")
+            .unwrap_err();
+        let AddressError::Unreadable { protobuf, json, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert!(!protobuf.is_empty());
+        assert!(json.starts_with("not JSON"), "{json}");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("start output is neither a protobuf BootstrapResult ("),
+            "{msg}"
+        );
+        assert!(msg.contains("nor a JSON bootstrap (not JSON"), "{msg}");
+        // A protobuf answer followed by a newline no longer decodes (the last byte, 0x0a, is a
+        // field-1 tag without its length), and is not text either: containerd 2.3 refuses it.
+        let mut nl = result(3, BARE, "ttrpc");
+        nl.push(b'\n');
+        assert!(matches!(
+            Dialect::V2_3.parse_start_bytes(&nl),
+            Err(AddressError::Unreadable { .. })
+        ));
+    }
+
+    #[test]
+    fn older_dialects_read_bytes_as_trimmed_text() {
+        for d in [Dialect::V1_6, Dialect::V1_7, Dialect::V2_0] {
+            for out in [BARE, J2, J3, "", "a b"] {
+                let padded = format!("  {out}\n");
+                assert_eq!(
+                    d.parse_start_bytes(padded.as_bytes()),
+                    d.parse_start_output(out),
+                    "{d} {out}"
+                );
+            }
+            // A protobuf answer is dialed as text: never an address.
+            assert!(
+                d.parse_start_bytes(&result(3, BARE, "ttrpc")).is_err(),
+                "{d}"
+            );
+        }
     }
 
     #[test]

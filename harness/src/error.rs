@@ -89,6 +89,33 @@ pub enum AddressError {
         /// The combined, trimmed output.
         output: String,
     },
+    /// containerd 2.3 dials only `ttrpc` and `grpc` (core/runtime/v2/shim.go `makeConnection`
+    /// v2.3.4; an empty protocol in a protobuf answer is refused too).
+    #[error("unexpected protocol: {protocol:?}")]
+    UnexpectedProtocol {
+        /// The `protocol` field of the answer.
+        protocol: String,
+    },
+    /// A protobuf `BootstrapResult` whose version is neither 2 nor 3: containerd 2.3 starts the
+    /// shim but cannot make a task client for it (core/runtime/v2/bridge.go `NewTaskClient` v2.3.4).
+    #[error("containerd client supports only v2 and v3 TTRPC task client (got {version})")]
+    UnsupportedTaskClient {
+        /// The `version` field of the answer.
+        version: i32,
+    },
+    /// containerd 2.3 could read the output neither way: why each reading failed.
+    #[error(
+        "start output is neither a protobuf BootstrapResult ({protobuf}) nor a JSON bootstrap \
+         ({json}) nor an address: {output:?}"
+    )]
+    Unreadable {
+        /// Why it is not a protobuf `BootstrapResult`.
+        protobuf: String,
+        /// Why it is not a JSON bootstrap of version 2 or more.
+        json: String,
+        /// The combined, trimmed output (lossily decoded).
+        output: String,
+    },
 }
 
 /// A failure launching a shim (the `start` handshake and the first connection).

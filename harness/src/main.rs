@@ -64,7 +64,7 @@ enum Cmd {
         after_help = "Example:\n  harness shell --shim ./target/debug/containerd-shim-reaper-v2\n  harness> create sh -c 'sleep 30'\n  harness> start\n  harness> kill SIGTERM\n  harness> wait\n  harness> save sigterm.yaml\n\nScripted:\n  printf 'create echo hi\\nstart\\nwait\\nstdout\\ndelete\\n' | harness shell"
     )]
     Shell(ShellArgs),
-    /// Which containerd versions a shim works with: for each dialect (1.6, 1.7, 2.0) whether it
+    /// Which containerd versions a shim works with: for each dialect (1.6, 1.7, 2.0, 2.3) whether it
     /// starts (and why not, in the daemon's own words) and passes a minimal lifecycle.
     ///
     /// Exit status: 0 when it works with every version, 1 when not, 2 when the matrix could
@@ -147,7 +147,7 @@ struct StressArgs {
     /// (grouped as a pod's containers are).
     #[arg(long)]
     shim_per_task: bool,
-    /// Which containerd to imitate: 1.6, 1.7 or 2.0.
+    /// Which containerd to imitate: 1.6, 1.7, 2.0 or 2.3.
     #[arg(long, value_name = "VERSION", default_value = "2.0")]
     containerd_version: String,
     /// Root filesystem of the bundles: `none` for shims that run on the host, `busybox` for
@@ -215,7 +215,7 @@ struct RunArgs {
     shim: Option<PathBuf>,
     #[command(flatten)]
     sel: Selection,
-    /// Which containerd to imitate: 1.6, 1.7 or 2.0.
+    /// Which containerd to imitate: 1.6, 1.7, 2.0 or 2.3.
     #[arg(long, value_name = "VERSION", default_value = "2.0")]
     containerd_version: String,
     /// Scenarios run in parallel (default: the number of cores).
@@ -274,7 +274,7 @@ struct ShellArgs {
     /// The shim binary; default: the bundled reaper next to this executable, then PATH.
     #[arg(long, value_name = "PATH")]
     shim: Option<PathBuf>,
-    /// Which containerd to imitate: 1.6, 1.7 or 2.0.
+    /// Which containerd to imitate: 1.6, 1.7, 2.0 or 2.3.
     #[arg(long, value_name = "VERSION", default_value = "2.0")]
     containerd_version: String,
     /// Root filesystem of the bundle: `busybox` (works for isolated and host shims) or `none`.

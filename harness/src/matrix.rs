@@ -31,7 +31,7 @@ pub enum Verdict {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Row {
-    /// The dialect (`1.6`, `1.7`, `2.0`).
+    /// The dialect (`1.6`, `1.7`, `2.0`, `2.3`).
     pub containerd: String,
     /// The verdict.
     pub verdict: Verdict,

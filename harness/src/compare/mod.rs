@@ -53,7 +53,7 @@ pub struct CompareOptions {
     /// Directory for compare.json and index.html (created when missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Which containerd to imitate for every shim: 1.6, 1.7 or 2.0.
+    /// Which containerd to imitate for every shim: 1.6, 1.7, 2.0 or 2.3.
     #[arg(long, value_name = "VERSION", default_value = "2.0")]
     pub containerd_version: String,
     /// Scenarios run in parallel (default: the number of cores).

@@ -29,7 +29,7 @@ const DEFAULT_DOWNTIME: Duration = Duration::from_millis(500);
 /// The address a restarted containerd reconnects to: `bootstrap.json`'s for 2.x when present,
 /// else the `address` file the shim wrote at `start`.
 fn bundle_address(bundle: &std::path::Path, dialect: Dialect) -> Result<String, String> {
-    if dialect == Dialect::V2_0 {
+    if dialect >= Dialect::V2_0 {
         let p = bundle.join("bootstrap.json");
         if let Ok(text) = std::fs::read_to_string(&p) {
             let v: Value = serde_json::from_str(&text)

@@ -6,10 +6,11 @@
 //!
 //! Fidelity, in short (protocol doc sections in brackets):
 //! - argv, env (`GOMAXPROCS=2`, `TTRPC_ADDRESS`; from 1.7 `MAX_SHIM_VERSION=2`, `GRPC_ADDRESS`,
-//!   `NAMESPACE`), stdin (options `Any` or /dev/null), cwd = bundle, `setpgid`, the `log` FIFO
-//!   opened O_RDWR|O_NONBLOCK before `start` and drained for the shim's life, start output
-//!   combined and trimmed, address read per dialect [0, 2.1–2.9];
-//! - `shim-binary-path` (and, for 2.0, `bootstrap.json`) written into the bundle after start;
+//!   `NAMESPACE`), stdin (options `Any` or /dev/null; for 2.3 a protobuf `BootstrapParams`),
+//!   cwd = bundle, `setpgid`, the `log` FIFO opened O_RDWR|O_NONBLOCK before `start` and
+//!   drained for the shim's life, start output combined (and trimmed, before 2.3), address read
+//!   per dialect [0, 2.1–2.9];
+//! - `shim-binary-path` (and, for 2.x, `bootstrap.json`) written into the bundle after start;
 //! - task requests carry `containerd-namespace-ttrpc` from 1.7 on (1.6.20 sent none) [4.3];
 //! - on close: the `delete` action with `-bundle`, then containerd's synthetic `/tasks/exit` +
 //!   `/tasks/delete` (source `Mock`) only if the task was never deleted [2.10, 3].
@@ -19,7 +20,8 @@
 //! `Shutdown` itself when the caller did not (containerd always does after Delete); after the
 //! shim's life the mock checks for leftovers and ends them, which containerd does not; the
 //! bundle belongs to the caller's [`crate::bundle::Bundle`] (containerd removes it after a
-//! successful `delete` action); the 2.3+ protobuf bootstrap is not modelled. A restart
+//! successful `delete` action); a 2.3 protobuf answer asking for `grpc` is refused (the mock
+//! dials ttrpc only). A restart
 //! (`shim_load`) is the engine's `restart-containerd` step, using [`MockContainerd::endpoints_down`]
 //! and [`MockContainerd::endpoints_up`].
 
@@ -82,6 +84,8 @@ pub struct MockContainerd {
     /// The events endpoint at `TTRPC_ADDRESS` (first) and the publish route at `-address`.
     servers: Vec<Endpoint>,
     registry: Registry,
+    /// 2.3's per-runtime `socket_dir`, sent in `BootstrapParams` only when set.
+    socket_dir: Option<String>,
 }
 
 /// One shim server as the mock knows it, shared by every connection to its address (a shim
@@ -153,6 +157,7 @@ impl MockContainerd {
             events,
             servers: vec![s1, s2],
             registry: Registry::default(),
+            socket_dir: None,
         })
     }
 
@@ -204,6 +209,12 @@ impl MockContainerd {
         self.publish_binary = path;
     }
 
+    /// Sets the socket directory containerd 2.3 passes as `BootstrapParams.socket_dir` (its
+    /// runtime's `socket_dir` setting; unset by default, and ignored by older dialects).
+    pub fn set_socket_dir(&mut self, dir: Option<String>) {
+        self.socket_dir = dir;
+    }
+
     /// Stops the endpoints (also done, less gracefully, on drop).
     pub async fn shutdown(mut self) {
         for s in self.servers.iter_mut() {
@@ -251,6 +262,19 @@ impl MockContainerd {
             self.cfg.debug,
         );
         let env = dialect.start_env(&self.ttrpc_address, &self.grpc_address, &self.namespace);
+        let stdin_bytes = dialect.start_stdin(
+            shim,
+            &dialect::StartParams {
+                id: &id,
+                namespace: &self.namespace,
+                debug: self.cfg.debug,
+                ttrpc_address: &self.ttrpc_address,
+                grpc_address: &self.grpc_address,
+                containerd_binary: &pb,
+                runtime_options: opts.runtime_options.as_ref(),
+                socket_dir: self.socket_dir.as_deref(),
+            },
+        );
 
         // One pipe for stdout and stderr: Go's CombinedOutput.
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
@@ -268,7 +292,7 @@ impl MockContainerd {
             .envs(opts.extra_env.iter().cloned())
             .stdout(Stdio::from(wr))
             .stderr(Stdio::from(wr2))
-            .stdin(if opts.runtime_options.is_some() {
+            .stdin(if stdin_bytes.is_some() {
                 Stdio::piped()
             } else {
                 Stdio::null()
@@ -297,8 +321,7 @@ impl MockContainerd {
         let since = leaks::proc_info(start_pid)
             .map(|p| p.starttime)
             .unwrap_or(u64::MAX);
-        if let (Some(any), Some(mut stdin)) = (opts.runtime_options.as_ref(), child.stdin.take()) {
-            let bytes = protobuf::Message::write_to_bytes(any).unwrap_or_default();
+        if let (Some(bytes), Some(mut stdin)) = (stdin_bytes, child.stdin.take()) {
             let bound = t.start;
             tokio::spawn(async move {
                 // A shim that never reads a large payload must not pin this task forever.
@@ -334,7 +357,8 @@ impl MockContainerd {
                 });
             }
         };
-        let text = String::from_utf8_lossy(&lock(&output)).trim().to_string();
+        let raw = lock(&output).clone();
+        let text = String::from_utf8_lossy(&raw).trim().to_string();
         let status = status.map_err(|e| LaunchError::Spawn {
             path: shim.to_path_buf(),
             source: e,
@@ -347,7 +371,7 @@ impl MockContainerd {
                 status: exit_code(&status),
             });
         }
-        let (address, api) = match dialect.parse_start_output(&text) {
+        let (address, api) = match dialect.parse_start_bytes(&raw) {
             Ok(v) => v,
             Err(reason) => {
                 // containerd never learns the address: the server it started is leaked; find it.
@@ -385,7 +409,7 @@ impl MockContainerd {
             bundle_dir.join("shim-binary-path"),
             shim.display().to_string(),
         );
-        if dialect == Dialect::V2_0 {
+        if dialect >= Dialect::V2_0 {
             let version = if api == TaskApi::V3 { 3 } else { 2 };
             let params =
                 serde_json::json!({"version": version, "address": address, "protocol": "ttrpc"});
