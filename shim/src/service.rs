@@ -1,5 +1,6 @@
 //! The shim binary's three modes: the `start` action (bind the socket, spawn the server, print the
-//! address), the `delete` action (clean up from the bundle alone), and the server lifecycle
+//! address, or to containerd 2.3's protobuf `BootstrapParams` a protobuf `BootstrapResult`), the
+//! `delete` action (clean up from the bundle alone), and the server lifecycle
 //! (subreaper, logging to the bundle's `log` FIFO, serving Task v2+v3, exit on Shutdown/SIGTERM).
 
 use std::io::{Read, Write};
@@ -38,15 +39,83 @@ pub const NO_CGROUP_ENV: &str = "REAPER_NO_CGROUP";
 /// The runtime name.
 pub const RUNTIME: &str = "io.containerd.reaper.v2";
 
+/// The bundle file where `start` records a socket directory other than [`SOCKET_DIR`] (given in
+/// `BootstrapParams.socket_dir`), for the `delete` action, which is not given it.
+pub const SOCKET_DIR_FILE: &str = "socket-dir";
+
 /// `unix:///run/containerd/s/<hex sha256(address/namespace/group)>` (containerd's SocketAddress).
 pub fn socket_address(address: &str, namespace: &str, group: &str) -> String {
+    socket_address_in(SOCKET_DIR, address, namespace, group)
+}
+
+/// [`socket_address`] in the directory `dir`.
+pub fn socket_address_in(dir: &str, address: &str, namespace: &str, group: &str) -> String {
     let joined = [address, namespace, group]
         .iter()
         .map(|s| s.trim_end_matches('/'))
         .collect::<Vec<_>>()
         .join("/");
     let hash = hex::encode(Sha256::digest(joined.as_bytes()));
-    format!("unix://{SOCKET_DIR}/{hash}")
+    format!("unix://{}/{hash}", dir.trim_end_matches('/'))
+}
+
+/// The most `start` reads from stdin (containerd's own shim reads at most 10 MiB,
+/// pkg/shim/shim.go v2.3.4).
+const STDIN_LIMIT: u64 = 10 << 20;
+
+/// Reads `start`'s stdin (nothing from a terminal).
+fn read_stdin() -> Vec<u8> {
+    let mut input = Vec::new();
+    // SAFETY: isatty on fd 0.
+    if unsafe { libc::isatty(0) } == 0 {
+        let _ = std::io::stdin().take(STDIN_LIMIT).read_to_end(&mut input);
+    }
+    input
+}
+
+/// containerd 2.3's `BootstrapParams` if that is what `input` holds, `None` for the older stdin
+/// (empty, or the runtime options `Any`). containerd's own shim takes any input that decodes
+/// (pkg/shim/shim.go v2.3.4), but an options `Any` decodes too: its type URL (field 1) lands in
+/// `instance_id` and its value (field 2), when UTF-8, in `namespace`. So this also asks what
+/// containerd main checks (PR #13910): `instance_id` and `namespace` equal `-id` and
+/// `-namespace`, which an options `Any` cannot both match (its type URL is never a container id
+/// in the same namespace as its value bytes).
+pub fn bootstrap_params(input: &[u8], flags: &Flags) -> Option<bootstrap::BootstrapParams> {
+    if input.is_empty() {
+        return None;
+    }
+    let p = <bootstrap::BootstrapParams as Message>::parse_from_bytes(input).ok()?;
+    (p.instance_id == flags.id && p.namespace == flags.namespace).then_some(p)
+}
+
+/// The shim API version the reaper answers a 2.3 daemon with: 3, as it serves
+/// `containerd.task.v3.Task` (and v2) on its socket.
+pub const SHIM_API_VERSION: i32 = 3;
+
+/// The `start` action as `main` runs it: reads stdin, starts (or joins) the server and returns
+/// what to print: to `BootstrapParams`, a protobuf `BootstrapResult` (version
+/// [`SHIM_API_VERSION`], protocol ttrpc), else the bare address (containerd 1.6 to 2.2).
+pub fn start_answer(flags: &Flags) -> Result<Vec<u8>> {
+    let params = bootstrap_params(&read_stdin(), flags);
+    let dir = params
+        .as_ref()
+        .and_then(|p| p.socket_dir.as_deref())
+        .filter(|d| !d.is_empty());
+    let addr = start_in(flags, dir)?;
+    Ok(match params {
+        Some(_) => {
+            let result = bootstrap::BootstrapResult {
+                version: SHIM_API_VERSION,
+                address: addr,
+                protocol: "ttrpc".into(),
+                ..Default::default()
+            };
+            result
+                .write_to_bytes()
+                .map_err(|e| Error::Other(format!("encoding the BootstrapResult: {e}")))?
+        }
+        None => addr.into_bytes(),
+    })
 }
 
 fn socket_path(addr: &str) -> &str {
@@ -91,14 +160,19 @@ fn join(addr: &str, id: &str) -> bool {
     task.connect(ctx, &req).is_ok()
 }
 
-/// The `start` action. Returns the address to print.
+/// The `start` action. Returns the address to print. Stdin is read: the options `Any` is
+/// ignored; `BootstrapParams` only count for their `socket_dir` (see [`start_answer`]).
 pub fn start_action(flags: &Flags) -> Result<String> {
-    // The options Any (if any) is read and ignored.
-    // SAFETY: isatty on fd 0.
-    if unsafe { libc::isatty(0) } == 0 {
-        let mut sink = Vec::new();
-        let _ = std::io::stdin().read_to_end(&mut sink);
-    }
+    let params = bootstrap_params(&read_stdin(), flags);
+    let dir = params
+        .as_ref()
+        .and_then(|p| p.socket_dir.as_deref())
+        .filter(|d| !d.is_empty());
+    start_in(flags, dir)
+}
+
+/// `start` with the socket in `socket_dir` (default [`SOCKET_DIR`]).
+fn start_in(flags: &Flags, socket_dir: Option<&str>) -> Result<String> {
     if flags.id.is_empty() || flags.namespace.is_empty() {
         return Err(Error::InvalidArgument(
             "start needs -id and -namespace".into(),
@@ -108,9 +182,17 @@ pub fn start_action(flags: &Flags) -> Result<String> {
     let group = spec::load_bundle(&bundle)
         .map(|b| spec::group_of(&b.annotations, &flags.id))
         .unwrap_or_else(|_| flags.id.clone());
-    let addr = socket_address(&flags.address, &flags.namespace, &group);
+    let addr = socket_address_in(
+        socket_dir.unwrap_or(SOCKET_DIR),
+        &flags.address,
+        &flags.namespace,
+        &group,
+    );
     let path = socket_path(&addr).to_string();
     let address_file = bundle.join("address");
+    if let Some(dir) = socket_dir {
+        write_atomic(&bundle.join(SOCKET_DIR_FILE), dir)?;
+    }
     // A live server serves this group: join it, unless it is on its way out (it then removes
     // its socket at once, and this `start` binds a server of its own).
     let deadline = std::time::Instant::now() + JOIN_WAIT;
@@ -249,7 +331,12 @@ fn remove_dead_socket(bundle: &Path) {
         return;
     };
     let path = Path::new(socket_path(addr.trim()));
-    if path.parent() != Some(Path::new(SOCKET_DIR)) {
+    let given = std::fs::read_to_string(bundle.join(SOCKET_DIR_FILE)).ok();
+    let dirs = [
+        Some(SOCKET_DIR),
+        given.as_deref().map(|d| d.trim_end_matches('/')),
+    ];
+    if !dirs.contains(&path.parent().and_then(Path::to_str)) {
         return;
     }
     if let Err(e) = UnixStream::connect(path) {
@@ -463,10 +550,11 @@ pub fn main(load_faults: fn() -> Result<Faults>) -> i32 {
         return 0;
     }
     match flags.action.as_deref() {
-        Some("start") => match start_action(&flags) {
-            Ok(addr) => {
-                print!("{addr}");
-                let _ = std::io::stdout().flush();
+        Some("start") => match start_answer(&flags) {
+            Ok(answer) => {
+                let mut out = std::io::stdout();
+                let _ = out.write_all(&answer);
+                let _ = out.flush();
                 0
             }
             Err(e) => {
@@ -513,6 +601,61 @@ mod tests {
             a,
             "unix:///run/containerd/s/0ddfbd72d02b3551e75f3a0ed90b9965b533401be618f43a568bc522764e0ad0"
         );
+    }
+
+    #[test]
+    fn socket_address_in_another_dir_keeps_the_hash() {
+        let a = socket_address("/run/containerd/containerd.sock", "default", "123");
+        let b = socket_address_in(
+            "/tmp/s/",
+            "/run/containerd/containerd.sock",
+            "default",
+            "123",
+        );
+        assert_eq!(b, a.replace("/run/containerd/s/", "/tmp/s/"));
+    }
+
+    fn start_flags(id: &str, ns: &str) -> Flags {
+        Flags {
+            id: id.into(),
+            namespace: ns.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bootstrap_params_are_told_from_the_legacy_stdin() {
+        let params = bootstrap::BootstrapParams {
+            instance_id: "c1".into(),
+            namespace: "default".into(),
+            containerd_ttrpc_address: "/run/c.sock.ttrpc".into(),
+            socket_dir: Some("/tmp/s".into()),
+            ..Default::default()
+        };
+        let bytes = params.write_to_bytes().unwrap();
+        let got = bootstrap_params(&bytes, &start_flags("c1", "default")).unwrap();
+        assert_eq!(got.socket_dir.as_deref(), Some("/tmp/s"));
+        // Params for another container or namespace are not ours.
+        assert!(bootstrap_params(&bytes, &start_flags("c2", "default")).is_none());
+        assert!(bootstrap_params(&bytes, &start_flags("c1", "k8s.io")).is_none());
+        // Empty stdin (ctr without options) and garbage: legacy.
+        assert!(bootstrap_params(&[], &start_flags("c1", "default")).is_none());
+        assert!(bootstrap_params(b"\xff\xff", &start_flags("c1", "default")).is_none());
+        // An options Any decodes as BootstrapParams (type URL as instance_id, UTF-8 value as
+        // namespace), but is not taken for one, even with an id equal to its type URL.
+        let any = protobuf::well_known_types::any::Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: vec![0x50, 0x01],
+            ..Default::default()
+        };
+        let legacy = any.write_to_bytes().unwrap();
+        assert!(<bootstrap::BootstrapParams as Message>::parse_from_bytes(&legacy).is_ok());
+        assert!(bootstrap_params(&legacy, &start_flags("c1", "default")).is_none());
+        assert!(bootstrap_params(
+            &legacy,
+            &start_flags("containerd.runc.v1.Options", "default")
+        )
+        .is_none());
     }
 
     #[test]
