@@ -24,8 +24,10 @@ pub enum Dialect {
     V2_3,
 }
 
-/// The release whose behaviour [`Dialect::V2_3`] reproduces; sent as `containerd_version`.
-pub const CONTAINERD_2_3_VERSION: &str = "2.3.4";
+/// The release whose behaviour [`Dialect::V2_3`] reproduces, as its `version.Version` reads
+/// (containerd's Makefile takes `git describe`: the tag, `v` included); sent as
+/// `containerd_version`.
+pub const CONTAINERD_2_3_VERSION: &str = "v2.3.4";
 
 /// Which task service name the shim is dialed with (v3 is a pure rename of v2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
