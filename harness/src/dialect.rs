@@ -253,8 +253,14 @@ impl Dialect {
             // protocol ""; this says what happened.
             return Err(AddressError::Empty);
         }
-        let pb_err = match <bootstrap::BootstrapResult as protobuf::Message>::parse_from_bytes(raw)
-        {
+        let decoded = if go_wire_valid(raw) {
+            <bootstrap::BootstrapResult as protobuf::Message>::parse_from_bytes(raw)
+        } else {
+            Err(protobuf::Error::from(std::io::Error::other(
+                "not well-formed protobuf wire data (as Go's proto.Unmarshal reads it)",
+            )))
+        };
+        let pb_err = match decoded {
             Ok(r) => {
                 // makeConnection: the protocol, lower-cased; then NewTaskClient: the version.
                 match r.protocol.to_lowercase().as_str() {
@@ -377,6 +383,64 @@ pub struct StartParams<'a> {
     pub socket_dir: Option<&'a str>,
 }
 
+/// Whether `b` is well-formed protobuf wire data as Go's `proto.Unmarshal` requires of unknown
+/// fields too (protowire `ConsumeFieldValue`): valid tags (field number ≥ 1, wire types 0–5),
+/// complete values, and every start-group closed by an end-group of the same number. The
+/// rust-protobuf parser is more lenient with unknown groups, so text such as a legacy JSON
+/// answer (`{` is a start-group tag) could otherwise decode as an empty `BootstrapResult`.
+fn go_wire_valid(b: &[u8]) -> bool {
+    fn varint(b: &[u8], i: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *b.get(*i)?;
+            *i += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    // Walks fields until the end (`group == None`) or the end-group of `group`.
+    fn fields(b: &[u8], i: &mut usize, group: Option<u64>, depth: usize) -> bool {
+        while *i < b.len() {
+            let Some(tag) = varint(b, i) else {
+                return false;
+            };
+            let (num, wire) = (tag >> 3, tag & 7);
+            if num == 0 || num > (1 << 29) - 1 {
+                return false;
+            }
+            let ok = match wire {
+                0 => varint(b, i).is_some(),
+                1 => {
+                    *i += 8;
+                    *i <= b.len()
+                }
+                2 => match varint(b, i) {
+                    Some(n) if (n as usize) <= b.len() - *i => {
+                        *i += n as usize;
+                        true
+                    }
+                    _ => false,
+                },
+                3 => depth < 100 && fields(b, i, Some(num), depth + 1),
+                4 => return group == Some(num),
+                5 => {
+                    *i += 4;
+                    *i <= b.len()
+                }
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        group.is_none()
+    }
+    fields(b, &mut 0, None, 0)
+}
+
 /// The fields of a JSON bootstrap reply (Go `client.BootstrapParams`).
 struct Bootstrap {
     version: i64,
@@ -453,6 +517,31 @@ pub fn dial_address(address: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_validity_follows_go_for_unknown_groups() {
+        // A legacy JSON answer starts with `{` (0x7b: field 15, start-group) and never closes it.
+        let json = br#"{"address":"unix:///run/containerd/s/x","protocol":"ttrpc","version":3}"#;
+        assert!(!go_wire_valid(json));
+        // field 1 varint 3; field 15 group holding field 1 varint 1, closed by field 15's end.
+        assert!(go_wire_valid(&[0x08, 0x03, 0x7b, 0x08, 0x01, 0x7c]));
+        // The same group closed by another field's end-group, or not at all: invalid.
+        assert!(!go_wire_valid(&[0x7b, 0x08, 0x01, 0x74]));
+        assert!(!go_wire_valid(&[0x7b, 0x08, 0x01]));
+        // A length past the end, a field number 0, wire type 6.
+        assert!(!go_wire_valid(&[0x12, 0x05, b'a']));
+        assert!(!go_wire_valid(&[0x00, 0x01]));
+        assert!(!go_wire_valid(&[0x0e]));
+        assert!(go_wire_valid(&[]));
+        // Under 2.3 the JSON is therefore read as JSON, as containerd 2.3.4 does.
+        let (addr, api) = Dialect::V2_3
+            .parse_start_bytes(json)
+            .expect("JSON version 3 under 2.3");
+        assert_eq!(
+            (addr.as_str(), api),
+            ("unix:///run/containerd/s/x", TaskApi::V3)
+        );
+    }
 
     const NS: &str = "default";
     const GRPC: &str = "/run/ctd/c.sock";

@@ -1,7 +1,7 @@
 //! Calibration of the suite's MUST levels on containerd's own shims (issue 20): the Go runc shim
 //! of each release at hand (1.6.20 from Debian's package, 1.7.24 and 2.1.9 unpacked by
-//! `ci/setup.sh` into target/containerd/) runs the whole suite under the mock in that release's
-//! dialect. Every must-level failure must be a known deviation listed, with its evidence, in
+//! `ci/setup.sh` into target/containerd/, 2.3.4 from the project's shared/containerd/) runs the
+//! whole suite under the mock in that release's dialect. Every must-level failure must be a known deviation listed, with its evidence, in
 //! `tests/calibration/known.yaml`; a new one fails the test, and so does a listed one that no
 //! longer fails (a stale entry).
 
@@ -41,6 +41,13 @@ fn shims() -> Vec<(&'static str, &'static str, PathBuf)> {
             "2.1.9",
             "2.0",
             target.join("2.1.9/usr/bin/containerd-shim-runc-v2"),
+        ),
+        // Built from containerd's release source into the project's shared/ (no Debian package).
+        (
+            "2.3.4",
+            "2.3",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/containerd/2.3.4/containerd-shim-runc-v2"),
         ),
     ]
 }
@@ -120,11 +127,11 @@ fn go_runc_shims_fail_only_known_must_scenarios_in_their_own_dialect() {
     for (release, _, shim) in shims() {
         assert!(
             shim.is_file(),
-            "containerd {release}'s runc shim {} is missing: run ci/setup.sh",
+            "containerd {release}'s runc shim {} is missing: run ci/setup.sh (2.3.4: the project's shared/containerd/2.3.4 beside the checkout)",
             shim.display()
         );
     }
-    // The three runs at once: the 2.x shim spends most of its time waiting (10 s stdio drains).
+    // The runs at once: the 2.x shim spends most of its time waiting (10 s stdio drains).
     let runs: Vec<_> = shims()
         .into_iter()
         .map(|(release, dialect, shim)| {

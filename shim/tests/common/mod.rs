@@ -79,6 +79,9 @@ pub enum Version {
     V1_7,
     /// containerd 2.1.9 (Debian sid `2.1.9+ds1-5`).
     V2_1,
+    /// containerd 2.3.4, built from its release source, in the project's `shared/containerd/2.3.4`
+    /// beside the checkout (no Debian package has it yet).
+    V2_3,
 }
 
 impl Version {
@@ -88,6 +91,7 @@ impl Version {
             Version::V1_6 => "1.6.20",
             Version::V1_7 => "1.7.24",
             Version::V2_1 => "2.1.9",
+            Version::V2_3 => "2.3.4",
         }
     }
 
@@ -98,6 +102,7 @@ impl Version {
             Version::V1_6 => "v1_6",
             Version::V1_7 => "v1_7",
             Version::V2_1 => "v2_1",
+            Version::V2_3 => "v2_3",
         }
     }
 
@@ -111,8 +116,12 @@ impl Version {
     /// release), or a failure naming the set-up command. Never a silent skip.
     pub fn bin_dir(self) -> PathBuf {
         use std::sync::OnceLock;
-        static DIRS: [OnceLock<Result<PathBuf, String>>; 3] =
-            [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        static DIRS: [OnceLock<Result<PathBuf, String>>; 4] = [
+            OnceLock::new(),
+            OnceLock::new(),
+            OnceLock::new(),
+            OnceLock::new(),
+        ];
         DIRS[self as usize]
             .get_or_init(|| self.find_bin_dir())
             .clone()
@@ -126,6 +135,9 @@ impl Version {
                 .ok_or(
                     "`containerd` is not on PATH: run ci/setup.sh (apt-get install containerd)",
                 )?,
+            Version::V2_3 => {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/containerd/2.3.4")
+            }
             _ => Path::new(env!("CARGO_MANIFEST_DIR"))
                 .parent()
                 .expect("the workspace holds shim/")
@@ -135,6 +147,7 @@ impl Version {
         };
         let setup = match self {
             Version::V1_6 => "Debian bookworm's `containerd` package (ci/setup.sh installs it)",
+            Version::V2_3 => "the project's shared/containerd/2.3.4 beside the checkout (shared/containerd/README.md says how it is built)",
             _ => "ci/setup.sh (as root; it fetches it with ci/containerd-versions.sh)",
         };
         for bin in ["containerd", "ctr", "containerd-shim-runc-v2"] {
@@ -152,7 +165,9 @@ impl Version {
             .map_err(|e| format!("{}/containerd --version: {e}", dir.display()))?;
         let shown = String::from_utf8_lossy(&out.stdout);
         // e.g. `containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3`
-        if !shown.contains(&format!(" {}", self.release())) {
+        // (2.3.4 built from source says `... containerd/v2 v2.3.4`.)
+        let release = self.release();
+        if !shown.contains(&format!(" {release}")) && !shown.contains(&format!(" v{release}")) {
             return Err(format!(
                 "{}/containerd --version says {:?}, expected {}; run {setup}",
                 dir.display(),

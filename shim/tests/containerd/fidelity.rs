@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rstest::rstest;
 
-use crate::common::Version::{self, V1_6, V1_7, V2_1};
+use crate::common::Version::{self, V1_6, V1_7, V2_1, V2_3};
 use crate::common::{self, Daemon, DaemonOpts, Runtime};
 
 /// What one `start` of the wrapper saw.
@@ -183,6 +183,7 @@ fn dialect(version: Version) -> &'static str {
         V1_6 => "1.6",
         V1_7 => "1.7",
         V2_1 => "2.0",
+        V2_3 => "2.3",
     }
 }
 

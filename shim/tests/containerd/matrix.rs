@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::Version::{self, V1_6, V1_7, V2_1};
+use crate::common::Version::{self, V1_6, V1_7, V2_1, V2_3};
 use crate::common::{self, Daemon, DaemonOpts, Runtime};
 
 /// The mock dialect that imitates `version`.
@@ -15,6 +15,7 @@ fn dialect(version: Version) -> &'static str {
         V1_6 => "1.6",
         V1_7 => "1.7",
         V2_1 => "2.0",
+        V2_3 => "2.3",
     }
 }
 
@@ -64,7 +65,7 @@ fn real_verdict(version: Version, runtime: Runtime, runc_dir: Option<&Path>) -> 
 fn the_matrix_agrees_with_every_real_daemon_for_every_shim_at_hand() {
     let mut shims: Vec<(String, Runtime, Option<std::path::PathBuf>)> =
         vec![("reaper".into(), Runtime::Reaper, None)];
-    for r in [V1_6, V1_7, V2_1] {
+    for r in [V1_6, V1_7, V2_1, V2_3] {
         shims.push((
             format!("runc shim {}", r.release()),
             Runtime::Runc,
@@ -105,8 +106,8 @@ fn the_matrix_agrees_with_every_real_daemon_for_every_shim_at_hand() {
             _ => common::reaper_binary(),
         };
         let mock = mock_verdicts(&bin);
-        assert_eq!(mock.len(), 3, "{name}: {mock:?}");
-        for version in [V1_6, V1_7, V2_1] {
+        assert_eq!(mock.len(), 4, "{name}: {mock:?}");
+        for version in [V1_6, V1_7, V2_1, V2_3] {
             let (real, why) = real_verdict(version, *runtime, dir.as_deref());
             let (_, predicted, reason) = mock
                 .iter()
