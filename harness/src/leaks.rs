@@ -250,7 +250,9 @@ pub fn socket_owners_since(address: &str, not_before: u64) -> Vec<i32> {
 
 /// Every `unix://` address (or bare `/run/...` socket path) mentioned in a text (e.g. JSON output).
 pub fn addresses_in(text: &str) -> Vec<String> {
-    let re = regex::Regex::new(r#"unix://[^\s"',}]+"#).expect("static regex");
+    // An address ends at whitespace, JSON punctuation, or a control or replacement character:
+    // in a protobuf `BootstrapResult` (containerd 2.3) the next field's tag byte follows it.
+    let re = regex::Regex::new(r#"unix://[^\s"',}\x00-\x1f\x7f\u{fffd}]+"#).expect("static regex");
     re.find_iter(text).map(|m| m.as_str().to_string()).collect()
 }
 
@@ -641,6 +643,13 @@ mod tests {
         let j = r#"{"address":"unix:///run/containerd/s/abc","protocol":"ttrpc","version":3}"#;
         assert_eq!(
             addresses_in(j),
+            vec!["unix:///run/containerd/s/abc".to_string()]
+        );
+        // A protobuf BootstrapResult read as text: tag bytes around the address.
+        let pb =
+            String::from_utf8_lossy(b"\x08\x03\x12\x1dunix:///run/containerd/s/abc\x1a\x05ttrpc");
+        assert_eq!(
+            addresses_in(&pb),
             vec!["unix:///run/containerd/s/abc".to_string()]
         );
         assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
