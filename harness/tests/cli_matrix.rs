@@ -98,3 +98,59 @@ fn a_missing_shim_is_exit_2_naming_it() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/containerd-shim-x-v2"));
 }
+
+#[test]
+fn a_refused_protobuf_answer_leaves_no_server_and_no_socket() {
+    // containerd 2.3.4's runc shim answers a protobuf BootstrapResult, which 1.6, 1.7 and 2.0
+    // cannot use: the server it started must be ended and its socket removed each time.
+    let shim = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/containerd/2.3.4/containerd-shim-runc-v2");
+    assert!(
+        shim.is_file(),
+        "{} is missing: the project's shared/containerd/2.3.4 belongs beside the checkout",
+        shim.display()
+    );
+    let out = Command::cargo_bin("harness")
+        .unwrap()
+        .args(["matrix", "--format", "json", "--shim"])
+        .arg(&shim)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let rows = v["rows"].as_array().expect("rows").clone();
+    let verdicts: Vec<&str> = rows
+        .iter()
+        .map(|r| r["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        verdicts,
+        ["refused", "refused", "refused", "works"],
+        "{rows:?}"
+    );
+    let socket = regex::Regex::new(r"unix://(/run/containerd/s/[0-9a-f]{64})").unwrap();
+    for r in &rows[..3] {
+        let reason = r["reason"].as_str().unwrap_or_default();
+        let path = socket
+            .captures(reason)
+            .unwrap_or_else(|| panic!("no socket named in {reason}"))[1]
+            .to_string();
+        assert!(
+            !std::path::Path::new(&path).exists(),
+            "{path} left behind: {reason}"
+        );
+        assert!(reason.contains("was ended (pids ["), "{reason}");
+    }
+    let shim = std::fs::canonicalize(&shim).unwrap();
+    let left: Vec<i32> = harness::leaks::all_processes()
+        .into_iter()
+        .filter(|p| p.state != 'Z')
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{}/exe", p.pid))
+                .ok()
+                .as_ref()
+                == Some(&shim)
+        })
+        .map(|p| p.pid)
+        .collect();
+    assert!(left.is_empty(), "2.3.4 runc shim processes left: {left:?}");
+}
