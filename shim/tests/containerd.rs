@@ -1,9 +1,10 @@
-//! The reaper shim under real containerd 1.6, 1.7 and 2.1 (issues 2 and 12): each test runs once
-//! per release (`containerd_<n>_V1_6`, `_V1_7`, `_V2_1`; filter by that suffix to run one), starts a
-//! private daemon of that release (own root, state, sockets; the built shim first on its PATH),
-//! drives it with the release's own `ctr`, and ends by checking that no shim process, socket, task
-//! process, zombie, cgroup or other process of ours remains. 1.6 is the system's; 1.7 and 2.1 come
-//! from `ci/setup.sh` (target/containerd), and a missing one fails the test with that command.
+//! The reaper shim under real containerd 1.6, 1.7, 2.1 and 2.3 (issues 2, 12 and 18): each test
+//! runs once per release (`containerd_<n>_V1_6`, `_V1_7`, `_V2_1`, `_V2_3`; filter by that suffix
+//! to run one), starts a private daemon of that release (own root, state, sockets; the built shim
+//! first on its PATH), drives it with the release's own `ctr`, and ends by checking that no shim
+//! process, socket, task process, zombie, cgroup or other process of ours remains. 1.6 is the
+//! system's; 1.7 and 2.1 come from `ci/setup.sh` (target/containerd), 2.3.4 from the project's
+//! shared/containerd beside the checkout; a missing one fails the test with where to get it.
 //! `REAPER_CTD_RUNTIME=runc` runs the same checks against the release's own runc shim and
 //! `REAPER_CTD_RUNTIME=faulty FAULTY_SHIM=<fault>` against the deliberately broken shim, to
 //! validate the fixture and the checks themselves.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rstest::rstest;
 
 use crate::common;
-use crate::common::Version::{self, V1_6, V1_7, V2_1};
+use crate::common::Version::{self, V1_6, V1_7, V2_1, V2_3};
 use crate::common::{status_kb, Daemon, DaemonOpts, Runtime};
 use crate::daemon;
 
@@ -113,7 +113,7 @@ fn assert_reaper_handler_loaded(d: &Daemon) {
 /// The deploy snippet for the release's own config format (version 2 for 1.x, version 3 for 2.x)
 /// registers the handler, and a misspelt one breaks the plugin.
 #[rstest]
-fn cri_plugin_accepts_the_deploy_snippet(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn cri_plugin_accepts_the_deploy_snippet(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let s = if containerd.is_2x() {
         &SNIPPET_V3
     } else {
@@ -182,7 +182,7 @@ fn report_rss(pid: u32, rt: Runtime, what: &str) -> u64 {
 }
 
 #[rstest]
-fn idle_rss_of_the_server(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn idle_rss_of_the_server(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let rt = Runtime::from_env();
     let mut d = daemon(containerd, "rss");
     let (mut run, _) = d.run_bg(&[], "rss1", &["/bin/sleep", "30"]);
@@ -232,7 +232,7 @@ fn idle_wakeups(pid: u32, window: Duration) -> u64 {
 /// read-write, `TTRPC_ADDRESS`), so the server has no task at all; then SIGTERM must end it and
 /// remove its socket.
 #[rstest]
-fn idle_rss_of_a_server_without_tasks(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn idle_rss_of_a_server_without_tasks(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     use nix::sys::stat::Mode;
     use std::os::unix::fs::OpenOptionsExt;
 

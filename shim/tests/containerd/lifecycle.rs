@@ -7,12 +7,12 @@ use std::time::Duration;
 use crate::common;
 use rstest::rstest;
 
-use crate::common::Version::{self, V1_6, V1_7, V2_1};
+use crate::common::Version::{self, V1_6, V1_7, V2_1, V2_3};
 use crate::common::{json_time, parse_events, poll, Runtime};
 use crate::{daemon, subscribe_events};
 
 #[rstest]
-fn events_create_start_exit_delete_in_order(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn events_create_start_exit_delete_in_order(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "events");
     let ev = subscribe_events(&d);
     let out = d.run_rm(&[], "ev1", &["/bin/sh", "-c", "echo hi; exit 3"], None);
@@ -68,7 +68,7 @@ fn events_create_start_exit_delete_in_order(#[values(V1_6, V1_7, V2_1)] containe
 /// rather than the group: `cmd/containerd-shim-runc-v2/task/service.go` and `cleanupSockets` in
 /// `pkg/shim/util_unix.go` at v2.1.9.)
 #[rstest]
-fn two_containers_of_one_group_share_one_server(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn two_containers_of_one_group_share_one_server(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "group");
     let ann = match d.runtime {
         Runtime::Reaper | Runtime::Faulty => "io.containerd.reaper.v2.group=g1",
@@ -116,7 +116,7 @@ fn two_containers_of_one_group_share_one_server(#[values(V1_6, V1_7, V2_1)] cont
 /// its server, and SIGTERM ends the pause with 0.
 #[rstest]
 fn pod_sandbox_runs_the_builtin_pause_and_shares_its_server(
-    #[values(V1_6, V1_7, V2_1)] containerd: Version,
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
 ) {
     let mut d = daemon(containerd, "pod");
     assert_ne!(
@@ -162,7 +162,7 @@ fn pod_sandbox_runs_the_builtin_pause_and_shares_its_server(
 }
 
 #[rstest]
-fn a_killed_shim_is_cleaned_up_by_containerd(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn a_killed_shim_is_cleaned_up_by_containerd(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "shimdeath");
     let ev = subscribe_events(&d);
     let (mut run, _) = d.run_bg(&[], "sd1", &["/bin/sleep", "30"]);
@@ -197,7 +197,7 @@ fn a_killed_shim_is_cleaned_up_by_containerd(#[values(V1_6, V1_7, V2_1)] contain
 /// containerd restarts while a detached task runs: the shim survives, containerd reloads it from
 /// the bundle (`address` + Connect), and the task can still be killed, reported and deleted.
 #[rstest]
-fn a_task_survives_a_containerd_restart(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn a_task_survives_a_containerd_restart(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "restart");
     let args = d.run_args(false, &["-d"], "rs1", &["/bin/sleep", "30"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -313,7 +313,7 @@ fn an_exit_while_containerd_1_6_is_down_is_reported_after_restart(
 /// nothing leaks.
 #[rstest]
 fn an_exit_while_containerd_1_7_or_2_1_is_down_ends_the_task_at_restart(
-    #[values(V1_7, V2_1)] containerd: Version,
+    #[values(V1_7, V2_1, V2_3)] containerd: Version,
 ) {
     let mut d = daemon(containerd, "downexit");
     exit_while_containerd_is_down(&mut d, "de1");
@@ -341,7 +341,7 @@ fn an_exit_while_containerd_1_7_or_2_1_is_down_ends_the_task_at_restart(
 /// A stale socket (a file nobody listens on) at the path a container hashes to is replaced by
 /// `start`, and removed again when the server exits.
 #[rstest]
-fn a_stale_socket_is_replaced(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn a_stale_socket_is_replaced(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "stale");
     d.use_id("st1");
     let sock = d.socket_paths().pop().expect("socket path");

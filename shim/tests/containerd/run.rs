@@ -7,12 +7,12 @@ use std::time::Duration;
 use rstest::rstest;
 
 use crate::common;
-use crate::common::Version::{self, V1_6, V1_7, V2_1};
+use crate::common::Version::{self, V1_6, V1_7, V2_1, V2_3};
 use crate::common::{poll, Daemon, Runtime};
 use crate::daemon;
 
 #[rstest]
-fn run_rm_echo_prints_output(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn run_rm_echo_prints_output(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "echo");
     let out = d.run_rm(&[], "echo1", &["/bin/echo", "hello", "from reaper"], None);
     let out = out.ok("ctr run --rm echo");
@@ -26,7 +26,7 @@ fn run_rm_echo_prints_output(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
 }
 
 #[rstest]
-fn exit_code_seven_is_ctr_exit_code(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn exit_code_seven_is_ctr_exit_code(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "exit7");
     let out = d.run_rm(&[], "exit7", &["/bin/sh", "-c", "exit 7"], None);
     assert_eq!(out.code(), 7, "{out:#?}");
@@ -34,7 +34,7 @@ fn exit_code_seven_is_ctr_exit_code(#[values(V1_6, V1_7, V2_1)] containerd: Vers
 }
 
 #[rstest]
-fn stdin_env_and_cwd_reach_the_process(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn stdin_env_and_cwd_reach_the_process(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "stdio");
     let cwd = d.dir.path().join("work dir");
     fs::create_dir_all(&cwd).expect("cwd");
@@ -71,7 +71,7 @@ fn stdin_env_and_cwd_reach_the_process(#[values(V1_6, V1_7, V2_1)] containerd: V
 
 #[rstest]
 fn stdin_eof_reaches_the_process_and_a_mebibyte_passes_through(
-    #[values(V1_6, V1_7, V2_1)] containerd: Version,
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
 ) {
     let mut d = daemon(containerd, "stdineof");
     // ctr sends CloseIO when its stdin ends; cat must then see EOF and exit.
@@ -92,7 +92,7 @@ fn stdin_eof_reaches_the_process_and_a_mebibyte_passes_through(
 /// noNewPrivileges, exactly the spec's env and its cwd reach the process.
 #[rstest]
 fn spec_user_rlimits_env_and_no_new_privileges_apply(
-    #[values(V1_6, V1_7, V2_1)] containerd: Version,
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
 ) {
     let mut d = daemon(containerd, "spec");
     let cwd = d.dir.path().join("spec-cwd");
@@ -158,7 +158,7 @@ fn spec_user_rlimits_env_and_no_new_privileges_apply(
 }
 
 #[rstest]
-fn sixteen_mib_burst_before_exit_is_not_lost(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn sixteen_mib_burst_before_exit_is_not_lost(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "burst16");
     let out = d.run_rm(
         &[],
@@ -178,7 +178,7 @@ fn sixteen_mib_burst_before_exit_is_not_lost(#[values(V1_6, V1_7, V2_1)] contain
 
 #[rstest]
 fn a_missing_program_is_a_clear_error_and_leaves_nothing(
-    #[values(V1_6, V1_7, V2_1)] containerd: Version,
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
 ) {
     let mut d = daemon(containerd, "enoent");
     let out = d.run_rm(&[], "enoent1", &["/nonexistent/prog", "x"], None);
@@ -194,7 +194,7 @@ fn a_missing_program_is_a_clear_error_and_leaves_nothing(
 }
 
 #[rstest]
-fn run_with_tty_and_resize(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn run_with_tty_and_resize(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     common::require_tools(&["script"]);
     let mut d = daemon(containerd, "tty");
     let args = d.run_args(
@@ -231,7 +231,7 @@ fn run_with_tty_and_resize(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
 
 #[rstest]
 fn twenty_back_to_back_instant_exits_report_their_codes(
-    #[values(V1_6, V1_7, V2_1)] containerd: Version,
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
 ) {
     let mut d = daemon(containerd, "burst");
     for n in 0..20 {
@@ -284,7 +284,7 @@ fn concurrent_group_runs(d: &mut Daemon, group: &str, prefix: &str, n: i32) {
 /// output and exit code.
 #[rstest]
 fn ten_concurrent_runs_in_one_group_report_their_own_codes(
-    #[values(V1_6, V1_7, V2_1)] containerd: Version,
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
 ) {
     let mut d = daemon(containerd, "conc");
     let (mut anchor, _) = d.run_bg(
@@ -311,7 +311,7 @@ fn ten_concurrent_runs_in_one_group_report_their_own_codes(
 #[rstest]
 #[ignore = "load-dependent reproduction of the group turnover race: since the join handshake 11 of 12 runs under two busy loops pass; one leaked server remains to explain"]
 fn concurrent_group_runs_without_an_anchor_survive_server_turnover(
-    #[values(V1_6, V1_7, V2_1)] containerd: Version,
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
 ) {
     let mut d = daemon(containerd, "turnover");
     for round in 0..10 {
@@ -321,7 +321,7 @@ fn concurrent_group_runs_without_an_anchor_survive_server_turnover(
 }
 
 #[rstest]
-fn log_uri_file_receives_stdout_and_stderr(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn log_uri_file_receives_stdout_and_stderr(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "logfile");
     let log = d.dir.path().join("task.log");
     let uri = format!("file://{}", log.display());
@@ -345,7 +345,7 @@ fn log_uri_file_receives_stdout_and_stderr(#[values(V1_6, V1_7, V2_1)] container
 /// process's stdout on fd 3 and stderr on fd 4, waits for it to close fd 5, and passes
 /// CONTAINER_ID / CONTAINER_NAMESPACE and the query as arguments.
 #[rstest]
-fn log_uri_binary_logger_gets_both_streams(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn log_uri_binary_logger_gets_both_streams(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     use std::os::unix::fs::PermissionsExt;
     let mut d = daemon(containerd, "logbin");
     let logger = d.dir.path().join("logger.sh");

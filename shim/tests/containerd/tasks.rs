@@ -7,13 +7,13 @@ use std::time::Duration;
 use crate::common;
 use rstest::rstest;
 
-use crate::common::Version::{self, V1_6, V1_7, V2_1};
+use crate::common::Version::{self, V1_6, V1_7, V2_1, V2_3};
 use crate::common::{parse_events, poll, proc_state};
 use crate::{daemon, subscribe_events};
 
 #[rstest]
 fn task_kill_ends_attached_run_with_143_and_sigkill_with_137(
-    #[values(V1_6, V1_7, V2_1)] containerd: Version,
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
 ) {
     let mut d = daemon(containerd, "kill");
     let (mut term, _) = d.run_bg(&[], "term1", &["/bin/sleep", "30"]);
@@ -29,7 +29,7 @@ fn task_kill_ends_attached_run_with_143_and_sigkill_with_137(
 }
 
 #[rstest]
-fn kill_all_reaches_descendants(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn kill_all_reaches_descendants(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "killall");
     let marker = d.dir.path().join("child.pid");
     let script = format!("/bin/sleep 30 & echo $! > {}; wait", marker.display());
@@ -46,7 +46,7 @@ fn kill_all_reaches_descendants(#[values(V1_6, V1_7, V2_1)] containerd: Version)
 }
 
 #[rstest]
-fn a_paused_task_can_still_be_killed(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn a_paused_task_can_still_be_killed(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "pausekill");
     let (mut run, _) = d.run_bg(&[], "pk1", &["/bin/sleep", "30"]);
     d.ctr(&["task", "pause", "pk1"]).ok("task pause");
@@ -59,7 +59,7 @@ fn a_paused_task_can_still_be_killed(#[values(V1_6, V1_7, V2_1)] containerd: Ver
 /// An init that leaves a background child behind: the child (reparented to the subreaper shim)
 /// must not outlive the task, and nothing stays a zombie.
 #[rstest]
-fn an_orphaned_child_does_not_outlive_its_task(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn an_orphaned_child_does_not_outlive_its_task(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "orphan");
     let marker = d.dir.path().join("orphan.pid");
     let script = format!("/bin/sleep 30 & echo $! > {}; exit 0", marker.display());
@@ -75,7 +75,7 @@ fn an_orphaned_child_does_not_outlive_its_task(#[values(V1_6, V1_7, V2_1)] conta
 }
 
 #[rstest]
-fn task_exec_output_and_exit_code(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn task_exec_output_and_exit_code(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "exec");
     let (mut run, _) = d.run_bg(&[], "exec1", &["/bin/sleep", "30"]);
     let fifo = d.dir.path().join("fifo").display().to_string();
@@ -165,7 +165,7 @@ fn info_names_exec(line: &str, id: &str) -> bool {
 
 #[rstest]
 fn exec_with_tty_and_a_failing_exec_leave_the_task_unharmed(
-    #[values(V1_6, V1_7, V2_1)] containerd: Version,
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
 ) {
     common::require_tools(&["script"]);
     let mut d = daemon(containerd, "exectty");
@@ -212,7 +212,7 @@ fn exec_with_tty_and_a_failing_exec_leave_the_task_unharmed(
 /// leave the task running.
 #[rstest]
 fn exec_events_in_order_and_bad_kills_are_clear_errors(
-    #[values(V1_6, V1_7, V2_1)] containerd: Version,
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
 ) {
     let mut d = daemon(containerd, "execev");
     let (mut run, pid) = d.run_bg(&[], "xe1", &["/bin/sleep", "30"]);
@@ -278,7 +278,7 @@ fn exec_events_in_order_and_bad_kills_are_clear_errors(
 }
 
 #[rstest]
-fn task_ps_pause_resume_and_metrics(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn task_ps_pause_resume_and_metrics(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "pause");
     // A heartbeat: a counter written every 50 ms to a host file (bind-mounted at the same path
     // for runc; the reaper runs on the host).
@@ -362,7 +362,7 @@ fn task_ps_pause_resume_and_metrics(#[values(V1_6, V1_7, V2_1)] containerd: Vers
 /// A detached task whose init exits at once stays STOPPED: exec and pause are refused with a
 /// clear error, and `task delete` reports its code.
 #[rstest]
-fn exec_and_pause_after_init_exit_are_refused(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn exec_and_pause_after_init_exit_are_refused(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
     let mut d = daemon(containerd, "afterexit");
     let args = d.run_args(false, &["-d"], "ae1", &["/bin/sh", "-c", "exit 3"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -400,7 +400,7 @@ fn exec_and_pause_after_init_exit_are_refused(#[values(V1_6, V1_7, V2_1)] contai
 /// Checkpoint, resumes) fails as *not implemented* with the shim's reason; the task runs on.
 #[rstest]
 fn delete_while_running_and_checkpoint_are_refused(
-    #[values(V1_6, V1_7, V2_1)] containerd: Version,
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
 ) {
     let mut d = daemon(containerd, "refused");
     let (mut run, pid) = d.run_bg(&[], "rf1", &["/bin/sleep", "30"]);
