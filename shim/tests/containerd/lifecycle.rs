@@ -68,7 +68,9 @@ fn events_create_start_exit_delete_in_order(#[values(V1_6, V1_7, V2_1, V2_3)] co
 /// rather than the group: `cmd/containerd-shim-runc-v2/task/service.go` and `cleanupSockets` in
 /// `pkg/shim/util_unix.go` at v2.1.9.)
 #[rstest]
-fn two_containers_of_one_group_share_one_server(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
+fn two_containers_of_one_group_share_one_server(
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
+) {
     let mut d = daemon(containerd, "group");
     let ann = match d.runtime {
         Runtime::Reaper | Runtime::Faulty => "io.containerd.reaper.v2.group=g1",
@@ -162,7 +164,9 @@ fn pod_sandbox_runs_the_builtin_pause_and_shares_its_server(
 }
 
 #[rstest]
-fn a_killed_shim_is_cleaned_up_by_containerd(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
+fn a_killed_shim_is_cleaned_up_by_containerd(
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
+) {
     let mut d = daemon(containerd, "shimdeath");
     let ev = subscribe_events(&d);
     let (mut run, _) = d.run_bg(&[], "sd1", &["/bin/sleep", "30"]);

@@ -158,7 +158,9 @@ fn spec_user_rlimits_env_and_no_new_privileges_apply(
 }
 
 #[rstest]
-fn sixteen_mib_burst_before_exit_is_not_lost(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
+fn sixteen_mib_burst_before_exit_is_not_lost(
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
+) {
     let mut d = daemon(containerd, "burst16");
     let out = d.run_rm(
         &[],

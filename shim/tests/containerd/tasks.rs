@@ -59,7 +59,9 @@ fn a_paused_task_can_still_be_killed(#[values(V1_6, V1_7, V2_1, V2_3)] container
 /// An init that leaves a background child behind: the child (reparented to the subreaper shim)
 /// must not outlive the task, and nothing stays a zombie.
 #[rstest]
-fn an_orphaned_child_does_not_outlive_its_task(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
+fn an_orphaned_child_does_not_outlive_its_task(
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
+) {
     let mut d = daemon(containerd, "orphan");
     let marker = d.dir.path().join("orphan.pid");
     let script = format!("/bin/sleep 30 & echo $! > {}; exit 0", marker.display());
@@ -362,7 +364,9 @@ fn task_ps_pause_resume_and_metrics(#[values(V1_6, V1_7, V2_1, V2_3)] containerd
 /// A detached task whose init exits at once stays STOPPED: exec and pause are refused with a
 /// clear error, and `task delete` reports its code.
 #[rstest]
-fn exec_and_pause_after_init_exit_are_refused(#[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version) {
+fn exec_and_pause_after_init_exit_are_refused(
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
+) {
     let mut d = daemon(containerd, "afterexit");
     let args = d.run_args(false, &["-d"], "ae1", &["/bin/sh", "-c", "exit 3"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
