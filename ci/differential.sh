@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Differential check: the mock containerd against real ones. For each containerd release (1.6.20
 # from Debian's package, 1.7.24 and 2.1.9 unpacked by ci/containerd-versions.sh into
-# target/containerd/) it starts a PRIVATE daemon (own root, state, sockets and config in a temp
+# target/containerd/, 2.3.4 from the project's shared/containerd/) it starts a PRIVATE daemon (own root, state, sockets and config in a temp
 # dir; target/debug first on its PATH), and runs the lifecycle and exec groups (the signal
 # scenarios live in them: lifecycle/sig*, lifecycle/kill-all, exec/sigterm) through the daemon and
 # through the mock in the matching dialect, with the reaper shim and with that release's own runc
 # shim. Fails on any fidelity difference. The harness is built with `--features containerd`.
 # Usage: ci/differential.sh [extra `harness run` args, e.g. --skip exec/output]
-#   DIFF_VERSIONS="1.6 1.7 2.1" (default) selects the releases; DIFF_SHIMS="reaper runc"
+#   DIFF_VERSIONS="1.6 1.7 2.1 2.3" (default) selects the releases (2.3.4 is the project's
+#   shared/containerd/2.3.4 beside the checkout); DIFF_SHIMS="reaper runc"
 #   (default) the shims; DIFF_FILTERS="lifecycle/* exec/*" (default) the scenarios; the JSON
 #   reports are written to target/differential/<release>-<shim>.json.
 # Needs root (containerd, runc, shim sockets under /run/containerd/s).
@@ -30,14 +31,16 @@ bindir() {
     1.6) dirname "$(command -v containerd)" ;;
     1.7) echo "$cache/1.7.24/usr/bin" ;;
     2.1) echo "$cache/2.1.9/usr/bin" ;;
-    *) echo "$me: DIFF_VERSIONS: unknown release $1 (1.6, 1.7, 2.1)" >&2; return 2 ;;
+    # Built from containerd's release source, in the project's shared/ beside the checkout.
+    2.3) echo "$PWD/../shared/containerd/2.3.4" ;;
+    *) echo "$me: DIFF_VERSIONS: unknown release $1 (1.6, 1.7, 2.1, 2.3)" >&2; return 2 ;;
   esac
 }
-dialect() { case "$1" in 2.*) echo 2.0 ;; *) echo "$1" ;; esac; }
-for v in ${DIFF_VERSIONS:-1.6 1.7 2.1}; do
+dialect() { case "$1" in 2.1) echo 2.0 ;; *) echo "$1" ;; esac; }
+for v in ${DIFF_VERSIONS:-1.6 1.7 2.1 2.3}; do
   b="$(bindir "$v")"
   [ -x "$b/containerd" ] && [ -x "$b/ctr" ] && [ -x "$b/containerd-shim-runc-v2" ] ||
-    { echo "$me: containerd $v is missing in $b: run ci/setup.sh" >&2; exit 2; }
+    { echo "$me: containerd $v is missing in $b: run ci/setup.sh (2.3: the project's shared/containerd/2.3.4)" >&2; exit 2; }
 done
 
 reports="$target/../differential"
@@ -75,7 +78,7 @@ set -f  # the filters are harness globs, not file names
 for f in ${DIFF_FILTERS:-lifecycle/* exec/*}; do filters+=(--filter "$f"); done
 set +f
 status=0
-for v in ${DIFF_VERSIONS:-1.6 1.7 2.1}; do
+for v in ${DIFF_VERSIONS:-1.6 1.7 2.1 2.3}; do
   b="$(bindir "$v")"
   d="$dir/$v"
   mkdir -p "$d"
@@ -128,4 +131,4 @@ EOF
   stop_containerd
   echo "$me: the mock matches containerd $v for: ${DIFF_SHIMS:-reaper runc}" >&2
 done
-echo "$me: the mock matches containerd ${DIFF_VERSIONS:-1.6 1.7 2.1} for: ${DIFF_SHIMS:-reaper runc}"
+echo "$me: the mock matches containerd ${DIFF_VERSIONS:-1.6 1.7 2.1 2.3} for: ${DIFF_SHIMS:-reaper runc}"
