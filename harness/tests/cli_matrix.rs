@@ -154,3 +154,63 @@ fn a_refused_protobuf_answer_leaves_no_server_and_no_socket() {
         .collect();
     assert!(left.is_empty(), "2.3.4 runc shim processes left: {left:?}");
 }
+
+#[test]
+fn a_json_version_3_answer_refused_by_1_7_leaves_no_server_and_no_socket() {
+    // The faulty shim's `start-json=3`: a real server behind a JSON version 3 answer, which 1.6
+    // dials as a path and 1.7 refuses (containerd#10984); both times its server must be ended.
+    let mark = format!("REAPER_MATRIX_TEST={}", std::process::id());
+    let out = Command::cargo_bin("harness")
+        .unwrap()
+        .args([
+            "matrix",
+            "--format",
+            "json",
+            "--shim-env",
+            "FAULTY_SHIM=start-json=3",
+        ])
+        .args(["--shim-env", &mark, "--shim"])
+        .arg(bins::faulty())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let rows = v["rows"].as_array().expect("rows").clone();
+    let verdicts: Vec<&str> = rows
+        .iter()
+        .map(|r| r["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        verdicts,
+        ["refused", "refused", "works", "works"],
+        "{rows:?}"
+    );
+    let reason = rows[1]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("unsupported shim version (3)"), "{reason}");
+    let socket = regex::Regex::new(r"unix://(/run/containerd/s/[0-9a-f]{64})").unwrap();
+    // 1.6's message quotes the JSON, and so the socket; 1.7's names only the version.
+    let reason = rows[0]["reason"].as_str().unwrap_or_default();
+    let path = socket
+        .captures(reason)
+        .unwrap_or_else(|| panic!("no socket named in {reason}"))[1]
+        .to_string();
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "{path} left: {reason}"
+    );
+    for r in &rows[..2] {
+        let reason = r["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("was ended (pids ["), "{reason}");
+    }
+    // Every process the runs started carries the mark: none may be left.
+    let left: Vec<i32> = harness::leaks::all_processes()
+        .into_iter()
+        .filter(|p| p.state != 'Z')
+        .filter(|p| {
+            std::fs::read(format!("/proc/{}/environ", p.pid))
+                .map(|e| e.split(|b| *b == 0).any(|kv| kv == mark.as_bytes()))
+                .unwrap_or(false)
+        })
+        .map(|p| p.pid)
+        .collect();
+    assert!(left.is_empty(), "processes of the runs left: {left:?}");
+}
