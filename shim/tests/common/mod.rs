@@ -106,6 +106,16 @@ impl Version {
         }
     }
 
+    /// The harness's dialect (`--containerd-version`) that imitates this release.
+    pub fn dialect(self) -> &'static str {
+        match self {
+            Version::V1_6 => "1.6",
+            Version::V1_7 => "1.7",
+            Version::V2_1 => "2.0",
+            Version::V2_3 => "2.3",
+        }
+    }
+
     /// A 2.x daemon: config version 3, CRI split into several plugins, NRI on by default.
     pub fn is_2x(self) -> bool {
         self >= Version::V2_1

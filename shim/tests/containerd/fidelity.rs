@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rstest::rstest;
 
-use crate::common::Version::{self, V1_6, V1_7, V2_1, V2_3};
+use crate::common::Version::{self, V1_6, V1_7, V2_1};
 use crate::common::{self, Daemon, DaemonOpts, Runtime};
 
 /// What one `start` of the wrapper saw.
@@ -178,15 +178,6 @@ fn differences(daemon: &Recording, mock: &Recording) -> Vec<String> {
     out
 }
 
-fn dialect(version: Version) -> &'static str {
-    match version {
-        V1_6 => "1.6",
-        V1_7 => "1.7",
-        V2_1 => "2.0",
-        V2_3 => "2.3",
-    }
-}
-
 #[rstest]
 fn the_mock_starts_a_shim_as_the_daemon_does(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -229,7 +220,7 @@ fn the_mock_starts_a_shim_as_the_daemon_does(#[values(V1_6, V1_7, V2_1)] contain
     for scenario in ["lifecycle/exit-zero", "faults/kill-shim"] {
         let run = std::process::Command::new(common::built_binary("harness"))
             .args(["run", "--no-preflight", "--filter", scenario])
-            .args(["--containerd-version", dialect(containerd), "--shim"])
+            .args(["--containerd-version", containerd.dialect(), "--shim"])
             .arg(wrap_m.join("containerd-shim-reaper-v2"))
             .output()
             .expect("harness run");
@@ -253,7 +244,7 @@ fn the_mock_starts_a_shim_as_the_daemon_does(#[values(V1_6, V1_7, V2_1)] contain
         problems.is_empty(),
         "containerd {} vs the mock (dialect {}):\n{}",
         containerd.release(),
-        dialect(containerd),
+        containerd.dialect(),
         problems.join("\n")
     );
     let (daemon, mock) = (recordings(&rec_d, "start"), recordings(&rec_m, "start"));

@@ -9,16 +9,6 @@ use serde_json::Value;
 use crate::common::Version::{self, V1_6, V1_7, V2_1, V2_3};
 use crate::common::{self, Daemon, DaemonOpts, Runtime};
 
-/// The mock dialect that imitates `version`.
-fn dialect(version: Version) -> &'static str {
-    match version {
-        V1_6 => "1.6",
-        V1_7 => "1.7",
-        V2_1 => "2.0",
-        V2_3 => "2.3",
-    }
-}
-
 /// `harness matrix --format json` for `shim`: (dialect, works, reason) per row.
 fn mock_verdicts(shim: &Path) -> Vec<(String, bool, String)> {
     let harness = common::built_binary("harness");
@@ -132,8 +122,8 @@ fn the_matrix_agrees_with_every_real_daemon_for_every_shim_at_hand() {
             let (real, why) = real_verdict(version, *runtime, dir.as_deref());
             let (_, predicted, reason) = mock
                 .iter()
-                .find(|(d, _, _)| d == dialect(version))
-                .unwrap_or_else(|| panic!("{name}: no row for dialect {}", dialect(version)));
+                .find(|(d, _, _)| d == version.dialect())
+                .unwrap_or_else(|| panic!("{name}: no row for dialect {}", version.dialect()));
             eprintln!(
                 "{name} under containerd {}: real {} | mock {} {reason}",
                 version.release(),
