@@ -9,6 +9,17 @@ use bins::reaper;
 use assert_cmd::Command;
 use serde_json::Value;
 
+/// The `rows` of a `harness matrix --format json` report, and their verdicts.
+fn rows_and_verdicts(stdout: &[u8]) -> (Vec<Value>, Vec<String>) {
+    let v: Value = serde_json::from_slice(stdout).expect("JSON");
+    let rows = v["rows"].as_array().expect("rows").clone();
+    let verdicts = rows
+        .iter()
+        .map(|r| r["verdict"].as_str().unwrap_or_default().to_string())
+        .collect();
+    (rows, verdicts)
+}
+
 #[test]
 fn the_reaper_works_with_every_dialect_in_both_formats() {
     let out = Command::cargo_bin("harness")
@@ -116,12 +127,7 @@ fn a_refused_protobuf_answer_leaves_no_server_and_no_socket() {
         .arg(&shim)
         .output()
         .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let rows = v["rows"].as_array().expect("rows").clone();
-    let verdicts: Vec<&str> = rows
-        .iter()
-        .map(|r| r["verdict"].as_str().unwrap())
-        .collect();
+    let (rows, verdicts) = rows_and_verdicts(&out.stdout);
     assert_eq!(
         verdicts,
         ["refused", "refused", "refused", "works"],
@@ -173,12 +179,7 @@ fn a_json_version_3_answer_refused_by_1_7_leaves_no_server_and_no_socket() {
         .arg(bins::faulty())
         .output()
         .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let rows = v["rows"].as_array().expect("rows").clone();
-    let verdicts: Vec<&str> = rows
-        .iter()
-        .map(|r| r["verdict"].as_str().unwrap())
-        .collect();
+    let (rows, verdicts) = rows_and_verdicts(&out.stdout);
     assert_eq!(
         verdicts,
         ["refused", "refused", "works", "works"],
