@@ -524,6 +524,41 @@ fn all_pids() -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// The argv of `pid` (empty once it is gone). A process between `execve` and its new image's
+/// argument set-up reads as an empty `/proc/<pid>/cmdline` (the exec's close-on-exec pipe, which
+/// ends the spawner's wait, closes before the loader sets `mm->arg_start`: `begin_new_exec`
+/// then `load_elf_binary` in the kernel), so an empty argv of a live process that is neither a
+/// kernel thread nor a zombie is read again for up to 1 s.
+fn argv_of(pid: u32) -> Vec<String> {
+    let end = Instant::now() + Duration::from_secs(1);
+    loop {
+        let argv = nul_split(&fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default());
+        if !argv.is_empty() || Instant::now() > end || !mid_exec(pid) {
+            return argv;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Whether `pid` is a live user process (not a kernel thread, not a zombie), from
+/// `/proc/<pid>/stat`: field 3 the state, field 9 the flags (`PF_KTHREAD` = 0x00200000).
+fn mid_exec(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return false;
+    };
+    let mut fields = after.split_whitespace();
+    let state = fields.next().unwrap_or("Z");
+    let flags: u64 = fields
+        .nth(5)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(PF_KTHREAD);
+    state != "Z" && state != "X" && flags & PF_KTHREAD == 0
+}
+
 fn nul_split(bytes: &[u8]) -> Vec<String> {
     bytes
         .split(|b| *b == 0)
@@ -881,9 +916,8 @@ impl Daemon {
             .into_iter()
             .filter(|&p| p != me && p != std::process::id())
             .filter(|&p| {
-                let argv = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                let argv = argv_of(p);
                 let env = fs::read(format!("/proc/{p}/environ")).unwrap_or_default();
-                let argv = nul_split(&argv);
                 let is_ctr = argv.first().map(|a| a.ends_with("ctr")).unwrap_or(false);
                 !is_ctr && (argv.contains(&addr) || nul_split(&env).contains(&ttrpc))
             })
@@ -896,7 +930,7 @@ impl Daemon {
         self.shim_pids()
             .into_iter()
             .filter(|p| {
-                let argv = nul_split(&fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default());
+                let argv = argv_of(*p);
                 !matches!(argv.last().map(String::as_str), Some("start" | "delete"))
             })
             .collect()
@@ -950,7 +984,7 @@ impl Daemon {
         let mut leaks = Vec::new();
         let shims = self.shim_pids();
         for p in &shims {
-            let argv = nul_split(&fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default());
+            let argv = argv_of(*p);
             leaks.push(format!("shim process {p}: {argv:?}"));
         }
         // Anything else still naming our temp dir (task scripts, loggers...), except containerd
@@ -960,7 +994,7 @@ impl Daemon {
             if p == self.pid() || p == std::process::id() || shims.contains(&p) {
                 continue;
             }
-            let argv = nul_split(&fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default());
+            let argv = argv_of(p);
             let is_ctr = argv
                 .first()
                 .is_some_and(|a| a.ends_with("ctr") || a == "script");
