@@ -262,20 +262,8 @@ impl Dialect {
         };
         let pb_err = match decoded {
             Ok(r) => {
-                // makeConnection: the protocol, lower-cased; then NewTaskClient: the version.
-                match r.protocol.to_lowercase().as_str() {
-                    "ttrpc" => {}
-                    "grpc" => {
-                        return Err(AddressError::UnsupportedProtocol {
-                            protocol: r.protocol,
-                        })
-                    }
-                    _ => {
-                        return Err(AddressError::UnexpectedProtocol {
-                            protocol: r.protocol,
-                        })
-                    }
-                }
+                // makeConnection: the protocol; then NewTaskClient: the version.
+                check_protocol(&r.protocol)?;
                 let address = check_bare(&r.address)?;
                 return match r.version {
                     2 => Ok((address, TaskApi::V2)),
@@ -343,11 +331,7 @@ impl Dialect {
                         if b.version > max {
                             return Err(AddressError::UnsupportedVersion { version: b.version });
                         }
-                        if !b.protocol.is_empty() && b.protocol != "ttrpc" {
-                            return Err(AddressError::UnsupportedProtocol {
-                                protocol: b.protocol,
-                            });
-                        }
+                        check_protocol(&b.protocol)?;
                         let api = if b.version == 3 {
                             TaskApi::V3
                         } else {
@@ -359,6 +343,22 @@ impl Dialect {
                 }
             }
         }
+    }
+}
+
+/// The protocol check of `makeConnection` (core/runtime/v2/shim.go v2.1.9 and v2.3.4,
+/// runtime/v2/shim.go v1.7.24), the same for a JSON and a protobuf answer: lower-cased,
+/// `ttrpc` is dialed, `grpc` would be dialed by the daemon but the mock speaks ttrpc only, and
+/// anything else (the empty protocol of a JSON answer without one too) is refused.
+fn check_protocol(protocol: &str) -> Result<(), AddressError> {
+    match protocol.to_lowercase().as_str() {
+        "ttrpc" => Ok(()),
+        "grpc" => Err(AddressError::UnsupportedProtocol {
+            protocol: protocol.to_string(),
+        }),
+        _ => Err(AddressError::UnexpectedProtocol {
+            protocol: protocol.to_string(),
+        }),
     }
 }
 
@@ -671,6 +671,36 @@ mod tests {
             d.parse_start_output(grpc),
             Err(AddressError::UnsupportedProtocol { .. })
         ));
+    }
+
+    #[test]
+    fn json_without_a_ttrpc_protocol_is_refused_as_make_connection_does() {
+        for d in [Dialect::V1_7, Dialect::V2_0, Dialect::V2_3] {
+            let none = r#"{"version":2,"address":"unix:///x"}"#;
+            let e = d.parse_start_output(none).unwrap_err();
+            assert_eq!(e.to_string(), r#"unexpected protocol: """#, "{d}");
+            let upper = r#"{"version":2,"address":"unix:///x","protocol":"TTRPC"}"#;
+            assert_eq!(
+                d.parse_start_output(upper),
+                Ok(("unix:///x".into(), TaskApi::V2)),
+                "{d}"
+            );
+            let other = r#"{"version":2,"address":"unix:///x","protocol":"http"}"#;
+            assert_eq!(
+                d.parse_start_output(other),
+                Err(AddressError::UnexpectedProtocol {
+                    protocol: "http".into()
+                }),
+                "{d}"
+            );
+        }
+        let none = br#"{"version":2,"address":"unix:///x"}"#;
+        assert_eq!(
+            Dialect::V2_3.parse_start_bytes(none),
+            Err(AddressError::UnexpectedProtocol {
+                protocol: String::new()
+            })
+        );
     }
 
     #[test]

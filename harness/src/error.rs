@@ -89,8 +89,8 @@ pub enum AddressError {
         /// The combined, trimmed output.
         output: String,
     },
-    /// containerd 2.3 dials only `ttrpc` and `grpc` (core/runtime/v2/shim.go `makeConnection`
-    /// v2.3.4; an empty protocol in a protobuf answer is refused too).
+    /// containerd dials only `ttrpc` and `grpc` (core/runtime/v2/shim.go `makeConnection` v2.3.4,
+    /// the same in 1.7.24 and 2.1.9); an empty protocol, in a protobuf or JSON answer, too.
     #[error("unexpected protocol: {protocol:?}")]
     UnexpectedProtocol {
         /// The `protocol` field of the answer.

@@ -86,6 +86,9 @@ pub struct Faults {
     /// `start` answers a JSON bootstrap `{"version": N, "address", "protocol": "ttrpc"}` instead
     /// of the bare address (as containerd 2.x's own shims do with version 3).
     pub start_json: Option<u32>,
+    /// `start-protocol=P`: the `protocol` of that JSON bootstrap (default `ttrpc`); empty
+    /// (`start-protocol=`) leaves the field out, as a shim that forgets it does.
+    pub start_protocol: Option<&'static str>,
 }
 
 impl Faults {
@@ -124,6 +127,11 @@ impl Faults {
                 f.start_json = Some(v.parse().map_err(|e| {
                     Error::InvalidArgument(format!("{ENV}: start-json={v:?}: {e}"))
                 })?);
+                continue;
+            }
+            if name == "start-protocol" {
+                // Parsed once per process; leaking keeps `Faults` `Copy`.
+                f.start_protocol = Some(Box::leak(value.unwrap_or_default().into()));
                 continue;
             }
             if let Some(v) = value {
@@ -209,6 +217,13 @@ mod tests {
         );
         assert_eq!(Faults::parse("start-json=3").unwrap().start_json, Some(3));
         assert!(Faults::parse("start-json=x").is_err());
+        let f = Faults::parse("start-json=2,start-protocol=").unwrap();
+        assert_eq!(f.start_protocol, Some(""));
+        assert_eq!(f.start_json, Some(2));
+        assert_eq!(
+            Faults::parse("start-protocol=grpc").unwrap().start_protocol,
+            Some("grpc")
+        );
         let f = Faults::parse("grandchild,ignore-sigterm,big-event,huge-reply=Wait").unwrap();
         assert!(f.grandchild && f.ignore_sigterm && f.big_event);
         assert_eq!(f.reply, Some((ReplyFault::Huge, "Wait")));

@@ -13,19 +13,19 @@ fn main() {
                 std::os::unix::process::parent_id().to_string(),
             )
         };
-        if let Some(version) = reaper::faults::Faults::from_env()
-            .ok()
-            .and_then(|f| f.start_json)
-        {
-            std::process::exit(start_json(version));
+        if let Ok(f) = reaper::faults::Faults::from_env() {
+            if let Some(version) = f.start_json {
+                std::process::exit(start_json(version, f.start_protocol.unwrap_or("ttrpc")));
+            }
         }
     }
     std::process::exit(reaper::service::main(reaper::faults::Faults::from_env));
 }
 
-/// `start-json=N`: the real `start`, answered as a JSON bootstrap of version `N`.
+/// `start-json=N`: the real `start`, answered as a JSON bootstrap of version `N` with
+/// `protocol` (left out when empty).
 #[allow(clippy::print_stdout)]
-fn start_json(version: u32) -> i32 {
+fn start_json(version: u32, protocol: &str) -> i32 {
     let flags = match reaper::flags::parse(std::env::args().skip(1)) {
         Ok(f) => f,
         Err(e) => {
@@ -35,8 +35,10 @@ fn start_json(version: u32) -> i32 {
     };
     match reaper::service::start_action(&flags) {
         Ok(address) => {
-            let answer =
-                serde_json::json!({"version": version, "address": address, "protocol": "ttrpc"});
+            let mut answer = serde_json::json!({"version": version, "address": address});
+            if !protocol.is_empty() {
+                answer["protocol"] = protocol.into();
+            }
             print!("{answer}");
             let _ = std::io::stdout().flush();
             0

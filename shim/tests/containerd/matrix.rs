@@ -84,16 +84,24 @@ fn the_matrix_agrees_with_every_real_daemon_for_every_shim_at_hand() {
         ));
     }
     // The faulty shim's start-related faults: a JSON bootstrap of version 2 or 3 instead of the
-    // bare address, each switched on by a wrapper (the daemon passes its own environment on).
+    // bare address, and one of version 2 without a protocol, each switched on by a wrapper (the
+    // daemon passes its own environment on).
     let tmp = tempfile::tempdir().expect("tempdir");
-    for version in [2, 3] {
-        let dir = tmp.path().join(format!("json{version}"));
+    for (i, faults) in [
+        "start-json=2",
+        "start-json=3",
+        "start-json=2,start-protocol=",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = tmp.path().join(format!("json{i}"));
         std::fs::create_dir(&dir).expect("mkdir");
         let wrapper = dir.join("containerd-shim-faulty-v2");
         std::fs::write(
             &wrapper,
             format!(
-                "#!/bin/sh\nFAULTY_SHIM=start-json={version} exec {} \"$@\"\n",
+                "#!/bin/sh\nFAULTY_SHIM={faults} exec {} \"$@\"\n",
                 common::built_binary("containerd-shim-faulty-v2").display()
             ),
         )
@@ -103,11 +111,7 @@ fn the_matrix_agrees_with_every_real_daemon_for_every_shim_at_hand() {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .expect("chmod");
-        shims.push((
-            format!("faulty shim start-json={version}"),
-            Runtime::Faulty,
-            Some(dir),
-        ));
+        shims.push((format!("faulty shim {faults}"), Runtime::Faulty, Some(dir)));
     }
     let mut problems = vec![];
     for (name, runtime, dir) in &shims {
