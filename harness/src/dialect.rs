@@ -216,14 +216,15 @@ impl Dialect {
         }
         // log.GetLevel().String() through bootstrap.LogLevelFromString (helpers.go v2.3.4):
         // the mock is at info, or at debug when it passes `-debug`.
-        let level = if p.debug {
-            bootstrap::LogLevel::Debug
-        } else {
-            bootstrap::LogLevel::Info
+        let o = p.overrides.cloned().unwrap_or_default();
+        let level = match o.log_level {
+            Some(l) => l,
+            None if p.debug => bootstrap::LogLevel::Debug,
+            None => bootstrap::LogLevel::Info,
         };
         let mut params = bootstrap::BootstrapParams {
-            instance_id: p.id.to_string(),
-            namespace: p.namespace.to_string(),
+            instance_id: o.instance_id.unwrap_or_else(|| p.id.to_string()),
+            namespace: o.namespace.unwrap_or_else(|| p.namespace.to_string()),
             log_level: protobuf::EnumOrUnknown::new(level),
             containerd_version: CONTAINERD_2_3_VERSION.to_string(),
             containerd_ttrpc_address: p.ttrpc_address.to_string(),
@@ -235,7 +236,37 @@ impl Dialect {
         if let Some(any) = p.runtime_options {
             params.add_extension(any.clone());
         }
-        Some(params.write_to_bytes().unwrap_or_default())
+        for any in o.extensions {
+            params.add_extension(any);
+        }
+        let mut bytes = params.write_to_bytes().unwrap_or_default();
+        if o.cut {
+            bytes.truncate(bytes.len() / 2);
+        }
+        Some(bytes)
+    }
+
+    /// Reads the raw output of `start` as [`Dialect::parse_start_bytes`] does and says what it
+    /// was: the answer a scenario's `start-answer` step checks.
+    pub fn read_start_answer(&self, raw: &[u8]) -> Result<StartAnswer, AddressError> {
+        let (address, api) = self.parse_start_bytes(raw)?;
+        let text = String::from_utf8_lossy(raw);
+        let format = if *self == Dialect::V2_3
+            && go_wire_valid(raw)
+            && <bootstrap::BootstrapResult as protobuf::Message>::parse_from_bytes(raw).is_ok()
+        {
+            AnswerFormat::Protobuf
+        } else if parse_bootstrap_json(text.trim()).is_some_and(|b| b.version >= 2) {
+            AnswerFormat::Json
+        } else {
+            AnswerFormat::Bare
+        };
+        Ok(StartAnswer {
+            format,
+            version: if api == TaskApi::V3 { 3 } else { 2 },
+            protocol: "ttrpc".into(),
+            address,
+        })
     }
 
     /// Reads the raw combined output of `start` as this containerd version does. 2.3
@@ -362,6 +393,56 @@ fn check_protocol(protocol: &str) -> Result<(), AddressError> {
     }
 }
 
+/// What a `start` answered, as the dialect read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartAnswer {
+    /// Which of the three forms it had.
+    pub format: AnswerFormat,
+    /// The shim API version the daemon takes from it (2 or 3).
+    pub version: u8,
+    /// The protocol dialed (`ttrpc`).
+    pub protocol: String,
+    /// The address.
+    pub address: String,
+}
+
+/// The form of a `start` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerFormat {
+    /// A protobuf `BootstrapResult` (read by 2.3 only).
+    Protobuf,
+    /// The JSON bootstrap, version 2 or more.
+    Json,
+    /// An address alone.
+    Bare,
+}
+
+impl AnswerFormat {
+    /// `protobuf`, `json` or `bare`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AnswerFormat::Protobuf => "protobuf",
+            AnswerFormat::Json => "json",
+            AnswerFormat::Bare => "bare",
+        }
+    }
+}
+
+/// What a scenario changes in the `BootstrapParams` of one `start` (dialect 2.3).
+#[derive(Debug, Clone, Default)]
+pub struct BootstrapOverrides {
+    /// `log_level` (default: from `-debug`).
+    pub log_level: Option<bootstrap::LogLevel>,
+    /// Extensions after the runtime options.
+    pub extensions: Vec<protobuf::well_known_types::any::Any>,
+    /// `instance_id` instead of `-id`.
+    pub instance_id: Option<String>,
+    /// `namespace` instead of `-namespace`.
+    pub namespace: Option<String>,
+    /// Send only the first half of the encoded message.
+    pub cut: bool,
+}
+
 /// What [`Dialect::start_stdin`] needs to know about one `start`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StartParams<'a> {
@@ -381,6 +462,8 @@ pub struct StartParams<'a> {
     pub runtime_options: Option<&'a protobuf::well_known_types::any::Any>,
     /// The runtime's configured socket directory (2.3 sends it only when set).
     pub socket_dir: Option<&'a str>,
+    /// A scenario's changes to the `BootstrapParams`.
+    pub overrides: Option<&'a BootstrapOverrides>,
 }
 
 /// Whether `b` is well-formed protobuf wire data as Go's `proto.Unmarshal` requires of unknown
@@ -754,6 +837,7 @@ mod tests {
             containerd_binary: PB,
             runtime_options: opts,
             socket_dir: None,
+            overrides: None,
         }
     }
 
@@ -803,6 +887,82 @@ mod tests {
         assert_eq!(p.extensions.len(), 1);
         assert_eq!(p.socket_dir.as_deref(), Some("/run/s"));
         assert_eq!(p.log_level.value(), 0);
+    }
+
+    #[test]
+    fn a_scenario_changes_the_2_3_params_as_asked() {
+        let shim = Path::new("/x/containerd-shim-reaper-v2");
+        let opts = any_opts();
+        let unknown = protobuf::well_known_types::any::Any {
+            type_url: "type.googleapis.com/harness.test.Unknown".into(),
+            value: vec![7; 3],
+            ..Default::default()
+        };
+        let o = BootstrapOverrides {
+            log_level: Some(bootstrap::LogLevel::Trace),
+            extensions: vec![unknown.clone()],
+            instance_id: Some("other".into()),
+            namespace: Some("ns2".into()),
+            cut: false,
+        };
+        let mut sp = start_params(Some(&opts));
+        sp.overrides = Some(&o);
+        let whole = Dialect::V2_3.start_stdin(shim, &sp).unwrap();
+        let p = decode_params(&whole);
+        assert_eq!(
+            (p.instance_id.as_str(), p.namespace.as_str()),
+            ("other", "ns2")
+        );
+        // The level overrides -debug (the start params ask for debug).
+        assert_eq!(p.log_level.value(), -8);
+        // The runtime options stay first; the scenario's extension follows.
+        assert_eq!(p.runtime_options(), Some(&opts));
+        assert_eq!(p.extensions.len(), 2);
+        assert_eq!(p.extensions[1].value.as_ref(), Some(&unknown));
+        // `cut`: exactly the first half of the same bytes.
+        let cut = BootstrapOverrides {
+            cut: true,
+            ..o.clone()
+        };
+        sp.overrides = Some(&cut);
+        let half = Dialect::V2_3.start_stdin(shim, &sp).unwrap();
+        assert_eq!(half, whole[..whole.len() / 2]);
+    }
+
+    #[test]
+    fn the_answer_format_is_named() {
+        use protobuf::Message;
+        let pb = bootstrap::BootstrapResult {
+            version: 3,
+            address: BARE.into(),
+            protocol: "ttrpc".into(),
+            ..Default::default()
+        }
+        .write_to_bytes()
+        .unwrap();
+        let a = Dialect::V2_3.read_start_answer(&pb).unwrap();
+        assert_eq!(
+            (a.format, a.version, a.address.as_str()),
+            (AnswerFormat::Protobuf, 3, BARE)
+        );
+        let a = Dialect::V2_3.read_start_answer(J2.as_bytes()).unwrap();
+        assert_eq!((a.format, a.version), (AnswerFormat::Json, 2));
+        let a = Dialect::V2_0.read_start_answer(J3.as_bytes()).unwrap();
+        assert_eq!((a.format, a.version), (AnswerFormat::Json, 3));
+        let a = Dialect::V1_6.read_start_answer(BARE.as_bytes()).unwrap();
+        assert_eq!(
+            (a.format, a.version, a.protocol.as_str()),
+            (AnswerFormat::Bare, 2, "ttrpc")
+        );
+        // A JSON bootstrap below version 2 is dialed whole: bare.
+        let j1 = r#"{"version":1,"address":"unix:///x"}"#;
+        assert_eq!(
+            Dialect::V2_0
+                .read_start_answer(j1.as_bytes())
+                .unwrap()
+                .format,
+            AnswerFormat::Bare
+        );
     }
 
     #[test]

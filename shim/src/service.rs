@@ -76,16 +76,35 @@ fn read_stdin() -> Vec<u8> {
 /// containerd 2.3's `BootstrapParams` if that is what `input` holds, `None` for the older stdin
 /// (empty, or the runtime options `Any`). containerd's own shim takes any input that decodes
 /// (pkg/shim/shim.go v2.3.4), but an options `Any` decodes too: its type URL (field 1) lands in
-/// `instance_id` and its value (field 2), when UTF-8, in `namespace`. So this also asks what
-/// containerd main checks (PR #13910): `instance_id` and `namespace` equal `-id` and
-/// `-namespace`, which an options `Any` cannot both match (its type URL is never a container id
-/// in the same namespace as its value bytes).
-pub fn bootstrap_params(input: &[u8], flags: &Flags) -> Option<bootstrap::BootstrapParams> {
+/// `instance_id` and its value (field 2), when UTF-8, in `namespace`. Decoded params are ours
+/// when `instance_id` and `namespace` equal `-id` and `-namespace`; when they disagree, params
+/// that carry anything a daemon sends beyond those two fields (an options `Any` has nothing
+/// else) are refused, as containerd main's shim refuses them (pkg/shim/compat.go
+/// `parseBootstrapParams`: "bootstrap parameters do not match command-line arguments").
+pub fn bootstrap_params(input: &[u8], flags: &Flags) -> Result<Option<bootstrap::BootstrapParams>> {
     if input.is_empty() {
-        return None;
+        return Ok(None);
     }
-    let p = <bootstrap::BootstrapParams as Message>::parse_from_bytes(input).ok()?;
-    (p.instance_id == flags.id && p.namespace == flags.namespace).then_some(p)
+    let Ok(p) = <bootstrap::BootstrapParams as Message>::parse_from_bytes(input) else {
+        return Ok(None);
+    };
+    if p.instance_id == flags.id && p.namespace == flags.namespace {
+        return Ok(Some(p));
+    }
+    let from_a_daemon = p.log_level.value() != 0
+        || !p.containerd_version.is_empty()
+        || !p.containerd_ttrpc_address.is_empty()
+        || !p.containerd_grpc_address.is_empty()
+        || !p.containerd_binary.is_empty()
+        || !p.extensions.is_empty()
+        || p.socket_dir.is_some();
+    if from_a_daemon {
+        return Err(Error::InvalidArgument(format!(
+            "bootstrap parameters (instance_id {:?}, namespace {:?}) do not match the command line (-id {:?}, -namespace {:?})",
+            p.instance_id, p.namespace, flags.id, flags.namespace
+        )));
+    }
+    Ok(None)
 }
 
 /// The shim API version the reaper answers a 2.3 daemon with: 3, as it serves
@@ -96,12 +115,14 @@ pub const SHIM_API_VERSION: i32 = 3;
 /// what to print: to `BootstrapParams`, a protobuf `BootstrapResult` (version
 /// [`SHIM_API_VERSION`], protocol ttrpc), else the bare address (containerd 1.6 to 2.2).
 pub fn start_answer(flags: &Flags) -> Result<Vec<u8>> {
-    let params = bootstrap_params(&read_stdin(), flags);
+    let params = bootstrap_params(&read_stdin(), flags)?;
     let dir = params
         .as_ref()
         .and_then(|p| p.socket_dir.as_deref())
         .filter(|d| !d.is_empty());
-    let addr = start_in(flags, dir)?;
+    // The server logs at debug when the daemon's level (2.3) or its `-debug` flag asks for it.
+    let debug = flags.debug || params.as_ref().is_some_and(|p| p.level().is_debug());
+    let addr = start_in(flags, dir, debug)?;
     Ok(match params {
         Some(_) => {
             let result = bootstrap::BootstrapResult {
@@ -163,16 +184,18 @@ fn join(addr: &str, id: &str) -> bool {
 /// The `start` action. Returns the address to print. Stdin is read: the options `Any` is
 /// ignored; `BootstrapParams` only count for their `socket_dir` (see [`start_answer`]).
 pub fn start_action(flags: &Flags) -> Result<String> {
-    let params = bootstrap_params(&read_stdin(), flags);
+    let params = bootstrap_params(&read_stdin(), flags)?;
     let dir = params
         .as_ref()
         .and_then(|p| p.socket_dir.as_deref())
         .filter(|d| !d.is_empty());
-    start_in(flags, dir)
+    let debug = flags.debug || params.as_ref().is_some_and(|p| p.level().is_debug());
+    start_in(flags, dir, debug)
 }
 
-/// `start` with the socket in `socket_dir` (default [`SOCKET_DIR`]).
-fn start_in(flags: &Flags, socket_dir: Option<&str>) -> Result<String> {
+/// `start` with the socket in `socket_dir` (default [`SOCKET_DIR`]), the server at debug level
+/// when `debug`.
+fn start_in(flags: &Flags, socket_dir: Option<&str>, debug: bool) -> Result<String> {
     if flags.id.is_empty() || flags.namespace.is_empty() {
         return Err(Error::InvalidArgument(
             "start needs -id and -namespace".into(),
@@ -243,7 +266,7 @@ fn start_in(flags: &Flags, socket_dir: Option<&str>) -> Result<String> {
         "-address",
         &flags.address,
     ]);
-    if flags.debug {
+    if debug {
         cmd.arg("-debug");
     }
     cmd.current_dir(&bundle)
@@ -633,14 +656,24 @@ mod tests {
             ..Default::default()
         };
         let bytes = params.write_to_bytes().unwrap();
-        let got = bootstrap_params(&bytes, &start_flags("c1", "default")).unwrap();
+        let got = bootstrap_params(&bytes, &start_flags("c1", "default"))
+            .unwrap()
+            .unwrap();
         assert_eq!(got.socket_dir.as_deref(), Some("/tmp/s"));
-        // Params for another container or namespace are not ours.
-        assert!(bootstrap_params(&bytes, &start_flags("c2", "default")).is_none());
-        assert!(bootstrap_params(&bytes, &start_flags("c1", "k8s.io")).is_none());
+        // Params for another container or namespace are refused, naming both sides.
+        let e = bootstrap_params(&bytes, &start_flags("c2", "default")).unwrap_err();
+        assert!(
+            e.to_string().contains(r#"instance_id "c1""#) && e.to_string().contains(r#"-id "c2""#),
+            "{e}"
+        );
+        assert!(bootstrap_params(&bytes, &start_flags("c1", "k8s.io")).is_err());
         // Empty stdin (ctr without options) and garbage: legacy.
-        assert!(bootstrap_params(&[], &start_flags("c1", "default")).is_none());
-        assert!(bootstrap_params(b"\xff\xff", &start_flags("c1", "default")).is_none());
+        assert!(bootstrap_params(&[], &start_flags("c1", "default"))
+            .unwrap()
+            .is_none());
+        assert!(bootstrap_params(b"\xff\xff", &start_flags("c1", "default"))
+            .unwrap()
+            .is_none());
         // An options Any decodes as BootstrapParams (type URL as instance_id, UTF-8 value as
         // namespace), but is not taken for one, even with an id equal to its type URL.
         let any = protobuf::well_known_types::any::Any {
@@ -650,11 +683,14 @@ mod tests {
         };
         let legacy = any.write_to_bytes().unwrap();
         assert!(<bootstrap::BootstrapParams as Message>::parse_from_bytes(&legacy).is_ok());
-        assert!(bootstrap_params(&legacy, &start_flags("c1", "default")).is_none());
+        assert!(bootstrap_params(&legacy, &start_flags("c1", "default"))
+            .unwrap()
+            .is_none());
         assert!(bootstrap_params(
             &legacy,
             &start_flags("containerd.runc.v1.Options", "default")
         )
+        .unwrap()
         .is_none());
     }
 

@@ -22,6 +22,12 @@ pub fn mock_only_variable(text: &str) -> Option<String> {
 
 /// Why `sc` cannot run through a real containerd's API, or `None` when it can.
 pub fn inexpressible(sc: &Scenario) -> Option<String> {
+    if sc.bootstrap.is_some() {
+        return Some(
+            "`bootstrap`: the daemon writes its own BootstrapParams; its API cannot change them"
+                .into(),
+        );
+    }
     let mut st = Walk::default();
     let n = sc.steps.len();
     for (i, s) in sc.steps.iter().enumerate() {
@@ -97,7 +103,7 @@ impl Walk {
                     )
                 }
             }
-            Step::ShimAlive(_) | Step::KillShim(_) => {
+            Step::ShimAlive(_) | Step::KillShim(_) | Step::StartAnswer(_) | Step::ShimLog(_) => {
                 Some("the shim process belongs to containerd; its API does not expose it".into())
             }
             Step::RestartContainerd(_)
@@ -150,6 +156,8 @@ fn container_of(s: &Step) -> Option<&str> {
         Step::Update(c) => c.container.as_deref(),
         Step::Events(c) => c.container.as_deref(),
         Step::Output(c) => c.container.as_deref(),
+        Step::StartAnswer(c) => c.container.as_deref(),
+        Step::ShimLog(c) => c.container.as_deref(),
         _ => None,
     }
 }

@@ -2,6 +2,7 @@
 //! instance, scenarios in parallel up to `jobs` on one tokio runtime, every wait bounded; turns
 //! what happened into a [`ScenarioResult`] (steps, events, output, leaks, verdict).
 
+mod bootstrap;
 mod checks;
 mod close;
 mod convert;

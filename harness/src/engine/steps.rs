@@ -91,6 +91,8 @@ pub(super) struct Ctx<'a> {
     /// The pid the shim reported per (container id, exec id; empty = init), with the guard's
     /// verdict, for `kill-process`.
     pub(super) proc_pids: BTreeMap<(String, String), Reported>,
+    /// The scenario's `bootstrap:` key (containerd 2.3's `BootstrapParams`), if any.
+    pub(super) bootstrap: Option<&'a crate::scenario::BootstrapSpec>,
 }
 
 /// A pid the shim reported, and whether the harness may signal it ([`Proc::reported`]).
@@ -199,6 +201,7 @@ pub(super) async fn execute(
         tmp.path().to_path_buf(),
         namespace,
     );
+    ctx.bootstrap = sc.bootstrap.as_ref();
     let total = sc.timeout.map(|d| d.get()).unwrap_or(cfg.scenario_timeout);
     let began = crate::leaks::ticks_now();
     let ran = tokio::time::timeout(total, async {
@@ -273,6 +276,7 @@ impl<'a> Ctx<'a> {
             pids: Vec::new(),
             refused_pids: Vec::new(),
             proc_pids: BTreeMap::new(),
+            bootstrap: None,
         };
         ctx.vars.insert("id".into(), MAIN.into());
         ctx
@@ -355,8 +359,12 @@ impl<'a> Ctx<'a> {
             .or(self.process.terminal)
             .unwrap_or(false);
         let process = self.process.clone();
-        if let Err(e) = self.launch(MAIN, &process, terminal).await {
-            self.fail(None, e);
+        if self.bootstrap_prepare().is_err() {
+            return false;
+        }
+        let t0 = Instant::now();
+        let launched = self.launch(MAIN, &process, terminal).await;
+        if let super::bootstrap::Launched::Stop = self.bootstrap_judge(launched, t0) {
             return false;
         }
         let client = self.shims[0].client.clone();
@@ -410,11 +418,13 @@ impl<'a> Ctx<'a> {
                 &bundle,
                 LaunchOptions {
                     extra_env: self.cfg.shim_env.clone(),
+                    bootstrap: self.bootstrap_overrides(name),
                     ..LaunchOptions::default()
                 },
             )
             .await
             .map_err(|e| format!("launching the shim for `{name}`: {e}"))?;
+        self.note_answer(name, &shim.answer().clone());
         let slot = ShimSlot {
             client: shim.client(),
             address: shim.address.clone(),
@@ -619,6 +629,8 @@ impl<'a> Ctx<'a> {
             Step::EventsUp(_) => self.events_endpoint(true, label).await,
             Step::StallStdout(d) => self.stall_stdout(d.get(), label),
             Step::KillProcess(k) => self.kill_process(k, label),
+            Step::StartAnswer(a) => self.start_answer_step(a, label),
+            Step::ShimLog(l) => self.shim_log_step(l, label).await,
             Step::KillShim(k) => {
                 let Some(pid) = self.shims[0].pid else {
                     return self.step_failed(

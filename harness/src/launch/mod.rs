@@ -70,6 +70,8 @@ pub struct LaunchOptions {
     pub runtime_options: Option<protobuf::well_known_types::any::Any>,
     /// Extra environment for the shim (containerd's per-runtime `env`).
     pub extra_env: Vec<(String, String)>,
+    /// A scenario's changes to 2.3's `BootstrapParams`.
+    pub bootstrap: Option<dialect::BootstrapOverrides>,
 }
 
 /// A mock containerd instance.
@@ -273,6 +275,7 @@ impl MockContainerd {
                 containerd_binary: &pb,
                 runtime_options: opts.runtime_options.as_ref(),
                 socket_dir: self.socket_dir.as_deref(),
+                overrides: opts.bootstrap.as_ref(),
             },
         );
 
@@ -371,8 +374,8 @@ impl MockContainerd {
                 status: exit_code(&status),
             });
         }
-        let (address, api) = match dialect.parse_start_bytes(&raw) {
-            Ok(v) => v,
+        let answer = match dialect.read_start_answer(&raw) {
+            Ok(a) => a,
             Err(reason) => {
                 // containerd never learns the address: the server it started is leaked; find it.
                 let killed = end_leaked(start_pid, since, &text, &bundle_dir);
@@ -380,6 +383,14 @@ impl MockContainerd {
                 return Err(LaunchError::Address { reason, killed });
             }
         };
+        let (address, api) = (
+            answer.address.clone(),
+            if answer.version == 3 {
+                TaskApi::V3
+            } else {
+                TaskApi::V2
+            },
+        );
         let dial = dialect::dial_address(&address);
         let conn =
             match tokio::time::timeout(t.connect, ttrpc::r#async::Client::connect(&dial)).await {
@@ -456,6 +467,7 @@ impl MockContainerd {
             api,
             client,
             start_output: text,
+            answer,
             log,
             pgids,
             events: self.events.clone(),

@@ -29,6 +29,7 @@ pub struct Shim {
     pub api: TaskApi,
     pub(super) client: TaskClient,
     pub(super) start_output: String,
+    pub(super) answer: crate::dialect::StartAnswer,
     pub(super) log: LogDrain,
     pub(super) pgids: Vec<i32>,
     pub(super) events: EventLog,
@@ -127,6 +128,11 @@ impl Shim {
     /// Opens the bundle's `log` FIFO again, as a restarted containerd's `loadShim` does.
     pub fn log_reader_up(&mut self) -> Result<(), crate::error::HarnessError> {
         self.log.reopen(&self.delete.bundle.join("log"))
+    }
+
+    /// What `start` answered, as the dialect read it.
+    pub fn answer(&self) -> &crate::dialect::StartAnswer {
+        &self.answer
     }
 
     /// The combined, trimmed output of `start`.

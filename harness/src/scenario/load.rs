@@ -93,7 +93,12 @@ fn yaml_error(path: &Path, e: &serde_yaml_ng::Error) -> LoadError {
 /// Parses scenario text; `path` is only used in errors.
 pub fn load_str(path: &Path, text: &str) -> Result<Scenario, LoadError> {
     let sc: Scenario = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path, &e))?;
-    if sc.steps.is_empty() {
+    // A scenario whose `start` must be refused needs no steps: they would never run.
+    let start_only = sc
+        .bootstrap
+        .as_ref()
+        .is_some_and(|b| b.start != super::StartOutcome::Works);
+    if sc.steps.is_empty() && !start_only {
         return Err(LoadError::Parse {
             path: path.to_path_buf(),
             line: 1,

@@ -31,7 +31,7 @@ pub fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
     Ok(out)
 }
 
-fn regex_checked<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn regex_checked<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = Option::<String>::deserialize(d)?;
     if let Some(r) = &s {
         regex::Regex::new(r).map_err(|e| de::Error::custom(format!("invalid regex `{r}`: {e}")))?;

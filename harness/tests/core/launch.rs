@@ -38,6 +38,7 @@ async fn launch_matches_each_dialect_argv_env_cwd_stdin_and_log_fifo() -> Result
                 LaunchOptions {
                     runtime_options: Some(opts.clone()),
                     extra_env: vec![("RUNTIME_ENV".into(), "from-config".into())],
+                    bootstrap: None,
                 },
             )
             .await
