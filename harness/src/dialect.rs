@@ -230,7 +230,13 @@ impl Dialect {
             containerd_ttrpc_address: p.ttrpc_address.to_string(),
             containerd_grpc_address: p.grpc_address.to_string(),
             containerd_binary: p.containerd_binary.to_string(),
-            socket_dir: p.socket_dir.map(str::to_string),
+            // Always sent: the runtime's `socket_dir`, else the daemon's default
+            // (core/runtime/v2/shim_manager.go and binary.go `Start`, v2.3.4).
+            socket_dir: Some(
+                p.socket_dir
+                    .map(str::to_string)
+                    .unwrap_or_else(default_socket_dir),
+            ),
             ..Default::default()
         };
         if let Some(any) = p.runtime_options {
@@ -377,6 +383,76 @@ impl Dialect {
     }
 }
 
+/// The longest `socket_dir` containerd 2.3 accepts on Linux (core/runtime/v2/socket_linux.go
+/// `maxSocketDirLen` v2.3.4): the socket's name, 64 hex digits, must still fit a unix address.
+pub const MAX_SOCKET_DIR_LEN: usize = 42;
+
+/// Checks a `socket_dir` as containerd 2.3 checks its runtime setting (core/runtime/v2/
+/// shim_manager.go v2.3.4): absolute and at most [`MAX_SOCKET_DIR_LEN`] bytes once cleaned.
+pub fn check_socket_dir(dir: &str) -> Result<String, String> {
+    let p = Path::new(dir);
+    if !p.is_absolute() {
+        return Err(format!("socket_dir must be an absolute path: {dir:?}"));
+    }
+    // Go's `filepath.Clean`, lexically: `.` dropped, `..` takes back one name.
+    let mut names: Vec<&std::ffi::OsStr> = vec![];
+    for c in p.components() {
+        match c {
+            std::path::Component::Normal(n) => names.push(n),
+            std::path::Component::ParentDir => {
+                names.pop();
+            }
+            _ => {}
+        }
+    }
+    let clean = format!(
+        "/{}",
+        names
+            .iter()
+            .map(|n| n.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/")
+    );
+    if clean.len() > MAX_SOCKET_DIR_LEN {
+        return Err(format!(
+            "socket_dir length must be no longer than {MAX_SOCKET_DIR_LEN} characters: {clean:?} has {}",
+            clean.len()
+        ));
+    }
+    Ok(clean)
+}
+
+/// containerd 2.3's socket directory when the runtime sets none (core/runtime/v2/shim_unix.go
+/// `defaultSocketDir` v2.3.4): `/run/containerd/s` for root; otherwise the first of that,
+/// `$XDG_RUNTIME_DIR/containerd/s`, `/run/<uid>/containerd/s` and `/tmp/containerd-s-<uid>`
+/// that exists (or can be made, mode 0700) and is owned by the user.
+pub fn default_socket_dir() -> String {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    const DEFAULT: &str = "/run/containerd/s";
+    let uid = nix::unistd::geteuid().as_raw();
+    if uid == 0 {
+        return DEFAULT.to_string();
+    }
+    let mut candidates = vec![DEFAULT.to_string()];
+    if let Ok(x) = std::env::var("XDG_RUNTIME_DIR") {
+        if !x.is_empty() {
+            candidates.push(format!("{x}/containerd/s"));
+        }
+    }
+    candidates.push(format!("/run/{uid}/containerd/s"));
+    candidates.push(format!("/tmp/containerd-s-{uid}"));
+    candidates
+        .into_iter()
+        .find(|d| {
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d);
+            std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == uid)
+        })
+        .unwrap_or_default()
+}
+
 /// The protocol check of `makeConnection` (core/runtime/v2/shim.go v2.1.9 and v2.3.4,
 /// runtime/v2/shim.go v1.7.24), the same for a JSON and a protobuf answer: lower-cased,
 /// `ttrpc` is dialed, `grpc` would be dialed by the daemon but the mock speaks ttrpc only, and
@@ -460,7 +536,7 @@ pub struct StartParams<'a> {
     pub containerd_binary: &'a str,
     /// The runtime options.
     pub runtime_options: Option<&'a protobuf::well_known_types::any::Any>,
-    /// The runtime's configured socket directory (2.3 sends it only when set).
+    /// The runtime's configured socket directory (2.3 sends its default when unset).
     pub socket_dir: Option<&'a str>,
     /// A scenario's changes to the `BootstrapParams`.
     pub overrides: Option<&'a BootstrapOverrides>,
@@ -876,7 +952,12 @@ mod tests {
         assert_eq!(p.containerd_grpc_address, GRPC);
         assert_eq!(p.containerd_binary, PB);
         assert!(p.extensions.is_empty());
-        assert_eq!(p.socket_dir, None);
+        // No socket dir configured: the daemon's default is sent all the same.
+        assert_eq!(p.socket_dir, Some(default_socket_dir()));
+        assert_eq!(
+            nix::unistd::geteuid().is_root(),
+            p.socket_dir.as_deref() == Some("/run/containerd/s")
+        );
         // Options as the one extension, the socket dir when asked, info without -debug.
         let opts = any_opts();
         let mut sp = start_params(Some(&opts));
@@ -927,6 +1008,21 @@ mod tests {
         sp.overrides = Some(&cut);
         let half = Dialect::V2_3.start_stdin(shim, &sp).unwrap();
         assert_eq!(half, whole[..whole.len() / 2]);
+    }
+
+    #[test]
+    fn a_socket_dir_is_checked_as_containerd_checks_it() {
+        assert_eq!(check_socket_dir("/run/x/../s/./"), Ok("/run/s".into()));
+        assert_eq!(check_socket_dir("/run/s"), Ok("/run/s".into()));
+        let e = check_socket_dir("run/s").unwrap_err();
+        assert!(e.contains("absolute"), "{e}");
+        let long = format!("/{}", "d".repeat(42));
+        let e = check_socket_dir(&long).unwrap_err();
+        assert!(
+            e.contains("no longer than 42") && e.contains("has 43"),
+            "{e}"
+        );
+        assert!(check_socket_dir(&long[..42]).is_ok());
     }
 
     #[test]

@@ -245,6 +245,11 @@ struct RunArgs {
     /// Extra environment for the shim, K=V; repeatable (e.g. a fault switch of a test shim).
     #[arg(long = "shim-env", value_name = "K=V")]
     shim_env: Vec<String>,
+    /// With --containerd-version 2.3: the runtime's `socket_dir` sent in `BootstrapParams`
+    /// (absolute, at most 42 characters, as containerd checks it). Default: the daemon's own,
+    /// /run/containerd/s for root.
+    #[arg(long, value_name = "DIR")]
+    socket_dir: Option<String>,
     /// Skip the preflight. By default the shim is launched once before the suite (same
     /// containerd version, environment and rootfs) and closed again; when its `start` fails
     /// (non-zero exit, output that is not an address, no answer within the start timeout of
@@ -475,17 +480,23 @@ fn parse_shim_env(values: &[String]) -> Result<Vec<(String, String)>> {
 /// `harness matrix`: each dialect's verdict on the shim; exit 0 when it works with every one.
 fn matrix(a: &MatrixArgs) -> Result<u8> {
     let shim = resolve_shim(a.shim.as_deref())?;
-    let lifecycle = scenario::embedded::suite()?
-        .into_iter()
-        .find(|l| l.name == harness::matrix::LIFECYCLE)
-        .ok_or_else(|| anyhow!("the embedded suite lacks {}", harness::matrix::LIFECYCLE))?;
+    let suite = scenario::embedded::suite()?;
+    let find = |name: &str| {
+        suite
+            .iter()
+            .find(|l| l.name == name)
+            .cloned()
+            .ok_or_else(|| anyhow!("the embedded suite lacks {name}"))
+    };
+    let lifecycle = find(harness::matrix::LIFECYCLE)?;
+    let repeated = find(harness::matrix::REPEATED_START)?;
     let cfg = RunConfig {
         shim: shim.clone(),
         shim_env: parse_shim_env(&a.shim_env)?,
         ..RunConfig::default()
     };
     let rt = tokio::runtime::Runtime::new()?;
-    let rows = rt.block_on(harness::matrix::matrix(&cfg, &lifecycle));
+    let rows = rt.block_on(harness::matrix::matrix(&cfg, &lifecycle, &repeated));
     let text = match a.format {
         MatrixFormat::Human => harness::matrix::human(&shim.display().to_string(), &rows),
         MatrixFormat::Json => serde_json::to_string_pretty(&serde_json::json!({
@@ -556,6 +567,15 @@ fn prepare(a: &RunArgs) -> Result<(RunConfig, Vec<Loaded>)> {
         None => Profile::default(),
     };
     let shim_env = parse_shim_env(&a.shim_env)?;
+    let socket_dir = match &a.socket_dir {
+        None => None,
+        Some(_) if dialect != Dialect::V2_3 => bail!(
+            "--socket-dir: only containerd 2.3 sends a socket dir (use --containerd-version 2.3)"
+        ),
+        Some(d) => {
+            Some(harness::dialect::check_socket_dir(d).map_err(|e| anyhow!("--socket-dir: {e}"))?)
+        }
+    };
     if a.jobs == Some(0) {
         bail!("--jobs: expected at least 1");
     }
@@ -584,6 +604,7 @@ fn prepare(a: &RunArgs) -> Result<(RunConfig, Vec<Loaded>)> {
         shim_env,
         keep_going: a.keep_going,
         step_timeout: a.step_timeout,
+        socket_dir,
         rootfs: match a.rootfs {
             RootfsArg::Busybox => harness::bundle::RootfsKind::Busybox,
             RootfsArg::None => harness::bundle::RootfsKind::None,

@@ -1,7 +1,10 @@
 //! `harness matrix`: which containerd versions a shim works with, and why not the others. For
 //! each dialect the shim is started as that version starts it (the [preflight], which reads the
 //! answer as that daemon does and words a refusal as it does, e.g. `unsupported shim version
-//! (3)`), and when it starts, one minimal lifecycle (`lifecycle/exit-zero`) runs in the dialect.
+//! (3)`), and when it starts, one minimal lifecycle (`lifecycle/exit-zero`) runs in the dialect,
+//! then a second, grouped `start` must answer the address, version and protocol the first did
+//! (`grouping/repeated-start-same-answer`, containerd#10888: the daemon dials the second
+//! container with what its `start` answered).
 //!
 //! [preflight]: crate::engine::preflight
 
@@ -15,6 +18,11 @@ use crate::scenario::Loaded;
 /// The scenario the matrix runs once the shim starts.
 pub const LIFECYCLE: &str = "lifecycle/exit-zero";
 
+/// The scenario the matrix runs once the lifecycle works: a grouped container's `start`
+/// answers the same address, version and protocol as the first (a shim that does not
+/// group skips it).
+pub const REPEATED_START: &str = "grouping/repeated-start-same-answer";
+
 /// The verdict for one containerd version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -25,6 +33,20 @@ pub enum Verdict {
     Refused,
     /// It starts, but the lifecycle fails.
     LifecycleFails,
+    /// The lifecycle works, but a grouped container's `start` answers differently.
+    GroupedStartDiffers,
+}
+
+impl Verdict {
+    /// The kebab-case name (as in the JSON).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Works => "works",
+            Verdict::Refused => "refused",
+            Verdict::LifecycleFails => "lifecycle-fails",
+            Verdict::GroupedStartDiffers => "grouped-start-differs",
+        }
+    }
 }
 
 /// One row of the matrix.
@@ -40,8 +62,9 @@ pub struct Row {
 }
 
 /// Runs the matrix for `base.shim` (its environment and rootfs; the dialect is each of
-/// [`Dialect::ALL`] in turn) with `lifecycle` as the minimal scenario.
-pub async fn matrix(base: &RunConfig, lifecycle: &Loaded) -> Vec<Row> {
+/// [`Dialect::ALL`] in turn) with `lifecycle` as the minimal scenario and `repeated` as the
+/// grouped-start check.
+pub async fn matrix(base: &RunConfig, lifecycle: &Loaded, repeated: &Loaded) -> Vec<Row> {
     let mut rows = Vec::new();
     for dialect in Dialect::ALL {
         let cfg = RunConfig {
@@ -60,15 +83,24 @@ pub async fn matrix(base: &RunConfig, lifecycle: &Loaded) -> Vec<Row> {
             },
             Ok(_) => {
                 let r = engine::run_scenario(&cfg, lifecycle).await;
-                let works = r.status == Status::Passed;
-                Row {
-                    containerd,
-                    verdict: if works {
-                        Verdict::Works
-                    } else {
-                        Verdict::LifecycleFails
-                    },
-                    reason: if works { None } else { r.reason },
+                if r.status != Status::Passed {
+                    Row {
+                        containerd,
+                        verdict: Verdict::LifecycleFails,
+                        reason: r.reason,
+                    }
+                } else {
+                    let g = engine::run_scenario(&cfg, repeated).await;
+                    let differs = matches!(g.status, Status::Failed | Status::Xfailed);
+                    Row {
+                        containerd,
+                        verdict: if differs {
+                            Verdict::GroupedStartDiffers
+                        } else {
+                            Verdict::Works
+                        },
+                        reason: if differs { g.reason } else { None },
+                    }
                 }
             }
         };
@@ -79,17 +111,12 @@ pub async fn matrix(base: &RunConfig, lifecycle: &Loaded) -> Vec<Row> {
 
 /// The matrix as a table for people.
 pub fn human(shim: &str, rows: &[Row]) -> String {
-    let mut out = format!("{shim}\ncontainerd  verdict          reason\n");
+    let mut out = format!("{shim}\ncontainerd  verdict               reason\n");
     for r in rows {
-        let verdict = match r.verdict {
-            Verdict::Works => "works",
-            Verdict::Refused => "refused",
-            Verdict::LifecycleFails => "lifecycle-fails",
-        };
         out.push_str(&format!(
-            "{:<11} {:<16} {}\n",
+            "{:<11} {:<21} {}\n",
             r.containerd,
-            verdict,
+            r.verdict.as_str(),
             r.reason.as_deref().unwrap_or("")
         ));
     }

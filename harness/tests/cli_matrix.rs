@@ -215,3 +215,68 @@ fn a_json_version_3_answer_refused_by_1_7_leaves_no_server_and_no_socket() {
         .collect();
     assert!(left.is_empty(), "processes of the runs left: {left:?}");
 }
+
+/// A shim whose grouped `start` (the bundle carries the group annotation) answers the JSON
+/// bootstrap version 3 where the first `start` answered otherwise: a wrapper around the reaper,
+/// which gets no stdin for that `start` and so prints its bare address.
+fn regrouping_shim(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("containerd-shim-regroup-v2");
+    let script = format!(
+        "#!/bin/sh\n\
+         for a in \"$@\"; do last=$a; done\n\
+         if [ \"$last\" = start ] && grep -q io.containerd.runc.v2.group config.json 2>/dev/null; then\n\
+         \x20 addr=$({real} \"$@\" </dev/null) || exit $?\n\
+         \x20 printf '{{\"version\":3,\"address\":\"%s\",\"protocol\":\"ttrpc\"}}' \"$addr\"\n\
+         \x20 exit 0\n\
+         fi\n\
+         exec {real} \"$@\"\n",
+        real = reaper().display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn a_grouped_start_that_answers_another_version_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let shim = regrouping_shim(dir.path());
+    let out = Command::cargo_bin("harness")
+        .unwrap()
+        .args(["matrix", "--format", "json", "--shim"])
+        .arg(&shim)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let (rows, verdicts) = rows_and_verdicts(&out.stdout);
+    // 1.6 and 1.7 cannot use a JSON version 3 at all; 2.0 dials task v3 for the second
+    // container where the first answered v2. 2.3 read the first answer (a BootstrapResult) as
+    // version 3 too: the same address, version and protocol, in another form, which is fine.
+    assert_eq!(
+        verdicts,
+        [
+            "grouped-start-differs",
+            "grouped-start-differs",
+            "grouped-start-differs",
+            "works"
+        ],
+        "{rows:#?}"
+    );
+    let reason = rows[2]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(r#"(start-answer): version: expected "2", got 3"#),
+        "{reason}"
+    );
+    let human = Command::cargo_bin("harness")
+        .unwrap()
+        .args(["matrix", "--shim"])
+        .arg(&shim)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("2.0") && l.contains("grouped-start-differs")),
+        "{text}"
+    );
+}

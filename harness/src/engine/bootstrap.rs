@@ -46,7 +46,16 @@ impl Ctx<'_> {
                 self.fail(None, m);
                 return Err(());
             }
-            let dir = dir.display().to_string();
+            let dir = match crate::dialect::check_socket_dir(&dir.display().to_string()) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.fail(
+                        None,
+                        format!("the scenario's socket dir: {e} (choose a shorter TMPDIR)"),
+                    );
+                    return Err(());
+                }
+            };
             self.vars.insert("socket-dir".into(), dir.clone());
             self.mock.set_socket_dir(Some(dir));
         }
@@ -246,7 +255,7 @@ impl Ctx<'_> {
                         "shim-log",
                         Status::Passed,
                         t0.elapsed(),
-                        json!({"lines": lines.len()}),
+                        json!({}),
                         None,
                         None,
                         None,

@@ -49,6 +49,9 @@ pub struct RunConfig {
     pub rootfs: RootfsKind,
     /// The namespace the mock uses.
     pub namespace: String,
+    /// Dialect 2.3: the runtime's `socket_dir`, sent in `BootstrapParams` (default: the
+    /// daemon's own default, [`crate::dialect::default_socket_dir`]).
+    pub socket_dir: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -64,6 +67,7 @@ impl Default for RunConfig {
             scenario_timeout: Duration::from_secs(60),
             rootfs: RootfsKind::Busybox,
             namespace: "default".into(),
+            socket_dir: None,
         }
     }
 }

@@ -52,7 +52,7 @@ pub async fn preflight(cfg: &RunConfig) -> Result<PreflightReport, PreflightErro
         .map_err(|e| PreflightError::Harness(format!("creating a temp dir: {e}")))?;
     let namespace = super::steps::unique_namespace("preflight", tmp.path());
     let timeouts = Timeouts::default();
-    let mock = MockContainerd::new(MockConfig {
+    let mut mock = MockContainerd::new(MockConfig {
         dialect: cfg.dialect,
         namespace: namespace.clone(),
         timeouts,
@@ -60,6 +60,7 @@ pub async fn preflight(cfg: &RunConfig) -> Result<PreflightReport, PreflightErro
     })
     .await
     .map_err(|e| PreflightError::Harness(format!("starting the mock containerd: {e}")))?;
+    mock.set_socket_dir(cfg.socket_dir.clone());
     let result = launch_and_close(cfg, &mock, tmp.path(), &namespace, &timeouts).await;
     // Stopped here, not by the mock's drop: that hands the endpoints' shutdown to a task, which
     // can race the runtime's own shutdown when the run ends right after a failed preflight.

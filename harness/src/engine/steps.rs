@@ -177,7 +177,7 @@ pub(super) async fn execute(
     // A namespace of its own: runc keys its state and the shims their cgroups by namespace and
     // id, and every scenario's main container is called `main`.
     let namespace = unique_namespace(&cfg.namespace, tmp.path());
-    let mock = match MockContainerd::new(MockConfig {
+    let mut mock = match MockContainerd::new(MockConfig {
         dialect: cfg.dialect,
         namespace: namespace.clone(),
         ..MockConfig::default()
@@ -191,6 +191,7 @@ pub(super) async fn execute(
             return res;
         }
     };
+    mock.set_socket_dir(cfg.socket_dir.clone());
     let mut ctx = Ctx::new(
         cfg,
         sc.level,

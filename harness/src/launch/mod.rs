@@ -86,7 +86,7 @@ pub struct MockContainerd {
     /// The events endpoint at `TTRPC_ADDRESS` (first) and the publish route at `-address`.
     servers: Vec<Endpoint>,
     registry: Registry,
-    /// 2.3's per-runtime `socket_dir`, sent in `BootstrapParams` only when set.
+    /// 2.3's per-runtime `socket_dir` (`BootstrapParams.socket_dir`; unset, the default).
     socket_dir: Option<String>,
 }
 
@@ -212,7 +212,7 @@ impl MockContainerd {
     }
 
     /// Sets the socket directory containerd 2.3 passes as `BootstrapParams.socket_dir` (its
-    /// runtime's `socket_dir` setting; unset by default, and ignored by older dialects).
+    /// runtime's `socket_dir` setting; unset, 2.3 sends its default; older dialects send none).
     pub fn set_socket_dir(&mut self, dir: Option<String>) {
         self.socket_dir = dir;
     }

@@ -3,8 +3,9 @@
 //! files, stdin bytes) and then execs the real shim. Each real daemon starts it for a `ctr run`
 //! and for a task whose shim is then SIGKILLed, the mock for `lifecycle/exit-zero` and
 //! `faults/kill-shim` in the matching dialect; the `start` and `delete` recordings must be equal
-//! after named redactions (addresses, ids, namespaces, paths). A doctored recording (one env var,
-//! one flag, one stdin byte) shows the comparison can fail.
+//! after named redactions (addresses, ids, namespaces, paths; in 2.3's protobuf stdin the fields
+//! that repeat a flag or variable). A doctored recording (one env var, one flag, one stdin byte)
+//! shows the comparison can fail.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use rstest::rstest;
 
-use crate::common::Version::{self, V1_6, V1_7, V2_1};
+use crate::common::Version::{self, V1_6, V1_7, V2_1, V2_3};
 use crate::common::{self, Daemon, DaemonOpts, Runtime};
 
 /// What one `start` of the wrapper saw.
@@ -147,7 +148,62 @@ fn redacted(r: &Recording) -> Recording {
     }
     // The bundle is `<state>/<namespace>/<id>` for both.
     out.cwd = "<bundle>".into();
+    out.stdin = redacted_params(r);
     out
+}
+
+/// 2.3's stdin, a protobuf `BootstrapParams` (pkg/shim/util.go `Command` v2.3.4), with the
+/// fields that repeat a flag or variable of the same recording replaced by that placeholder, and
+/// the log level checked against `-debug` (both come from the daemon's level, which the two
+/// sides choose differently) and then cleared. Other stdin (empty, an options `Any`) stays.
+fn redacted_params(r: &Recording) -> Vec<u8> {
+    use protobuf::Message;
+    if r.stdin.is_empty() || !r.argv.iter().any(|a| a == "start") {
+        return r.stdin.clone();
+    }
+    let Ok(mut p) = bootstrap::BootstrapParams::parse_from_bytes(&r.stdin) else {
+        return r.stdin.clone();
+    };
+    let flag = |name: &str| {
+        r.argv
+            .iter()
+            .position(|a| a == name)
+            .and_then(|i| r.argv.get(i + 1))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let env = |k: &str| r.added_env.get(k).cloned().unwrap_or_default();
+    let swap = |field: &mut String, same_as: String, placeholder: &str| {
+        if *field == same_as {
+            *field = placeholder.to_string();
+        }
+    };
+    swap(&mut p.instance_id, flag("-id"), "<id>");
+    swap(&mut p.namespace, flag("-namespace"), "<namespace>");
+    swap(
+        &mut p.containerd_ttrpc_address,
+        env("TTRPC_ADDRESS"),
+        "<ttrpc-address>",
+    );
+    swap(
+        &mut p.containerd_grpc_address,
+        flag("-address"),
+        "<grpc-address>",
+    );
+    swap(
+        &mut p.containerd_binary,
+        flag("-publish-binary"),
+        "<publish-binary>",
+    );
+    let debug = r.argv.iter().any(|a| a == "-debug");
+    assert_eq!(
+        p.level().is_debug(),
+        debug,
+        "log_level {:?} disagrees with -debug ({debug}) in {r:#?}",
+        p.level()
+    );
+    p.log_level = protobuf::EnumOrUnknown::from_i32(0);
+    p.write_to_bytes().expect("encode the redacted params")
 }
 
 /// What differs between two redacted recordings, named.
@@ -179,7 +235,9 @@ fn differences(daemon: &Recording, mock: &Recording) -> Vec<String> {
 }
 
 #[rstest]
-fn the_mock_starts_a_shim_as_the_daemon_does(#[values(V1_6, V1_7, V2_1)] containerd: Version) {
+fn the_mock_starts_a_shim_as_the_daemon_does(
+    #[values(V1_6, V1_7, V2_1, V2_3)] containerd: Version,
+) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (wrap_d, rec_d, wrap_m, rec_m) = (
         tmp.path().join("wrap-daemon"),
