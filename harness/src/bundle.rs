@@ -24,14 +24,26 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
     "hostname", "stty", "tty", "dd", "seq", "sync", "uname", "wait", "trap", "exit", "nproc",
 ];
 
-/// What root filesystem a bundle gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What root filesystem a bundle gets (also the `--rootfs` value of every subcommand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum RootfsKind {
-    /// No files: `root.path` is the bundle's empty `rootfs/` (for shims that run on the host).
+    /// A busybox rootfs: works for isolating shims (runc) and host shims alike (the host's
+    /// static busybox and applet symlinks, `root.path` absolute).
+    Busybox,
+    /// An empty rootfs, the bundle's `rootfs/`: enough for shims that run the process on the
+    /// host.
     #[default]
     None,
-    /// A directory with the host's static busybox and applet symlinks, `root.path` absolute.
-    Busybox,
+}
+
+impl RootfsKind {
+    /// `busybox` or `none`, as on the command line.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RootfsKind::Busybox => "busybox",
+            RootfsKind::None => "none",
+        }
+    }
 }
 
 /// How to build a bundle.

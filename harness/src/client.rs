@@ -45,26 +45,7 @@ pub enum RpcError {
 
 /// kebab-case name of a gRPC code (`not-found`, `failed-precondition`, ...).
 pub fn code_name_of(code: ttrpc::Code) -> &'static str {
-    use ttrpc::Code as C;
-    match code {
-        C::OK => "ok",
-        C::CANCELLED => "cancelled",
-        C::UNKNOWN => "unknown",
-        C::INVALID_ARGUMENT => "invalid-argument",
-        C::DEADLINE_EXCEEDED => "deadline-exceeded",
-        C::NOT_FOUND => "not-found",
-        C::ALREADY_EXISTS => "already-exists",
-        C::PERMISSION_DENIED => "permission-denied",
-        C::RESOURCE_EXHAUSTED => "resource-exhausted",
-        C::FAILED_PRECONDITION => "failed-precondition",
-        C::ABORTED => "aborted",
-        C::OUT_OF_RANGE => "out-of-range",
-        C::UNIMPLEMENTED => "unimplemented",
-        C::INTERNAL => "internal",
-        C::UNAVAILABLE => "unavailable",
-        C::DATA_LOSS => "data-loss",
-        C::UNAUTHENTICATED => "unauthenticated",
-    }
+    crate::wire::Code::from(code).as_str()
 }
 
 impl RpcError {

@@ -53,3 +53,4 @@ pub mod shell;
 pub mod stdio;
 pub mod stress;
 pub mod timeouts;
+pub mod wire;

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use harness::bundle::RootfsKind;
 use harness::dialect::Dialect;
 use harness::engine::{self, RunConfig};
 use harness::report::{self, RunReport};
@@ -149,11 +150,11 @@ struct StressArgs {
     shim_per_task: bool,
     /// Which containerd to imitate: 1.6, 1.7, 2.0 or 2.3.
     #[arg(long, value_name = "VERSION", default_value = "2.0")]
-    containerd_version: String,
+    containerd_version: Dialect,
     /// Root filesystem of the bundles: `none` for shims that run on the host, `busybox` for
     /// shims that isolate (runc).
     #[arg(long, value_enum, default_value = "none")]
-    rootfs: RootfsArg,
+    rootfs: RootfsKind,
     /// The init process of every task.
     #[arg(long, value_name = "ARG", num_args = 1.., default_value = "true")]
     process: Vec<String>,
@@ -178,12 +179,6 @@ struct StressArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
           requires = "soak")]
     sample_interval: Option<std::time::Duration>,
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-enum RootfsArg {
-    Busybox,
-    None,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -217,7 +212,7 @@ struct RunArgs {
     sel: Selection,
     /// Which containerd to imitate: 1.6, 1.7, 2.0 or 2.3.
     #[arg(long, value_name = "VERSION", default_value = "2.0")]
-    containerd_version: String,
+    containerd_version: Dialect,
     /// Scenarios run in parallel (default: the number of cores).
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
@@ -241,7 +236,7 @@ struct RunArgs {
     /// Root filesystem of the bundles: `busybox` (works for isolated and host shims) or `none`
     /// (an empty rootfs; enough for shims that run the process on the host).
     #[arg(long, value_enum, default_value = "busybox")]
-    rootfs: RootfsArg,
+    rootfs: RootfsKind,
     /// Extra environment for the shim, K=V; repeatable (e.g. a fault switch of a test shim).
     #[arg(long = "shim-env", value_name = "K=V")]
     shim_env: Vec<String>,
@@ -281,10 +276,10 @@ struct ShellArgs {
     shim: Option<PathBuf>,
     /// Which containerd to imitate: 1.6, 1.7, 2.0 or 2.3.
     #[arg(long, value_name = "VERSION", default_value = "2.0")]
-    containerd_version: String,
+    containerd_version: Dialect,
     /// Root filesystem of the bundle: `busybox` (works for isolated and host shims) or `none`.
     #[arg(long, value_enum, default_value = "busybox")]
-    rootfs: RootfsArg,
+    rootfs: RootfsKind,
     /// Extra environment for the shim, K=V; repeatable.
     #[arg(long = "shim-env", value_name = "K=V")]
     shim_env: Vec<String>,
@@ -321,7 +316,18 @@ fn usage_error(e: anyhow::Error) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // A value its type refuses (`--containerd-version 9.9`): one line, as every other
+        // usage error of ours.
+        Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!("harness: {first}");
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     match cli.cmd {
         Cmd::Shell(a) => match prefer_tmpfs().and_then(|()| shell(&a)) {
             Ok(code) => ExitCode::from(code),
@@ -557,10 +563,7 @@ fn which(name: &std::ffi::OsStr) -> Option<PathBuf> {
 }
 
 fn prepare(a: &RunArgs) -> Result<(RunConfig, Vec<Loaded>)> {
-    let dialect: Dialect = a
-        .containerd_version
-        .parse()
-        .map_err(|e| anyhow!("--containerd-version: {e}"))?;
+    let dialect = a.containerd_version;
     let shim = resolve_shim(a.shim.as_deref())?;
     let profile = match &a.profile {
         Some(p) => Profile::load(p)?,
@@ -605,10 +608,7 @@ fn prepare(a: &RunArgs) -> Result<(RunConfig, Vec<Loaded>)> {
         keep_going: a.keep_going,
         step_timeout: a.step_timeout,
         socket_dir,
-        rootfs: match a.rootfs {
-            RootfsArg::Busybox => harness::bundle::RootfsKind::Busybox,
-            RootfsArg::None => harness::bundle::RootfsKind::None,
-        },
+        rootfs: a.rootfs,
         ..RunConfig::default()
     };
     Ok((cfg, scenarios))
@@ -743,13 +743,9 @@ fn publish() -> Result<()> {
 /// `harness stress`: exit 0 when every lifecycle completed and nothing leaked, 1 otherwise,
 /// 2 when the run could not happen.
 fn stress(a: &StressArgs) -> Result<u8> {
-    use harness::bundle::RootfsKind;
     use harness::stress::{self, StressOptions};
     let shim = resolve_shim(a.shim.as_deref())?;
-    let dialect: Dialect = a
-        .containerd_version
-        .parse()
-        .map_err(|e| anyhow!("--containerd-version {}: {e}", a.containerd_version))?;
+    let dialect = a.containerd_version;
     if a.tasks == 0 || a.parallel == 0 {
         bail!("-n and -p must be at least 1");
     }
@@ -759,10 +755,7 @@ fn stress(a: &StressArgs) -> Result<u8> {
         parallel: a.parallel,
         shim_per_task: a.shim_per_task,
         dialect,
-        rootfs: match a.rootfs {
-            RootfsArg::Busybox => RootfsKind::Busybox,
-            RootfsArg::None => RootfsKind::None,
-        },
+        rootfs: a.rootfs,
         args: a.process.clone(),
         soak: a.soak.map(|duration| stress::SoakOptions {
             duration,
@@ -817,18 +810,12 @@ fn compare(a: &CompareArgs) -> Result<()> {
 fn shell(a: &ShellArgs) -> Result<u8> {
     use harness::shell::{self, ShellOptions};
     let shim = resolve_shim(a.shim.as_deref())?;
-    let dialect: Dialect = a
-        .containerd_version
-        .parse()
-        .map_err(|e| anyhow!("--containerd-version {}: {e}", a.containerd_version))?;
+    let dialect = a.containerd_version;
     let shim_env = parse_shim_env(&a.shim_env)?;
     let opts = ShellOptions {
         shim,
         dialect,
-        rootfs: match a.rootfs {
-            RootfsArg::Busybox => harness::bundle::RootfsKind::Busybox,
-            RootfsArg::None => harness::bundle::RootfsKind::None,
-        },
+        rootfs: a.rootfs,
         shim_env,
         ..ShellOptions::default()
     };

@@ -25,24 +25,6 @@ pub use html::render as render_html;
 /// The version of `compare.json`'s layout; raised when a field changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Root filesystem of the bundles (as `harness run --rootfs`).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum RootfsChoice {
-    /// A busybox rootfs: works for isolating shims (runc) and host shims alike.
-    Busybox,
-    /// An empty rootfs: enough for shims that run the process on the host.
-    None,
-}
-
-impl From<RootfsChoice> for RootfsKind {
-    fn from(r: RootfsChoice) -> RootfsKind {
-        match r {
-            RootfsChoice::Busybox => RootfsKind::Busybox,
-            RootfsChoice::None => RootfsKind::None,
-        }
-    }
-}
-
 /// The options of `harness compare` (the scenario selection is the CLI's own).
 #[derive(clap::Args, Debug, Clone)]
 pub struct CompareOptions {
@@ -55,7 +37,7 @@ pub struct CompareOptions {
     pub out: PathBuf,
     /// Which containerd to imitate for every shim: 1.6, 1.7, 2.0 or 2.3.
     #[arg(long, value_name = "VERSION", default_value = "2.0")]
-    pub containerd_version: String,
+    pub containerd_version: Dialect,
     /// Scenarios run in parallel (default: the number of cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
@@ -70,7 +52,7 @@ pub struct CompareOptions {
     pub profiles: Vec<String>,
     /// Root filesystem of the bundles, in the suite and in the stress run.
     #[arg(long, value_enum, default_value = "busybox")]
-    pub rootfs: RootfsChoice,
+    pub rootfs: RootfsKind,
     /// Stress: task lifecycles per shim (default 200, 20 with --quick).
     #[arg(short = 'n', long = "stress-tasks", value_name = "N")]
     pub stress_tasks: Option<usize>,
@@ -513,13 +495,7 @@ pub fn run(
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let specs = shim_specs(&opts.shims, &opts.shim_env, &opts.profiles)?;
-    let dialect: Dialect =
-        opts.containerd_version
-            .parse()
-            .map_err(|e: crate::dialect::UnknownDialect| CompareError::Option {
-                option: "--containerd-version",
-                why: e.to_string(),
-            })?;
+    let dialect = opts.containerd_version;
     if opts.jobs == Some(0) {
         return Err(CompareError::Option {
             option: "--jobs",
@@ -576,7 +552,7 @@ pub fn run(
                 .map(|(_, p)| p.clone())
                 .unwrap_or_default(),
             shim_env: spec.env.clone(),
-            rootfs: opts.rootfs.into(),
+            rootfs: opts.rootfs,
             ..RunConfig::default()
         };
         let t = Instant::now();
@@ -606,7 +582,7 @@ pub fn run(
                 parallel: opts.stress_parallel,
                 shim_per_task: opts.shim_per_task,
                 dialect,
-                rootfs: opts.rootfs.into(),
+                rootfs: opts.rootfs,
                 ..Default::default()
             };
             // The stress mode has no environment option: the shim inherits this process's.
@@ -653,10 +629,7 @@ pub fn run(
             duration_ms: started.elapsed().as_millis() as u64,
             scenarios: scenario_count,
             jobs,
-            rootfs: match opts.rootfs {
-                RootfsChoice::Busybox => "busybox".into(),
-                RootfsChoice::None => "none".into(),
-            },
+            rootfs: opts.rootfs.as_str().into(),
             stress: (!opts.no_stress).then(|| StressSettings {
                 tasks,
                 parallel: opts.stress_parallel,

@@ -41,26 +41,9 @@ pub struct Daemon {
 
 pub(super) type Events = Arc<Mutex<Vec<(String, Value)>>>;
 
+/// The kebab-case name of a tonic status code (the same numbers as ttrpc's).
 pub(super) fn code_name(c: Code) -> &'static str {
-    match c {
-        Code::Ok => "ok",
-        Code::Cancelled => "cancelled",
-        Code::Unknown => "unknown",
-        Code::InvalidArgument => "invalid-argument",
-        Code::DeadlineExceeded => "deadline-exceeded",
-        Code::NotFound => "not-found",
-        Code::AlreadyExists => "already-exists",
-        Code::PermissionDenied => "permission-denied",
-        Code::ResourceExhausted => "resource-exhausted",
-        Code::FailedPrecondition => "failed-precondition",
-        Code::Aborted => "aborted",
-        Code::OutOfRange => "out-of-range",
-        Code::Unimplemented => "unimplemented",
-        Code::Internal => "internal",
-        Code::Unavailable => "unavailable",
-        Code::DataLoss => "data-loss",
-        Code::Unauthenticated => "unauthenticated",
-    }
+    crate::wire::Code::from_i32(c as i32).as_str()
 }
 
 pub(super) fn req<T>(msg: T, ns: &str, t: Duration) -> Request<T> {

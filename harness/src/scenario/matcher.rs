@@ -463,27 +463,33 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code this names (`None` for `any`).
+    pub fn code(self) -> Option<crate::wire::Code> {
+        use crate::wire::Code;
+        Some(match self {
+            ErrorCode::Any => return None,
+            ErrorCode::Cancelled => Code::Cancelled,
+            ErrorCode::Unknown => Code::Unknown,
+            ErrorCode::InvalidArgument => Code::InvalidArgument,
+            ErrorCode::DeadlineExceeded => Code::DeadlineExceeded,
+            ErrorCode::NotFound => Code::NotFound,
+            ErrorCode::AlreadyExists => Code::AlreadyExists,
+            ErrorCode::PermissionDenied => Code::PermissionDenied,
+            ErrorCode::ResourceExhausted => Code::ResourceExhausted,
+            ErrorCode::FailedPrecondition => Code::FailedPrecondition,
+            ErrorCode::Aborted => Code::Aborted,
+            ErrorCode::OutOfRange => Code::OutOfRange,
+            ErrorCode::Unimplemented => Code::Unimplemented,
+            ErrorCode::Internal => Code::Internal,
+            ErrorCode::Unavailable => Code::Unavailable,
+            ErrorCode::DataLoss => Code::DataLoss,
+            ErrorCode::Unauthenticated => Code::Unauthenticated,
+        })
+    }
+
     /// The kebab-case name (as `harness::client::RpcError::code_name` gives).
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Any => "any",
-            ErrorCode::Cancelled => "cancelled",
-            ErrorCode::Unknown => "unknown",
-            ErrorCode::InvalidArgument => "invalid-argument",
-            ErrorCode::DeadlineExceeded => "deadline-exceeded",
-            ErrorCode::NotFound => "not-found",
-            ErrorCode::AlreadyExists => "already-exists",
-            ErrorCode::PermissionDenied => "permission-denied",
-            ErrorCode::ResourceExhausted => "resource-exhausted",
-            ErrorCode::FailedPrecondition => "failed-precondition",
-            ErrorCode::Aborted => "aborted",
-            ErrorCode::OutOfRange => "out-of-range",
-            ErrorCode::Unimplemented => "unimplemented",
-            ErrorCode::Internal => "internal",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::DataLoss => "data-loss",
-            ErrorCode::Unauthenticated => "unauthenticated",
-        }
+        self.code().map_or("any", crate::wire::Code::as_str)
     }
 }
 
@@ -694,6 +700,18 @@ pub fn abbreviate(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_code_but_ok_is_a_name_scenarios_can_write() {
+        for c in crate::wire::Code::ALL.into_iter().skip(1) {
+            let e: ErrorCode = serde_yaml_ng::from_str(c.as_str()).unwrap();
+            assert_eq!(e.code(), Some(c));
+            assert_eq!(e.as_str(), c.as_str());
+        }
+        let any: ErrorCode = serde_yaml_ng::from_str("any").unwrap();
+        assert_eq!((any.code(), any.as_str()), (None, "any"));
+        assert!(serde_yaml_ng::from_str::<ErrorCode>("ok").is_err());
+    }
     use super::*;
     use serde_json::json;
 
