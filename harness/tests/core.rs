@@ -31,20 +31,12 @@ const RUNC_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
 
 const RUNC_RS_SHIM: &str = "/opt/runc-rs/bin/containerd-shim-runc-v2-rs";
 
+#[path = "support/bins.rs"]
+mod bins;
+
 /// `<target>/debug/containerd-shim-reaper-v2`, derived from this test executable's location.
 fn reaper_shim() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let debug = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target/debug parent")?;
-    let p = debug.join("containerd-shim-reaper-v2");
-    ensure!(
-        p.is_file(),
-        "{} missing: run `cargo build -p containerd-shim-reaper`",
-        p.display()
-    );
-    Ok(p)
+    Ok(bins::reaper())
 }
 
 fn require(path: &str, hint: &str) -> Result<PathBuf> {

@@ -12,24 +12,9 @@ use harness::differential::{self, DiffConfig, Verdict};
 use harness::engine::RunConfig;
 use harness::scenario::{discover, Loaded};
 
-/// target/debug (the test exe lives in target/debug/deps).
-fn target_debug() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/debug")
-        .to_path_buf()
-}
-
-fn built(name: &str) -> PathBuf {
-    let p = target_debug().join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo build -p containerd-shim-reaper`",
-        p.display()
-    );
-    p
-}
+#[path = "support/bins.rs"]
+mod bins;
+use bins::built;
 
 fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)

@@ -12,22 +12,11 @@ use harness::scenario::{self, Loaded};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use serde_json::Value;
 
+#[path = "support/bins.rs"]
+mod bins;
+
 fn reaper() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    // target/debug/deps/scenarios-<hash> -> target/debug/containerd-shim-reaper-v2
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("no target dir above the test executable")?;
-    let p = dir.join("containerd-shim-reaper-v2");
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "{} is missing: run `cargo build -p containerd-shim-reaper`",
-            p.display()
-        ))
-    }
+    Ok(bins::reaper())
 }
 
 fn one_line(v: &Value) -> String {

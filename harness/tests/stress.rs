@@ -2,28 +2,20 @@
 //! descriptors it had at idle, and nothing is left behind. (Throughput is reported, never
 //! asserted: speed targets live in docs/performance.md with the numbers seen.)
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use harness::stress::{self, StressOptions};
+
+#[path = "support/bins.rs"]
+mod bins;
 
 fn reaper_shim() -> Result<PathBuf> {
     // A release build can be measured the same way: STRESS_SHIM=target/release/...
     if let Some(p) = std::env::var_os("STRESS_SHIM") {
         return Ok(PathBuf::from(p));
     }
-    let exe = std::env::current_exe()?;
-    let debug = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no target/debug parent")?;
-    let p = debug.join("containerd-shim-reaper-v2");
-    ensure!(
-        p.is_file(),
-        "{} missing: run `cargo build -p containerd-shim-reaper`",
-        p.display()
-    );
-    Ok(p)
+    Ok(bins::reaper())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -232,32 +232,9 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// target/debug (the test exe lives in target/debug/deps).
-pub fn target_debug_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("test exe has a parent dir");
-    deps.parent().expect("deps has a parent dir").to_path_buf()
-}
-
-/// The built reaper shim (target/debug, or the dir named by `REAPER_SHIM_DIR`, e.g. target/release
-/// for RSS figures), or a failure naming the build command.
-pub fn reaper_binary() -> PathBuf {
-    built_binary("containerd-shim-reaper-v2")
-}
-
-/// A binary of package `containerd-shim-reaper` (see [`reaper_binary`]).
-pub fn built_binary(name: &str) -> PathBuf {
-    let dir = std::env::var_os("REAPER_SHIM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(target_debug_dir);
-    let bin = dir.join(name);
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p containerd-shim-reaper`",
-        bin.display()
-    );
-    bin
-}
+#[path = "bins.rs"]
+mod bins;
+pub use bins::{built_binary, reaper_binary};
 
 /// The outcome of a bounded command.
 #[derive(Debug)]

@@ -27,18 +27,10 @@ pub fn ctx() -> ttrpc::context::Context {
     ttrpc::context::with_duration(RPC)
 }
 
+#[path = "../common/bins.rs"]
+mod bins;
 /// The built binary next to the test executable (target/debug).
-pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build -p containerd-shim-reaper`",
-        p.display()
-    );
-    p
-}
+pub use bins::built_binary as bin;
 
 pub fn shim_bin() -> PathBuf {
     bin("containerd-shim-reaper-v2")
