@@ -115,7 +115,7 @@ impl DeleteAction {
             Ok(v) => v,
             Err(_) => {
                 if let Some(pid) = pid {
-                    crate::launch::kill_process_group_members(pid);
+                    crate::leaks::kill_process_group_members(pid);
                 }
                 return Err(format!(
                     "delete action did not finish within {timeout:?}; killed"
@@ -124,12 +124,12 @@ impl DeleteAction {
         };
         if let Some(pid) = pid {
             // Anything the action left in its own process group is ended now.
-            crate::launch::kill_process_group_members(pid);
+            crate::leaks::kill_process_group_members(pid);
         }
         let stderr = String::from_utf8_lossy(&stderr).trim().to_string();
         let status = status.map_err(|e| format!("waiting for delete action: {e}"))?;
         if !status.success() {
-            let code = crate::launch::exit_code(&status);
+            let code = crate::leaks::exit_code(&status);
             return Err(format!(
                 "delete action failed: {stderr}: exit status {code}"
             ));

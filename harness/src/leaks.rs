@@ -499,6 +499,26 @@ pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
     leaks
 }
 
+/// The exit code as containerd prints it (128+signal when killed).
+pub fn exit_code(st: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+}
+
+/// SIGKILLs every process whose process group is `pgid` (one by one, by pid).
+pub fn kill_process_group_members(pgid: i32) -> Vec<i32> {
+    // Never our own group (a shim could have joined it): only groups the shim made.
+    if !group_exists(pgid) {
+        return vec![];
+    }
+    all_processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid && p.state != 'Z')
+        .filter(|p| end_found(p.pid, Duration::from_secs(2)))
+        .map(|p| p.pid)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,10 @@ use crate::faults::Faults;
 use crate::process::{ExitInfo, Process, Status};
 use crate::reaper::Exit;
 
+/// The file (in the bundle) where the server records init's exit: `status secs nanos`; the
+/// `delete` action reads it.
+pub const EXIT_FILE: &str = "init.exit";
+
 /// One task served by the shim.
 pub struct Container {
     /// Container id.
@@ -281,7 +285,7 @@ pub fn monitor(
                 .duration_since(std::time::SystemTime::UNIX_EPOCH)
                 .unwrap_or_default();
             let text = format!("{} {} {}\n", status, at.as_secs(), at.subsec_nanos());
-            if let Err(e) = std::fs::write(c.bundle.join(crate::service::EXIT_FILE), text) {
+            if let Err(e) = std::fs::write(c.bundle.join(EXIT_FILE), text) {
                 tracing::warn!("write exit status file: {e}");
             }
         }

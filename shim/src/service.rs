@@ -20,7 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::api::Shim;
 use crate::cgroup::Cgroup;
-use crate::container::{proc_stat, session_members};
+use crate::container::{proc_stat, session_members, EXIT_FILE};
 use crate::error::{Error, Result};
 use crate::events::{self, timestamp};
 use crate::faults::Faults;
@@ -31,8 +31,6 @@ use crate::task::{services, TaskService};
 
 /// Where containerd expects shim sockets (hard-coded, independent of containerd's `--state`).
 pub const SOCKET_DIR: &str = "/run/containerd/s";
-/// The file (in the bundle) where the server records init's exit: `status secs nanos`.
-pub const EXIT_FILE: &str = "init.exit";
 /// Set (non-empty) in the server's environment to run tasks without cgroups: kill-all, Pids and
 /// Pause then work on the tasks' sessions (SIGSTOP/SIGCONT), Stats on /proc.
 pub const NO_CGROUP_ENV: &str = "REAPER_NO_CGROUP";

@@ -5,24 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use super::svg::{bar_chart, Chart, Scale, PALETTE};
+use super::svg::{bar_chart, escape, Chart, Scale, PALETTE};
 use super::{CompareDoc, ScenarioOutcome};
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// Microseconds as `850 µs`, `12.3 ms`, `1.20 s`.
 pub(crate) fn fmt_us(us: f64) -> String {

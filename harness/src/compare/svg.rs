@@ -1,8 +1,22 @@
 //! Inline SVG bar charts for the comparison page: grouped horizontal bars (one group per
 //! category, one bar per series), on a linear or a log₁₀ scale, with every value written next
-//! to its bar. All text goes through [`super::html::escape`].
+//! to its bar. All text goes through [`escape`].
 
-use super::html::escape;
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 /// Series colours (colour-blind-safe palette), cycled.
 pub(crate) const PALETTE: &[&str] = &[

@@ -4,26 +4,22 @@
 //! Wait, Exec, Delete, ...), the cleanup and the namespace's removal, all bounded; the result is
 //! a [`Trace`] to compare with the mock's.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::events_client::EventsClient;
-use containerd_client::services::v1::namespaces_client::NamespacesClient;
-use containerd_client::services::v1::tasks_client::TasksClient;
-use containerd_client::services::v1::{DeleteNamespaceRequest, PublishRequest, SubscribeRequest};
+use containerd_client::services::v1::{PublishRequest, SubscribeRequest};
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request, Status};
 use serde_json::Value;
 
-use super::compare::{Trace, MAIN};
 use super::DiffError;
 use crate::bundle::RootfsKind;
-use crate::scenario::{Process, Scenario, StdioKind};
+use crate::scenario::{Process, StdioKind};
 use crate::stdio::StdioMode;
 
 /// How long the daemon side waits for late events after the last step and after cleanup.
-const SETTLE: Duration = Duration::from_millis(300);
+pub(super) const SETTLE: Duration = Duration::from_millis(300);
 /// How much of the captured output is kept (as the engine does).
 const OUTPUT_KEEP: usize = 4096;
 
@@ -161,82 +157,9 @@ impl Daemon {
         })
     }
 
-    /// Runs `sc` in namespace `ns` and returns what happened; `Err` when the run itself could
-    /// not happen (the subscription or the container could not be set up).
-    pub async fn run(&self, sc: &Scenario, ns: &str) -> Result<Trace, String> {
-        let tmp = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let events: Events = Arc::new(Mutex::new(Vec::new()));
-        let sub = self.subscribe(ns, events.clone()).await?;
-        let mut run = super::steps::Run {
-            d: self,
-            ns: ns.to_string(),
-            sc,
-            tmp: tmp.path().to_path_buf(),
-            events: events.clone(),
-            tasks: TasksClient::new(self.channel.clone()),
-            container: None,
-            task_live: false,
-            init_stdio: None,
-            execs: BTreeMap::new(),
-            waits: BTreeMap::new(),
-            vars: BTreeMap::from([("id".to_string(), MAIN.to_string())]),
-            steps: Vec::new(),
-            seq: 0,
-            cursor: 0,
-        };
-        let total = sc
-            .timeout
-            .map(|d| d.get())
-            .unwrap_or(Duration::from_secs(60));
-        let ran = tokio::time::timeout(total, run.steps(&sc.steps)).await;
-        tokio::time::sleep(SETTLE).await;
-        let stdout = run
-            .init_stdio
-            .as_ref()
-            .map(|s| keep(&s.stdout()))
-            .unwrap_or_default();
-        let stderr = run
-            .init_stdio
-            .as_ref()
-            .map(|s| keep(&s.stderr()))
-            .unwrap_or_default();
-        run.cleanup().await;
-        tokio::time::sleep(SETTLE).await;
-        sub.abort();
-        let steps = std::mem::take(&mut run.steps);
-        drop(run);
-        if ran.is_err() {
-            return Err(format!(
-                "timed out after {} on containerd's side",
-                humantime::format_duration(total)
-            ));
-        }
-        let events = events
-            .lock()
-            .map(|e| e.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(_, f)| f.get("container-id").and_then(Value::as_str) == Some(MAIN))
-            .collect();
-        let mut ns_client = NamespacesClient::new(self.channel.clone());
-        let _ = bounded(
-            Duration::from_secs(5),
-            ns_client.delete(Request::new(DeleteNamespaceRequest {
-                name: ns.to_string(),
-            })),
-        )
-        .await;
-        Ok(Trace {
-            steps,
-            events,
-            stdout,
-            stderr,
-        })
-    }
-
     /// Subscribes to the namespace's `/tasks/*` events and returns once the subscription is
     /// proven live (a marker event published to the namespace came back through it).
-    async fn subscribe(
+    pub(super) async fn subscribe(
         &self,
         ns: &str,
         events: Events,
@@ -325,7 +248,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// The topic of the marker that proves the subscription live (filtered out of the trace).
 const MARKER: &str = "/tasks/harness-differential-marker";
 
-fn keep(b: &[u8]) -> String {
+pub(super) fn keep(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(b);
     if s.len() <= OUTPUT_KEEP {
         s.into_owned()

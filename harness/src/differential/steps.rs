@@ -5,30 +5,108 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::namespaces_client::NamespacesClient;
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetRequest, KillRequest,
-    ListPidsRequest, PauseTaskRequest, ResizePtyRequest, ResumeTaskRequest, StartRequest,
-    UpdateTaskRequest, WaitRequest,
+    DeleteNamespaceRequest, DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest,
+    GetRequest, KillRequest, ListPidsRequest, PauseTaskRequest, ResizePtyRequest,
+    ResumeTaskRequest, StartRequest, UpdateTaskRequest, WaitRequest,
 };
 use containerd_client::tonic::transport::Channel;
-use containerd_client::tonic::{Code, Status};
+use containerd_client::tonic::{Code, Request, Status};
 use serde_json::{json, Value};
 
-use super::compare::{Obs, Outcome, MAIN};
+use super::compare::{Obs, Outcome, Trace, MAIN};
 use super::daemon::{
-    bounded, code_name, json_any, oci_process, req, status_name, stdio_mode, ts, Daemon, Events,
+    bounded, code_name, json_any, keep, oci_process, req, status_name, stdio_mode, ts, Daemon,
+    Events, SETTLE,
 };
 use crate::bundle::{Bundle, BundleOptions};
 use crate::scenario::{expand, EventMatch, Scenario, StdioKind, Step};
 use crate::stdio::{StdioMode, StdioOptions, StdioSet};
 
 type WaitHandle = tokio::task::JoinHandle<Result<Value, Status>>;
+
+impl Daemon {
+    /// Runs `sc` in namespace `ns` and returns what happened; `Err` when the run itself could
+    /// not happen (the subscription or the container could not be set up).
+    pub async fn run(&self, sc: &Scenario, ns: &str) -> Result<Trace, String> {
+        let tmp = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let events: Events = Arc::new(Mutex::new(Vec::new()));
+        let sub = self.subscribe(ns, events.clone()).await?;
+        let mut run = Run {
+            d: self,
+            ns: ns.to_string(),
+            sc,
+            tmp: tmp.path().to_path_buf(),
+            events: events.clone(),
+            tasks: TasksClient::new(self.channel.clone()),
+            container: None,
+            task_live: false,
+            init_stdio: None,
+            execs: BTreeMap::new(),
+            waits: BTreeMap::new(),
+            vars: BTreeMap::from([("id".to_string(), MAIN.to_string())]),
+            steps: Vec::new(),
+            seq: 0,
+            cursor: 0,
+        };
+        let total = sc
+            .timeout
+            .map(|d| d.get())
+            .unwrap_or(Duration::from_secs(60));
+        let ran = tokio::time::timeout(total, run.steps(&sc.steps)).await;
+        tokio::time::sleep(SETTLE).await;
+        let stdout = run
+            .init_stdio
+            .as_ref()
+            .map(|s| keep(&s.stdout()))
+            .unwrap_or_default();
+        let stderr = run
+            .init_stdio
+            .as_ref()
+            .map(|s| keep(&s.stderr()))
+            .unwrap_or_default();
+        run.cleanup().await;
+        tokio::time::sleep(SETTLE).await;
+        sub.abort();
+        let steps = std::mem::take(&mut run.steps);
+        drop(run);
+        if ran.is_err() {
+            return Err(format!(
+                "timed out after {} on containerd's side",
+                humantime::format_duration(total)
+            ));
+        }
+        let events = events
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, f)| f.get("container-id").and_then(Value::as_str) == Some(MAIN))
+            .collect();
+        let mut ns_client = NamespacesClient::new(self.channel.clone());
+        let _ = bounded(
+            Duration::from_secs(5),
+            ns_client.delete(Request::new(DeleteNamespaceRequest {
+                name: ns.to_string(),
+            })),
+        )
+        .await;
+        Ok(Trace {
+            steps,
+            events,
+            stdout,
+            stderr,
+        })
+    }
+}
 
 pub(super) struct Run<'a> {
     pub(super) d: &'a Daemon,

@@ -26,7 +26,6 @@
 //! and [`MockContainerd::endpoints_up`].
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -371,7 +370,7 @@ impl MockContainerd {
             log.stop().await;
             return Err(LaunchError::StartFailed {
                 output: text,
-                status: exit_code(&status),
+                status: leaks::exit_code(&status),
             });
         }
         let answer = match dialect.read_start_answer(&raw) {
@@ -515,11 +514,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The exit code as containerd prints it (128+signal when killed).
-pub fn exit_code(st: &std::process::ExitStatus) -> i32 {
-    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
-}
-
 fn check_executable(shim: &Path) -> Result<(), LaunchError> {
     let bad = |m: &str| LaunchError::Binary {
         path: shim.to_path_buf(),
@@ -537,25 +531,11 @@ fn check_executable(shim: &Path) -> Result<(), LaunchError> {
     Ok(())
 }
 
-/// SIGKILLs every process whose process group is `pgid` (one by one, by pid).
-pub fn kill_process_group_members(pgid: i32) -> Vec<i32> {
-    // Never our own group (a shim could have joined it): only groups the shim made.
-    if !pidguard::group_exists(pgid) {
-        return vec![];
-    }
-    leaks::all_processes()
-        .into_iter()
-        .filter(|p| p.pgrp == pgid && p.state != 'Z')
-        .filter(|p| pidguard::end_found(p.pid, Duration::from_secs(2)))
-        .map(|p| p.pid)
-        .collect()
-}
-
 /// Ends what a failed `start` left: servers on the sockets it named (first, by socket, since
 /// real shims put their server in its own process group), then its own process group.
 fn end_leaked(start_pid: i32, since: u64, output: &str, bundle: &Path) -> Vec<i32> {
     let mut killed = end_leaked_servers(output, bundle, since);
-    killed.extend(kill_process_group_members(start_pid));
+    killed.extend(leaks::kill_process_group_members(start_pid));
     killed.sort_unstable();
     killed.dedup();
     killed
