@@ -121,8 +121,11 @@ fn main() -> Result<()> {
             s.elapsed().as_secs_f64() * 1e3 / 20.0
         );
     };
-    time("/proc stat scan", &|| drop(harness::leaks::all_processes()));
-    time("descendants(1)", &|| drop(harness::leaks::descendants(1)));
+    time(
+        "/proc stat scan",
+        &|| drop(harness::procfs::all_processes()),
+    );
+    time("descendants(1)", &|| drop(harness::procfs::descendants(1)));
     time("socket owners scan", &|| {
         drop(harness::leaks::socket_owners(
             "unix:///run/nonexistent.sock",

@@ -45,6 +45,7 @@ pub mod launch;
 pub mod leaks;
 pub mod matrix;
 pub mod pidguard;
+pub mod procfs;
 pub mod publish;
 pub mod redact;
 pub mod report;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::leaks::{proc_info, ProcInfo};
+use crate::procfs::{proc_info, ProcInfo};
 
 /// Why the harness will not signal or wait on a pid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -345,7 +345,7 @@ mod tests {
         let spid = server.id() as i32;
         let deadline = Instant::now() + Duration::from_secs(5);
         let grandchild = loop {
-            let kids = crate::leaks::descendants(spid);
+            let kids = crate::procfs::descendants(spid);
             if let Some(k) = kids.iter().find(|k| k.comm == "sleep") {
                 break k.pid;
             }

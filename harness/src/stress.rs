@@ -26,7 +26,7 @@ use crate::bundle::{process, Bundle, BundleOptions, RootfsKind};
 use crate::client::TaskClient;
 use crate::dialect::Dialect;
 use crate::launch::{LaunchOptions, MockConfig, MockContainerd, Shim};
-use crate::leaks;
+use crate::procfs;
 use crate::stdio::{StdioMode, StdioOptions, StdioSet};
 use crate::timeouts::Timeouts;
 
@@ -627,7 +627,7 @@ async fn run_local(opts: StressOptions) -> Result<StressReport, StressError> {
         .map(|(k, v)| (k.to_string(), Percentiles::of(v)))
         .collect();
     for pid in lock(&ctx.server_pids).iter() {
-        if leaks::proc_info(*pid).is_some_and(|p| p.state != 'Z') {
+        if procfs::proc_info(*pid).is_some_and(|p| p.state != 'Z') {
             leak_list.push(format!("shim server pid {pid} still running after the run"));
         }
     }
@@ -907,7 +907,7 @@ mod tests {
         let dpid = dead.id() as i32;
         // Not reaped yet: a zombie until the wait below.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while leaks::proc_info(dpid).is_some_and(|p| p.state != 'Z') {
+        while procfs::proc_info(dpid).is_some_and(|p| p.state != 'Z') {
             assert!(std::time::Instant::now() < deadline, "true did not exit");
             std::thread::sleep(Duration::from_millis(5));
         }

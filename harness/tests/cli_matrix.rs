@@ -147,7 +147,7 @@ fn a_refused_protobuf_answer_leaves_no_server_and_no_socket() {
         assert!(reason.contains("was ended (pids ["), "{reason}");
     }
     let shim = std::fs::canonicalize(&shim).unwrap();
-    let left: Vec<i32> = harness::leaks::all_processes()
+    let left: Vec<i32> = harness::procfs::all_processes()
         .into_iter()
         .filter(|p| p.state != 'Z')
         .filter(|p| {
@@ -203,7 +203,7 @@ fn a_json_version_3_answer_refused_by_1_7_leaves_no_server_and_no_socket() {
         assert!(reason.contains("was ended (pids ["), "{reason}");
     }
     // Every process the runs started carries the mark: none may be left.
-    let left: Vec<i32> = harness::leaks::all_processes()
+    let left: Vec<i32> = harness::procfs::all_processes()
         .into_iter()
         .filter(|p| p.state != 'Z')
         .filter(|p| {

@@ -16,6 +16,7 @@ use harness::error::{AddressError, LaunchError};
 use harness::events::{EventSource, RecordedEvent};
 use harness::launch::{LaunchOptions, MockConfig, MockContainerd, Timeouts};
 use harness::leaks;
+use harness::procfs;
 use harness::stdio::{StdioMode, StdioOptions, StdioSet};
 
 #[path = "core/bad_shims.rs"]
@@ -253,7 +254,7 @@ async fn lifecycle(
     ensure!(!report.sent_shutdown);
     ensure!(report.server_exited, "server did not exit after Shutdown");
     ensure!(report.leaks.is_empty(), "leaks: {:#?}", report.leaks);
-    ensure!(!leaks::is_alive(server.unwrap()));
+    ensure!(!procfs::is_alive(server.unwrap()));
     Ok(())
 }
 
@@ -319,9 +320,9 @@ fn recorded_pids(bundle: &Bundle) -> Vec<i32> {
 fn assert_all_gone(pids: &[i32]) -> Result<()> {
     for &p in pids {
         ensure!(
-            !leaks::is_alive(p),
+            !procfs::is_alive(p),
             "pid {p} ({:?}) left running",
-            leaks::proc_info(p)
+            procfs::proc_info(p)
         );
     }
     Ok(())

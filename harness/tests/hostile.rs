@@ -74,7 +74,7 @@ fn modes(unrelated: i32) -> Vec<Mode> {
 
 /// (pid, start time) of every process, from `/proc`.
 fn processes() -> BTreeSet<(i32, u64)> {
-    harness::leaks::all_processes()
+    harness::procfs::all_processes()
         .into_iter()
         .map(|p| (p.pid, p.starttime))
         .collect()
@@ -218,7 +218,7 @@ fn every_hostile_mode_over_the_whole_suite_is_contained() {
         .spawn()
         .expect("spawn sleep");
     let upid = unrelated.id() as i32;
-    let ustart = harness::leaks::proc_info(upid)
+    let ustart = harness::procfs::proc_info(upid)
         .expect("sleep runs")
         .starttime;
     let procs_before = processes();
@@ -248,7 +248,7 @@ fn every_hostile_mode_over_the_whole_suite_is_contained() {
 
     // Processes started since, still alive, that belong to a run: counted by pid, ended by pid.
     let mut leftovers = vec![];
-    for p in harness::leaks::all_processes() {
+    for p in harness::procfs::all_processes() {
         if procs_before.contains(&(p.pid, p.starttime)) || p.state == 'Z' {
             continue;
         }
@@ -273,7 +273,7 @@ fn every_hostile_mode_over_the_whole_suite_is_contained() {
         problems.push(format!("socket files left: {new_sockets:?}"));
     }
     let still =
-        harness::leaks::proc_info(upid).is_some_and(|p| p.starttime == ustart && p.state != 'Z');
+        harness::procfs::proc_info(upid).is_some_and(|p| p.starttime == ustart && p.state != 'Z');
     let _ = unrelated.kill();
     let _ = unrelated.wait();
     if !still {

@@ -186,14 +186,14 @@ impl Ctx<'_> {
         if alive {
             // Give a wrongly exiting shim a moment to show it.
             tokio::time::sleep(Duration::from_millis(100).min(bound)).await;
-            if !crate::leaks::is_alive(pid) {
+            if !crate::procfs::is_alive(pid) {
                 return Err(format!(
                     "the shim server (pid {pid}) exited; expected it to keep running"
                 ));
             }
             return Ok(());
         }
-        while crate::leaks::is_alive(pid) {
+        while crate::procfs::is_alive(pid) {
             if Instant::now() >= deadline {
                 return Err(format!(
                     "the shim server (pid {pid}) is still running {} later; expected it to exit",

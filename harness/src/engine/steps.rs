@@ -204,7 +204,7 @@ pub(super) async fn execute(
     );
     ctx.bootstrap = sc.bootstrap.as_ref();
     let total = sc.timeout.map(|d| d.get()).unwrap_or(cfg.scenario_timeout);
-    let began = crate::leaks::ticks_now();
+    let began = crate::procfs::ticks_now();
     let ran = tokio::time::timeout(total, async {
         if ctx.prepare(&sc.steps).await {
             ctx.run_steps(&sc.steps, "").await;

@@ -39,6 +39,7 @@ use crate::delete::DeleteAction;
 use crate::dialect::{self, Dialect, TaskApi};
 use crate::error::{HarnessError, LaunchError};
 use crate::events::{Endpoint, EventLog, EventSource};
+use crate::procfs;
 use crate::{leaks, pidguard};
 
 pub use crate::timeouts::Timeouts;
@@ -320,7 +321,7 @@ impl MockContainerd {
         })?;
         let start_pid = child.id().map(|p| p as i32).unwrap_or(0);
         // Not reaped before `child.wait()`, so readable even if it already exited.
-        let since = leaks::proc_info(start_pid)
+        let since = procfs::proc_info(start_pid)
             .map(|p| p.starttime)
             .unwrap_or(u64::MAX);
         if let (Some(bytes), Some(mut stdin)) = (stdin_bytes, child.stdin.take()) {
@@ -431,7 +432,7 @@ impl MockContainerd {
             let e = reg.entry(address.clone()).or_insert_with(|| {
                 let pid = leaks::socket_server_since(&address, since, start_pid);
                 let mut pgids = vec![start_pid];
-                if let Some(info) = pid.and_then(leaks::proc_info) {
+                if let Some(info) = pid.and_then(procfs::proc_info) {
                     if !pgids.contains(&info.pgrp)
                         && info.pgrp > 1
                         && info.pgrp != nix::unistd::getpgrp().as_raw()
@@ -542,7 +543,7 @@ fn end_leaked(start_pid: i32, since: u64, output: &str, bundle: &Path) -> Vec<i3
 }
 
 /// Finds servers listening on any socket named in `output` or in the bundle's `address` file
-/// that started no earlier than `since` (clock ticks since boot, see [`leaks::ProcInfo`]), ends
+/// that started no earlier than `since` (clock ticks since boot, see [`procfs::ProcInfo`]), ends
 /// them by pid, removes their socket files; returns the pids ended.
 pub fn end_leaked_servers(output: &str, bundle: &Path, since: u64) -> Vec<i32> {
     let mut addrs = leaks::addresses_in(output);

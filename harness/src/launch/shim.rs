@@ -15,6 +15,7 @@ use crate::events::{
     event_fields, system_to_timestamp, EventLog, EventSource, RecordedEvent, TaskEvent,
 };
 use crate::leaks::{self, Leak, LeakScope};
+use crate::procfs;
 
 use super::log::LogDrain;
 use super::Timeouts;
@@ -64,7 +65,7 @@ impl Drop for Shim {
         let scope = LeakScope {
             server_pid: self.pid,
             pgids: self.pgids.clone(),
-            descendants: self.pid.map(leaks::descendants).unwrap_or_default(),
+            descendants: self.pid.map(procfs::descendants).unwrap_or_default(),
             socket: dialect::socket_path(&self.address),
             dirs: vec![],
             bundle: None,
@@ -151,14 +152,14 @@ impl Shim {
     /// end whatever is left.
     pub async fn close(mut self) -> CloseReport {
         let t = self.timeouts;
-        let descendants = self.pid.map(leaks::descendants).unwrap_or_default();
+        let descendants = self.pid.map(procfs::descendants).unwrap_or_default();
         // Unreaped children of a live server: give it a moment, then whatever is still a zombie
         // under the same parent is reported.
         let mut zombie_leaks = vec![];
         if descendants.iter().any(|d| d.state == 'Z') {
             tokio::time::sleep(Duration::from_millis(200)).await;
             for d in descendants.iter().filter(|d| d.state == 'Z') {
-                if let Some(p) = leaks::proc_info(d.pid) {
+                if let Some(p) = procfs::proc_info(d.pid) {
                     if p.state == 'Z' && p.ppid == d.ppid {
                         zombie_leaks.push(Leak {
                             kind: leaks::LeakKind::Zombie,
@@ -235,7 +236,7 @@ impl Shim {
         if let Some(pid) = self.pid.filter(|_| !shared) {
             server_exited = match crate::pidguard::Proc::found(pid) {
                 Ok(server) => server.wait_gone(t.shutdown).await,
-                Err(_) => !leaks::is_alive(pid),
+                Err(_) => !procfs::is_alive(pid),
             };
         }
         // Zombies need a moment: the server may be reaping right now.
@@ -274,7 +275,7 @@ impl Shim {
             // Killing the parent hands the zombie to init, which reaps it.
             z.cleaned = z
                 .pid
-                .map(|p| !leaks::is_alive(p) && leaks::proc_info(p).is_none())
+                .map(|p| !procfs::is_alive(p) && procfs::proc_info(p).is_none())
                 .unwrap_or(true);
         }
         zombie_leaks.extend(

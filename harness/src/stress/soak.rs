@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::leaks;
+use crate::procfs;
 
 /// How long to soak and how often to sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,7 +331,7 @@ impl SoakProbe {
                 }
             }
         }
-        let zombies = leaks::all_processes()
+        let zombies = procfs::all_processes()
             .iter()
             .filter(|p| p.ppid == pid && p.state == 'Z')
             .count() as u64;

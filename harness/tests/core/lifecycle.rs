@@ -154,7 +154,7 @@ async fn dead_shim_gets_containerds_synthetic_exit_and_delete() -> Result<()> {
     );
     // runc delete --force ended the container's process; nothing is left.
     ensure!(
-        !leaks::is_alive(created.pid as i32),
+        !procfs::is_alive(created.pid as i32),
         "container init survived"
     );
     ensure!(
@@ -531,7 +531,7 @@ async fn grouped_containers_share_one_server_until_the_last_close() -> Result<()
         reports.push((
             report.server_shared,
             report.server_exited,
-            leaks::is_alive(server),
+            procfs::is_alive(server),
         ));
     }
     ensure!(
