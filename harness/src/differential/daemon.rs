@@ -15,8 +15,6 @@ use serde_json::Value;
 
 use super::DiffError;
 use crate::bundle::RootfsKind;
-use crate::scenario::{Process, StdioKind};
-use crate::stdio::StdioMode;
 
 /// How long the daemon side waits for late events after the last step and after cleanup.
 pub(super) const SETTLE: Duration = Duration::from_millis(300);
@@ -88,42 +86,10 @@ pub(super) fn status_name(s: i32) -> &'static str {
     }
 }
 
-/// The OCI process of a scenario process (containerd's default process with its args, env,
-/// cwd, user and terminal).
-pub fn oci_process(p: &Process, terminal: bool) -> oci_spec::runtime::Process {
-    let args: Vec<&str> = p.args.iter().map(String::as_str).collect();
-    let mut op = crate::bundle::process(&args);
-    if let Some(env) = &p.env {
-        op.set_env(Some(env.clone()));
-    }
-    if let Some(cwd) = &p.cwd {
-        op.set_cwd(cwd.into());
-    }
-    if let Some(u) = &p.user {
-        let mut user = oci_spec::runtime::User::default();
-        user.set_uid(u.uid);
-        user.set_gid(u.gid);
-        if !u.additional_gids.is_empty() {
-            user.set_additional_gids(Some(u.additional_gids.clone()));
-        }
-        op.set_user(user);
-    }
-    op.set_terminal(Some(terminal));
-    op
-}
-
 pub(super) fn json_any(type_url: &str, v: &impl serde::Serialize) -> prost_types::Any {
     prost_types::Any {
         type_url: type_url.into(),
         value: serde_json::to_vec(v).unwrap_or_default(),
-    }
-}
-
-pub(super) fn stdio_mode(k: StdioKind) -> StdioMode {
-    match k {
-        StdioKind::Fifo => StdioMode::Fifo,
-        StdioKind::Null => StdioMode::Null,
-        StdioKind::File => StdioMode::File,
     }
 }
 

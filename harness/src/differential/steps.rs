@@ -24,8 +24,7 @@ use serde_json::{json, Value};
 
 use super::compare::{Obs, Outcome, Trace, MAIN};
 use super::daemon::{
-    bounded, code_name, json_any, keep, oci_process, req, status_name, stdio_mode, ts, Daemon,
-    Events, SETTLE,
+    bounded, code_name, json_any, keep, req, status_name, ts, Daemon, Events, SETTLE,
 };
 use crate::bundle::{Bundle, BundleOptions};
 use crate::scenario::{expand, EventMatch, Scenario, StdioKind, Step};
@@ -403,10 +402,10 @@ impl Run<'_> {
                     stdin: if c.stdin == StdioKind::Fifo && stdin_data.is_none() {
                         StdioMode::Null
                     } else {
-                        stdio_mode(c.stdin)
+                        StdioMode::from(c.stdin)
                     },
-                    stdout: stdio_mode(c.stdout),
-                    stderr: stdio_mode(c.stderr),
+                    stdout: StdioMode::from(c.stdout),
+                    stderr: StdioMode::from(c.stderr),
                     terminal,
                     stdin_data,
                 };
@@ -427,7 +426,7 @@ impl Run<'_> {
                 p.args = p.args.iter().map(|a| self.expand(a)).collect();
                 let spec = json_any(
                     "types.containerd.io/opencontainers/runtime-spec/1/Process",
-                    &oci_process(&p, terminal),
+                    &p.to_oci(terminal),
                 );
                 let r = bounded(
                     t,
@@ -685,7 +684,7 @@ impl Run<'_> {
                 &self.tmp.join("spec"),
                 &ns,
                 MAIN,
-                oci_process(&self.sc.process, terminal),
+                self.sc.process.to_oci(terminal),
                 BundleOptions {
                     rootfs: self.d.rootfs,
                     annotations: BTreeMap::new(),
@@ -733,10 +732,10 @@ impl Run<'_> {
             stdin: if c.stdin == StdioKind::Fifo && stdin_data.is_none() && !wants_stdin {
                 StdioMode::Null
             } else {
-                stdio_mode(c.stdin)
+                StdioMode::from(c.stdin)
             },
-            stdout: stdio_mode(c.stdout),
-            stderr: stdio_mode(c.stderr),
+            stdout: StdioMode::from(c.stdout),
+            stderr: StdioMode::from(c.stderr),
             terminal,
             stdin_data,
         };

@@ -8,8 +8,6 @@ use containerd_shim_protos::api::{
 use protobuf::well_known_types::timestamp::Timestamp;
 use serde_json::{json, Map, Value};
 
-use crate::scenario::Process;
-
 /// A timestamp as RFC 3339 text; `null` when absent, the zero time, or before the epoch.
 pub fn ts(t: Option<&Timestamp>) -> Value {
     match t {
@@ -120,29 +118,6 @@ pub fn connect(r: &ConnectResponse) -> Value {
 /// An empty response.
 pub fn empty() -> Value {
     Value::Object(Map::new())
-}
-
-/// The OCI process for a scenario process (containerd's default env when none is given).
-pub fn oci_process(p: &Process, terminal: bool) -> oci_spec::runtime::Process {
-    let args: Vec<&str> = p.args.iter().map(String::as_str).collect();
-    let mut op = crate::bundle::process(&args);
-    if let Some(env) = &p.env {
-        op.set_env(Some(env.clone()));
-    }
-    if let Some(cwd) = &p.cwd {
-        op.set_cwd(cwd.into());
-    }
-    if let Some(u) = &p.user {
-        let mut user = oci_spec::runtime::User::default();
-        user.set_uid(u.uid);
-        user.set_gid(u.gid);
-        if !u.additional_gids.is_empty() {
-            user.set_additional_gids(Some(u.additional_gids.clone()));
-        }
-        op.set_user(user);
-    }
-    op.set_terminal(Some(terminal));
-    op
 }
 
 /// The `Any` carrying an exec's process spec (JSON, as containerd sends it).

@@ -12,7 +12,7 @@ use containerd_shim_protos::api::{
 use serde_json::{json, Value};
 
 use super::convert;
-use super::steps::{mode, now_rfc3339, Common, Ctx, Wait, MAIN};
+use super::steps::{now_rfc3339, Common, Ctx, Wait, MAIN};
 use crate::client::{RpcError, RpcResult};
 use crate::report::Status;
 use crate::scenario::{Capability, StdioKind, Step};
@@ -391,10 +391,10 @@ impl Ctx<'_> {
                 // containerd's cio opens a stdin FIFO only when the client has input.
                 StdioMode::Null
             } else {
-                mode(cs.stdin)
+                StdioMode::from(cs.stdin)
             },
-            stdout: mode(cs.stdout),
-            stderr: mode(cs.stderr),
+            stdout: StdioMode::from(cs.stdout),
+            stderr: StdioMode::from(cs.stderr),
             terminal,
             stdin_data,
         };
@@ -491,10 +491,10 @@ impl Ctx<'_> {
             stdin: if es.stdin == StdioKind::Fifo && stdin_data.is_none() {
                 StdioMode::Null
             } else {
-                mode(es.stdin)
+                StdioMode::from(es.stdin)
             },
-            stdout: mode(es.stdout),
-            stderr: mode(es.stderr),
+            stdout: StdioMode::from(es.stdout),
+            stderr: StdioMode::from(es.stderr),
             terminal,
             stdin_data,
         };
@@ -507,7 +507,7 @@ impl Ctx<'_> {
         }
         let mut p = es.process.clone();
         p.args = args;
-        let oci = convert::oci_process(&p, terminal);
+        let oci = p.to_oci(terminal);
         let req = json!({
             "id": id, "exec-id": exec_id, "terminal": terminal,
             "stdin": paths.0, "stdout": paths.1, "stderr": paths.2,

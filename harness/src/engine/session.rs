@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::convert;
 use super::steps::{Ctx, MAIN};
 use super::RunConfig;
 use crate::events::RecordedEvent;
@@ -113,7 +112,7 @@ impl<'a> Session<'a> {
         let text = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
         let mut spec: Value = serde_json::from_slice(&text)
             .map_err(|e| format!("parsing {}: {e}", path.display()))?;
-        let oci = convert::oci_process(&process, terminal);
+        let oci = process.to_oci(terminal);
         let pv = serde_json::to_value(&oci).map_err(|e| format!("encoding the process: {e}"))?;
         match spec.as_object_mut() {
             Some(o) => o.insert("process".into(), pv),

@@ -21,8 +21,8 @@ use crate::launch::{LaunchOptions, MockConfig, MockContainerd, Shim};
 use crate::pidguard::{Proc, Refused};
 use crate::report::{ScenarioResult, Status, StepResult};
 use crate::scenario::expand;
-use crate::scenario::{Capability, ExpectError, Level, Loaded, Matcher, Process, StdioKind, Step};
-use crate::stdio::{StdioMode, StdioSet};
+use crate::scenario::{Capability, ExpectError, Level, Loaded, Matcher, Process, Step};
+use crate::stdio::StdioSet;
 
 /// The id of a scenario's main container.
 pub const MAIN: &str = "main";
@@ -134,14 +134,6 @@ fn err_json(e: &RpcError) -> Value {
     match e {
         RpcError::Status { message, .. } => json!({"code": e.code_name(), "message": message}),
         other => json!({"code": other.code_name(), "message": other.to_string()}),
-    }
-}
-
-pub(super) fn mode(k: StdioKind) -> StdioMode {
-    match k {
-        StdioKind::Fifo => StdioMode::Fifo,
-        StdioKind::Null => StdioMode::Null,
-        StdioKind::File => StdioMode::File,
     }
 }
 
@@ -405,7 +397,7 @@ impl<'a> Ctx<'a> {
             &self.tmp.join("bundles"),
             &self.namespace,
             name,
-            convert::oci_process(process, terminal),
+            process.to_oci(terminal),
             BundleOptions {
                 rootfs: self.cfg.rootfs,
                 annotations,

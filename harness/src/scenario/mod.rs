@@ -269,6 +269,32 @@ pub struct Process {
     pub terminal: Option<bool>,
 }
 
+impl Process {
+    /// The OCI process spec of this scenario process: containerd's defaults
+    /// ([`crate::bundle::process`]) with the scenario's args, env, cwd and user, and `terminal`.
+    pub fn to_oci(&self, terminal: bool) -> oci_spec::runtime::Process {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut op = crate::bundle::process(&args);
+        if let Some(env) = &self.env {
+            op.set_env(Some(env.clone()));
+        }
+        if let Some(cwd) = &self.cwd {
+            op.set_cwd(cwd.into());
+        }
+        if let Some(u) = &self.user {
+            let mut user = oci_spec::runtime::User::default();
+            user.set_uid(u.uid);
+            user.set_gid(u.gid);
+            if !u.additional_gids.is_empty() {
+                user.set_additional_gids(Some(u.additional_gids.clone()));
+            }
+            op.set_user(user);
+        }
+        op.set_terminal(Some(terminal));
+        op
+    }
+}
+
 /// An OCI `process.user`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -293,6 +319,16 @@ pub enum StdioKind {
     Null,
     /// A `file:///abs/path` URI; the harness reads the file afterwards.
     File,
+}
+
+impl From<StdioKind> for crate::stdio::StdioMode {
+    fn from(k: StdioKind) -> Self {
+        match k {
+            StdioKind::Fifo => crate::stdio::StdioMode::Fifo,
+            StdioKind::Null => crate::stdio::StdioMode::Null,
+            StdioKind::File => crate::stdio::StdioMode::File,
+        }
+    }
 }
 
 /// The response fields of an RPC step (kebab-case protobuf names), for `save` validation.
