@@ -134,6 +134,9 @@ impl SoakReport {
         self.verdict == "ok"
     }
 
+    /// The shortest span after the warm-up, in minutes, over which RSS growth is judged.
+    pub const RSS_MIN_SPAN: Duration = Duration::from_secs(60);
+
     /// Judges the samples; `parallel` sizes the noise of the in-flight tasks.
     pub fn judge(
         opts: &SoakOptions,
@@ -180,7 +183,11 @@ impl SoakReport {
             let growth = last as i64 - first as i64;
             let (idle_v, end_v) = (get(&idle), get(&end));
             let mut reason = None;
-            if growth > noise as i64 && slope * span_min > noise as f64 {
+            // RSS has no quiescent value to compare: under load the allocator's arenas and the
+            // queues of a busy machine keep growing for tens of seconds, which a short soak
+            // cannot tell from a leak. So RSS is judged on a trend of at least a minute.
+            let judged = name != "rss-kib" || span_min * 60.0 >= Self::RSS_MIN_SPAN.as_secs_f64();
+            if judged && growth > noise as i64 && slope * span_min > noise as f64 {
                 reason = Some(format!(
                     "{name} grew from {first} to {last} under load ({slope:+.1}/min), beyond the \
                      noise of {noise}"
@@ -461,6 +468,34 @@ mod tests {
         assert!((g.slope_per_min - 180.0).abs() < 0.01, "{g:?}");
         assert!(g.reason.as_deref().unwrap().contains("200 after the run"));
         assert_eq!(r.metrics["rss-kib"].verdict, "ok");
+    }
+
+    #[test]
+    fn rss_growth_is_judged_over_a_minute_not_over_seconds() {
+        // 1.5 MB of growth over 6 s (a short soak on a busy machine): not judged.
+        let short = SoakOptions {
+            duration: Duration::from_secs(6),
+            interval: Some(Duration::from_millis(250)),
+        };
+        let idle = at(0, 13, 12000);
+        let series: Vec<_> = (1..=24).map(|i| at(i * 250, 13, 12000 + i * 65)).collect();
+        let r = SoakReport::judge(&short, 4, idle, series, at(6_250, 13, 13600), &[]);
+        assert_eq!(r.metrics["rss-kib"].verdict, "ok", "{}", r.render_human());
+        // The same rate sustained over five minutes is growth.
+        let long = SoakOptions {
+            duration: Duration::from_secs(300),
+            interval: Some(Duration::from_secs(5)),
+        };
+        let series: Vec<_> = (1..=60)
+            .map(|i| at(i * 5000, 13, 12000 + i * 1300))
+            .collect();
+        let r = SoakReport::judge(&long, 4, idle, series, at(301_000, 13, 90000), &[]);
+        assert_eq!(
+            r.metrics["rss-kib"].verdict,
+            "growth",
+            "{}",
+            r.render_human()
+        );
     }
 
     #[test]
