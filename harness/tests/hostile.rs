@@ -2,7 +2,10 @@
 //! (`FAULTY_SHIM`, see `shim/src/faults.rs`) the whole suite ends within its bounds with exit 1
 //! and a reason that names the misbehaviour; the harness and an unrelated process survive; and
 //! no process, socket file or temp dir of the run is left, counted by pid and by path before
-//! and after. A second test shows that only `harness/src/pidguard.rs` signals or opens pidfds.
+//! and after. The runs speak containerd 2.3's handshake with a socket dir of the test's own
+//! (`--socket-dir`), so the socket count is this test's alone, whatever else uses
+//! `/run/containerd/s` meanwhile. A second test shows that only `harness/src/pidguard.rs`
+//! signals or opens pidfds.
 
 use std::collections::BTreeSet;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -16,8 +19,6 @@ use serde_json::Value;
 mod bins;
 use bins::built;
 
-/// Where shim sockets live (containerd's `/run/containerd/s`).
-const SOCKET_DIR: &str = "/run/containerd/s";
 /// The environment variable that marks every process a run's shims start (it is inherited).
 const MARK: &str = "REAPER_HOSTILE_RUN";
 /// No run may take longer than this (the suite under its step and scenario bounds).
@@ -80,8 +81,8 @@ fn processes() -> BTreeSet<(i32, u64)> {
         .collect()
 }
 
-fn socket_files() -> BTreeSet<PathBuf> {
-    std::fs::read_dir(SOCKET_DIR)
+fn socket_files(dir: &Path) -> BTreeSet<PathBuf> {
+    std::fs::read_dir(dir)
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
 }
@@ -103,13 +104,16 @@ struct Run {
     started: Instant,
 }
 
-fn start(mode: Mode, harness: &Path, shim: &Path) -> Run {
+fn start(mode: Mode, harness: &Path, shim: &Path, sockets: &Path) -> Run {
     let tmp = tempfile::tempdir().expect("tempdir");
     let report = tmp.path().join("report.json");
     let work = tmp.path().join("tmp");
     std::fs::create_dir(&work).unwrap();
     let child = Command::new(harness)
-        .args(["run", "--step-timeout", "2s", "--format", "json", "--jobs"])
+        .args(["run", "--step-timeout", "2s", "--format", "json"])
+        .args(["--containerd-version", "2.3", "--socket-dir"])
+        .arg(sockets)
+        .arg("--jobs")
         .arg(mode.jobs.to_string())
         .arg("--report")
         .arg(&report)
@@ -222,7 +226,11 @@ fn every_hostile_mode_over_the_whole_suite_is_contained() {
         .expect("sleep runs")
         .starttime;
     let procs_before = processes();
-    let sockets_before = socket_files();
+    // Short, as containerd requires of a socket dir (42 characters at most).
+    let sockets = tempfile::Builder::new()
+        .prefix("hostile-")
+        .tempdir_in("/tmp")
+        .expect("socket dir");
     let t0 = Instant::now();
 
     let mut todo = modes(upid);
@@ -232,7 +240,7 @@ fn every_hostile_mode_over_the_whole_suite_is_contained() {
     while !todo.is_empty() || !running.is_empty() {
         while running.len() < AT_ONCE {
             match todo.pop() {
-                Some(m) => running.push(start(m, &harness, &shim)),
+                Some(m) => running.push(start(m, &harness, &shim, sockets.path())),
                 None => break,
             }
         }
@@ -262,10 +270,7 @@ fn every_hostile_mode_over_the_whole_suite_is_contained() {
     if !leftovers.is_empty() {
         problems.push(format!("processes left: {leftovers:?}"));
     }
-    let new_sockets: Vec<_> = socket_files()
-        .difference(&sockets_before)
-        .cloned()
-        .collect();
+    let new_sockets: Vec<_> = socket_files(sockets.path()).into_iter().collect();
     for s in &new_sockets {
         let _ = std::fs::remove_file(s);
     }

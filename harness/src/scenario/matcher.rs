@@ -438,58 +438,60 @@ impl MatchOps {
     }
 }
 
-/// A gRPC/ttrpc status code name, or `any`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-#[allow(missing_docs)]
-pub enum ErrorCode {
-    Any,
-    Cancelled,
-    Unknown,
-    InvalidArgument,
-    DeadlineExceeded,
-    NotFound,
-    AlreadyExists,
-    PermissionDenied,
-    ResourceExhausted,
-    FailedPrecondition,
-    Aborted,
-    OutOfRange,
-    Unimplemented,
-    Internal,
-    Unavailable,
-    DataLoss,
-    Unauthenticated,
-}
+/// A gRPC/ttrpc status code name, or `any` (`None`): the names are [`crate::wire::Code`]'s,
+/// but `ok`, which is no error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub Option<crate::wire::Code>);
 
 impl ErrorCode {
+    /// `any`.
+    pub const ANY: ErrorCode = ErrorCode(None);
+
     /// The code this names (`None` for `any`).
     pub fn code(self) -> Option<crate::wire::Code> {
-        use crate::wire::Code;
-        Some(match self {
-            ErrorCode::Any => return None,
-            ErrorCode::Cancelled => Code::Cancelled,
-            ErrorCode::Unknown => Code::Unknown,
-            ErrorCode::InvalidArgument => Code::InvalidArgument,
-            ErrorCode::DeadlineExceeded => Code::DeadlineExceeded,
-            ErrorCode::NotFound => Code::NotFound,
-            ErrorCode::AlreadyExists => Code::AlreadyExists,
-            ErrorCode::PermissionDenied => Code::PermissionDenied,
-            ErrorCode::ResourceExhausted => Code::ResourceExhausted,
-            ErrorCode::FailedPrecondition => Code::FailedPrecondition,
-            ErrorCode::Aborted => Code::Aborted,
-            ErrorCode::OutOfRange => Code::OutOfRange,
-            ErrorCode::Unimplemented => Code::Unimplemented,
-            ErrorCode::Internal => Code::Internal,
-            ErrorCode::Unavailable => Code::Unavailable,
-            ErrorCode::DataLoss => Code::DataLoss,
-            ErrorCode::Unauthenticated => Code::Unauthenticated,
-        })
+        self.0
     }
 
     /// The kebab-case name (as `harness::client::RpcError::code_name` gives).
     pub fn as_str(self) -> &'static str {
-        self.code().map_or("any", crate::wire::Code::as_str)
+        self.0.map_or("any", crate::wire::Code::as_str)
+    }
+
+    /// Every name a scenario may write: `any` and the codes but `ok`.
+    pub fn names() -> &'static [&'static str] {
+        static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+        NAMES.get_or_init(|| {
+            std::iter::once("any")
+                .chain(crate::wire::Code::ALL[1..].iter().map(|c| c.as_str()))
+                .collect()
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        if name == "any" {
+            return Ok(ErrorCode::ANY);
+        }
+        crate::wire::Code::ALL[1..]
+            .iter()
+            .find(|c| c.as_str() == name)
+            .map(|c| ErrorCode(Some(*c)))
+            .ok_or_else(|| de::Error::unknown_variant(&name, ErrorCode::names()))
+    }
+}
+
+impl JsonSchema for ErrorCode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ErrorCode".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A gRPC/ttrpc status code name, or `any`.",
+            "type": "string",
+            "enum": ErrorCode::names(),
+        })
     }
 }
 
@@ -502,7 +504,7 @@ impl ExpectError {
     pub fn accepts(&self, code_name: &str) -> bool {
         self.0
             .iter()
-            .any(|c| *c == ErrorCode::Any || c.as_str() == code_name)
+            .any(|c| *c == ErrorCode::ANY || c.as_str() == code_name)
     }
 
     /// `not-found` or `[not-found, unknown]` for messages.
