@@ -20,14 +20,27 @@ fn rows_and_verdicts(stdout: &[u8]) -> (Vec<Value>, Vec<String>) {
     (rows, verdicts)
 }
 
-#[test]
-fn the_reaper_works_with_every_dialect_in_both_formats() {
-    let out = Command::cargo_bin("harness")
+/// `harness matrix --format json --shim SHIM`, run to its end.
+fn matrix_json(shim: &std::path::Path) -> std::process::Output {
+    Command::cargo_bin("harness")
         .unwrap()
         .args(["matrix", "--format", "json", "--shim"])
-        .arg(reaper())
+        .arg(shim)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// An executable shell script `dir/name` with `body`.
+fn script(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn the_reaper_works_with_every_dialect_in_both_formats() {
+    let out = matrix_json(&reaper());
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let rows: Vec<(String, String)> = v["rows"]
@@ -64,21 +77,14 @@ fn the_reaper_works_with_every_dialect_in_both_formats() {
 #[test]
 fn a_shim_that_prints_json_version_3_is_refused_by_1_6_and_1_7_with_their_reasons() {
     let dir = tempfile::tempdir().unwrap();
-    let shim = dir.path().join("containerd-shim-v3only-v2");
     // A `start` that answers JSON version 3 with a socket nobody serves: 1.6 dials the JSON as a
     // path, 1.7 refuses version 3, 2.0 and 2.3 dial the address and cannot connect.
-    std::fs::write(
-        &shim,
+    let shim = script(
+        dir.path(),
+        "containerd-shim-v3only-v2",
         "#!/bin/sh\nprintf '{\"version\":3,\"address\":\"unix:///run/containerd/s/harness-matrix-none\",\"protocol\":\"ttrpc\"}'\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = Command::cargo_bin("harness")
-        .unwrap()
-        .args(["matrix", "--format", "json", "--shim"])
-        .arg(&shim)
-        .output()
-        .unwrap();
+    );
+    let out = matrix_json(&shim);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let rows = v["rows"].as_array().expect("rows");
@@ -121,12 +127,7 @@ fn a_refused_protobuf_answer_leaves_no_server_and_no_socket() {
         "{} is missing: the project's shared/containerd/2.3.4 belongs beside the checkout",
         shim.display()
     );
-    let out = Command::cargo_bin("harness")
-        .unwrap()
-        .args(["matrix", "--format", "json", "--shim"])
-        .arg(&shim)
-        .output()
-        .unwrap();
+    let out = matrix_json(&shim);
     let (rows, verdicts) = rows_and_verdicts(&out.stdout);
     assert_eq!(
         verdicts,
@@ -220,8 +221,7 @@ fn a_json_version_3_answer_refused_by_1_7_leaves_no_server_and_no_socket() {
 /// bootstrap version 3 where the first `start` answered otherwise: a wrapper around the reaper,
 /// which gets no stdin for that `start` and so prints its bare address.
 fn regrouping_shim(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("containerd-shim-regroup-v2");
-    let script = format!(
+    let body = format!(
         "#!/bin/sh\n\
          for a in \"$@\"; do last=$a; done\n\
          if [ \"$last\" = start ] && grep -q io.containerd.runc.v2.group config.json 2>/dev/null; then\n\
@@ -232,21 +232,14 @@ fn regrouping_shim(dir: &std::path::Path) -> std::path::PathBuf {
          exec {real} \"$@\"\n",
         real = reaper().display()
     );
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    path
+    script(dir, "containerd-shim-regroup-v2", &body)
 }
 
 #[test]
 fn a_grouped_start_that_answers_another_version_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let shim = regrouping_shim(dir.path());
-    let out = Command::cargo_bin("harness")
-        .unwrap()
-        .args(["matrix", "--format", "json", "--shim"])
-        .arg(&shim)
-        .output()
-        .unwrap();
+    let out = matrix_json(&shim);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let (rows, verdicts) = rows_and_verdicts(&out.stdout);
     // 1.6 and 1.7 cannot use a JSON version 3 at all; 2.0 dials task v3 for the second

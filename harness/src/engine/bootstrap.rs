@@ -125,15 +125,7 @@ impl Ctx<'_> {
                 Launched::Stop
             }
             (StartOutcome::Refused | StartOutcome::Any, Err(e)) => {
-                self.record(
-                    "bootstrap-start",
-                    Status::Passed,
-                    t0.elapsed(),
-                    json!({"refused": e}),
-                    None,
-                    None,
-                    None,
-                );
+                self.passed("bootstrap-start", t0, json!({"refused": e}), None);
                 Launched::Stop
             }
         }
@@ -193,7 +185,7 @@ impl Ctx<'_> {
         let get = |k: &str| self.vars.get(&format!("{prefix}{k}")).cloned();
         let Some(format) = get("start-format") else {
             let m = format!("container `{name}` was never started (no `create` launched it)");
-            return self.step_failed(label, "start-answer", t0.elapsed(), m);
+            return self.judged(label, "start-answer", t0, Err(m));
         };
         let view = json!({
             "format": format,
@@ -213,20 +205,12 @@ impl Ctx<'_> {
                 })
                 .collect()
         };
-        if problems.is_empty() {
-            self.record(
-                "start-answer",
-                Status::Passed,
-                t0.elapsed(),
-                view,
-                None,
-                None,
-                None,
-            );
-            Flow::Go
+        let outcome = if problems.is_empty() {
+            Ok(view)
         } else {
-            self.step_failed(label, "start-answer", t0.elapsed(), problems.join("; "))
-        }
+            Err(problems.join("; "))
+        };
+        self.judged(label, "start-answer", t0, outcome)
     }
 
     /// The `shim-log` step: polls the container's log lines until the matchers hold.
@@ -250,18 +234,7 @@ impl Ctx<'_> {
             let text = lines.join("\n");
             let verdict = m.check(text.as_bytes(), &self.lookup());
             match verdict {
-                Ok(()) => {
-                    self.record(
-                        "shim-log",
-                        Status::Passed,
-                        t0.elapsed(),
-                        json!({}),
-                        None,
-                        None,
-                        None,
-                    );
-                    return Flow::Go;
-                }
+                Ok(()) => return self.passed("shim-log", t0, json!({}), None),
                 Err(e) if Instant::now() >= end => {
                     let m = format!(
                         "the shim's log after {}: {e}",

@@ -18,7 +18,6 @@ use serde_json::{json, Value};
 
 use super::steps::{Ctx, Flow, MAIN};
 use crate::dialect::{self, Dialect};
-use crate::report::Status;
 use crate::scenario::{KillProcessStep, RestartContainerdStep};
 
 /// containerd's `io.containerd.timeout.shim.load`.
@@ -51,19 +50,6 @@ fn bundle_address(bundle: &std::path::Path, dialect: Dialect) -> Result<String, 
 }
 
 impl Ctx<'_> {
-    fn passed(&mut self, name: &str, t0: Instant, response: Value, request: Option<Value>) -> Flow {
-        self.record(
-            name,
-            Status::Passed,
-            t0.elapsed(),
-            response,
-            None,
-            request,
-            None,
-        );
-        Flow::Go
-    }
-
     /// `restart-containerd`: down, the `during` steps, the downtime, up, reconnect.
     pub(super) async fn restart_containerd(
         &mut self,

@@ -293,6 +293,41 @@ impl<'a> Ctx<'a> {
         self.skip.is_some() || (self.failure.is_some() && !self.cfg.keep_going)
     }
 
+    /// Records a passed step (what it observed, and what it asked when that is not in the
+    /// scenario's words) and goes on.
+    pub(super) fn passed(
+        &mut self,
+        name: &str,
+        t0: Instant,
+        response: Value,
+        request: Option<Value>,
+    ) -> Flow {
+        self.record(
+            name,
+            Status::Passed,
+            t0.elapsed(),
+            response,
+            None,
+            request,
+            None,
+        );
+        Flow::Go
+    }
+
+    /// A step that sends no RPC, judged: passed with what it observed, or failed with why.
+    pub(super) fn judged(
+        &mut self,
+        label: &str,
+        name: &str,
+        t0: Instant,
+        outcome: Result<Value, String>,
+    ) -> Flow {
+        match outcome {
+            Ok(v) => self.passed(name, t0, v, None),
+            Err(m) => self.step_failed(label, name, t0.elapsed(), m),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn record(
         &mut self,
@@ -544,16 +579,7 @@ impl<'a> Ctx<'a> {
         match s {
             Step::Sleep(d) => {
                 tokio::time::sleep(d.get()).await;
-                self.record(
-                    "sleep",
-                    Status::Passed,
-                    t0.elapsed(),
-                    json!({}),
-                    None,
-                    None,
-                    None,
-                );
-                Flow::Go
+                self.passed("sleep", t0, json!({}), None)
             }
             Step::Repeat(r) => {
                 for it in 1..=r.times {
@@ -567,55 +593,20 @@ impl<'a> Ctx<'a> {
             }
             Step::Events(e) => {
                 let r = self.events_step(e).await;
-                match r {
-                    Ok(matched) => {
-                        self.record(
-                            "events",
-                            Status::Passed,
-                            t0.elapsed(),
-                            json!({"matched": matched}),
-                            None,
-                            None,
-                            None,
-                        );
-                        Flow::Go
-                    }
-                    Err(m) => self.step_failed(label, "events", t0.elapsed(), m),
-                }
+                let r = r.map(|matched| json!({"matched": matched}));
+                self.judged(label, "events", t0, r)
             }
-            Step::Output(o) => match self.output_step(o).await {
-                Ok(()) => {
-                    self.record(
-                        "output",
-                        Status::Passed,
-                        t0.elapsed(),
-                        json!({}),
-                        None,
-                        None,
-                        None,
-                    );
-                    Flow::Go
-                }
-                Err(m) => self.step_failed(label, "output", t0.elapsed(), m),
-            },
-            Step::ShimAlive(a) => match self
-                .shim_alive(a.alive, a.timeout.map(|d| d.get()), a.socket_removed)
-                .await
-            {
-                Ok(()) => {
-                    self.record(
-                        "shim-alive",
-                        Status::Passed,
-                        t0.elapsed(),
-                        json!({}),
-                        None,
-                        None,
-                        None,
-                    );
-                    Flow::Go
-                }
-                Err(m) => self.step_failed(label, "shim-alive", t0.elapsed(), m),
-            },
+            Step::Output(o) => {
+                let r = self.output_step(o).await.map(|()| json!({}));
+                self.judged(label, "output", t0, r)
+            }
+            Step::ShimAlive(a) => {
+                let r = self
+                    .shim_alive(a.alive, a.timeout.map(|d| d.get()), a.socket_removed)
+                    .await
+                    .map(|()| json!({}));
+                self.judged(label, "shim-alive", t0, r)
+            }
             Step::WaitResult(w) => self.wait_result(w, label).await,
             Step::RestartContainerd(r) => self.restart_containerd(r, label, prefix, index).await,
             Step::EventsDown(_) => self.events_endpoint(false, label).await,
