@@ -802,6 +802,40 @@ async fn one(ctx: &Ctx, i: usize, shared: Option<TaskClient>) -> anyhow::Result<
 }
 
 fn provenance(opts: &StressOptions) -> Provenance {
+    let m = machine();
+    Provenance {
+        harness_version: env!("CARGO_PKG_VERSION").into(),
+        shim: opts.shim.display().to_string(),
+        shim_version: shim_version(&opts.shim),
+        containerd_version: opts.dialect.to_string(),
+        kernel: m.kernel,
+        cpu: format!("{} x{}", m.cpu, m.cpus),
+        cpus: m.cpus,
+        mem_total_kib: m.mem_total_kib,
+        host: m.host,
+        started_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    }
+}
+
+/// The machine a measurement ran on, as both reports (stress and compare) give it.
+pub(crate) struct Machine {
+    /// Kernel name, release and machine (`uname -srm`).
+    pub(crate) kernel: String,
+    /// CPU model.
+    pub(crate) cpu: String,
+    /// Online CPUs.
+    pub(crate) cpus: usize,
+    /// Total memory in KiB.
+    pub(crate) mem_total_kib: u64,
+    /// Host name.
+    pub(crate) host: String,
+}
+
+/// Reads [`Machine`] from `uname`, `/proc/cpuinfo` and `/proc/meminfo`.
+pub(crate) fn machine() -> Machine {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let uname = nix::sys::utsname::uname().ok();
     let kernel = uname
@@ -819,36 +853,26 @@ fn provenance(opts: &StressOptions) -> Provenance {
         .as_ref()
         .map(|u| u.nodename().to_string_lossy().into_owned())
         .unwrap_or_default();
-    let cpuinfo = read("/proc/cpuinfo");
-    let model = cpuinfo
+    let cpu = read("/proc/cpuinfo")
         .lines()
         .find(|l| l.starts_with("model name"))
         .and_then(|l| l.split_once(':'))
         .map(|(_, v)| v.trim().to_string())
         .unwrap_or_else(|| "unknown".into());
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
     let mem_total_kib = read("/proc/meminfo")
         .lines()
         .find(|l| l.starts_with("MemTotal:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    Provenance {
-        harness_version: env!("CARGO_PKG_VERSION").into(),
-        shim: opts.shim.display().to_string(),
-        shim_version: shim_version(&opts.shim),
-        containerd_version: opts.dialect.to_string(),
+    Machine {
         kernel,
-        cpu: format!("{model} x{cpus}"),
-        cpus,
+        cpu,
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         mem_total_kib,
         host,
-        started_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
     }
 }
 

@@ -613,7 +613,7 @@ pub fn run(
             stress_error,
         });
     }
-    let machine = machine();
+    let machine = crate::stress::machine();
     let doc = CompareDoc {
         schema_version: SCHEMA_VERSION,
         provenance: Provenance {
@@ -699,55 +699,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = x.source();
     }
     s
-}
-
-struct Machine {
-    kernel: String,
-    cpu: String,
-    cpus: usize,
-    mem_total_kib: u64,
-    host: String,
-}
-
-fn machine() -> Machine {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let uname = nix::sys::utsname::uname().ok();
-    let kernel = uname
-        .as_ref()
-        .map(|u| {
-            format!(
-                "{} {} {}",
-                u.sysname().to_string_lossy(),
-                u.release().to_string_lossy(),
-                u.machine().to_string_lossy()
-            )
-        })
-        .unwrap_or_default();
-    let host = uname
-        .as_ref()
-        .map(|u| u.nodename().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let cpu = read("/proc/cpuinfo")
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let mem_total_kib = read("/proc/meminfo")
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    Machine {
-        kernel,
-        cpu,
-        cpus: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        mem_total_kib,
-        host,
-    }
 }
 
 #[cfg(test)]
