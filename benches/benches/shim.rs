@@ -10,6 +10,7 @@ use containerd_shim_protos::api::{
     DeleteRequest, ExecProcessRequest, KillRequest, StartRequest, StateRequest, WaitRequest,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
+use harness::bundle::RootfsKind;
 use harness::launch::MockContainerd;
 use reaper_benches::{
     launch_created, mock, next_id, null_stdio, targets, Baseline, Live, Target, RPC,
@@ -279,9 +280,25 @@ fn baseline(c: &mut Criterion, rt: &Runtime) {
     rt.block_on(base.stop());
 }
 
+/// The shim that does nothing (`src/bin/containerd-shim-stub-v2.rs`): its handshake and
+/// lifecycle are what the mock containerd and TTRPC cost, the floor under every other figure.
+fn stub(c: &mut Criterion, rt: &Runtime) {
+    let t = Target {
+        name: "stub",
+        path: env!("CARGO_BIN_EXE_containerd-shim-stub-v2").into(),
+        rootfs: RootfsKind::None,
+    };
+    eprintln!("measuring stub: {}", t.path.display());
+    let m = rt.block_on(mock()).expect("mock containerd");
+    handshake(c, rt, &t, &m);
+    lifecycle(c, rt, &t, &m);
+    rt.block_on(m.shutdown());
+}
+
 fn benches(c: &mut Criterion) {
     let rt = runtime();
     baseline(c, &rt);
+    stub(c, &rt);
     for t in targets() {
         let m = rt.block_on(mock()).expect("mock containerd");
         handshake(c, &rt, &t, &m);
