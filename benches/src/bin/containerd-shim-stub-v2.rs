@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use containerd_shim_protos::api::{
     ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
-    DeleteResponse, Empty, KillRequest, ShutdownRequest, StartRequest, StartResponse,
-    StateRequest, StateResponse, WaitRequest, WaitResponse,
+    DeleteResponse, Empty, KillRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest,
+    StateResponse, WaitRequest, WaitResponse,
 };
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::Message;
@@ -42,11 +42,7 @@ struct Stub {
 
 #[async_trait::async_trait]
 impl Task for Stub {
-    async fn connect(
-        &self,
-        _: &TtrpcContext,
-        _: ConnectRequest,
-    ) -> ttrpc::Result<ConnectResponse> {
+    async fn connect(&self, _: &TtrpcContext, _: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
         Ok(ConnectResponse {
             shim_pid: std::process::id(),
             task_pid: std::process::id(),
