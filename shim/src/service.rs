@@ -113,28 +113,19 @@ pub const SHIM_API_VERSION: i32 = 3;
 /// what to print: to `BootstrapParams`, a protobuf `BootstrapResult` (version
 /// [`SHIM_API_VERSION`], protocol ttrpc), else the bare address (containerd 1.6 to 2.2).
 pub fn start_answer(flags: &Flags) -> Result<Vec<u8>> {
-    let params = bootstrap_params(&read_stdin(), flags)?;
-    let dir = params
-        .as_ref()
-        .and_then(|p| p.socket_dir.as_deref())
-        .filter(|d| !d.is_empty());
-    // The server logs at debug when the daemon's level (2.3) or its `-debug` flag asks for it.
-    let debug = flags.debug || params.as_ref().is_some_and(|p| p.level().is_debug());
-    let addr = start_in(flags, dir, debug)?;
-    Ok(match params {
-        Some(_) => {
-            let result = bootstrap::BootstrapResult {
-                version: SHIM_API_VERSION,
-                address: addr,
-                protocol: "ttrpc".into(),
-                ..Default::default()
-            };
-            result
-                .write_to_bytes()
-                .map_err(|e| Error::Other(format!("encoding the BootstrapResult: {e}")))?
-        }
-        None => addr.into_bytes(),
-    })
+    let (addr, bootstrapped) = start_from_stdin(flags)?;
+    if !bootstrapped {
+        return Ok(addr.into_bytes());
+    }
+    let result = bootstrap::BootstrapResult {
+        version: SHIM_API_VERSION,
+        address: addr,
+        protocol: "ttrpc".into(),
+        ..Default::default()
+    };
+    result
+        .write_to_bytes()
+        .map_err(|e| Error::Other(format!("encoding the BootstrapResult: {e}")))
 }
 
 fn socket_path(addr: &str) -> &str {
@@ -180,15 +171,22 @@ fn join(addr: &str, id: &str) -> bool {
 }
 
 /// The `start` action. Returns the address to print. Stdin is read: the options `Any` is
-/// ignored; `BootstrapParams` only count for their `socket_dir` (see [`start_answer`]).
+/// ignored; `BootstrapParams` count for their `socket_dir` and log level (see [`start_answer`]).
 pub fn start_action(flags: &Flags) -> Result<String> {
+    start_from_stdin(flags).map(|(addr, _)| addr)
+}
+
+/// Reads `start`'s stdin and starts (or joins) the server: its address, and whether stdin held
+/// `BootstrapParams`. The socket goes to their `socket_dir`; the server logs at debug when their
+/// log level (2.3) or the `-debug` flag asks for it.
+fn start_from_stdin(flags: &Flags) -> Result<(String, bool)> {
     let params = bootstrap_params(&read_stdin(), flags)?;
     let dir = params
         .as_ref()
         .and_then(|p| p.socket_dir.as_deref())
         .filter(|d| !d.is_empty());
     let debug = flags.debug || params.as_ref().is_some_and(|p| p.level().is_debug());
-    start_in(flags, dir, debug)
+    Ok((start_in(flags, dir, debug)?, params.is_some()))
 }
 
 /// `start` with the socket in `socket_dir` (default [`SOCKET_DIR`]), the server at debug level
