@@ -30,6 +30,19 @@ fn matrix_json(shim: &std::path::Path) -> std::process::Output {
         .unwrap()
 }
 
+/// The socket a refusal's reason names (`unix:///run/containerd/s/<hash>`) is gone.
+fn assert_named_socket_gone(reason: &str) {
+    let socket = regex::Regex::new(r"unix://(/run/containerd/s/[0-9a-f]{64})").unwrap();
+    let path = socket
+        .captures(reason)
+        .unwrap_or_else(|| panic!("no socket named in {reason}"))[1]
+        .to_string();
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "{path} left behind: {reason}"
+    );
+}
+
 /// An executable shell script `dir/name` with `body`.
 fn script(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
     let path = dir.join(name);
@@ -134,17 +147,9 @@ fn a_refused_protobuf_answer_leaves_no_server_and_no_socket() {
         ["refused", "refused", "refused", "works"],
         "{rows:?}"
     );
-    let socket = regex::Regex::new(r"unix://(/run/containerd/s/[0-9a-f]{64})").unwrap();
     for r in &rows[..3] {
         let reason = r["reason"].as_str().unwrap_or_default();
-        let path = socket
-            .captures(reason)
-            .unwrap_or_else(|| panic!("no socket named in {reason}"))[1]
-            .to_string();
-        assert!(
-            !std::path::Path::new(&path).exists(),
-            "{path} left behind: {reason}"
-        );
+        assert_named_socket_gone(reason);
         assert!(reason.contains("was ended (pids ["), "{reason}");
     }
     let shim = std::fs::canonicalize(&shim).unwrap();
@@ -188,17 +193,8 @@ fn a_json_version_3_answer_refused_by_1_7_leaves_no_server_and_no_socket() {
     );
     let reason = rows[1]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("unsupported shim version (3)"), "{reason}");
-    let socket = regex::Regex::new(r"unix://(/run/containerd/s/[0-9a-f]{64})").unwrap();
     // 1.6's message quotes the JSON, and so the socket; 1.7's names only the version.
-    let reason = rows[0]["reason"].as_str().unwrap_or_default();
-    let path = socket
-        .captures(reason)
-        .unwrap_or_else(|| panic!("no socket named in {reason}"))[1]
-        .to_string();
-    assert!(
-        !std::path::Path::new(&path).exists(),
-        "{path} left: {reason}"
-    );
+    assert_named_socket_gone(rows[0]["reason"].as_str().unwrap_or_default());
     for r in &rows[..2] {
         let reason = r["reason"].as_str().unwrap_or_default();
         assert!(reason.contains("was ended (pids ["), "{reason}");
