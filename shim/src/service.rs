@@ -271,6 +271,9 @@ fn start_in(flags: &Flags, socket_dir: Option<&str>, debug: bool) -> Result<Stri
         .stderr(std::process::Stdio::null())
         .process_group(0);
     let lfd = listener.as_raw_fd();
+    let max_fd = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft.min(1 << 20) as i32)
+        .unwrap_or(1024);
     // SAFETY: only dup2/fcntl (async-signal-safe) run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -281,8 +284,17 @@ fn start_in(flags: &Flags, socket_dir: Option<&str>, debug: bool) -> Result<Stri
             } else if libc::dup2(lfd, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // The server inherits stdio (/dev/null) and the listener only.
-            libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+            // The server inherits stdio (/dev/null) and the listener only. The other fds are
+            // marked close-on-exec, not closed: one of them is the pipe on which `spawn` learns
+            // whether the exec worked, and closing it here made `spawn` return before the exec
+            // (so `start` could exit with the server not yet exec'd, and a failed exec went
+            // unreported). CLOSE_RANGE_CLOEXEC needs Linux 5.11; older kernels get a loop.
+            const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+            if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, CLOSE_RANGE_CLOEXEC) < 0 {
+                for fd in 4..max_fd {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
             Ok(())
         });
     }

@@ -173,6 +173,71 @@ async fn sigterm_stops_the_server() {
     shim.stop().await;
 }
 
+/// `start` must not answer before its server is running: when the server cannot be executed,
+/// `start` fails, names it, and leaves no socket or address behind. The binary `start` runs from
+/// is deleted while `start` waits for its stdin, so its re-exec of itself (`/proc/self/exe`,
+/// now "... (deleted)") fails with ENOENT.
+#[test]
+fn start_fails_when_its_server_cannot_be_executed() {
+    use std::io::Write;
+    let bundle = Bundle::new(&["true"]).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let copy = scratch.path().join("containerd-shim-reaper-v2");
+    std::fs::copy(shim_bin(), &copy).unwrap();
+    let grpc = scratch.path().join("c.sock").display().to_string();
+    let mut child = Command::new(&copy)
+        .args(["-namespace", "hs", "-address", &grpc])
+        .args(["-publish-binary", "/bin/true", "-id", "noexec1", "start"])
+        .current_dir(bundle.path())
+        .env("TTRPC_ADDRESS", scratch.path().join("none"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the start process runs our copy, the copy can go.
+    let exe = format!("/proc/{}/exe", child.id());
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(&exe).ok().as_deref() != Some(copy.as_path()) {
+        assert!(Instant::now() < end, "start never ran {}", copy.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::remove_file(&copy).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"").unwrap();
+    drop(stdin);
+    let end = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("start did not end within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "start succeeded without a server: {stdout:?} {stderr:?}"
+    );
+    // containerd shows the combined output of a failed `start`; the reaper writes its error
+    // to stdout.
+    assert!(
+        stdout.contains("reaper start: spawn the shim server") && stdout.contains("No such file"),
+        "{stdout:?}"
+    );
+    assert!(!bundle.path().join("address").exists(), "address written");
+    let hash = {
+        use sha2::Digest;
+        let key = format!("{grpc}/hs/noexec1");
+        hex::encode(sha2::Sha256::digest(key.as_bytes()))
+    };
+    let socket = std::path::Path::new("/run/containerd/s").join(hash);
+    assert!(!socket.exists(), "{} left behind", socket.display());
+}
+
 #[test]
 fn delete_action_on_empty_bundle_prints_delete_response() {
     let dir = tempfile::tempdir().unwrap();
