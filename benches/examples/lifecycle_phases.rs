@@ -125,7 +125,13 @@ fn main() -> Result<()> {
         "/proc stat scan",
         &|| drop(harness::procfs::all_processes()),
     );
-    time("descendants(1)", &|| drop(harness::procfs::descendants(1)));
+    time("descendants(1)", &|| {
+        drop(harness::procfs::descendants(1, None))
+    });
+    let mark = harness::procfs::PidMark::now();
+    time("processes since a mark", &|| {
+        drop(harness::procfs::processes_since(mark))
+    });
     time("socket owners scan", &|| {
         drop(harness::leaks::socket_owners(
             "unix:///run/nonexistent.sock",

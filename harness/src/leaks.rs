@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::pidguard::{end_found, group_exists};
-use crate::procfs::{all_processes, is_alive, proc_info, ProcInfo};
+use crate::procfs::{all_processes, is_alive, proc_info, processes_since, PidMark, ProcInfo};
 
 /// The class of a leftover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -106,39 +106,19 @@ fn holders_among(inodes: &[u64], candidates: impl IntoIterator<Item = ProcInfo>)
 }
 
 /// The live server holding the socket of `address`, started at or after `not_before` (clock
-/// ticks since boot). The pids allocated after `after_pid` (the `start` action, which forks the
-/// server) are looked at first, so that usually only their `/proc` entries are read; when none
-/// of them holds the socket, every process started since `not_before` is.
-pub fn socket_server_since(address: &str, not_before: u64, after_pid: i32) -> Option<i32> {
+/// ticks since boot). With `mark` (taken before the `start` action was spawned), the processes
+/// started since are looked at first, so that usually only their `/proc` entries are read; when
+/// none of them holds the socket, every process started since `not_before` is.
+pub fn socket_server_since(address: &str, not_before: u64, mark: Option<PidMark>) -> Option<i32> {
     let name = crate::dialect::proc_net_unix_name(address)?;
     let inodes = unix_socket_inodes(&name);
     if inodes.is_empty() {
         return None;
     }
-    let last: i32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    // Pids are handed out upwards and wrap at pid_max.
-    let recent = |p: i32| {
-        if last >= after_pid {
-            p > after_pid && p <= last
-        } else {
-            p > after_pid || p <= last
-        }
-    };
     let live = |p: &i32| proc_info(*p).is_some_and(|i| i.state != 'Z');
-    if last > 0 && after_pid > 0 {
-        let pids: Vec<i32> = std::fs::read_dir("/proc")
-            .map(|rd| {
-                rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-                    .filter(|p| recent(*p))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let candidates = pids
+    if mark.is_some() {
+        let candidates = processes_since(mark)
             .into_iter()
-            .filter_map(proc_info)
             .filter(|p| p.starttime >= not_before);
         if let Some(p) = holders_among(&inodes, candidates).into_iter().find(live) {
             return Some(p);
@@ -228,6 +208,9 @@ pub struct LeakScope {
     pub not_before: u64,
     /// Pids never reported or ended (a server still serving other containers).
     pub spare: Vec<i32>,
+    /// The pid allocation before the shim's `start` was spawned: the process-group and bundle
+    /// checks read only the processes started since (every process without it).
+    pub mark: Option<PidMark>,
 }
 
 /// Processes other than this one whose cwd or an open file lies under `dir`, with what it is.
@@ -324,9 +307,25 @@ pub fn check_and_clean(scope: &LeakScope) -> Vec<Leak> {
     }
     let my_pgrp = nix::unistd::getpgrp().as_raw();
     // One /proc scan serves the process-group check and the bundle check (which reads the cwd
-    // and fds only of processes started since the shim's launch).
-    let procs = if scope.pgids.iter().any(|g| group_exists(*g)) || scope.bundle.is_some() {
-        all_processes()
+    // and fds only of processes started since the shim's launch). The shim's groups were made
+    // after the mark, so their members are normally among the processes started since; should
+    // a live group have none there, every process is read.
+    let live_groups: Vec<i32> = scope
+        .pgids
+        .iter()
+        .copied()
+        .filter(|g| group_exists(*g))
+        .collect();
+    let procs = if !live_groups.is_empty() || scope.bundle.is_some() {
+        let recent = processes_since(scope.mark);
+        if live_groups
+            .iter()
+            .all(|g| recent.iter().any(|p| p.pgrp == *g))
+        {
+            recent
+        } else {
+            all_processes()
+        }
     } else {
         vec![]
     };
@@ -489,7 +488,7 @@ mod tests {
             .spawn()
             .unwrap();
         let me = std::process::id() as i32;
-        let d = crate::procfs::descendants(me);
+        let d = crate::procfs::descendants(me, None);
         assert!(d
             .iter()
             .any(|p| p.pid == child.id() as i32 && p.comm == "sleep"));
@@ -529,6 +528,8 @@ mod tests {
         let path = tmp.path().join("s.sock");
         let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let fd: std::os::fd::OwnedFd = l.into();
+        let before = PidMark::now();
+        assert!(before.is_some(), "/proc tells no pid mark");
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .process_group(0)
@@ -542,18 +543,24 @@ mod tests {
         let newer = pids_holding_sockets_since(&inodes, start);
         let later = pids_holding_sockets_since(&inodes, start + 1);
         let addr = format!("unix://{}", path.display());
-        // Found among the pids after this test's own pid, after pid 1, and not after the child.
+        let after = PidMark::now();
+        let recent: Vec<i32> = processes_since(before).iter().map(|p| p.pid).collect();
+        let later_ones: Vec<i32> = processes_since(after).iter().map(|p| p.pid).collect();
+        // Found among the processes started since the mark before it, by the full scan without
+        // a mark, and by the full scan after missing among those started since a later mark.
         let server = [
-            socket_server_since(&addr, start, std::process::id() as i32),
-            socket_server_since(&addr, start, 1),
-            socket_server_since(&addr, start, pid),
-            socket_server_since(&addr, start + 1, 1),
+            socket_server_since(&addr, start, before),
+            socket_server_since(&addr, start, None),
+            socket_server_since(&addr, start, after),
+            socket_server_since(&addr, start + 1, before),
         ];
         assert!(end_found(pid, Duration::from_secs(2)));
         child.wait().unwrap();
         assert_eq!((all, newer), (vec![pid], vec![pid]));
         assert!(later.is_empty());
-        // Not after the child itself: the full scan finds it all the same.
+        assert!(recent.contains(&pid), "{pid} not among {recent:?}");
+        assert!(!later_ones.contains(&pid), "{pid} among {later_ones:?}");
+        assert!(recent.len() < all_processes().len(), "{recent:?}");
         assert_eq!(server, [Some(pid), Some(pid), Some(pid), None]);
     }
 

@@ -345,7 +345,7 @@ mod tests {
         let spid = server.id() as i32;
         let deadline = Instant::now() + Duration::from_secs(5);
         let grandchild = loop {
-            let kids = crate::procfs::descendants(spid);
+            let kids = crate::procfs::descendants(spid, None);
             if let Some(k) = kids.iter().find(|k| k.comm == "sleep") {
                 break k.pid;
             }

@@ -197,6 +197,7 @@ pub(super) async fn execute(
     ctx.bootstrap = sc.bootstrap.as_ref();
     let total = sc.timeout.map(|d| d.get()).unwrap_or(cfg.scenario_timeout);
     let began = crate::procfs::ticks_now();
+    let mark = crate::procfs::PidMark::now();
     let ran = tokio::time::timeout(total, async {
         if ctx.prepare(&sc.steps).await {
             ctx.run_steps(&sc.steps, "").await;
@@ -224,6 +225,7 @@ pub(super) async fn execute(
         let scope = crate::leaks::LeakScope {
             bundle: Some(scenario_dir),
             not_before: began,
+            mark,
             ..Default::default()
         };
         let swept = tokio::task::spawn_blocking(move || crate::leaks::check_and_clean(&scope))

@@ -97,6 +97,8 @@ pub(crate) struct ServerEntry {
     pub(crate) pid: Option<i32>,
     pub(crate) pgids: Vec<i32>,
     pub(crate) since: u64,
+    /// The pid allocation before the first `start` of this server was spawned.
+    pub(crate) mark: Option<procfs::PidMark>,
     pub(crate) connections: usize,
 }
 
@@ -301,6 +303,7 @@ impl MockContainerd {
                 Stdio::null()
             })
             .process_group(0);
+        let mark = procfs::PidMark::now();
         let mut spawned = cmd.spawn();
         // ETXTBSY: a shim binary just written (by a build or a test) can still be open for
         // writing in a child that another thread forked and that has not exec'd yet. That lasts
@@ -430,7 +433,7 @@ impl MockContainerd {
         let entry = {
             let mut reg = lock(&self.registry);
             let e = reg.entry(address.clone()).or_insert_with(|| {
-                let pid = leaks::socket_server_since(&address, since, start_pid);
+                let pid = leaks::socket_server_since(&address, since, mark);
                 let mut pgids = vec![start_pid];
                 if let Some(info) = pid.and_then(procfs::proc_info) {
                     if !pgids.contains(&info.pgrp)
@@ -444,13 +447,14 @@ impl MockContainerd {
                     pid,
                     pgids,
                     since,
+                    mark,
                     connections: 0,
                 }
             });
             e.connections += 1;
             e.clone()
         };
-        let (pid, since) = (entry.pid, entry.since);
+        let (pid, since, mark) = (entry.pid, entry.since, entry.mark);
         let mut pgids = entry.pgids;
         if !pgids.contains(&start_pid) {
             pgids.push(start_pid);
@@ -488,6 +492,7 @@ impl MockContainerd {
             closed: false,
             released: None,
             since,
+            mark,
             registry: self.registry.clone(),
         })
     }

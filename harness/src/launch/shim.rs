@@ -43,6 +43,8 @@ pub struct Shim {
     /// the rest of the clean-up to `Drop`, which must not release the entry twice.
     pub(super) released: Option<bool>,
     pub(super) since: u64,
+    /// The pid allocation before the server's `start` was spawned (see [`procfs::PidMark`]).
+    pub(super) mark: Option<procfs::PidMark>,
     pub(super) registry: super::Registry,
 }
 
@@ -65,12 +67,16 @@ impl Drop for Shim {
         let scope = LeakScope {
             server_pid: self.pid,
             pgids: self.pgids.clone(),
-            descendants: self.pid.map(procfs::descendants).unwrap_or_default(),
+            descendants: self
+                .pid
+                .map(|p| procfs::descendants(p, self.mark))
+                .unwrap_or_default(),
             socket: dialect::socket_path(&self.address),
             dirs: vec![],
             bundle: None,
             not_before: self.since,
             spare: vec![],
+            mark: self.mark,
         };
         let found = leaks::check_and_clean(&scope);
         if !found.is_empty() {
@@ -152,7 +158,10 @@ impl Shim {
     /// end whatever is left.
     pub async fn close(mut self) -> CloseReport {
         let t = self.timeouts;
-        let descendants = self.pid.map(procfs::descendants).unwrap_or_default();
+        let descendants = self
+            .pid
+            .map(|p| procfs::descendants(p, self.mark))
+            .unwrap_or_default();
         // Unreaped children of a live server: give it a moment, then whatever is still a zombie
         // under the same parent is reported.
         let mut zombie_leaks = vec![];
@@ -254,6 +263,7 @@ impl Shim {
                 bundle: Some(self.delete.bundle.clone()),
                 not_before: self.since,
                 spare,
+                mark: self.mark,
                 ..Default::default()
             }
         } else {
@@ -266,6 +276,7 @@ impl Shim {
                 bundle: Some(self.delete.bundle.clone()),
                 not_before: self.since,
                 spare: vec![],
+                mark: self.mark,
             }
         };
         let mut leaks = tokio::task::spawn_blocking(move || leaks::check_and_clean(&scope))

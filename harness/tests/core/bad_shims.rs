@@ -303,7 +303,10 @@ async fn unreaped_children_of_a_shim_are_reported_as_zombies() -> Result<()> {
     let server = s.pid.context("server pid")?;
     // Wait until the server's child has exited unreaped.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !procfs::descendants(server).iter().any(|d| d.state == 'Z') {
+    while !procfs::descendants(server, None)
+        .iter()
+        .any(|d| d.state == 'Z')
+    {
         ensure!(
             Instant::now() < deadline,
             "no zombie appeared under {server}"
