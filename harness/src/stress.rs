@@ -751,12 +751,11 @@ async fn one(ctx: &Ctx, i: usize, shared: Option<TaskClient>) -> anyhow::Result<
         .context("wait task panicked")?
         .context("wait")?;
     timed("wait", t);
-    anyhow::ensure!(
-        w.exit_status == 0,
-        "`{}` exited {} (want 0)",
-        args.join(" "),
-        w.exit_status
-    );
+    // A wrong exit status fails the lifecycle, but only after the task was deleted (and its
+    // shim shut down), as containerd deletes it whatever its status: an early return left the
+    // task, and with it the reaper's cgroup, behind.
+    let bad_exit = (w.exit_status != 0)
+        .then(|| format!("`{}` exited {} (want 0)", args.join(" "), w.exit_status));
     let t = Instant::now();
     client
         .delete(
@@ -794,6 +793,9 @@ async fn one(ctx: &Ctx, i: usize, shared: Option<TaskClient>) -> anyhow::Result<
             "leaks after the shim of {id}: {:?}",
             report.leaks.iter().map(|l| &l.detail).collect::<Vec<_>>()
         );
+    }
+    if let Some(why) = bad_exit {
+        anyhow::bail!(why);
     }
     timed("lifecycle", life);
     drop(stdio);

@@ -200,17 +200,40 @@ fn soak_refuses_shim_per_task_and_task_counts() {
 
 #[test]
 fn a_failing_process_makes_exit_status_one() {
-    let out = harness()
+    use std::time::{Duration, Instant};
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("harness"))
         .args(["stress", "-n", "3", "-p", "1", "--shim"])
         .arg(reaper())
         .args(["--process", "false"])
-        .timeout(std::time::Duration::from_secs(60))
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("harness stress");
+    let end = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > end {
+            child.kill().expect("kill harness");
+            child.wait().expect("reap harness");
+            panic!("harness stress did not end within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id();
+    let out = child.wait_with_output().expect("harness output");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("3 failed"), "{text}");
     assert!(text.contains("exited 1 (want 0)"), "{text}");
+    // The failed tasks were still deleted: the reaper removed their cgroups
+    // (`reaper/<ns>/<id>` under each v1 controller; the run's namespace is `stress-<pid>-0`).
+    let left: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|c| c.path().join(format!("reaper/stress-{pid}-0")))
+        .filter(|d| d.exists())
+        .collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
 }
 
 #[test]
