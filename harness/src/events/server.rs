@@ -175,4 +175,31 @@ mod tests {
         assert_eq!(topics, ["/tasks/create", "/tasks/exit"]);
         ep.down().await;
     }
+
+    /// What the mock's `Drop` relies on: a server taken out and dropped stops accepting (its
+    /// accept loop ends and closes the listener) without `shutdown`.
+    #[tokio::test]
+    async fn a_dropped_server_stops_listening() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("d.sock");
+        let mut ep = Endpoint::start(&path, EventLog::new(), EventSource::Shim)
+            .await
+            .unwrap();
+        forward(&connect(&path).await.unwrap(), "/tasks/create")
+            .await
+            .unwrap();
+        drop(ep.take_server());
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            assert!(
+                std::time::Instant::now() < end,
+                "still accepting 5 s after the drop"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            path.exists(),
+            "the socket file stays (it goes with the temp dir)"
+        );
+    }
 }

@@ -500,18 +500,13 @@ impl MockContainerd {
 
 impl Drop for MockContainerd {
     fn drop(&mut self) {
-        // Stop the endpoints' accept loops (their sockets go with the temp dir).
-        let servers: Vec<_> = self
-            .servers
-            .iter_mut()
-            .filter_map(Endpoint::take_server)
-            .collect();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                for mut s in servers {
-                    let _ = s.shutdown().await;
-                }
-            });
+        // Stop the endpoints' accept loops (their sockets go with the temp dir): a dropped ttrpc
+        // server's accept loop ends by itself once its stop channel closes. (An explicit
+        // `Server::shutdown` spawned from here panicked in ttrpc's `stop_listen` when the
+        // runtime was going down and the accept loop was already gone: ttrpc 0.10
+        // `src/asynchronous/server.rs` unwraps both channel operations.)
+        for s in self.servers.iter_mut() {
+            drop(s.take_server());
         }
     }
 }
