@@ -25,20 +25,10 @@ cargo build -p containerd-shim-reaper --bins
 target="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug"
 cache="$target/../containerd"
 
-# <release> -> the directory of its containerd, ctr and containerd-shim-runc-v2, and the dialect.
-bindir() {
-  case "$1" in
-    1.6) dirname "$(command -v containerd)" ;;
-    1.7) echo "$cache/1.7.24/usr/bin" ;;
-    2.1) echo "$cache/2.1.9/usr/bin" ;;
-    # Built from containerd's release source, in the project's shared/ beside the checkout.
-    2.3) echo "$PWD/../shared/containerd/2.3.4" ;;
-    *) echo "$me: DIFF_VERSIONS: unknown release $1 (1.6, 1.7, 2.1, 2.3)" >&2; return 2 ;;
-  esac
-}
+. ci/private-containerd.sh
 dialect() { case "$1" in 2.1) echo 2.0 ;; *) echo "$1" ;; esac; }
 for v in ${DIFF_VERSIONS:-1.6 1.7 2.1 2.3}; do
-  b="$(bindir "$v")"
+  b="$(containerd_bindir "$v")"
   [ -x "$b/containerd" ] && [ -x "$b/ctr" ] && [ -x "$b/containerd-shim-runc-v2" ] ||
     { echo "$me: containerd $v is missing in $b: run ci/setup.sh (2.3: the project's shared/containerd/2.3.4)" >&2; exit 2; }
 done
@@ -54,18 +44,8 @@ for attempt in 1 2 3; do
   grep -qa "harness was built without the" "$dir/harness" || break
   [ "$attempt" = 3 ] && { echo "$me: target/debug/harness keeps being rebuilt without the feature" >&2; exit 2; }
 done
-ctd_pid=""
-stop_containerd() {
-  if [ -n "$ctd_pid" ] && kill -0 "$ctd_pid" 2>/dev/null; then
-    kill -TERM "$ctd_pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$ctd_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$ctd_pid" 2>/dev/null || true
-    wait "$ctd_pid" 2>/dev/null || true
-  fi
-  ctd_pid=""
-}
 cleanup() {
-  stop_containerd
+  containerd_stop
   # Mounts of the state dirs (none expected: root.path is absolute) would make removal fail.
   { grep -o " $dir[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
   rm -rf "$dir"
@@ -79,37 +59,10 @@ for f in ${DIFF_FILTERS:-lifecycle/* exec/*}; do filters+=(--filter "$f"); done
 set +f
 status=0
 for v in ${DIFF_VERSIONS:-1.6 1.7 2.1 2.3}; do
-  b="$(bindir "$v")"
+  b="$(containerd_bindir "$v")"
   d="$dir/$v"
-  mkdir -p "$d"
-  # 2.x migrates a version 2 config at every start (and warns); version 3 is its own. NRI is on
-  # by default in 2.x and would listen on the host-wide /var/run/nri/nri.sock
-  # (internal/nri/config.go, v2.1.9); CRI is not needed here.
-  case "$v" in
-    2.*) cfg_version=3; disabled='"io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri"' ;;
-    *) cfg_version=2; disabled='"io.containerd.grpc.v1.cri"' ;;
-  esac
-  cat >"$d/config.toml" <<EOF
-version = $cfg_version
-root = "$d/root"
-state = "$d/state"
-disabled_plugins = [$disabled]
-
-[grpc]
-  address = "$d/c.sock"
-
-[ttrpc]
-  address = "$d/c.sock.ttrpc"
-EOF
   # The release's own runc shim next to ours, first on the daemon's PATH.
-  PATH="$target:$b:$PATH" "$b/containerd" --config "$d/config.toml" >"$d/containerd.log" 2>&1 &
-  ctd_pid=$!
-  for _ in $(seq 200); do
-    [ -S "$d/c.sock" ] && "$b/ctr" --address "$d/c.sock" version >/dev/null 2>&1 && break
-    kill -0 "$ctd_pid" 2>/dev/null || { echo "$me: containerd $v exited:" >&2; tail -20 "$d/containerd.log" >&2; exit 2; }
-    sleep 0.1
-  done
-  "$b/ctr" --address "$d/c.sock" version >/dev/null || { echo "$me: containerd $v not ready" >&2; exit 2; }
+  containerd_start "$d" "$b" "$v" "$target:$b"
   run() { # run NAME SHIM RUNTIME
     echo "== differential: $1 ($3) against containerd $v at $d/c.sock (dialect $(dialect "$v"))" >&2
     "$dir/harness" run --containerd "$d/c.sock" --shim "$2" --runtime "$3" \
@@ -128,7 +81,7 @@ EOF
     tail -20 "$d/containerd.log" >&2
     exit 1
   fi
-  stop_containerd
+  containerd_stop
   echo "$me: the mock matches containerd $v for: ${DIFF_SHIMS:-reaper runc}" >&2
 done
 echo "$me: the mock matches containerd ${DIFF_VERSIONS:-1.6 1.7 2.1 2.3} for: ${DIFF_SHIMS:-reaper runc}"
