@@ -27,7 +27,7 @@ use super::daemon::{
     bounded, code_name, json_any, keep, req, status_name, ts, Daemon, Events, SETTLE,
 };
 use crate::bundle::{Bundle, BundleOptions};
-use crate::scenario::{expand, EventMatch, Scenario, StdioKind, Step};
+use crate::scenario::{expand, match_events, Scenario, StdioKind, Step};
 use crate::stdio::{StdioMode, StdioOptions, StdioSet};
 
 type WaitHandle = tokio::task::JoinHandle<Result<Value, Status>>;
@@ -572,6 +572,10 @@ impl Run<'_> {
                     }..];
                     let r = match_events(got, &e.expect, e.exact, &|n: &str| {
                         self.vars.get(n).cloned()
+                    })
+                    .map_err(|why| {
+                        let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+                        format!("{why}; got [{}]", topics.join(", "))
                     });
                     let forbidden = e
                         .forbid
@@ -824,54 +828,4 @@ impl Run<'_> {
             .await;
         }
     }
-}
-
-/// Matches expected events as an ordered subsequence (or, `exact`, the exact sequence) of
-/// `got`; returns the index after the last matched event.
-fn match_events(
-    got: &[(String, Value)],
-    expect: &[EventMatch],
-    exact: bool,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<usize, String> {
-    let fields_ok = |m: &EventMatch, f: &Value| -> bool {
-        m.0.fields.iter().all(|(k, mm)| {
-            let at = f.pointer(&format!("/{}", k.replace('.', "/")));
-            mm.check(at, lookup).is_ok()
-        })
-    };
-    let topics = || {
-        got.iter()
-            .map(|(t, _)| t.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if exact {
-        let ok = got.len() == expect.len()
-            && expect
-                .iter()
-                .zip(got)
-                .all(|(m, (t, f))| &m.0.topic == t && fields_ok(m, f));
-        return if ok {
-            Ok(got.len())
-        } else {
-            Err(format!(
-                "not exactly the expected events; got [{}]",
-                topics()
-            ))
-        };
-    }
-    let mut j = 0;
-    for m in expect {
-        loop {
-            let Some((t, f)) = got.get(j) else {
-                return Err(format!("no {}; got [{}]", m.0.topic, topics()));
-            };
-            j += 1;
-            if t == &m.0.topic && fields_ok(m, f) {
-                break;
-            }
-        }
-    }
-    Ok(j)
 }

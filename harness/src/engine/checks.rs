@@ -1,5 +1,6 @@
 //! The checking steps of a scenario: `events` (ordered subsequence, `exact`, `forbid`, `fresh`),
-//! `output` and `shim-alive`, each waiting at most its bound; plus the pure event matcher.
+//! `output` and `shim-alive`, each waiting at most its bound (the event matcher itself is the
+//! scenario format's, [`crate::scenario::match_events`]).
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,7 @@ use serde_json::Value;
 use super::convert;
 use super::steps::{Ctx, MAIN};
 use crate::events::RecordedEvent;
-use crate::scenario::{EventMatch, OutputMatch};
+use crate::scenario::{match_events, OutputMatch};
 
 impl Ctx<'_> {
     pub(super) fn container_id(
@@ -216,109 +217,5 @@ impl Ctx<'_> {
             }
         }
         Ok(())
-    }
-}
-
-/// Matches expected events against `(topic, fields)`; returns the index after the last matched.
-pub(super) fn match_events(
-    got: &[(String, Value)],
-    expect: &[EventMatch],
-    exact: bool,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<usize, String> {
-    let fields_ok = |m: &EventMatch, f: &Value| -> Result<(), String> {
-        for (k, mm) in &m.0.fields {
-            // `io.stdout` reaches into nested fields.
-            let at = f.pointer(&format!("/{}", k.replace('.', "/")));
-            mm.check(at, lookup).map_err(|e| format!("{k}: {e}"))?;
-        }
-        Ok(())
-    };
-    if exact {
-        if got.len() != expect.len() {
-            return Err(format!("{} events instead of {}", got.len(), expect.len()));
-        }
-        for (i, (m, (t, f))) in expect.iter().zip(got).enumerate() {
-            if &m.0.topic != t {
-                return Err(format!("event {} is {t}, expected {}", i + 1, m.0.topic));
-            }
-            fields_ok(m, f).map_err(|e| format!("{t}: {e}"))?;
-        }
-        return Ok(got.len());
-    }
-    let mut j = 0;
-    let mut last: Option<&str> = None;
-    for m in expect {
-        let mut note = None;
-        loop {
-            let Some((t, f)) = got.get(j) else {
-                let after = last.map(|l| format!(" after {l}")).unwrap_or_default();
-                return Err(match note {
-                    Some(n) => format!("{} came with {n}", m.0.topic),
-                    None => format!("no {}{after}", m.0.topic),
-                });
-            };
-            j += 1;
-            if t == &m.0.topic {
-                match fields_ok(m, f) {
-                    Ok(()) => {
-                        last = Some(t.as_str());
-                        break;
-                    }
-                    Err(e) => note = Some(e),
-                }
-            }
-        }
-    }
-    Ok(j)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    pub(super) fn m(y: &str) -> Vec<EventMatch> {
-        serde_yaml_ng::from_str(y).unwrap()
-    }
-
-    pub(super) fn got(topics: &[&str]) -> Vec<(String, Value)> {
-        topics
-            .iter()
-            .map(|t| (t.to_string(), json!({"exit-status": 0})))
-            .collect()
-    }
-
-    const NONE: &dyn Fn(&str) -> Option<String> = &|_| None;
-
-    #[test]
-    pub(super) fn subsequence_and_exact() {
-        let want = m("[/tasks/create, /tasks/start, /tasks/exit]");
-        let seq = got(&[
-            "/tasks/create",
-            "/tasks/oom",
-            "/tasks/start",
-            "/tasks/exit",
-            "/tasks/delete",
-        ]);
-        assert_eq!(match_events(&seq, &want, false, NONE), Ok(4));
-        assert!(match_events(&seq, &want, true, NONE)
-            .unwrap_err()
-            .contains("5 events instead of 3"));
-        let early = got(&["/tasks/create", "/tasks/exit", "/tasks/start"]);
-        let e = match_events(&early, &want, false, NONE).unwrap_err();
-        assert_eq!(e, "no /tasks/exit after /tasks/start");
-        let e = match_events(&early, &want, true, NONE).unwrap_err();
-        assert_eq!(e, "event 2 is /tasks/exit, expected /tasks/start");
-    }
-
-    #[test]
-    pub(super) fn fields_are_checked() {
-        let want = m("[{topic: /tasks/exit, fields: {exit-status: 143}}]");
-        let e = match_events(&got(&["/tasks/exit"]), &want, false, NONE).unwrap_err();
-        assert_eq!(e, "/tasks/exit came with exit-status: expected 143, got 0");
-        assert!(match_events(&got(&[]), &want, false, NONE)
-            .unwrap_err()
-            .contains("no /tasks/exit"));
     }
 }

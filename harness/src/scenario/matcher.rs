@@ -700,6 +700,63 @@ pub fn abbreviate(s: &str, max: usize) -> String {
     format!("{:?}…({} bytes)…{:?}", &s[..head], s.len(), &s[tail..])
 }
 
+/// Matches expected events against what was delivered, `(topic, fields)` in order: as an ordered
+/// subsequence, or with `exact` as the exact sequence. Returns the index after the last matched
+/// event, or why not (`no /tasks/exit after /tasks/start`, `/tasks/exit came with exit-status:
+/// expected 143, got 0`). The mock's engine and the differential mode both judge with it.
+pub fn match_events(
+    got: &[(String, Value)],
+    expect: &[EventMatch],
+    exact: bool,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<usize, String> {
+    let fields_ok = |m: &EventMatch, f: &Value| -> Result<(), String> {
+        for (k, mm) in &m.0.fields {
+            // `io.stdout` reaches into nested fields.
+            let at = f.pointer(&format!("/{}", k.replace('.', "/")));
+            mm.check(at, lookup).map_err(|e| format!("{k}: {e}"))?;
+        }
+        Ok(())
+    };
+    if exact {
+        if got.len() != expect.len() {
+            return Err(format!("{} events instead of {}", got.len(), expect.len()));
+        }
+        for (i, (m, (t, f))) in expect.iter().zip(got).enumerate() {
+            if &m.0.topic != t {
+                return Err(format!("event {} is {t}, expected {}", i + 1, m.0.topic));
+            }
+            fields_ok(m, f).map_err(|e| format!("{t}: {e}"))?;
+        }
+        return Ok(got.len());
+    }
+    let mut j = 0;
+    let mut last: Option<&str> = None;
+    for m in expect {
+        let mut note = None;
+        loop {
+            let Some((t, f)) = got.get(j) else {
+                let after = last.map(|l| format!(" after {l}")).unwrap_or_default();
+                return Err(match note {
+                    Some(n) => format!("{} came with {n}", m.0.topic),
+                    None => format!("no {}{after}", m.0.topic),
+                });
+            };
+            j += 1;
+            if t == &m.0.topic {
+                match fields_ok(m, f) {
+                    Ok(()) => {
+                        last = Some(t.as_str());
+                        break;
+                    }
+                    Err(e) => note = Some(e),
+                }
+            }
+        }
+    }
+    Ok(j)
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -882,5 +939,49 @@ mod tests {
         assert!(m.check(b"hi\n", &vars).is_ok());
         assert!(m.check(b"ho\n", &vars).is_err());
         assert!(serde_yaml_ng::from_str::<OutputMatch>("{matches: '('}").is_err());
+    }
+
+    fn event_matches(y: &str) -> Vec<EventMatch> {
+        serde_yaml_ng::from_str(y).unwrap()
+    }
+
+    fn delivered(topics: &[&str]) -> Vec<(String, Value)> {
+        topics
+            .iter()
+            .map(|t| (t.to_string(), json!({"exit-status": 0})))
+            .collect()
+    }
+
+    const NO_VARS: &dyn Fn(&str) -> Option<String> = &|_| None;
+
+    #[test]
+    fn subsequence_and_exact() {
+        let want = event_matches("[/tasks/create, /tasks/start, /tasks/exit]");
+        let seq = delivered(&[
+            "/tasks/create",
+            "/tasks/oom",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete",
+        ]);
+        assert_eq!(match_events(&seq, &want, false, NO_VARS), Ok(4));
+        assert!(match_events(&seq, &want, true, NO_VARS)
+            .unwrap_err()
+            .contains("5 events instead of 3"));
+        let early = delivered(&["/tasks/create", "/tasks/exit", "/tasks/start"]);
+        let e = match_events(&early, &want, false, NO_VARS).unwrap_err();
+        assert_eq!(e, "no /tasks/exit after /tasks/start");
+        let e = match_events(&early, &want, true, NO_VARS).unwrap_err();
+        assert_eq!(e, "event 2 is /tasks/exit, expected /tasks/start");
+    }
+
+    #[test]
+    fn fields_are_checked() {
+        let want = event_matches("[{topic: /tasks/exit, fields: {exit-status: 143}}]");
+        let e = match_events(&delivered(&["/tasks/exit"]), &want, false, NO_VARS).unwrap_err();
+        assert_eq!(e, "/tasks/exit came with exit-status: expected 143, got 0");
+        assert!(match_events(&delivered(&[]), &want, false, NO_VARS)
+            .unwrap_err()
+            .contains("no /tasks/exit"));
     }
 }

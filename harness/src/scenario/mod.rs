@@ -18,8 +18,8 @@ pub use load::{
     discover, load_embedded, load_file, load_str, Filter, LoadError, Loaded, Profile, Source,
 };
 pub use matcher::{
-    abbreviate, expand, loose_eq, parse_time, ErrorCode, EventMatch, EventMatchFull, ExpectError,
-    MatchOps, Matcher, OutputMatch,
+    abbreviate, expand, loose_eq, match_events, parse_time, ErrorCode, EventMatch, EventMatchFull,
+    ExpectError, MatchOps, Matcher, OutputMatch,
 };
 pub use signal::Signal;
 
