@@ -23,6 +23,13 @@ const KNOWN: &[&str] = &[
     "stdio/close-io-by-rpc",
 ];
 
+/// Should-level scenarios the Go runc shim fails only when the machine is slow enough: its
+/// publisher re-sends an event it could not deliver from a goroutine after `count` seconds
+/// (`queue` in runtime/v2/shim/publisher.go at v1.6.20), so events caught by an outage can come
+/// back out of order when one retry fires while the endpoint is still down and a later one just
+/// after. Either verdict is accepted, a failure only in the events check.
+const TIMING: &[&str] = &["faults/events-keep-order-after-outage"];
+
 #[test]
 fn runc_go_shim_passes_every_must_but_the_documented_deviation() {
     for tool in [RUNC_SHIM, "/usr/sbin/runc", "/bin/busybox"] {
@@ -57,9 +64,13 @@ fn runc_go_shim_passes_every_must_but_the_documented_deviation() {
         )
     });
     let scenarios = v["scenarios"].as_array().expect("scenarios");
+    let timing_only = |s: &Value| {
+        TIMING.contains(&s["name"].as_str().unwrap_or(""))
+            && s["reason"].as_str().unwrap_or("").contains("(events)")
+    };
     let failed: Vec<String> = scenarios
         .iter()
-        .filter(|s| s["status"] == "failed")
+        .filter(|s| s["status"] == "failed" && !timing_only(s))
         .map(|s| format!("{}: {}", s["name"], s["reason"]))
         .collect();
     assert!(
@@ -67,7 +78,10 @@ fn runc_go_shim_passes_every_must_but_the_documented_deviation() {
         "unexpected failures:\n{}",
         failed.join("\n")
     );
-    assert_eq!(out.status.code(), Some(0));
+    let reordered = scenarios
+        .iter()
+        .any(|s| s["status"] == "failed" && timing_only(s));
+    assert_eq!(out.status.code(), Some(if reordered { 1 } else { 0 }));
     // The pinned deviations are still deviations (a fixed one shows up as passed).
     for s in scenarios.iter().filter(|s| s["status"] == "passed") {
         let name = s["name"].as_str().unwrap_or("");
