@@ -229,12 +229,8 @@ fn start_fails_when_its_server_cannot_be_executed() {
         "{stdout:?}"
     );
     assert!(!bundle.path().join("address").exists(), "address written");
-    let hash = {
-        use sha2::Digest;
-        let key = format!("{grpc}/hs/noexec1");
-        hex::encode(sha2::Sha256::digest(key.as_bytes()))
-    };
-    let socket = std::path::Path::new("/run/containerd/s").join(hash);
+    let address = reaper::service::socket_address(&grpc, "hs", "noexec1");
+    let socket = std::path::PathBuf::from(address.trim_start_matches("unix://"));
     assert!(!socket.exists(), "{} left behind", socket.display());
 }
 
