@@ -9,7 +9,7 @@ ci/setup.sh
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast
 ci/differential.sh  # fidelity: the mock against private containerds 1.6.20, 1.7.24 and 2.1.9 (reaper and runc shims)
-cargo test -p harness --features containerd --lib --test differential  # the differential code's unit tests; it catches a differing mock
+cargo test -p harness --features containerd --lib --test differential --test cri  # the differential code's unit tests (it catches a differing mock) and `harness cri` under real 1.7.24 and 2.1.9 with their CRI plugins
 # Smoke check of the criterion benches: each runs once (no timing is judged).
 cargo test -p reaper-benches --benches
 cargo clippy --workspace --all-targets --features harness/containerd -- -D warnings  # the differential code too

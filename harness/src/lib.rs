@@ -34,6 +34,7 @@
 pub mod bundle;
 pub mod client;
 pub mod compare;
+pub mod cri;
 pub mod delete;
 pub mod dialect;
 #[cfg(feature = "containerd")]

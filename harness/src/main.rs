@@ -67,6 +67,10 @@ fn main() -> ExitCode {
             Ok(code) => ExitCode::from(code),
             Err(e) => usage_error(e),
         },
+        Cmd::Cri(a) => match cri(&a) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => usage_error(e),
+        },
         Cmd::Stress(a) => match prefer_tmpfs().and_then(|()| stress(&a)) {
             Ok(code) => ExitCode::from(code),
             Err(e) => usage_error(e),

@@ -1,5 +1,6 @@
 //! Reading processes from `/proc`: a process's facts from `/proc/<pid>/stat`, the clock they are
-//! counted in, every process or those started since a [`PidMark`], a process's descendants.
+//! counted in, every process or those started since a [`PidMark`], a process's descendants and
+//! argv.
 //! Below both the leak checks and the pid guard, which use it; it signals nothing.
 
 use std::collections::HashSet;
@@ -42,6 +43,16 @@ pub fn proc_info(pid: i32) -> Option<ProcInfo> {
         pgrp,
         starttime,
     })
+}
+
+/// A process's argv from `/proc/<pid>/cmdline` (empty when it is gone or a kernel thread).
+pub fn argv(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 /// Now, in the unit of [`ProcInfo::starttime`]: clock ticks since boot.

@@ -365,6 +365,45 @@ pub(crate) fn differential(_: &RunArgs, _: RunConfig, _: Vec<Loaded>) -> Result<
     bail!("--containerd: this harness was built without the `containerd` feature; run `cargo build -p harness --features containerd` (needs protoc)")
 }
 
+/// `harness cri`: exit 0 when every step passed, 1 when one failed, 2 when it could not run.
+#[cfg(feature = "containerd")]
+pub(crate) fn cri(a: &CriArgs) -> Result<u8> {
+    use harness::cri::{self, CriConfig};
+    let socket = cri::endpoint_socket(&a.endpoint).map_err(|e| anyhow!(e))?;
+    let import_with = if a.import_images {
+        Some(cri::image::find_ctr(a.ctr.as_deref())?)
+    } else {
+        None
+    };
+    let cfg = CriConfig {
+        socket,
+        handler: a.handler.clone(),
+        import_with,
+        image: a.image.clone(),
+        timeout: a.timeout,
+        grace: a.grace,
+    };
+    let report = cri::run_blocking(&cfg, &a.endpoint)?;
+    let text = match a.format {
+        CriFormat::Human => report.human(),
+        CriFormat::Json => report.to_json(),
+        CriFormat::Junit => report.junit(),
+    };
+    match &a.report {
+        Some(p) => {
+            std::fs::write(p, &text).with_context(|| format!("--report `{}`", p.display()))?;
+            eprint!("{}", report.summary_line());
+        }
+        None => emit(&text),
+    }
+    Ok(report.exit_code())
+}
+
+#[cfg(not(feature = "containerd"))]
+pub(crate) fn cri(_: &CriArgs) -> Result<u8> {
+    bail!("cri: this harness was built without the `containerd` feature; run `cargo build -p harness --features containerd` (needs protoc)")
+}
+
 /// `containerd --address A publish --topic T --namespace N` with the event on stdin; the core's
 /// parser reads the raw arguments (Go-style flags) itself.
 pub(crate) fn publish() -> Result<()> {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use human::{human_failure, human_progress, human_summary};
-pub use junit::junit;
+pub use junit::{junit, xml_escape};
 pub use live::{status_message, LiveLine};
 pub use tap::tap;
 

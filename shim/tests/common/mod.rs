@@ -551,6 +551,9 @@ pub struct DaemonOpts {
     pub cri: bool,
     /// Extra TOML appended to the generated config.
     pub extra_config: String,
+    /// Keys of the CRI plugin's own table (`[plugins."io.containerd.grpc.v1.cri"]`, which the
+    /// fixture writes when `cri` is on), one `key = value` per line.
+    pub cri_keys: String,
     /// The config file's `version`; `None`: the release's own (2 for 1.x, 3 for 2.x).
     pub config_version: Option<u32>,
     /// The directory first on the daemon's PATH, whose shim binary it runs (another release's
@@ -652,9 +655,12 @@ impl Daemon {
         let cri = if opts.cri {
             // The CRI server's own settings keep their 1.x table in a version 3 config
             // (`ServerConfig` in `internal/cri/config/config.go` at v2.1.9).
-            "[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n  stream_server_port = \"0\"\n"
+            format!(
+                "[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n  stream_server_port = \"0\"\n{}",
+                opts.cri_keys
+            )
         } else {
-            ""
+            String::new()
         };
         // 2.x migrates a version 2 file at every start and warns; version 3 is its own format
         // (`ConfigVersion = 3` in `version/version.go`, the migrations in
