@@ -1,8 +1,9 @@
-//! `harness cri` against real containerd 1.7.24 and 2.1.9 with their CRI plugins (feature
+//! `harness cri` against real containerd 1.6.20 to 2.3.4 with their CRI plugins (feature
 //! `containerd`; root): the reaper and runc handlers pass the smoke test in the default
 //! `podsandbox` mode with the harness's own images; a handler whose shim binary is missing fails
 //! at `run-pod-sandbox` quoting containerd, and the faulty shim answering SIGTERM with exit 0
-//! fails at the stopped container's exit code; nothing of the pods remains afterwards.
+//! fails at the stopped container's exit code; an image that cannot be pulled fails at `image`;
+//! nothing of the pods remains afterwards.
 //! Run: `cargo test -p harness --features containerd --test cri`.
 
 use std::process::Command;
@@ -96,7 +97,7 @@ struct Cri {
 }
 
 /// `harness cri` for `handler` against `d`, JSON report; its exit code and report.
-fn smoke(d: &Daemon, handler: &str, import: bool) -> (i32, Value, String) {
+fn smoke(d: &Daemon, handler: &str, import: bool, extra: &[&str]) -> (i32, Value, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
     cmd.arg("cri")
         .arg("--endpoint")
@@ -105,6 +106,7 @@ fn smoke(d: &Daemon, handler: &str, import: bool) -> (i32, Value, String) {
     if import {
         cmd.arg("--import-images").arg("--ctr").arg(d.ctr_path());
     }
+    cmd.args(extra);
     let out = run_bounded(cmd, None, Duration::from_secs(120));
     let report = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -126,11 +128,13 @@ fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
 }
 
 #[rstest]
-fn reaper_and_runc_pass_the_smoke_test(#[values(Version::V1_7, Version::V2_1)] v: Version) {
+fn reaper_and_runc_pass_the_smoke_test(
+    #[values(Version::V1_6, Version::V1_7, Version::V2_1, Version::V2_3)] v: Version,
+) {
     let cri = cri_daemon(v, "cri-pass");
     let d = &cri.d;
     for (i, handler) in ["reaper", "runc"].into_iter().enumerate() {
-        let (code, report, stderr) = smoke(d, handler, i == 0);
+        let (code, report, stderr) = smoke(d, handler, i == 0, &[]);
         assert_eq!(
             code,
             0,
@@ -162,7 +166,7 @@ fn reaper_and_runc_pass_the_smoke_test(#[values(Version::V1_7, Version::V2_1)] v
 fn broken_handlers_fail_naming_the_step(#[values(Version::V1_7, Version::V2_1)] v: Version) {
     let cri = cri_daemon(v, "cri-fail");
     let d = &cri.d;
-    let (code, report, stderr) = smoke(d, "missing", true);
+    let (code, report, stderr) = smoke(d, "missing", true, &[]);
     assert_eq!(code, 1, "{report:#}\n{stderr}");
     let failed = step(&report, "run-pod-sandbox");
     assert_eq!(failed["passed"], false);
@@ -171,7 +175,20 @@ fn broken_handlers_fail_naming_the_step(#[values(Version::V1_7, Version::V2_1)] 
     assert!(why.contains("containerd-shim-missing-v2"), "{why}");
     assert_eq!(step(&report, "nothing-left")["passed"], true, "{report:#}");
 
-    let (code, report, _) = smoke(d, "faulty", false);
+    // An image that is not there is pulled as the kubelet would; no registry answers here.
+    let (code, report, _) = smoke(d, "reaper", false, &["--image", "localhost:1/none:1"]);
+    assert_eq!(code, 1, "{report:#}");
+    let failed = step(&report, "image");
+    assert_eq!(failed["passed"], false, "{report:#}");
+    assert!(
+        failed["detail"]
+            .as_str()
+            .unwrap()
+            .contains("localhost:1/none:1 is not present; pulling it"),
+        "{failed:#}"
+    );
+
+    let (code, report, _) = smoke(d, "faulty", false, &[]);
     assert_eq!(code, 1, "{report:#}");
     let failed = report["steps"]
         .as_array()

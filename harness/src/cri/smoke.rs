@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
@@ -47,6 +48,7 @@ async fn run(cfg: &CriConfig, endpoint: &str) -> Result<CriReport> {
         .await
         .map_err(|_| anyhow!("{endpoint}: no connection within {:?}", cfg.timeout))?
         .map_err(|e| anyhow!("{endpoint}: {e:#}"))?;
+    let images = ImageServiceClient::new(channel.clone());
     let mut client = RuntimeServiceClient::new(channel);
     let mut steps = Vec::new();
     let t0 = Instant::now();
@@ -80,6 +82,7 @@ async fn run(cfg: &CriConfig, endpoint: &str) -> Result<CriReport> {
         .context("creating the pod's log directory")?;
     let mut s = Smoke {
         client,
+        images,
         cfg,
         logs: logs.path().to_path_buf(),
         steps,
@@ -135,6 +138,7 @@ struct Container {
 
 struct Smoke<'a> {
     client: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
     cfg: &'a CriConfig,
     logs: PathBuf,
     steps: Vec<StepResult>,
@@ -177,6 +181,7 @@ impl Smoke<'_> {
     }
 
     async fn sequence(&mut self) -> Option<()> {
+        self.image().await?;
         self.run_pod().await?;
         let echo = self
             .container(
@@ -215,6 +220,42 @@ impl Smoke<'_> {
         }
         self.stop_pod().await?;
         self.remove_pod().await
+    }
+
+    /// The containers' image: present in containerd's CRI namespace, or pulled as the kubelet
+    /// would before CreateContainer.
+    async fn image(&mut self) -> Option<()> {
+        let t0 = Instant::now();
+        let spec = cri::ImageSpec {
+            image: self.cfg.image.clone(),
+            ..Default::default()
+        };
+        let msg = cri::ImageStatusRequest {
+            image: Some(spec.clone()),
+            verbose: false,
+        };
+        let r = match bounded(
+            self.cfg.timeout,
+            self.images.image_status(req(self.cfg, msg)),
+        )
+        .await
+        {
+            Ok(st) if st.image.is_some() => Ok(((), format!("{} is present", self.cfg.image))),
+            Ok(_) => {
+                let msg = cri::PullImageRequest {
+                    image: Some(spec),
+                    ..Default::default()
+                };
+                bounded(self.cfg.timeout, self.images.pull_image(req(self.cfg, msg)))
+                    .await
+                    .map(|p| ((), format!("pulled {} ({})", self.cfg.image, p.image_ref)))
+                    .map_err(|e| {
+                        e.context(format!("{} is not present; pulling it", self.cfg.image))
+                    })
+            }
+            Err(e) => Err(e),
+        };
+        self.record("image".into(), t0, r)
     }
 
     async fn run_pod(&mut self) -> Option<()> {
