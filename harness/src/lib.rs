@@ -48,6 +48,7 @@ pub mod matrix;
 pub mod pidguard;
 pub mod procfs;
 pub mod publish;
+pub mod record;
 pub mod redact;
 pub mod report;
 pub mod scenario;

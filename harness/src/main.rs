@@ -67,6 +67,10 @@ fn main() -> ExitCode {
             Ok(code) => ExitCode::from(code),
             Err(e) => usage_error(e),
         },
+        Cmd::Record(a) => match record(&a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => usage_error(e),
+        },
         Cmd::Cri(a) => match cri(&a) {
             Ok(code) => ExitCode::from(code),
             Err(e) => usage_error(e),

@@ -95,6 +95,24 @@ pub(crate) enum Cmd {
         after_help = "Examples:\n  harness cri --endpoint unix:///run/containerd/containerd.sock --handler reaper\n  harness cri --handler runc --import-images --format junit --report cri.xml\n\nWithout a registry, --import-images loads the harness's busybox and pause images into\ncontainerd's k8s.io namespace; point the CRI sandbox image at localhost/reaper-harness/pause:smoke\n(docs/guides/kubernetes.md shows the config)."
     )]
     Cri(CriArgs),
+    /// Turn a recording of `containerd-shim-record-v2` (the proxy shim that stands in front of a
+    /// real shim under a real containerd) into a scenario: the init process from the bundle,
+    /// one step per Task request in the order the answers came, expectations from what the real
+    /// shim answered, the events it sent. The scenario is checked with the strict loader.
+    #[command(
+        after_help = "Example:\n  harness record --to-scenario /var/lib/shim-record/default/echo echo.yaml\n  harness run --scenarios echo.yaml --shim ./containerd-shim-x-v2"
+    )]
+    Record(RecordArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct RecordArgs {
+    /// The recording: a directory the proxy wrote (`<dir>/<namespace>/<id>`).
+    #[arg(long = "to-scenario", value_name = "DIR")]
+    pub(crate) recording: PathBuf,
+    /// The scenario file to write.
+    #[arg(value_name = "OUT.yaml")]
+    pub(crate) out: PathBuf,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -365,6 +365,18 @@ pub(crate) fn differential(_: &RunArgs, _: RunConfig, _: Vec<Loaded>) -> Result<
     bail!("--containerd: this harness was built without the `containerd` feature; run `cargo build -p harness --features containerd` (needs protoc)")
 }
 
+/// `harness record --to-scenario DIR OUT.yaml`.
+pub(crate) fn record(a: &RecordArgs) -> Result<()> {
+    let (text, steps) = harness::record::convert::to_scenario(&a.recording)?;
+    std::fs::write(&a.out, text).with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!(
+        "harness: wrote {} ({steps} steps) from {}",
+        a.out.display(),
+        a.recording.display()
+    );
+    Ok(())
+}
+
 /// `harness cri`: exit 0 when every step passed, 1 when one failed, 2 when it could not run.
 #[cfg(feature = "containerd")]
 pub(crate) fn cri(a: &CriArgs) -> Result<u8> {

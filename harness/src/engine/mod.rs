@@ -5,7 +5,7 @@
 mod bootstrap;
 mod checks;
 mod close;
-mod convert;
+pub mod convert;
 mod faults;
 mod preflight;
 mod rpc;

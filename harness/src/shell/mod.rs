@@ -9,7 +9,7 @@
 
 mod command;
 mod input;
-mod save;
+pub mod save;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -27,6 +27,10 @@ enum Entry {
 #[derive(Default)]
 pub struct Recorder {
     process: Option<Vec<String>>,
+    /// The whole init process (`args`, `env`, `cwd`...), when more than its argv is known.
+    init: Option<Value>,
+    description: Option<String>,
+    requires: Vec<String>,
     conflict: Option<String>,
     entries: Vec<Entry>,
 }
@@ -52,6 +56,34 @@ impl Recorder {
                 }
             }
         }
+    }
+
+    /// Sets the whole init process (an OCI `process` as the scenario format takes it), the
+    /// scenario's description and its `requires` (for a scenario written from elsewhere than a
+    /// shell session, e.g. a recording).
+    pub fn set_scenario(&mut self, init: Value, description: String, requires: Vec<String>) {
+        self.process = init
+            .get("args")
+            .and_then(|a| serde_json::from_value(a.clone()).ok());
+        self.init = Some(init);
+        self.description = Some(description);
+        self.requires = requires;
+    }
+
+    /// Appends a step (`{"kill": {...}}`), shown with `line` as its comment.
+    pub fn push_step(&mut self, line: &str, value: Value) {
+        self.entries.push(Entry::Step {
+            line: line.to_string(),
+            value,
+        });
+    }
+
+    /// Appends a line that is not replayed, with why.
+    pub fn push_comment(&mut self, line: &str, why: &str) {
+        self.entries.push(Entry::Comment {
+            line: line.to_string(),
+            why: why.to_string(),
+        });
     }
 
     /// Records a step that ran, with its outcome.
@@ -161,10 +193,15 @@ impl Recorder {
             Some(p) => p.clone(),
             None => PLACEHOLDER.iter().map(|s| s.to_string()).collect(),
         };
-        let top = json!({
-            "description": format!("Recorded with harness shell: {} step(s)", self.steps()),
-            "process": {"args": args},
+        let mut top = json!({
+            "description": self.description.clone().unwrap_or_else(|| {
+                format!("Recorded with harness shell: {} step(s)", self.steps())
+            }),
+            "process": self.init.clone().unwrap_or_else(|| json!({"args": args})),
         });
+        if !self.requires.is_empty() {
+            top["requires"] = json!(self.requires);
+        }
         text.push_str(&yaml(&top)?);
         text.push_str("steps:\n");
         for e in &self.entries {
@@ -210,7 +247,7 @@ fn args_mut<'v>(value: &'v mut Value, name: &str) -> Option<&'v mut Map<String, 
 }
 
 /// The expectation a passed step's answer gives, for steps whose answer is worth replaying.
-fn observed(name: &str, args: &Map<String, Value>, response: &Value) -> Option<Value> {
+pub fn observed(name: &str, args: &Map<String, Value>, response: &Value) -> Option<Value> {
     let field = |k: &str| response.get(k).cloned().filter(|v| !v.is_null());
     match name {
         "create" | "start" => Some(json!({"pid": "nonzero"})),
