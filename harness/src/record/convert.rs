@@ -30,6 +30,27 @@ struct Session {
     events: Vec<(String, Value)>,
     specs: HashMap<String, Value>,
     real: String,
+    /// Which containerd started the shim, as far as its `start` tells.
+    containerd: String,
+}
+
+/// Which containerd ran a `start`, from what it gave the shim: 2.3 sends `BootstrapParams`
+/// with its version (pkg/shim/util.go `Command` at v2.3.4); 1.7 and later set `NAMESPACE` in
+/// the environment, 1.6 does not (runtime/v2/shim/util.go `Command` at v1.6.20, v1.7.24).
+fn containerd_of(stdin: &str, env: &[String]) -> String {
+    let params = bootstrap::BootstrapParams::parse_from_bytes(&unhex(stdin))
+        .ok()
+        .filter(|p| !p.containerd_version.is_empty());
+    match params {
+        Some(p) => format!(
+            "containerd {} (replay with --containerd-version 2.3)",
+            p.containerd_version
+        ),
+        None if env.iter().any(|e| e.starts_with("NAMESPACE=")) => {
+            "containerd 1.7 or 2.x before 2.3 (replay with --containerd-version 1.7 or 2.0)".into()
+        }
+        None => "containerd 1.6 (replay with --containerd-version 1.6)".into(),
+    }
 }
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -42,9 +63,21 @@ fn sort_out(entries: Vec<Entry>) -> Session {
     let mut events = Vec::new();
     let mut specs = HashMap::new();
     let mut real = String::new();
+    let mut containerd = String::new();
     for e in entries {
         match e {
-            Entry::Action { real: r, .. } => real = r,
+            Entry::Action {
+                real: r,
+                argv,
+                stdin,
+                env,
+                ..
+            } => {
+                if containerd.is_empty() && argv.last().map(String::as_str) == Some("start") {
+                    containerd = containerd_of(&stdin, &env);
+                }
+                real = r;
+            }
             Entry::Bundle { id, spec, .. } => {
                 specs.entry(id).or_insert(spec);
             }
@@ -112,6 +145,7 @@ fn sort_out(entries: Vec<Entry>) -> Session {
         events,
         specs,
         real,
+        containerd,
     }
 }
 
@@ -377,7 +411,10 @@ pub fn to_scenario(dir: &Path) -> Result<(String, usize)> {
         format!("Recorded through containerd-shim-record-v2 in front of {}: container {main}, {steps} step(s)", s.real),
         requires.into_iter().map(String::from).collect(),
     );
-    let header = [format!("harness record --to-scenario {}", dir.display())];
+    let header = [
+        format!("harness record --to-scenario {}", dir.display()),
+        format!("recorded under {}", s.containerd),
+    ];
     let text = rec.render(&header).map_err(anyhow::Error::msg)?;
     crate::scenario::load_str(Path::new("recorded.yaml"), &text).map_err(|e| {
         anyhow::anyhow!(
