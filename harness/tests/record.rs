@@ -151,10 +151,13 @@ fn replay(session: &Path, v: Version, shim: &Path, fault: Option<&str>) -> (i32,
 }
 
 #[rstest]
-fn ctr_run_rm_of_echo_replays(
-    #[values(Version::V1_6, Version::V1_7, Version::V2_1, Version::V2_3)] v: Version,
-) {
-    let mut r = Recording::start(v, Runtime::Reaper, "record-echo");
+#[case::reaper_1_6(Version::V1_6, Runtime::Reaper)]
+#[case::reaper_1_7(Version::V1_7, Runtime::Reaper)]
+#[case::reaper_2_1(Version::V2_1, Runtime::Reaper)]
+#[case::reaper_2_3(Version::V2_3, Runtime::Reaper)]
+#[case::runc_2_1(Version::V2_1, Runtime::Runc)]
+fn ctr_run_rm_of_echo_replays(#[case] v: Version, #[case] runtime: Runtime) {
+    let mut r = Recording::start(v, runtime, "record-echo");
     let out = r.ctr_run(&["--rm"], "echo", &["/bin/echo", "hello recorded"]);
     assert_eq!(out.code(), 0, "{out:?}\n{}", r.d.log_text());
     assert_eq!(out.stdout, "hello recorded\n");
