@@ -42,6 +42,8 @@ pub struct Shim {
     pub exit: watch::Sender<bool>,
     /// Reservations of joining containers and the exit decision (see [`crate::group`]).
     pub membership: Membership,
+    /// The host pods served through the Sandbox service (see [`crate::sandbox`]).
+    pub sandboxes: crate::sandbox::Sandboxes,
     pub(crate) events: Arc<dyn EventSender>,
     exit_ctx: Arc<ExitContext>,
     /// cgroup removals still running after their Delete returned, by container id: a Create
@@ -70,6 +72,7 @@ impl Shim {
             cgroups,
             exit,
             membership: Membership::default(),
+            sandboxes: Default::default(),
             exit_ctx: Arc::new(ExitContext {
                 events: events.clone(),
                 faults,

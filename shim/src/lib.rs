@@ -1,4 +1,4 @@
-//! The reaper shim library: the Task service, the process reaper, stdio and events for host
+//! The reaper shim library: the Task and Sandbox services, the process reaper, stdio and events for host
 //! processes (containerd runtime `io.containerd.reaper.v2`).
 
 pub mod api;
@@ -15,6 +15,7 @@ pub mod ops;
 pub mod process;
 pub mod pty;
 pub mod reaper;
+pub mod sandbox;
 pub mod service;
 pub mod spec;
 pub mod task;

@@ -162,6 +162,7 @@ impl Shim {
     /// namespace to outlive the shim in, so every process left is killed (its exit is recorded
     /// in the bundle for the `delete` action) and the cgroups are removed.
     pub async fn kill_all_tasks(&self) {
+        self.stop_all_pods().await;
         let all: Vec<Arc<Container>> = self.map().drain().map(|(_, c)| c).collect();
         for c in &all {
             if c.paused() {
@@ -191,7 +192,8 @@ impl Shim {
         if self.faults.shutdown_never_exits || self.faults.ignore_sigterm {
             return Ok(());
         }
-        if self.membership.try_exit(&req.id, self.count(), req.now) {
+        // A pod served through the Sandbox service keeps the server until its ShutdownSandbox.
+        if self.membership.try_exit(&req.id, self.members(), req.now) {
             self.exit.send_replace(true);
         }
         Ok(())
@@ -210,7 +212,7 @@ impl Shim {
         let shim = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(crate::group::RESERVATION_TTL).await;
-            if shim.membership.expire(shim.count()) {
+            if shim.membership.expire(shim.members()) {
                 shim.exit.send_replace(true);
             }
         });

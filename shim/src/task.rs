@@ -26,12 +26,16 @@ pub const TASK_V3: &str = "containerd.task.v3.Task";
 /// The v2 name containerd 1.6/1.7 call.
 pub const TASK_V2: &str = "containerd.task.v2.Task";
 
-/// Both service names mapped to the same implementation.
+/// Both Task service names mapped to the same implementation, and the Sandbox service.
 pub fn services(svc: TaskService) -> HashMap<String, Service> {
     let mut all = create_task(Arc::new(svc.clone()));
+    let sandbox = crate::sandbox::SandboxService {
+        shim: svc.shim.clone(),
+    };
     if let Some(v2) = create_task(Arc::new(svc)).remove(TASK_V3) {
         all.insert(TASK_V2.to_string(), v2);
     }
+    all.extend(crate::sandbox::services(sandbox));
     all
 }
 
