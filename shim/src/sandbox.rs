@@ -258,7 +258,6 @@ impl Shim {
             .wait_for(Option::is_some)
             .await
             .map_err(|_| Error::Other("the sandbox went away".into()))?
-            .clone()
             .expect("waited for Some");
         Ok(WaitSandboxResponse {
             exit_status: exit.status,
@@ -270,7 +269,7 @@ impl Shim {
     /// SandboxStatus: id, pid, state, times.
     pub async fn sandbox_status(&self, req: SandboxStatusRequest) -> Result<SandboxStatusResponse> {
         let pod = self.sandboxes.get(&req.sandbox_id)?;
-        let exit = pod.exited.borrow().clone();
+        let exit = *pod.exited.borrow();
         let (pid, state, started) = match phase(&pod).clone() {
             Phase::Created => (0, NOT_READY, None),
             Phase::Running { pid, started, .. } => (pid, READY, Some(started)),
