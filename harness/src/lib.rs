@@ -46,6 +46,7 @@ pub mod leaks;
 pub mod matrix;
 pub mod pidguard;
 pub mod procfs;
+pub mod provenance;
 pub mod publish;
 pub mod redact;
 pub mod report;

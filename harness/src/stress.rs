@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use containerd_shim_protos::api::{DeleteRequest, ShutdownRequest, StartRequest, WaitRequest};
 use serde::Serialize;
@@ -27,6 +27,7 @@ use crate::client::TaskClient;
 use crate::dialect::Dialect;
 use crate::launch::{LaunchOptions, MockConfig, MockContainerd, Shim};
 use crate::procfs;
+use crate::provenance::{shim_version, Provenance, ShimUnderTest};
 use crate::stdio::{StdioMode, StdioOptions, StdioSet};
 use crate::timeouts::Timeouts;
 
@@ -140,32 +141,6 @@ pub struct Resources {
     pub end: Option<Sample>,
 }
 
-/// Where and with what the numbers were measured.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Provenance {
-    /// This harness's version.
-    pub harness_version: String,
-    /// The shim binary.
-    pub shim: String,
-    /// The shim's `-v` output, when it has one.
-    pub shim_version: Option<String>,
-    /// The containerd dialect imitated.
-    pub containerd_version: String,
-    /// `uname -srm`-like kernel description.
-    pub kernel: String,
-    /// CPU model and count.
-    pub cpu: String,
-    /// Online CPUs.
-    pub cpus: usize,
-    /// Total memory in KiB.
-    pub mem_total_kib: u64,
-    /// The host name.
-    pub host: String,
-    /// When the run started (seconds since the epoch).
-    pub started_unix: u64,
-}
-
 /// The result of a stress run.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -194,7 +169,8 @@ pub struct StressReport {
     /// Leftovers found after the run (processes, sockets, zombies).
     pub leaks: Vec<String>,
     /// Where it ran.
-    pub provenance: Provenance,
+    #[serde(serialize_with = "crate::provenance::kebab_case")]
+    pub provenance: Provenance<ShimUnderTest, ()>,
     /// The soak's samples and verdict (soak runs only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soak: Option<SoakReport>,
@@ -803,120 +779,16 @@ async fn one(ctx: &Ctx, i: usize, shared: Option<TaskClient>) -> anyhow::Result<
     Ok(())
 }
 
-fn provenance(opts: &StressOptions) -> Provenance {
-    let m = machine();
-    Provenance {
-        harness_version: env!("CARGO_PKG_VERSION").into(),
+/// Where this run happens: the shim and its version, the dialect, the machine; the CPU as
+/// `<model> x<cpus>`.
+fn provenance(opts: &StressOptions) -> Provenance<ShimUnderTest, ()> {
+    let subject = ShimUnderTest {
         shim: opts.shim.display().to_string(),
         shim_version: shim_version(&opts.shim),
-        containerd_version: opts.dialect.to_string(),
-        kernel: m.kernel,
-        cpu: format!("{} x{}", m.cpu, m.cpus),
-        cpus: m.cpus,
-        mem_total_kib: m.mem_total_kib,
-        host: m.host,
-        started_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    }
-}
-
-/// The machine a measurement ran on, as both reports (stress and compare) give it.
-pub(crate) struct Machine {
-    /// Kernel name, release and machine (`uname -srm`).
-    pub(crate) kernel: String,
-    /// CPU model.
-    pub(crate) cpu: String,
-    /// Online CPUs.
-    pub(crate) cpus: usize,
-    /// Total memory in KiB.
-    pub(crate) mem_total_kib: u64,
-    /// Host name.
-    pub(crate) host: String,
-}
-
-/// Reads [`Machine`] from `uname`, `/proc/cpuinfo` and `/proc/meminfo`.
-pub(crate) fn machine() -> Machine {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let uname = nix::sys::utsname::uname().ok();
-    let kernel = uname
-        .as_ref()
-        .map(|u| {
-            format!(
-                "{} {} {}",
-                u.sysname().to_string_lossy(),
-                u.release().to_string_lossy(),
-                u.machine().to_string_lossy()
-            )
-        })
-        .unwrap_or_default();
-    let host = uname
-        .as_ref()
-        .map(|u| u.nodename().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let cpu = read("/proc/cpuinfo")
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let mem_total_kib = read("/proc/meminfo")
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    Machine {
-        kernel,
-        cpu,
-        cpus: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        mem_total_kib,
-        host,
-    }
-}
-
-/// The first non-empty line of `<shim> -v`, bounded to two seconds.
-pub(crate) fn shim_version(shim: &Path) -> Option<String> {
-    let mut child = std::process::Command::new(shim)
-        .arg("-v")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-    let out = child.wait_with_output().ok()?;
-    version_line(&String::from_utf8_lossy(&out.stdout))
-}
-
-/// One line from a shim's `-v` output: its first line, or, when that is only a heading
-/// (containerd's Go shims print `<path>:` and then `Version:`, `Revision:`, `Go version:`
-/// lines), the lines under it joined.
-fn version_line(text: &str) -> Option<String> {
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next()?;
-    if !first.ends_with(':') {
-        return Some(first.to_string());
-    }
-    let rest: Vec<&str> = lines.take(3).collect();
-    if rest.is_empty() {
-        return Some(first.trim_end_matches(':').to_string());
-    }
-    Some(rest.join(", "))
+    };
+    let mut p = Provenance::probe(opts.dialect, subject, ());
+    p.cpu = format!("{} x{}", p.cpu, p.cpus);
+    p
 }
 
 #[cfg(test)]
@@ -945,20 +817,6 @@ mod tests {
         assert_eq!(zombie.servers, 0, "{zombie:?}");
         assert_eq!(both.servers, 1, "{both:?}");
         assert!(both.threads >= 1 && both.rss_kib > 0, "{both:?}");
-    }
-
-    #[test]
-    fn version_lines() {
-        assert_eq!(
-            version_line("\ncontainerd-shim-reaper-v2 0.1.0\nmore\n").as_deref(),
-            Some("containerd-shim-reaper-v2 0.1.0")
-        );
-        let go = "/usr/bin/containerd-shim-runc-v2:\n  Version:  1.6.20~ds1\n  Revision:  \n  Go version: go1.19.8\n";
-        assert_eq!(
-            version_line(go).as_deref(),
-            Some("Version:  1.6.20~ds1, Revision:, Go version: go1.19.8")
-        );
-        assert_eq!(version_line(" \n"), None);
     }
 
     #[test]

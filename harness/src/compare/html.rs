@@ -60,7 +60,7 @@ pub fn render(doc: &CompareDoc) -> String {
     let mut prov = |k: &str, v: String| {
         let _ = writeln!(h, "<dt>{}</dt><dd>{}</dd>", escape(k), escape(&v));
     };
-    prov("command", p.command.join(" "));
+    prov("command", p.subject.command.join(" "));
     prov("harness", p.harness_version.clone());
     prov("containerd dialect", p.containerd_version.clone());
     prov(
@@ -78,16 +78,16 @@ pub fn render(doc: &CompareDoc) -> String {
         "run",
         format!(
             "{} scenarios per shim, {} at a time, rootfs {}; started at {} (Unix), took {:.1} s",
-            p.scenarios,
-            p.jobs,
-            p.rootfs,
+            p.run.scenarios,
+            p.run.jobs,
+            p.run.rootfs,
             p.started_unix,
-            p.duration_ms as f64 / 1000.0
+            p.run.duration_ms as f64 / 1000.0
         ),
     );
     prov(
         "stress",
-        match &p.stress {
+        match &p.run.stress {
             Some(s) => format!(
                 "{} lifecycles, {} in flight, {}",
                 s.tasks, s.parallel, s.mode
@@ -362,8 +362,9 @@ fn latency(h: &mut String, doc: &CompareDoc, names: &[String]) {
 mod tests {
     use super::*;
     use crate::compare::{
-        Latency, Provenance, ScenarioOutcome, ShimResult, StressResult, SuiteResult,
+        CompareRun, Invocation, Latency, ScenarioOutcome, ShimResult, StressResult, SuiteResult,
     };
+    use crate::provenance::Provenance;
 
     fn shim(name: &str, outcome: &str, reason: Option<&str>, p50: u64) -> ShimResult {
         ShimResult {
@@ -421,7 +422,9 @@ mod tests {
             schema_version: 1,
             provenance: Provenance {
                 harness_version: "0".into(),
-                command: vec!["harness".into(), "<script>".into()],
+                subject: Invocation {
+                    command: vec!["harness".into(), "<script>".into()],
+                },
                 containerd_version: "2.0".into(),
                 kernel: String::new(),
                 cpu: String::new(),
@@ -429,11 +432,13 @@ mod tests {
                 mem_total_kib: 0,
                 host: String::new(),
                 started_unix: 0,
-                duration_ms: 0,
-                scenarios: 1,
-                jobs: 1,
-                rootfs: "busybox".into(),
-                stress: None,
+                run: CompareRun {
+                    duration_ms: 0,
+                    scenarios: 1,
+                    jobs: 1,
+                    rootfs: "busybox".into(),
+                    stress: None,
+                },
             },
             shims: vec![
                 shim("a\"shim", "passed", None, 120),

@@ -9,13 +9,14 @@ mod svg;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::RootfsKind;
 use crate::dialect::Dialect;
 use crate::engine::{self, RunConfig};
+use crate::provenance::Provenance;
 use crate::report::RunReport;
 use crate::scenario::{Loaded, Profile};
 use crate::stress::{self, StressOptions, StressReport};
@@ -130,32 +131,21 @@ pub struct CompareDoc {
     /// [`SCHEMA_VERSION`].
     pub schema_version: u32,
     /// Where, when and how it was measured.
-    pub provenance: Provenance,
+    pub provenance: Provenance<Invocation, CompareRun>,
     /// One entry per `--shim`, in command-line order.
     pub shims: Vec<ShimResult>,
 }
 
-/// Where, when and how the comparison ran.
+/// The compare report's subject: the command line that ran it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Provenance {
-    /// This harness's version.
-    pub harness_version: String,
+pub struct Invocation {
     /// The command line.
     pub command: Vec<String>,
-    /// The containerd dialect imitated.
-    pub containerd_version: String,
-    /// Kernel name, release and machine.
-    pub kernel: String,
-    /// CPU model.
-    pub cpu: String,
-    /// Online CPUs.
-    pub cpus: usize,
-    /// Total memory in KiB.
-    pub mem_total_kib: u64,
-    /// Host name.
-    pub host: String,
-    /// Start of the comparison, seconds since the epoch.
-    pub started_unix: u64,
+}
+
+/// How the comparison ran, after the machine in its provenance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompareRun {
     /// Wall time of the whole comparison.
     pub duration_ms: u64,
     /// Scenarios run against each shim.
@@ -490,10 +480,7 @@ pub fn run(
     mut progress: impl FnMut(&str),
 ) -> Result<CompareDoc, CompareError> {
     let started = Instant::now();
-    let started_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let started_unix = crate::provenance::unix_now();
     let specs = shim_specs(&opts.shims, &opts.shim_env, &opts.profiles)?;
     let dialect = opts.containerd_version;
     if opts.jobs == Some(0) {
@@ -605,7 +592,7 @@ pub fn run(
         shims.push(ShimResult {
             name: spec.name.clone(),
             path: spec.path.display().to_string(),
-            version: crate::stress::shim_version(&spec.path),
+            version: crate::provenance::shim_version(&spec.path),
             env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             profile: spec.profile.as_ref().map(|(p, _)| p.display().to_string()),
             suite,
@@ -613,33 +600,26 @@ pub fn run(
             stress_error,
         });
     }
-    let machine = crate::stress::machine();
+    let run = CompareRun {
+        duration_ms: started.elapsed().as_millis() as u64,
+        scenarios: scenario_count,
+        jobs,
+        rootfs: opts.rootfs.as_str().into(),
+        stress: (!opts.no_stress).then(|| StressSettings {
+            tasks,
+            parallel: opts.stress_parallel,
+            mode: if opts.shim_per_task {
+                "shim-per-task".into()
+            } else {
+                "one-shim".into()
+            },
+        }),
+    };
+    let mut provenance = Provenance::probe(dialect, Invocation { command }, run);
+    provenance.started_unix = started_unix;
     let doc = CompareDoc {
         schema_version: SCHEMA_VERSION,
-        provenance: Provenance {
-            harness_version: env!("CARGO_PKG_VERSION").into(),
-            command,
-            containerd_version: dialect.to_string(),
-            kernel: machine.kernel,
-            cpu: machine.cpu,
-            cpus: machine.cpus,
-            mem_total_kib: machine.mem_total_kib,
-            host: machine.host,
-            started_unix,
-            duration_ms: started.elapsed().as_millis() as u64,
-            scenarios: scenario_count,
-            jobs,
-            rootfs: opts.rootfs.as_str().into(),
-            stress: (!opts.no_stress).then(|| StressSettings {
-                tasks,
-                parallel: opts.stress_parallel,
-                mode: if opts.shim_per_task {
-                    "shim-per-task".into()
-                } else {
-                    "one-shim".into()
-                },
-            }),
-        },
+        provenance,
         shims,
     };
     write(&opts.out, &doc)?;
