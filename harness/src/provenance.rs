@@ -9,8 +9,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::dialect::Dialect;
-
 /// Where, when and with what a measurement ran. `S` is what the report says about what it ran
 /// (written after the harness version), `R` how the run went (written last); both are flattened
 /// into the same JSON object.
@@ -41,13 +39,14 @@ pub struct Provenance<S, R> {
 }
 
 impl<S, R> Provenance<S, R> {
-    /// Probes this machine now: the harness version, `dialect`, the machine and the time.
-    pub fn probe(dialect: Dialect, subject: S, run: R) -> Self {
+    /// Probes this machine now: the harness version, the containerd version imitated (a
+    /// dialect's name), the machine and the time.
+    pub fn probe(containerd_version: String, subject: S, run: R) -> Self {
         let m = machine();
         Provenance {
             harness_version: env!("CARGO_PKG_VERSION").into(),
             subject,
-            containerd_version: dialect.to_string(),
+            containerd_version,
             kernel: m.kernel,
             cpu: m.cpu,
             cpus: m.cpus,

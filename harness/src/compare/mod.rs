@@ -175,7 +175,11 @@ pub fn run(
             },
         }),
     };
-    let mut provenance = Provenance::probe(opts.containerd_version, Invocation { command }, run);
+    let mut provenance = Provenance::probe(
+        opts.containerd_version.to_string(),
+        Invocation { command },
+        run,
+    );
     provenance.started_unix = started_unix;
     let doc = CompareDoc {
         schema_version: SCHEMA_VERSION,

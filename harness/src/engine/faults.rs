@@ -142,9 +142,11 @@ impl Ctx<'_> {
         let dial = dialect::dial_address(&address);
         let conn = match tokio::time::timeout(bound, ttrpc::r#async::Client::connect(&dial)).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(format!(
+            Ok(Err(e)) => {
+                return Err(format!(
                 "restoring `{name}`: connecting to {address} (from the bundle's address file): {e}"
-            )),
+            ))
+            }
             Err(_) => {
                 return Err(format!(
                     "restoring `{name}`: no connection to {address} within {}",

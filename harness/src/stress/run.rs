@@ -415,7 +415,7 @@ fn provenance(opts: &StressOptions) -> Provenance<ShimUnderTest, ()> {
         shim: opts.shim.display().to_string(),
         shim_version: shim_version(&opts.shim),
     };
-    let mut p = Provenance::probe(opts.dialect, subject, ());
+    let mut p = Provenance::probe(opts.dialect.to_string(), subject, ());
     p.cpu = format!("{} x{}", p.cpu, p.cpus);
     p
 }
