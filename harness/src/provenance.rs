@@ -1,6 +1,6 @@
 //! Where and with what a measurement ran: the harness version, the containerd dialect imitated,
 //! the machine (from `uname`, `/proc/cpuinfo` and `/proc/meminfo`) and the start time. One
-//! definition for the stress report (kebab-case keys, through [`kebab_case`]) and the compare
+//! definition for the stress report (kebab-case keys, through `kebab_case`) and the compare
 //! report (snake_case keys, the derived ones); each report adds its own fields around it.
 
 use std::path::Path;

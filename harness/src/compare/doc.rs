@@ -12,7 +12,7 @@ use crate::stress::{self, StressReport};
 /// The whole `compare.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompareDoc {
-    /// [`SCHEMA_VERSION`].
+    /// [`SCHEMA_VERSION`](super::SCHEMA_VERSION).
     pub schema_version: u32,
     /// Where, when and how it was measured.
     pub provenance: Provenance<Invocation, CompareRun>,
