@@ -47,6 +47,7 @@ pub mod leaks;
 pub mod matrix;
 pub mod pidguard;
 pub mod procfs;
+pub mod provenance;
 pub mod publish;
 pub mod record;
 pub mod redact;

@@ -167,50 +167,19 @@ impl StdioSet {
                     mkfifo(&p)?;
                     set.files.push(p.clone());
                     // Read side opened read-write: never EOF before the shim opens its writer.
-                    let mut rx = pipe::OpenOptions::new()
+                    let rx = pipe::OpenOptions::new()
                         .read_write(true)
                         .open_receiver(&p)
                         .map_err(|e| HarnessError::io(format!("opening {}", p.display()), e))?;
                     let cap = captured.clone();
                     let ch = changed.clone();
                     // stderr is never stalled: its sender is dropped at once.
-                    let mut stall = if is_out {
+                    let stall = if is_out {
                         set.stall_out.subscribe()
                     } else {
                         tokio::sync::watch::channel(None).1
                     };
-                    set.tasks.push(tokio::spawn(async move {
-                        let mut buf = vec![0u8; 16 * 1024];
-                        loop {
-                            let until = *stall.borrow_and_update();
-                            if let Some(until) = until {
-                                if tokio::time::Instant::now() < until {
-                                    // Not reading: the writer's pipe fills and blocks.
-                                    tokio::select! {
-                                        _ = tokio::time::sleep_until(until) => {}
-                                        _ = stall.changed() => {}
-                                    }
-                                    continue;
-                                }
-                            }
-                            // A read is cancel-safe: a stall starting now wins over a pending read.
-                            let r = tokio::select! {
-                                r = rx.read(&mut buf) => r,
-                                Ok(()) = stall.changed() => continue,
-                            };
-                            match r {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => {
-                                    let target = if is_out { &cap.stdout } else { &cap.stderr };
-                                    let mut t = target.lock().unwrap_or_else(|p| p.into_inner());
-                                    // Keep the first MAX_CAPTURE bytes; keep draining the rest.
-                                    let room = MAX_CAPTURE.saturating_sub(t.len());
-                                    t.extend_from_slice(&buf[..n.min(room)]);
-                                    ch.send_modify(|c| *c += 1);
-                                }
-                            }
-                        }
-                    }));
+                    set.tasks.push(capture(rx, is_out, cap, ch, stall));
                     if is_out {
                         set.paths.1 = p.display().to_string();
                     } else {
@@ -220,24 +189,32 @@ impl StdioSet {
             }
         }
         if let Some(data) = opts.stdin_data {
-            let mut guard = set.stdin.try_lock().expect("no other user yet");
-            if let Some(tx) = guard.as_mut() {
-                // Up to the pipe buffer (64 KiB) is written now; larger input needs write_stdin.
-                use std::os::fd::AsFd;
-                let n = nix::unistd::write(tx.as_fd(), &data).unwrap_or(0);
-                if n < data.len() {
-                    return Err(HarnessError::Invalid {
-                        field: "stdin".into(),
-                        message: format!(
-                            "only {n} of {} bytes fit in the FIFO before the shim reads; use write_stdin",
-                            data.len()
-                        ),
-                    });
-                }
-            }
-            drop(guard);
+            set.prefill_stdin(&data)?;
         }
         Ok(set)
+    }
+
+    /// Writes `data` into the stdin FIFO before the shim reads: up to the pipe buffer, larger
+    /// input is an error (use `write_stdin`).
+    fn prefill_stdin(&self, data: &[u8]) -> Result<(), HarnessError> {
+        let mut guard = self.stdin.try_lock().expect("no other user yet");
+        if let Some(tx) = guard.as_mut() {
+            // Up to the pipe buffer (64 KiB) is written now; larger input needs write_stdin.
+            use std::os::fd::AsFd;
+            let n = nix::unistd::write(tx.as_fd(), data).unwrap_or(0);
+            if n < data.len() {
+                return Err(HarnessError::Invalid {
+                    field: "stdin".into(),
+                    message: format!(
+                        "only {n} of {} bytes fit in the FIFO before the shim reads; use write_stdin",
+                        data.len()
+                    ),
+                });
+            }
+        }
+        drop(guard);
+
+        Ok(())
     }
 
     /// `(stdin, stdout, stderr)` as put into Create/Exec requests (`""` when not wanted).
@@ -367,6 +344,50 @@ impl Drop for StdioSet {
             let _ = std::fs::remove_file(f);
         }
     }
+}
+
+/// The task draining one output FIFO into `cap` (the first [`MAX_CAPTURE`] bytes kept), telling
+/// `ch` of every read; while `stall` holds a deadline (stdout only) it does not read, so the
+/// writer's pipe fills and blocks.
+fn capture(
+    mut rx: pipe::Receiver,
+    is_out: bool,
+    cap: Arc<Captured>,
+    ch: Arc<tokio::sync::watch::Sender<u64>>,
+    mut stall: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let until = *stall.borrow_and_update();
+            if let Some(until) = until {
+                if tokio::time::Instant::now() < until {
+                    // Not reading: the writer's pipe fills and blocks.
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => {}
+                        _ = stall.changed() => {}
+                    }
+                    continue;
+                }
+            }
+            // A read is cancel-safe: a stall starting now wins over a pending read.
+            let r = tokio::select! {
+                r = rx.read(&mut buf) => r,
+                Ok(()) = stall.changed() => continue,
+            };
+            match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let target = if is_out { &cap.stdout } else { &cap.stderr };
+                    let mut t = target.lock().unwrap_or_else(|p| p.into_inner());
+                    // Keep the first MAX_CAPTURE bytes; keep draining the rest.
+                    let room = MAX_CAPTURE.saturating_sub(t.len());
+                    t.extend_from_slice(&buf[..n.min(room)]);
+                    ch.send_modify(|c| *c += 1);
+                }
+            }
+        }
+    })
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ pub fn render(doc: &CompareDoc) -> String {
     let mut prov = |k: &str, v: String| {
         let _ = writeln!(h, "<dt>{}</dt><dd>{}</dd>", escape(k), escape(&v));
     };
-    prov("command", p.command.join(" "));
+    prov("command", p.subject.command.join(" "));
     prov("harness", p.harness_version.clone());
     prov("containerd dialect", p.containerd_version.clone());
     prov(
@@ -78,16 +78,16 @@ pub fn render(doc: &CompareDoc) -> String {
         "run",
         format!(
             "{} scenarios per shim, {} at a time, rootfs {}; started at {} (Unix), took {:.1} s",
-            p.scenarios,
-            p.jobs,
-            p.rootfs,
+            p.run.scenarios,
+            p.run.jobs,
+            p.run.rootfs,
             p.started_unix,
-            p.duration_ms as f64 / 1000.0
+            p.run.duration_ms as f64 / 1000.0
         ),
     );
     prov(
         "stress",
-        match &p.stress {
+        match &p.run.stress {
             Some(s) => format!(
                 "{} lifecycles, {} in flight, {}",
                 s.tasks, s.parallel, s.mode
@@ -215,35 +215,45 @@ fn matrix(h: &mut String, doc: &CompareDoc, names: &[String]) {
 
 /// The latency and throughput table, the resources table and the plots.
 fn latency(h: &mut String, doc: &CompareDoc, names: &[String]) {
-    let ops: Vec<String> = {
-        let set: BTreeSet<&String> = doc
-            .shims
-            .iter()
-            .filter_map(|s| s.stress.as_ref())
-            .flat_map(|s| s.latency.keys())
-            .collect();
-        // The lifecycle order, then anything else alphabetically.
-        let order = [
-            "launch",
-            "create",
-            "start",
-            "wait",
-            "delete",
-            "shutdown",
-            "lifecycle",
-        ];
-        let mut v: Vec<String> = order
-            .iter()
-            .filter(|o| set.iter().any(|s| s.as_str() == **o))
-            .map(|o| o.to_string())
-            .collect();
-        v.extend(
-            set.iter()
-                .filter(|s| !order.contains(&s.as_str()))
-                .map(|s| s.to_string()),
-        );
-        v
-    };
+    let ops = operations(doc);
+    latency_table(h, doc, names, &ops);
+    plots(h, doc, &ops);
+}
+
+/// The operations measured by any shim: the lifecycle order, then anything else alphabetically.
+fn operations(doc: &CompareDoc) -> Vec<String> {
+    let set: BTreeSet<&String> = doc
+        .shims
+        .iter()
+        .filter_map(|s| s.stress.as_ref())
+        .flat_map(|s| s.latency.keys())
+        .collect();
+    // The lifecycle order, then anything else alphabetically.
+    let order = [
+        "launch",
+        "create",
+        "start",
+        "wait",
+        "delete",
+        "shutdown",
+        "lifecycle",
+    ];
+    let mut v: Vec<String> = order
+        .iter()
+        .filter(|o| set.iter().any(|s| s.as_str() == **o))
+        .map(|o| o.to_string())
+        .collect();
+    v.extend(
+        set.iter()
+            .filter(|s| !order.contains(&s.as_str()))
+            .map(|s| s.to_string()),
+    );
+    v
+}
+
+/// The latency table (p50, p90, p99 per operation and shim), then throughput, resources and
+/// leaks, and each shim's stress errors.
+fn latency_table(h: &mut String, doc: &CompareDoc, names: &[String], ops: &[String]) {
     h.push_str("<h2>Latency and throughput (stress mode)</h2>\n<table>\n<tr><th>operation</th>");
     for n in names {
         let _ = write!(h, "<th colspan=\"3\">{}</th>", escape(n));
@@ -253,7 +263,7 @@ fn latency(h: &mut String, doc: &CompareDoc, names: &[String]) {
         h.push_str("<th>p50</th><th>p90</th><th>p99</th>");
     }
     h.push_str("</tr>\n");
-    for op in &ops {
+    for op in ops {
         let _ = write!(h, "<tr><td>{}</td>", escape(op));
         for s in &doc.shims {
             match s.stress.as_ref().and_then(|st| st.latency.get(op)) {
@@ -304,7 +314,10 @@ fn latency(h: &mut String, doc: &CompareDoc, names: &[String]) {
             }
         }
     }
+}
 
+/// The p50 and p99 latency plots per operation and the throughput plot.
+fn plots(h: &mut String, doc: &CompareDoc, ops: &[String]) {
     h.push_str("<h2>Plots</h2>\n");
     let per_op = |pick: fn(&super::Latency) -> u64| -> Vec<(String, Vec<Option<f64>>)> {
         doc.shims
@@ -333,7 +346,7 @@ fn latency(h: &mut String, doc: &CompareDoc, names: &[String]) {
         let series = per_op(pick);
         h.push_str(&bar_chart(&Chart {
             title,
-            categories: &ops,
+            categories: ops,
             series: &series,
             fmt: &fmt_us,
             scale: Scale::Log,
@@ -362,8 +375,9 @@ fn latency(h: &mut String, doc: &CompareDoc, names: &[String]) {
 mod tests {
     use super::*;
     use crate::compare::{
-        Latency, Provenance, ScenarioOutcome, ShimResult, StressResult, SuiteResult,
+        CompareRun, Invocation, Latency, ScenarioOutcome, ShimResult, StressResult, SuiteResult,
     };
+    use crate::provenance::Provenance;
 
     fn shim(name: &str, outcome: &str, reason: Option<&str>, p50: u64) -> ShimResult {
         ShimResult {
@@ -421,7 +435,9 @@ mod tests {
             schema_version: 1,
             provenance: Provenance {
                 harness_version: "0".into(),
-                command: vec!["harness".into(), "<script>".into()],
+                subject: Invocation {
+                    command: vec!["harness".into(), "<script>".into()],
+                },
                 containerd_version: "2.0".into(),
                 kernel: String::new(),
                 cpu: String::new(),
@@ -429,11 +445,13 @@ mod tests {
                 mem_total_kib: 0,
                 host: String::new(),
                 started_unix: 0,
-                duration_ms: 0,
-                scenarios: 1,
-                jobs: 1,
-                rootfs: "busybox".into(),
-                stress: None,
+                run: CompareRun {
+                    duration_ms: 0,
+                    scenarios: 1,
+                    jobs: 1,
+                    rootfs: "busybox".into(),
+                    stress: None,
+                },
             },
             shims: vec![
                 shim("a\"shim", "passed", None, 120),

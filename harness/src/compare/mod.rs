@@ -3,24 +3,28 @@
 //! by side: `compare.json` (the data, with provenance and a `schema_version`) and `index.html`
 //! (one self-contained page: the conformance matrix, the latency and throughput table, plots).
 
+mod doc;
 mod html;
+mod shims;
 mod svg;
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-use serde::{Deserialize, Serialize};
+use std::time::Instant;
 
 use crate::bundle::RootfsKind;
 use crate::dialect::Dialect;
 use crate::engine::{self, RunConfig};
+use crate::provenance::Provenance;
 use crate::report::RunReport;
-use crate::scenario::{Loaded, Profile};
-use crate::stress::{self, StressOptions, StressReport};
+use crate::scenario::Loaded;
+use crate::stress::{self, StressOptions};
 
+pub use doc::{
+    CompareDoc, CompareRun, Invocation, Latency, Resource, ScenarioOutcome, ShimResult,
+    StressResult, StressSettings, SuiteResult,
+};
 pub use html::render as render_html;
+pub use shims::{shim_specs, ShimSpec};
 
 /// The version of `compare.json`'s layout; raised when a field changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -111,376 +115,6 @@ pub enum CompareError {
     Runtime(#[source] std::io::Error),
 }
 
-/// One shim to run, after validation.
-#[derive(Debug, Clone)]
-pub struct ShimSpec {
-    /// The name on the page: the file name, disambiguated.
-    pub name: String,
-    /// The binary (canonical path).
-    pub path: PathBuf,
-    /// Extra environment.
-    pub env: Vec<(String, String)>,
-    /// Its profile and the file it came from.
-    pub profile: Option<(PathBuf, Profile)>,
-}
-
-/// The whole `compare.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CompareDoc {
-    /// [`SCHEMA_VERSION`].
-    pub schema_version: u32,
-    /// Where, when and how it was measured.
-    pub provenance: Provenance,
-    /// One entry per `--shim`, in command-line order.
-    pub shims: Vec<ShimResult>,
-}
-
-/// Where, when and how the comparison ran.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Provenance {
-    /// This harness's version.
-    pub harness_version: String,
-    /// The command line.
-    pub command: Vec<String>,
-    /// The containerd dialect imitated.
-    pub containerd_version: String,
-    /// Kernel name, release and machine.
-    pub kernel: String,
-    /// CPU model.
-    pub cpu: String,
-    /// Online CPUs.
-    pub cpus: usize,
-    /// Total memory in KiB.
-    pub mem_total_kib: u64,
-    /// Host name.
-    pub host: String,
-    /// Start of the comparison, seconds since the epoch.
-    pub started_unix: u64,
-    /// Wall time of the whole comparison.
-    pub duration_ms: u64,
-    /// Scenarios run against each shim.
-    pub scenarios: usize,
-    /// Scenario jobs in parallel.
-    pub jobs: usize,
-    /// `busybox` or `none`.
-    pub rootfs: String,
-    /// The stress settings, or null when `--no-stress`.
-    pub stress: Option<StressSettings>,
-}
-
-/// How the stress mode ran.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StressSettings {
-    /// Lifecycles per shim.
-    pub tasks: usize,
-    /// In flight at once.
-    pub parallel: usize,
-    /// `one-shim` or `shim-per-task`.
-    pub mode: String,
-}
-
-/// One shim's results.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShimResult {
-    /// The name on the page.
-    pub name: String,
-    /// The binary.
-    pub path: String,
-    /// The first line of `<shim> -v`, when it prints one.
-    pub version: Option<String>,
-    /// Extra environment given to it (`K=V`).
-    pub env: Vec<String>,
-    /// The `--profile` file used for it.
-    pub profile: Option<String>,
-    /// The conformance suite.
-    pub suite: SuiteResult,
-    /// The stress run; null when left out or when it could not run (see `stress_error`).
-    pub stress: Option<StressResult>,
-    /// Why the stress run could not happen at all.
-    pub stress_error: Option<String>,
-}
-
-/// The suite's results against one shim.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SuiteResult {
-    /// Passed scenarios.
-    pub passed: usize,
-    /// Failed scenarios.
-    pub failed: usize,
-    /// Skipped scenarios.
-    pub skipped: usize,
-    /// Expected failures.
-    pub xfailed: usize,
-    /// Wall time of the suite.
-    pub duration_ms: u64,
-    /// Per scenario, in name order.
-    pub scenarios: Vec<ScenarioOutcome>,
-}
-
-/// One cell of the matrix.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ScenarioOutcome {
-    /// `group/name`.
-    pub id: String,
-    /// The group.
-    pub group: String,
-    /// must | should | may.
-    pub level: String,
-    /// passed | failed | skipped | xfailed.
-    pub outcome: String,
-    /// Why it failed or was skipped.
-    pub reason: Option<String>,
-    /// Wall time.
-    pub duration_ms: u64,
-}
-
-/// The stress run's numbers against one shim.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StressResult {
-    /// Lifecycles asked for.
-    pub tasks: usize,
-    /// In flight at once.
-    pub parallel: usize,
-    /// `one-shim` or `shim-per-task`.
-    pub mode: String,
-    /// Lifecycles that completed.
-    pub completed: usize,
-    /// Lifecycles that failed.
-    pub failed: usize,
-    /// The first failure messages.
-    pub errors: Vec<String>,
-    /// Wall time.
-    pub duration_ms: u64,
-    /// Completed lifecycles per second.
-    pub tasks_per_sec: f64,
-    /// Per operation (create, start, wait, delete, lifecycle, ...).
-    pub latency: BTreeMap<String, Latency>,
-    /// RSS and file descriptors at idle, peak and end (idle and end: one-shim mode only).
-    pub resources: BTreeMap<String, Option<Resource>>,
-    /// Leftovers after the run.
-    pub leaks: Vec<String>,
-}
-
-/// Percentiles of one operation, in microseconds.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Latency {
-    /// Samples.
-    pub count: usize,
-    /// Median.
-    pub p50_us: u64,
-    /// 90th percentile.
-    pub p90_us: u64,
-    /// 99th percentile.
-    pub p99_us: u64,
-    /// Largest.
-    pub max_us: u64,
-}
-
-/// The shim server's resources at one moment.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Resource {
-    /// Resident set size, KiB.
-    pub rss_kib: u64,
-    /// Open file descriptors.
-    pub fds: u64,
-    /// Threads.
-    pub threads: u64,
-}
-
-impl From<&StressReport> for StressResult {
-    fn from(r: &StressReport) -> StressResult {
-        let res = |s: Option<stress::Sample>| {
-            s.map(|s| Resource {
-                rss_kib: s.rss_kib,
-                fds: s.fds,
-                threads: s.threads,
-            })
-        };
-        let resources = [
-            ("idle", res(r.resources.idle)),
-            ("peak", res(Some(r.resources.peak))),
-            ("end", res(r.resources.end)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        StressResult {
-            tasks: r.tasks,
-            parallel: r.parallel,
-            mode: r.mode.clone(),
-            completed: r.completed,
-            failed: r.failed,
-            errors: r.errors.clone(),
-            duration_ms: r.duration_ms,
-            tasks_per_sec: r.tasks_per_sec,
-            latency: r
-                .latency
-                .iter()
-                .map(|(k, p)| {
-                    (
-                        k.clone(),
-                        Latency {
-                            count: p.count,
-                            p50_us: p.p50_us,
-                            p90_us: p.p90_us,
-                            p99_us: p.p99_us,
-                            max_us: p.max_us,
-                        },
-                    )
-                })
-                .collect(),
-            resources,
-            leaks: r.leaks.clone(),
-        }
-    }
-}
-
-impl SuiteResult {
-    fn from_report(r: &RunReport) -> SuiteResult {
-        SuiteResult {
-            passed: r.summary.passed,
-            failed: r.summary.failed,
-            skipped: r.summary.skipped,
-            xfailed: r.summary.xfailed,
-            duration_ms: r.summary.duration_ms,
-            scenarios: r
-                .scenarios
-                .iter()
-                .map(|s| ScenarioOutcome {
-                    id: s.name.clone(),
-                    group: s.group().to_string(),
-                    level: s.level.clone(),
-                    outcome: s.status.as_str().to_string(),
-                    reason: s.reason.clone(),
-                    duration_ms: s.duration_ms,
-                })
-                .collect(),
-        }
-    }
-}
-
-/// Checks every `--shim` (exists, regular file, executable), names them and splits
-/// `--shim-env` and `--profile` per shim.
-pub fn shim_specs(
-    paths: &[PathBuf],
-    env: &[String],
-    profiles: &[String],
-) -> Result<Vec<ShimSpec>, CompareError> {
-    if paths.len() < 2 {
-        return Err(CompareError::Option {
-            option: "--shim",
-            why: format!("give at least two shims to compare (got {})", paths.len()),
-        });
-    }
-    let mut specs = Vec::new();
-    for p in paths {
-        let shim_err = |why: &str| CompareError::Shim {
-            path: p.display().to_string(),
-            why: why.to_string(),
-        };
-        let meta = std::fs::metadata(p).map_err(|e| {
-            shim_err(&if e.kind() == std::io::ErrorKind::NotFound {
-                "not found".to_string()
-            } else {
-                e.to_string()
-            })
-        })?;
-        if !meta.is_file() {
-            return Err(shim_err("not a regular file"));
-        }
-        if meta.permissions().mode() & 0o111 == 0 {
-            return Err(shim_err("not executable (chmod +x it)"));
-        }
-        specs.push(ShimSpec {
-            name: String::new(),
-            path: std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()),
-            env: vec![],
-            profile: None,
-        });
-    }
-    for kv in env {
-        let (target, kv2) = shim_index("--shim-env", kv, specs.len())?;
-        let (k, v) = kv2
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| CompareError::Option {
-                option: "--shim-env",
-                why: format!("`{kv}`: expected K=V or N:K=V"),
-            })?;
-        for (i, s) in specs.iter_mut().enumerate() {
-            if target.is_none_or(|t| t == i) {
-                s.env.push((k.to_string(), v.to_string()));
-            }
-        }
-    }
-    for arg in profiles {
-        let (target, file) = shim_index("--profile", arg, specs.len())?;
-        let path = PathBuf::from(file);
-        let profile = Profile::load(&path).map_err(CompareError::Profile)?;
-        for (i, s) in specs.iter_mut().enumerate() {
-            if target.is_none_or(|t| t == i) {
-                s.profile = Some((path.clone(), profile.clone()));
-            }
-        }
-    }
-    let names = display_names(&specs);
-    for (s, n) in specs.iter_mut().zip(names) {
-        s.name = n;
-    }
-    Ok(specs)
-}
-
-/// Splits `N:rest` (the N-th shim, 1-based, returned 0-based) from a plain `rest` (every shim).
-fn shim_index<'a>(
-    option: &'static str,
-    arg: &'a str,
-    shims: usize,
-) -> Result<(Option<usize>, &'a str), CompareError> {
-    match arg.split_once(':') {
-        Some((n, rest)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-            let i: usize = n.parse().unwrap_or(0);
-            if i == 0 || i > shims {
-                return Err(CompareError::Option {
-                    option,
-                    why: format!("`{arg}`: shim {n} does not exist (1..={shims})"),
-                });
-            }
-            Ok((Some(i - 1), rest))
-        }
-        _ => Ok((None, arg)),
-    }
-}
-
-/// Names for the page: the file name; with extra environment, the `K=V`s in brackets; and when
-/// two are still the same, `#N` (the shim's place on the command line).
-fn display_names(specs: &[ShimSpec]) -> Vec<String> {
-    let base: Vec<String> = specs
-        .iter()
-        .map(|s| {
-            let mut n = s
-                .path
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_else(|| s.path.display().to_string());
-            if !s.env.is_empty() {
-                let kv: Vec<String> = s.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                n.push_str(&format!(" [{}]", kv.join(" ")));
-            }
-            n
-        })
-        .collect();
-    base.iter()
-        .enumerate()
-        .map(|(i, n)| {
-            if base.iter().filter(|m| *m == n).count() > 1 {
-                format!("{n} #{}", i + 1)
-            } else {
-                n.clone()
-            }
-        })
-        .collect()
-}
-
 /// Runs the comparison and writes `compare.json` and `index.html` into `opts.out`; returns the
 /// document. `progress` sees one line per finished phase.
 pub fn run(
@@ -490,12 +124,78 @@ pub fn run(
     mut progress: impl FnMut(&str),
 ) -> Result<CompareDoc, CompareError> {
     let started = Instant::now();
-    let started_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let started_unix = crate::provenance::unix_now();
     let specs = shim_specs(&opts.shims, &opts.shim_env, &opts.profiles)?;
-    let dialect = opts.containerd_version;
+    let (jobs, tasks) = check_options(opts, &scenarios)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(jobs.clamp(2, 16))
+        .enable_all()
+        .build()
+        .map_err(CompareError::Runtime)?;
+    let mut shims = Vec::new();
+    for spec in &specs {
+        let suite = run_suite(&rt, opts, spec, &scenarios, jobs);
+        progress(&format!(
+            "{}: suite {} passed, {} failed, {} skipped, {} xfailed in {:.1}s",
+            spec.name,
+            suite.passed,
+            suite.failed,
+            suite.skipped,
+            suite.xfailed,
+            suite.duration_ms as f64 / 1000.0
+        ));
+        let (stress, stress_error) = if opts.no_stress {
+            (None, None)
+        } else {
+            run_stress(&rt, opts, spec, tasks, &mut progress)
+        };
+        shims.push(ShimResult {
+            name: spec.name.clone(),
+            path: spec.path.display().to_string(),
+            version: crate::provenance::shim_version(&spec.path),
+            env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            profile: spec.profile.as_ref().map(|(p, _)| p.display().to_string()),
+            suite,
+            stress,
+            stress_error,
+        });
+    }
+    let run = CompareRun {
+        duration_ms: started.elapsed().as_millis() as u64,
+        scenarios: scenarios.len(),
+        jobs,
+        rootfs: opts.rootfs.as_str().into(),
+        stress: (!opts.no_stress).then(|| StressSettings {
+            tasks,
+            parallel: opts.stress_parallel,
+            mode: if opts.shim_per_task {
+                "shim-per-task".into()
+            } else {
+                "one-shim".into()
+            },
+        }),
+    };
+    let mut provenance = Provenance::probe(
+        opts.containerd_version.to_string(),
+        Invocation { command },
+        run,
+    );
+    provenance.started_unix = started_unix;
+    let doc = CompareDoc {
+        schema_version: SCHEMA_VERSION,
+        provenance,
+        shims,
+    };
+    write(&opts.out, &doc)?;
+    Ok(doc)
+}
+
+/// Checks the options, and that the output directory can be written before the long part;
+/// returns the scenario jobs and the stress lifecycles per shim.
+fn check_options(
+    opts: &CompareOptions,
+    scenarios: &[Loaded],
+) -> Result<(usize, usize), CompareError> {
     if opts.jobs == Some(0) {
         return Err(CompareError::Option {
             option: "--jobs",
@@ -533,117 +233,75 @@ pub fn run(
         source,
     })?;
     let _ = std::fs::remove_file(&probe);
+    Ok((jobs, tasks))
+}
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(jobs.clamp(2, 16))
-        .enable_all()
-        .build()
-        .map_err(CompareError::Runtime)?;
-    let scenario_count = scenarios.len();
-    let mut shims = Vec::new();
-    for spec in &specs {
-        let cfg = RunConfig {
-            shim: spec.path.clone(),
-            dialect,
-            jobs,
-            profile: spec
-                .profile
-                .as_ref()
-                .map(|(_, p)| p.clone())
-                .unwrap_or_default(),
-            shim_env: spec.env.clone(),
-            rootfs: opts.rootfs,
-            ..RunConfig::default()
-        };
-        let t = Instant::now();
-        let results = rt.block_on(engine::run_scenarios(&cfg, scenarios.clone(), |_| {}));
-        let report = RunReport::new(
-            spec.path.display().to_string(),
-            dialect.to_string(),
-            results,
-            t.elapsed().as_millis() as u64,
-        );
-        let suite = SuiteResult::from_report(&report);
-        progress(&format!(
-            "{}: suite {} passed, {} failed, {} skipped, {} xfailed in {:.1}s",
-            spec.name,
-            suite.passed,
-            suite.failed,
-            suite.skipped,
-            suite.xfailed,
-            suite.duration_ms as f64 / 1000.0
-        ));
-        let (stress, stress_error) = if opts.no_stress {
-            (None, None)
-        } else {
-            let sopts = StressOptions {
-                shim: spec.path.clone(),
-                tasks,
-                parallel: opts.stress_parallel,
-                shim_per_task: opts.shim_per_task,
-                dialect,
-                rootfs: opts.rootfs,
-                ..Default::default()
-            };
-            // The stress mode has no environment option: the shim inherits this process's.
-            let _env = EnvGuard::set(&spec.env);
-            match rt.block_on(stress::run(sopts)) {
-                Ok(r) => {
-                    progress(&format!(
-                        "{}: stress {} of {} lifecycles completed, {:.0} tasks/s",
-                        spec.name, r.completed, r.tasks, r.tasks_per_sec
-                    ));
-                    (Some(StressResult::from(&r)), None)
-                }
-                Err(e) => {
-                    let msg = error_chain(&e);
-                    progress(&format!("{}: stress could not run: {msg}", spec.name));
-                    (None, Some(msg))
-                }
-            }
-        };
-        shims.push(ShimResult {
-            name: spec.name.clone(),
-            path: spec.path.display().to_string(),
-            version: crate::stress::shim_version(&spec.path),
-            env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            profile: spec.profile.as_ref().map(|(p, _)| p.display().to_string()),
-            suite,
-            stress,
-            stress_error,
-        });
-    }
-    let machine = crate::stress::machine();
-    let doc = CompareDoc {
-        schema_version: SCHEMA_VERSION,
-        provenance: Provenance {
-            harness_version: env!("CARGO_PKG_VERSION").into(),
-            command,
-            containerd_version: dialect.to_string(),
-            kernel: machine.kernel,
-            cpu: machine.cpu,
-            cpus: machine.cpus,
-            mem_total_kib: machine.mem_total_kib,
-            host: machine.host,
-            started_unix,
-            duration_ms: started.elapsed().as_millis() as u64,
-            scenarios: scenario_count,
-            jobs,
-            rootfs: opts.rootfs.as_str().into(),
-            stress: (!opts.no_stress).then(|| StressSettings {
-                tasks,
-                parallel: opts.stress_parallel,
-                mode: if opts.shim_per_task {
-                    "shim-per-task".into()
-                } else {
-                    "one-shim".into()
-                },
-            }),
-        },
-        shims,
+/// The conformance suite against one shim.
+fn run_suite(
+    rt: &tokio::runtime::Runtime,
+    opts: &CompareOptions,
+    spec: &ShimSpec,
+    scenarios: &[Loaded],
+    jobs: usize,
+) -> SuiteResult {
+    let dialect = opts.containerd_version;
+    let cfg = RunConfig {
+        shim: spec.path.clone(),
+        dialect,
+        jobs,
+        profile: spec
+            .profile
+            .as_ref()
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default(),
+        shim_env: spec.env.clone(),
+        rootfs: opts.rootfs,
+        ..RunConfig::default()
     };
-    write(&opts.out, &doc)?;
-    Ok(doc)
+    let t = Instant::now();
+    let results = rt.block_on(engine::run_scenarios(&cfg, scenarios.to_vec(), |_| {}));
+    let report = RunReport::new(
+        spec.path.display().to_string(),
+        dialect.to_string(),
+        results,
+        t.elapsed().as_millis() as u64,
+    );
+    SuiteResult::from_report(&report)
+}
+
+/// The stress mode against one shim, with its environment: its result, or why it could not run.
+fn run_stress(
+    rt: &tokio::runtime::Runtime,
+    opts: &CompareOptions,
+    spec: &ShimSpec,
+    tasks: usize,
+    progress: &mut dyn FnMut(&str),
+) -> (Option<StressResult>, Option<String>) {
+    let sopts = StressOptions {
+        shim: spec.path.clone(),
+        tasks,
+        parallel: opts.stress_parallel,
+        shim_per_task: opts.shim_per_task,
+        dialect: opts.containerd_version,
+        rootfs: opts.rootfs,
+        ..Default::default()
+    };
+    // The stress mode has no environment option: the shim inherits this process's.
+    let _env = EnvGuard::set(&spec.env);
+    match rt.block_on(stress::run(sopts)) {
+        Ok(r) => {
+            progress(&format!(
+                "{}: stress {} of {} lifecycles completed, {:.0} tasks/s",
+                spec.name, r.completed, r.tasks, r.tasks_per_sec
+            ));
+            (Some(StressResult::from(&r)), None)
+        }
+        Err(e) => {
+            let msg = error_chain(&e);
+            progress(&format!("{}: stress could not run: {msg}", spec.name));
+            (None, Some(msg))
+        }
+    }
 }
 
 /// Writes `compare.json` and `index.html` into `dir`.
@@ -699,93 +357,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = x.source();
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(path: &str, env: &[(&str, &str)]) -> ShimSpec {
-        ShimSpec {
-            name: String::new(),
-            path: path.into(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            profile: None,
-        }
-    }
-
-    #[test]
-    fn names_are_file_names_disambiguated() {
-        let names = display_names(&[
-            spec("/usr/bin/containerd-shim-runc-v2", &[]),
-            spec("/opt/x/containerd-shim-runc-v2", &[]),
-            spec("/t/containerd-shim-reaper-v2", &[]),
-            spec(
-                "/t/containerd-shim-faulty-v2",
-                &[("FAULTY_SHIM", "no-stdout")],
-            ),
-        ]);
-        assert_eq!(
-            names,
-            [
-                "containerd-shim-runc-v2 #1",
-                "containerd-shim-runc-v2 #2",
-                "containerd-shim-reaper-v2",
-                "containerd-shim-faulty-v2 [FAULTY_SHIM=no-stdout]",
-            ]
-        );
-    }
-
-    #[test]
-    fn shim_env_goes_to_the_numbered_shim_or_to_all() {
-        let t = std::env::current_exe().unwrap();
-        let specs = shim_specs(
-            &[t.clone(), t.clone()],
-            &["2:A=1".into(), "B=x:y".into()],
-            &[],
-        )
-        .unwrap();
-        assert_eq!(specs[0].env, [("B".to_string(), "x:y".to_string())]);
-        assert_eq!(
-            specs[1].env,
-            [
-                ("A".to_string(), "1".to_string()),
-                ("B".to_string(), "x:y".to_string())
-            ]
-        );
-        assert_ne!(specs[0].name, specs[1].name);
-        let e = shim_specs(&[t.clone(), t.clone()], &["3:A=1".into()], &[]).unwrap_err();
-        assert!(e.to_string().contains("shim 3 does not exist"), "{e}");
-        let e = shim_specs(&[t.clone(), t.clone()], &["novalue".into()], &[]).unwrap_err();
-        assert!(e.to_string().contains("`novalue`"), "{e}");
-        let e = shim_specs(&[t.clone(), "/nonexistent/shim-x".into()], &[], &[]).unwrap_err();
-        assert_eq!(e.to_string(), "shim `/nonexistent/shim-x`: not found");
-        let e = shim_specs(&[t], &[], &[]).unwrap_err();
-        assert!(e.to_string().contains("at least two"), "{e}");
-    }
-
-    #[test]
-    fn profiles_go_to_the_numbered_shim_and_bad_ones_are_named() {
-        let t = std::env::current_exe().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let good = dir.path().join("p.yaml");
-        std::fs::write(&good, "xfail:\n  - lifecycle/sigterm\n").unwrap();
-        let arg = format!("2:{}", good.display());
-        let specs = shim_specs(&[t.clone(), t.clone()], &[], &[arg]).unwrap();
-        assert!(specs[0].profile.is_none());
-        let (path, prof) = specs[1].profile.as_ref().unwrap();
-        assert_eq!(path, &good);
-        assert!(prof.is_xfail("lifecycle/sigterm"));
-        let bad = dir.path().join("bad.yaml");
-        std::fs::write(&bad, "xfail: [a]\nbogus: 1\n").unwrap();
-        let e = shim_specs(&[t.clone(), t], &[], &[bad.display().to_string()]).unwrap_err();
-        let msg = e.to_string();
-        assert!(
-            msg.starts_with("--profile: ") && msg.contains("bad.yaml:"),
-            "{msg}"
-        );
-    }
 }

@@ -76,19 +76,7 @@ pub(crate) fn bar_chart(c: &Chart<'_>) -> String {
         "<text x=\"0\" y=\"16\" class=\"ctitle\">{}</text>\n",
         escape(c.title)
     ));
-    for (i, (name, _)) in c.series.iter().enumerate() {
-        let x = (i % 3) as f64 * (WIDTH / 3.0);
-        let y = TOP + (i / 3) as f64 * 18.0;
-        s.push_str(&format!(
-            "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/>\
-             <text x=\"{}\" y=\"{}\" class=\"legend\">{}</text>\n",
-            y - 10.0,
-            PALETTE[i % PALETTE.len()],
-            x + 16.0,
-            y,
-            escape(name)
-        ));
-    }
+    legend(&mut s, c.series);
     if values.is_empty() {
         s.push_str(&format!(
             "<text x=\"{LABEL_W}\" y=\"{}\">no data</text></svg>\n",
@@ -96,43 +84,7 @@ pub(crate) fn bar_chart(c: &Chart<'_>) -> String {
         ));
         return s;
     }
-    let max = values.iter().copied().fold(0.0_f64, f64::max);
-    // Value → x offset in the plot, and the grid's tick values.
-    let (pos, ticks): (Box<dyn Fn(f64) -> f64>, Vec<f64>) = match c.scale {
-        Scale::Log => {
-            let min_pos = values
-                .iter()
-                .copied()
-                .filter(|v| *v > 0.0)
-                .fold(f64::INFINITY, f64::min);
-            let lo = if min_pos.is_finite() {
-                min_pos.log10().floor()
-            } else {
-                0.0
-            };
-            let hi = max.max(1.0).log10().ceil().max(lo + 1.0);
-            let span = hi - lo;
-            let ticks = (lo as i32..=hi as i32).map(|e| 10f64.powi(e)).collect();
-            (
-                Box::new(move |v: f64| {
-                    if v <= 0.0 {
-                        0.0
-                    } else {
-                        ((v.log10() - lo) / span).clamp(0.0, 1.0) * plot_w
-                    }
-                }),
-                ticks,
-            )
-        }
-        Scale::Linear => {
-            let top = nice_ceiling(max);
-            let ticks = (0..=4).map(|i| top * f64::from(i) / 4.0).collect();
-            (
-                Box::new(move |v: f64| (v / top).clamp(0.0, 1.0) * plot_w),
-                ticks,
-            )
-        }
-    };
+    let (pos, ticks) = axis(c.scale, &values, plot_w);
     let bottom = height - 20.0;
     for t in &ticks {
         let x = LABEL_W + pos(*t);
@@ -181,6 +133,63 @@ pub(crate) fn bar_chart(c: &Chart<'_>) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// The legend: one coloured square and name per series, three to a row.
+fn legend(s: &mut String, series: &[(String, Vec<Option<f64>>)]) {
+    for (i, (name, _)) in series.iter().enumerate() {
+        let x = (i % 3) as f64 * (WIDTH / 3.0);
+        let y = TOP + (i / 3) as f64 * 18.0;
+        s.push_str(&format!(
+            "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/>\
+             <text x=\"{}\" y=\"{}\" class=\"legend\">{}</text>\n",
+            y - 10.0,
+            PALETTE[i % PALETTE.len()],
+            x + 16.0,
+            y,
+            escape(name)
+        ));
+    }
+}
+
+/// The x axis: value → x offset in the plot (`plot_w` wide), and the grid's tick values.
+fn axis(scale: Scale, values: &[f64], plot_w: f64) -> (Box<dyn Fn(f64) -> f64>, Vec<f64>) {
+    let max = values.iter().copied().fold(0.0_f64, f64::max);
+    match scale {
+        Scale::Log => {
+            let min_pos = values
+                .iter()
+                .copied()
+                .filter(|v| *v > 0.0)
+                .fold(f64::INFINITY, f64::min);
+            let lo = if min_pos.is_finite() {
+                min_pos.log10().floor()
+            } else {
+                0.0
+            };
+            let hi = max.max(1.0).log10().ceil().max(lo + 1.0);
+            let span = hi - lo;
+            let ticks = (lo as i32..=hi as i32).map(|e| 10f64.powi(e)).collect();
+            (
+                Box::new(move |v: f64| {
+                    if v <= 0.0 {
+                        0.0
+                    } else {
+                        ((v.log10() - lo) / span).clamp(0.0, 1.0) * plot_w
+                    }
+                }),
+                ticks,
+            )
+        }
+        Scale::Linear => {
+            let top = nice_ceiling(max);
+            let ticks = (0..=4).map(|i| top * f64::from(i) / 4.0).collect();
+            (
+                Box::new(move |v: f64| (v / top).clamp(0.0, 1.0) * plot_w),
+                ticks,
+            )
+        }
+    }
 }
 
 /// 1, 2 or 5 times a power of ten, at least `v`.

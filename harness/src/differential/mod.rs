@@ -5,10 +5,12 @@
 //! is a fidelity failure shown with both sides. Scenarios a containerd client cannot express are
 //! skipped with the reason ([`classify`]), as are those the mock itself skips.
 
+mod checks;
 pub mod classify;
 pub mod compare;
 pub mod daemon;
 mod steps;
+mod tasks;
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -11,6 +11,7 @@
 //! containerd is down nobody reads the bundle's `log` FIFO: the mock closes its reader too, so a
 //! shim that dies of SIGPIPE (or blocks) when logging then is caught.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use containerd_shim_protos::api::ConnectRequest;
@@ -67,21 +68,7 @@ impl Ctx<'_> {
         for (_, w) in std::mem::take(&mut self.waits) {
             w.handle.abort();
         }
-        // Which connections a restarted containerd restores: live ones, of shims not told to
-        // shut down.
-        let mut restore = Vec::new();
-        for (name, c) in &self.containers {
-            let slot = &self.shims[c.shim];
-            if slot.shim.is_some() && !slot.client.is_closed() && !slot.client.shutdown_sent() {
-                restore.push((name.clone(), c.shim, c.bundle.path().to_path_buf()));
-            }
-        }
-        for (_, i, _) in &restore {
-            self.shims[*i].client.close();
-            if let Some(shim) = self.shims[*i].shim.as_mut() {
-                shim.log_reader_down().await;
-            }
-        }
+        let restore = self.drop_connections().await;
         self.mock.endpoints_down(true).await;
         let during = format!("{prefix}step {} during the outage: ", index + 1);
         let flow = self.run_steps(&r.during, &during).await;
@@ -99,75 +86,10 @@ impl Ctx<'_> {
         let mut main_pids = json!({});
         let mut names = Vec::new();
         for (name, i, bundle) in restore {
-            // `loadShim` opens the shim's log FIFO again before it dials.
-            if let Some(Err(e)) = self.shims[i].shim.as_mut().map(|s| s.log_reader_up()) {
-                return self.step_failed(
-                    label,
-                    NAME,
-                    t0.elapsed(),
-                    format!("restoring `{name}`: reopening its log FIFO: {e}"),
-                );
-            }
-            let address = match bundle_address(&bundle, self.cfg.dialect) {
-                Ok(a) => a,
-                Err(m) => {
-                    return self.step_failed(
-                        label,
-                        NAME,
-                        t0.elapsed(),
-                        format!("restoring `{name}`: {m}"),
-                    )
-                }
-            };
-            let dial = dialect::dial_address(&address);
-            let conn =
-                match tokio::time::timeout(bound, ttrpc::r#async::Client::connect(&dial)).await {
-                    Ok(Ok(c)) => c,
-                    Ok(Err(e)) => {
-                        return self.step_failed(
-                            label,
-                            NAME,
-                            t0.elapsed(),
-                            format!(
-                                "restoring `{name}`: connecting to {address} (from the bundle's address file): {e}"
-                            ),
-                        )
-                    }
-                    Err(_) => {
-                        return self.step_failed(
-                            label,
-                            NAME,
-                            t0.elapsed(),
-                            format!(
-                                "restoring `{name}`: no connection to {address} within {}",
-                                humantime::format_duration(bound)
-                            ),
-                        )
-                    }
-                };
-            let client = self.shims[i].client.clone();
-            client.reconnect(conn);
-            let req = ConnectRequest {
-                id: name.clone(),
-                ..Default::default()
-            };
-            match client.connect(req, bound).await {
-                Ok(resp) => {
-                    if name == MAIN {
-                        main_pids = json!({"task-pid": resp.task_pid, "shim-pid": resp.shim_pid});
-                    }
-                }
-                Err(e) => {
-                    return self.step_failed(
-                        label,
-                        NAME,
-                        t0.elapsed(),
-                        format!(
-                            "restoring `{name}`: Connect after reconnecting to {address}: {e} (containerd gives up after {} and cleans the shim up)",
-                            humantime::format_duration(bound)
-                        ),
-                    )
-                }
+            match self.restore(&name, i, &bundle, bound).await {
+                Ok(Some(pids)) => main_pids = pids,
+                Ok(None) => {}
+                Err(m) => return self.step_failed(label, NAME, t0.elapsed(), m),
             }
             names.push(name);
         }
@@ -180,6 +102,72 @@ impl Ctx<'_> {
         }
         let request = json!({"downtime": humantime::format_duration(downtime).to_string()});
         self.passed(NAME, t0, response, Some(request))
+    }
+
+    /// Closes the connections a restarted containerd restores (live ones, of shims not told to
+    /// shut down) and their log readers; returns them: name, shim slot, bundle.
+    async fn drop_connections(&mut self) -> Vec<(String, usize, PathBuf)> {
+        let mut restore = Vec::new();
+        for (name, c) in &self.containers {
+            let slot = &self.shims[c.shim];
+            if slot.shim.is_some() && !slot.client.is_closed() && !slot.client.shutdown_sent() {
+                restore.push((name.clone(), c.shim, c.bundle.path().to_path_buf()));
+            }
+        }
+        for (_, i, _) in &restore {
+            self.shims[*i].client.close();
+            if let Some(shim) = self.shims[*i].shim.as_mut() {
+                shim.log_reader_down().await;
+            }
+        }
+        restore
+    }
+
+    /// Restores one connection as containerd's `loadShim` does: the log FIFO reopened, the
+    /// address read from the bundle, dialed, then Connect; the main container's pids from its
+    /// answer, or why it failed.
+    async fn restore(
+        &mut self,
+        name: &str,
+        i: usize,
+        bundle: &Path,
+        bound: Duration,
+    ) -> Result<Option<Value>, String> {
+        // `loadShim` opens the shim's log FIFO again before it dials.
+        if let Some(Err(e)) = self.shims[i].shim.as_mut().map(|s| s.log_reader_up()) {
+            return Err(format!("restoring `{name}`: reopening its log FIFO: {e}"));
+        }
+        let address = bundle_address(bundle, self.cfg.dialect)
+            .map_err(|m| format!("restoring `{name}`: {m}"))?;
+        let dial = dialect::dial_address(&address);
+        let conn = match tokio::time::timeout(bound, ttrpc::r#async::Client::connect(&dial)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Err(format!(
+                "restoring `{name}`: connecting to {address} (from the bundle's address file): {e}"
+            ))
+            }
+            Err(_) => {
+                return Err(format!(
+                    "restoring `{name}`: no connection to {address} within {}",
+                    humantime::format_duration(bound)
+                ))
+            }
+        };
+        let client = self.shims[i].client.clone();
+        client.reconnect(conn);
+        let req = ConnectRequest {
+            id: name.to_string(),
+            ..Default::default()
+        };
+        match client.connect(req, bound).await {
+            Ok(resp) => Ok((name == MAIN)
+                .then(|| json!({"task-pid": resp.task_pid, "shim-pid": resp.shim_pid}))),
+            Err(e) => Err(format!(
+                "restoring `{name}`: Connect after reconnecting to {address}: {e} (containerd gives up after {} and cleans the shim up)",
+                humantime::format_duration(bound)
+            )),
+        }
     }
 
     /// `events-down` / `events-up`.

@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 
 use super::convert;
 use super::steps::{now_rfc3339, Common, Ctx, Wait, MAIN};
-use crate::client::{RpcError, RpcResult};
+use crate::client::{RpcError, RpcResult, TaskClient};
 use crate::report::Status;
-use crate::scenario::{Capability, StdioKind, Step};
+use crate::scenario::{Capability, StartStep, StdioKind, Step, WaitStep};
 use crate::stdio::{StdioMode, StdioOptions, StdioSet};
 
 impl Ctx<'_> {
@@ -33,37 +33,103 @@ impl Ctx<'_> {
             return self.exec(es, c, t).await.map(Some);
         }
         let (client, id) = self.target(c.container)?;
+        match s {
+            Step::Start(x) => self.send_start(x, c, t, client, id).await.map(Some),
+            Step::Wait(x) => self.send_wait(x, t, client, id).await,
+            _ => self.send_process_call(s, c, t, client, id).await.map(Some),
+        }
+    }
+
+    /// Task.Start of a container or an exec; a container's start saves `start-time` (the main
+    /// one's) or `<id>-start-time`, and the pid it reports is noted for the pid guard.
+    async fn send_start(
+        &mut self,
+        x: &StartStep,
+        c: &Common<'_>,
+        t: Duration,
+        client: TaskClient,
+        id: String,
+    ) -> Result<(Value, RpcResult<Value>), String> {
         let main = id == MAIN;
-        Ok(Some(match s {
-            Step::Start(x) => {
-                let exec_id = self.opt_exec(&x.exec_id)?;
-                if exec_id.is_empty() {
-                    let key = if main {
-                        "start-time".to_string()
-                    } else {
-                        format!("{id}-start-time")
-                    };
-                    self.vars.insert(key, now_rfc3339());
-                }
-                let req = json!({"id": id, "exec-id": exec_id});
-                let r = client
-                    .start(
-                        StartRequest {
-                            id: id.clone(),
-                            exec_id: exec_id.clone(),
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await;
-                if let Ok(x) = &r {
-                    // Containers are keyed by name in `proc_pids`; `id` is the main one's name.
-                    let name = c.container.map(|n| self.expand(n)).transpose()?;
-                    let name = name.unwrap_or_else(|| MAIN.to_string());
-                    self.note_reported_pid(&name, &exec_id, x.pid);
-                }
-                (req, r.map(|r| convert::start(&r)))
-            }
+        let exec_id = self.opt_exec(&x.exec_id)?;
+        if exec_id.is_empty() {
+            let key = if main {
+                "start-time".to_string()
+            } else {
+                format!("{id}-start-time")
+            };
+            self.vars.insert(key, now_rfc3339());
+        }
+        let req = json!({"id": id, "exec-id": exec_id});
+        let r = client
+            .start(
+                StartRequest {
+                    id: id.clone(),
+                    exec_id: exec_id.clone(),
+                    ..Default::default()
+                },
+                t,
+            )
+            .await;
+        if let Ok(x) = &r {
+            // Containers are keyed by name in `proc_pids`; `id` is the main one's name.
+            let name = c.container.map(|n| self.expand(n)).transpose()?;
+            let name = name.unwrap_or_else(|| MAIN.to_string());
+            self.note_reported_pid(&name, &exec_id, x.pid);
+        }
+        Ok((req, r.map(|r| convert::start(&r))))
+    }
+
+    /// Task.Wait, answered now or (`background`) kept under a handle for `wait-result`.
+    async fn send_wait(
+        &mut self,
+        x: &WaitStep,
+        t: Duration,
+        client: TaskClient,
+        id: String,
+    ) -> Result<Option<(Value, RpcResult<Value>)>, String> {
+        let exec_id = self.opt_exec(&x.exec_id)?;
+        let req = json!({"id": id, "exec-id": exec_id});
+        let wreq = WaitRequest {
+            id,
+            exec_id,
+            ..Default::default()
+        };
+        if let Some(h) = &x.background {
+            let handle = tokio::spawn(async move { client.wait(wreq, t).await });
+            self.waits.insert(
+                h.clone(),
+                Wait {
+                    request: req.clone(),
+                    handle,
+                },
+            );
+            self.record(
+                "wait",
+                Status::Passed,
+                Duration::ZERO,
+                json!({"background": h}),
+                None,
+                Some(req),
+                None,
+            );
+            return Ok(None);
+        }
+        let r = client.wait(wreq, t).await;
+        Ok(Some((req, r.map(|r| convert::wait(&r)))))
+    }
+
+    /// The calls about one process (the container's or an exec's): State, Kill, Delete,
+    /// CloseIO, ResizePty, and Checkpoint; any other step goes on to [`Ctx::send_task_call`].
+    async fn send_process_call(
+        &mut self,
+        s: &Step,
+        c: &Common<'_>,
+        t: Duration,
+        client: TaskClient,
+        id: String,
+    ) -> Result<(Value, RpcResult<Value>), String> {
+        Ok(match s {
             Step::State(x) => {
                 let exec_id = self.opt_exec(&x.exec_id)?;
                 let req = json!({"id": id, "exec-id": exec_id});
@@ -96,37 +162,6 @@ impl Ctx<'_> {
                     .await;
                 (req, r.map(|_| convert::empty()))
             }
-            Step::Wait(x) => {
-                let exec_id = self.opt_exec(&x.exec_id)?;
-                let req = json!({"id": id, "exec-id": exec_id});
-                let wreq = WaitRequest {
-                    id,
-                    exec_id,
-                    ..Default::default()
-                };
-                if let Some(h) = &x.background {
-                    let handle = tokio::spawn(async move { client.wait(wreq, t).await });
-                    self.waits.insert(
-                        h.clone(),
-                        Wait {
-                            request: req.clone(),
-                            handle,
-                        },
-                    );
-                    self.record(
-                        "wait",
-                        Status::Passed,
-                        Duration::ZERO,
-                        json!({"background": h}),
-                        None,
-                        Some(req),
-                        None,
-                    );
-                    return Ok(None);
-                }
-                let r = client.wait(wreq, t).await;
-                (req, r.map(|r| convert::wait(&r)))
-            }
             Step::Delete(x) => {
                 let exec_id = self.opt_exec(&x.exec_id)?;
                 let req = json!({"id": id, "exec-id": exec_id});
@@ -142,6 +177,78 @@ impl Ctx<'_> {
                     .await;
                 (req, r.map(|r| convert::delete(&r)))
             }
+            Step::CloseIo(x) => {
+                let exec_id = self.opt_exec(&x.exec_id)?;
+                if x.client_close {
+                    if let Some(set) = self.stdio_of(c.container, &exec_id)? {
+                        set.close_stdin();
+                    }
+                }
+                let req = json!({"id": id, "exec-id": exec_id, "stdin": x.stdin});
+                let r = client
+                    .close_io(
+                        CloseIORequest {
+                            id,
+                            exec_id,
+                            stdin: x.stdin,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                (req, r.map(|_| convert::empty()))
+            }
+            Step::ResizePty(x) => {
+                let exec_id = self.opt_exec(&x.exec_id)?;
+                let req =
+                    json!({"id": id, "exec-id": exec_id, "width": x.width, "height": x.height});
+                let r = client
+                    .resize_pty(
+                        ResizePtyRequest {
+                            id,
+                            exec_id,
+                            width: x.width,
+                            height: x.height,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                (req, r.map(|_| convert::empty()))
+            }
+            Step::Checkpoint(x) => {
+                let path = match &x.path {
+                    Some(p) => self.expand(p)?,
+                    None => self.tmp.join("checkpoint").display().to_string(),
+                };
+                let req = json!({"id": id, "path": path});
+                let r = client
+                    .checkpoint(
+                        CheckpointTaskRequest {
+                            id,
+                            path,
+                            ..Default::default()
+                        },
+                        t,
+                    )
+                    .await;
+                (req, r.map(|_| convert::empty()))
+            }
+            _ => return self.send_task_call(s, c, t, client, id).await,
+        })
+    }
+
+    /// The calls about the whole task or shim: Pids, Pause, Resume, Stats, Update, Connect,
+    /// Shutdown.
+    async fn send_task_call(
+        &mut self,
+        s: &Step,
+        c: &Common<'_>,
+        t: Duration,
+        client: TaskClient,
+        id: String,
+    ) -> Result<(Value, RpcResult<Value>), String> {
+        Ok(match s {
             Step::Pids(_) => {
                 let req = json!({"id": id});
                 let r = client
@@ -194,45 +301,6 @@ impl Ctx<'_> {
                     .await;
                 (req, r.map(|r| convert::stats(&r)))
             }
-            Step::CloseIo(x) => {
-                let exec_id = self.opt_exec(&x.exec_id)?;
-                if x.client_close {
-                    if let Some(set) = self.stdio_of(c.container, &exec_id)? {
-                        set.close_stdin();
-                    }
-                }
-                let req = json!({"id": id, "exec-id": exec_id, "stdin": x.stdin});
-                let r = client
-                    .close_io(
-                        CloseIORequest {
-                            id,
-                            exec_id,
-                            stdin: x.stdin,
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await;
-                (req, r.map(|_| convert::empty()))
-            }
-            Step::ResizePty(x) => {
-                let exec_id = self.opt_exec(&x.exec_id)?;
-                let req =
-                    json!({"id": id, "exec-id": exec_id, "width": x.width, "height": x.height});
-                let r = client
-                    .resize_pty(
-                        ResizePtyRequest {
-                            id,
-                            exec_id,
-                            width: x.width,
-                            height: x.height,
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await;
-                (req, r.map(|_| convert::empty()))
-            }
             Step::Update(x) => {
                 let res = x.resources.clone().unwrap_or(json!({}));
                 let req = json!({"id": id, "resources": res, "annotations": x.annotations});
@@ -243,24 +311,6 @@ impl Ctx<'_> {
                 ureq.resources = Some(convert::resources_any(&res)).into();
                 ureq.annotations = x.annotations.clone().into_iter().collect();
                 let r = client.update(ureq, t).await;
-                (req, r.map(|_| convert::empty()))
-            }
-            Step::Checkpoint(x) => {
-                let path = match &x.path {
-                    Some(p) => self.expand(p)?,
-                    None => self.tmp.join("checkpoint").display().to_string(),
-                };
-                let req = json!({"id": id, "path": path});
-                let r = client
-                    .checkpoint(
-                        CheckpointTaskRequest {
-                            id,
-                            path,
-                            ..Default::default()
-                        },
-                        t,
-                    )
-                    .await;
                 (req, r.map(|_| convert::empty()))
             }
             Step::Connect(_) => {
@@ -296,7 +346,7 @@ impl Ctx<'_> {
                 (req, r.map(|_| convert::empty()))
             }
             _ => return Err(format!("`{}` is not an RPC step", s.name())),
-        }))
+        })
     }
 
     pub(super) fn stdio_of(

@@ -27,11 +27,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::bundle::Bundle;
 use crate::client::TaskClient;
@@ -46,9 +43,11 @@ pub use crate::timeouts::Timeouts;
 
 mod log;
 mod shim;
+mod start;
 
 use log::LogDrain;
 pub use shim::{CloseReport, Shim};
+use start::Started;
 
 /// How the mock behaves.
 #[derive(Debug, Clone, Default)]
@@ -258,125 +257,16 @@ impl MockContainerd {
         let bundle_dir = bundle.path().to_path_buf();
         let log = LogDrain::open(&bundle_dir.join("log"))?;
         let pb = self.publish_binary.display().to_string();
-        let argv = dialect.start_argv(
-            &self.namespace,
-            &self.grpc_address,
-            &pb,
-            &id,
-            self.cfg.debug,
-        );
-        let env = dialect.start_env(&self.ttrpc_address, &self.grpc_address, &self.namespace);
-        let stdin_bytes = dialect.start_stdin(
-            shim,
-            &dialect::StartParams {
-                id: &id,
-                namespace: &self.namespace,
-                debug: self.cfg.debug,
-                ttrpc_address: &self.ttrpc_address,
-                grpc_address: &self.grpc_address,
-                containerd_binary: &pb,
-                runtime_options: opts.runtime_options.as_ref(),
-                socket_dir: self.socket_dir.as_deref(),
-                overrides: opts.bootstrap.as_ref(),
-            },
-        );
-
-        // One pipe for stdout and stderr: Go's CombinedOutput.
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
-            HarnessError::io("creating the start output pipe", std::io::Error::from(e))
-        })?;
-        let wr2 = wr
-            .try_clone()
-            .map_err(|e| HarnessError::io("duplicating the start output pipe", e))?;
-        let mut cmd = tokio::process::Command::new(shim);
-        cmd.args(&argv)
-            .current_dir(&bundle_dir)
-            .env_clear()
-            .envs(Dialect::inherited_env())
-            .envs(env.iter().cloned())
-            .envs(opts.extra_env.iter().cloned())
-            .stdout(Stdio::from(wr))
-            .stderr(Stdio::from(wr2))
-            .stdin(if stdin_bytes.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .process_group(0);
-        let mark = procfs::PidMark::now();
-        let mut spawned = cmd.spawn();
-        // ETXTBSY: a shim binary just written (by a build or a test) can still be open for
-        // writing in a child that another thread forked and that has not exec'd yet. That lasts
-        // microseconds, so retry briefly rather than fail the launch.
-        for _ in 0..50 {
-            match &spawned {
-                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    spawned = cmd.spawn();
-                }
-                _ => break,
-            }
-        }
-        drop(cmd); // closes our copies of the pipe's write end
-        let mut child = spawned.map_err(|e| LaunchError::Spawn {
-            path: shim.to_path_buf(),
-            source: e,
-        })?;
-        let start_pid = child.id().map(|p| p as i32).unwrap_or(0);
-        // Not reaped before `child.wait()`, so readable even if it already exited.
-        let since = procfs::proc_info(start_pid)
-            .map(|p| p.starttime)
-            .unwrap_or(u64::MAX);
-        if let (Some(bytes), Some(mut stdin)) = (stdin_bytes, child.stdin.take()) {
-            let bound = t.start;
-            tokio::spawn(async move {
-                // A shim that never reads a large payload must not pin this task forever.
-                let _ = tokio::time::timeout(bound, stdin.write_all(&bytes)).await;
-            });
-        }
-        let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(rd)
-            .map_err(|e| HarnessError::io("reading the start output pipe", e))?;
-        let output = Arc::new(Mutex::new(Vec::<u8>::new()));
-        let out2 = output.clone();
-        let collect = async move {
-            let mut buf = [0u8; 4096];
-            loop {
-                match reader.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => lock(&out2).extend_from_slice(&buf[..n]),
-                }
-            }
-        };
-        // Go's CombinedOutput returns when the process has exited *and* the pipe hit EOF.
-        let both = async { tokio::join!(child.wait(), collect).0 };
-        let status = match tokio::time::timeout(t.start, both).await {
-            Ok(st) => st,
-            Err(_) => {
-                let text = String::from_utf8_lossy(&lock(&output)).trim().to_string();
-                let _ = child.start_kill();
-                let _ = end_leaked(start_pid, since, &text, &bundle_dir);
-                let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
-                log.stop().await;
-                return Err(LaunchError::StartTimeout {
-                    timeout: t.start,
-                    output: text,
-                });
-            }
-        };
-        let raw = lock(&output).clone();
-        let text = String::from_utf8_lossy(&raw).trim().to_string();
-        let status = status.map_err(|e| LaunchError::Spawn {
-            path: shim.to_path_buf(),
-            source: e,
-        })?;
-        if !status.success() {
-            let _ = end_leaked(start_pid, since, &text, &bundle_dir);
-            log.stop().await;
-            return Err(LaunchError::StartFailed {
-                output: text,
-                status: leaks::exit_code(&status),
-            });
-        }
+        let Started {
+            raw,
+            text,
+            pid: start_pid,
+            since,
+            mark,
+            log,
+        } = self
+            .run_start(shim, &id, &bundle_dir, &pb, &opts, log)
+            .await?;
         let answer = match dialect.read_start_answer(&raw) {
             Ok(a) => a,
             Err(reason) => {
@@ -394,66 +284,20 @@ impl MockContainerd {
                 TaskApi::V2
             },
         );
-        let dial = dialect::dial_address(&address);
-        let conn =
-            match tokio::time::timeout(t.connect, ttrpc::r#async::Client::connect(&dial)).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    let killed = end_leaked(start_pid, since, &text, &bundle_dir);
-                    log.stop().await;
-                    return Err(LaunchError::Connect {
-                        address,
-                        message: e.to_string(),
-                        killed,
-                    });
-                }
-                Err(_) => {
-                    let killed = end_leaked(start_pid, since, &text, &bundle_dir);
-                    log.stop().await;
-                    return Err(LaunchError::Connect {
-                        address,
-                        message: format!("no connection within {:?}", t.connect),
-                        killed,
-                    });
-                }
-            };
-        // containerd records the binary it used next to the bundle (and, from 2.0, the
-        // bootstrap parameters it reconnects with after a restart).
-        let _ = std::fs::write(
-            bundle_dir.join("shim-binary-path"),
-            shim.display().to_string(),
-        );
-        if dialect >= Dialect::V2_0 {
-            let version = if api == TaskApi::V3 { 3 } else { 2 };
-            let params =
-                serde_json::json!({"version": version, "address": address, "protocol": "ttrpc"});
-            let _ = std::fs::write(bundle_dir.join("bootstrap.json"), params.to_string());
-        }
-        // A server already serving this address (grouping) is the same server: share its entry.
-        let entry = {
-            let mut reg = lock(&self.registry);
-            let e = reg.entry(address.clone()).or_insert_with(|| {
-                let pid = leaks::socket_server_since(&address, since, mark);
-                let mut pgids = vec![start_pid];
-                if let Some(info) = pid.and_then(procfs::proc_info) {
-                    if !pgids.contains(&info.pgrp)
-                        && info.pgrp > 1
-                        && info.pgrp != nix::unistd::getpgrp().as_raw()
-                    {
-                        pgids.push(info.pgrp);
-                    }
-                }
-                ServerEntry {
-                    pid,
-                    pgids,
-                    since,
-                    mark,
-                    connections: 0,
-                }
-            });
-            e.connections += 1;
-            e.clone()
+        let conn = match dial(&address, t.connect).await {
+            Ok(c) => c,
+            Err(message) => {
+                let killed = end_leaked(start_pid, since, &text, &bundle_dir);
+                log.stop().await;
+                return Err(LaunchError::Connect {
+                    address,
+                    message,
+                    killed,
+                });
+            }
         };
+        record_start(&bundle_dir, shim, dialect, api, &address);
+        let entry = self.register(&address, start_pid, since, mark);
         let (pid, since, mark) = (entry.pid, entry.since, entry.mark);
         let mut pgids = entry.pgids;
         if !pgids.contains(&start_pid) {
@@ -495,6 +339,64 @@ impl MockContainerd {
             mark,
             registry: self.registry.clone(),
         })
+    }
+
+    /// The server behind `address`, counted once more: a server already serving it (grouping)
+    /// is the same server and shares its entry; a new one is found by its socket.
+    fn register(
+        &self,
+        address: &str,
+        start_pid: i32,
+        since: u64,
+        mark: Option<procfs::PidMark>,
+    ) -> ServerEntry {
+        let mut reg = lock(&self.registry);
+        let e = reg.entry(address.to_string()).or_insert_with(|| {
+            let pid = leaks::socket_server_since(address, since, mark);
+            let mut pgids = vec![start_pid];
+            if let Some(info) = pid.and_then(procfs::proc_info) {
+                if !pgids.contains(&info.pgrp)
+                    && info.pgrp > 1
+                    && info.pgrp != nix::unistd::getpgrp().as_raw()
+                {
+                    pgids.push(info.pgrp);
+                }
+            }
+            ServerEntry {
+                pid,
+                pgids,
+                since,
+                mark,
+                connections: 0,
+            }
+        });
+        e.connections += 1;
+        e.clone()
+    }
+}
+
+/// Dials a `start` answer's address within `bound`; why not, as the connect error says it.
+async fn dial(address: &str, bound: Duration) -> Result<ttrpc::r#async::Client, String> {
+    let dial = dialect::dial_address(address);
+    match tokio::time::timeout(bound, ttrpc::r#async::Client::connect(&dial)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no connection within {bound:?}")),
+    }
+}
+
+/// What containerd records next to the bundle after a `start`: the binary it used and, from
+/// 2.0, the bootstrap parameters it reconnects with after a restart.
+fn record_start(bundle_dir: &Path, shim: &Path, dialect: Dialect, api: TaskApi, address: &str) {
+    let _ = std::fs::write(
+        bundle_dir.join("shim-binary-path"),
+        shim.display().to_string(),
+    );
+    if dialect >= Dialect::V2_0 {
+        let version = if api == TaskApi::V3 { 3 } else { 2 };
+        let params =
+            serde_json::json!({"version": version, "address": address, "protocol": "ttrpc"});
+        let _ = std::fs::write(bundle_dir.join("bootstrap.json"), params.to_string());
     }
 }
 

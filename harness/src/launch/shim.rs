@@ -162,28 +162,7 @@ impl Shim {
             .pid
             .map(|p| procfs::descendants(p, self.mark))
             .unwrap_or_default();
-        // Unreaped children of a live server: give it a moment, then whatever is still a zombie
-        // under the same parent is reported.
-        let mut zombie_leaks = vec![];
-        if descendants.iter().any(|d| d.state == 'Z') {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            for d in descendants.iter().filter(|d| d.state == 'Z') {
-                if let Some(p) = procfs::proc_info(d.pid) {
-                    if p.state == 'Z' && p.ppid == d.ppid {
-                        zombie_leaks.push(Leak {
-                            kind: leaks::LeakKind::Zombie,
-                            detail: format!(
-                                "zombie pid {} ({}) not reaped by its parent {}",
-                                p.pid, p.comm, p.ppid
-                            ),
-                            pid: Some(p.pid),
-                            path: None,
-                            cleaned: false,
-                        });
-                    }
-                }
-            }
-        }
+        let mut zombie_leaks = unreaped_zombies(&descendants).await;
         let mut sent_shutdown = false;
         if !self.client.shutdown_sent() && !self.client.is_closed() {
             sent_shutdown = true;
@@ -199,48 +178,11 @@ impl Shim {
         let shared = super::release(&self.registry, &self.address);
         self.released = Some(shared);
         let delete_action = self.delete.run(t.delete_action).await;
-        let mut synthetic = vec![];
-        if live.contains_key(&self.delete.id) {
-            // containerd's cleanupAfterDeadShim: the DeleteResponse values, or 255 and now.
-            let (pid, status, at) = match &delete_action {
-                Ok(o) => (
-                    o.pid,
-                    o.exit_status,
-                    o.exited_at.unwrap_or_else(SystemTime::now),
-                ),
-                Err(_) => (0, 255, SystemTime::now()),
-            };
-            let id = self.delete.id.clone();
-            let exit = TaskEvent::Exit(TaskExit {
-                container_id: id.clone(),
-                id: id.clone(),
-                pid,
-                exit_status: status,
-                exited_at: protobuf::MessageField::some(system_to_timestamp(at)),
-                ..Default::default()
-            });
-            let del = TaskEvent::Delete(TaskDelete {
-                container_id: id,
-                pid,
-                exit_status: status,
-                exited_at: protobuf::MessageField::some(system_to_timestamp(at)),
-                ..Default::default()
-            });
-            for (topic, ev) in [("/tasks/exit", exit), ("/tasks/delete", del)] {
-                let now = SystemTime::now();
-                let rec = RecordedEvent {
-                    topic: topic.into(),
-                    namespace: self.delete.namespace.clone(),
-                    timestamp: Some(now),
-                    received: now,
-                    source: EventSource::Mock,
-                    fields: event_fields(&ev),
-                    event: ev,
-                };
-                self.events.record(rec.clone());
-                synthetic.push(rec);
-            }
-        }
+        let synthetic = if live.contains_key(&self.delete.id) {
+            self.publish_synthetic(&delete_action)
+        } else {
+            vec![]
+        };
         let mut server_exited = !shared;
         if let Some(pid) = self.pid.filter(|_| !shared) {
             server_exited = match crate::pidguard::Proc::found(pid) {
@@ -249,36 +191,7 @@ impl Shim {
             };
         }
         // Zombies need a moment: the server may be reaping right now.
-        let dirs = std::iter::once(self.delete.bundle.join("rootfs"))
-            .chain(self.rootfs_dir.clone())
-            .collect();
-        let scope = if shared {
-            let spare = self
-                .pid
-                .into_iter()
-                .chain(descendants.iter().map(|d| d.pid))
-                .collect();
-            LeakScope {
-                dirs,
-                bundle: Some(self.delete.bundle.clone()),
-                not_before: self.since,
-                spare,
-                mark: self.mark,
-                ..Default::default()
-            }
-        } else {
-            LeakScope {
-                server_pid: self.pid,
-                pgids: self.pgids.clone(),
-                descendants,
-                socket: dialect::socket_path(&self.address),
-                dirs,
-                bundle: Some(self.delete.bundle.clone()),
-                not_before: self.since,
-                spare: vec![],
-                mark: self.mark,
-            }
-        };
+        let scope = self.leak_scope(shared, descendants);
         let mut leaks = tokio::task::spawn_blocking(move || leaks::check_and_clean(&scope))
             .await
             .unwrap_or_default();
@@ -309,4 +222,116 @@ impl Shim {
             log,
         }
     }
+
+    /// containerd's cleanupAfterDeadShim for a task never deleted: synthetic `/tasks/exit` and
+    /// `/tasks/delete` (source `Mock`), recorded and returned.
+    fn publish_synthetic(
+        &self,
+        delete_action: &Result<DeleteActionOutcome, String>,
+    ) -> Vec<RecordedEvent> {
+        let mut synthetic = vec![];
+        // containerd's cleanupAfterDeadShim: the DeleteResponse values, or 255 and now.
+        let (pid, status, at) = match delete_action {
+            Ok(o) => (
+                o.pid,
+                o.exit_status,
+                o.exited_at.unwrap_or_else(SystemTime::now),
+            ),
+            Err(_) => (0, 255, SystemTime::now()),
+        };
+        let id = self.delete.id.clone();
+        let exit = TaskEvent::Exit(TaskExit {
+            container_id: id.clone(),
+            id: id.clone(),
+            pid,
+            exit_status: status,
+            exited_at: protobuf::MessageField::some(system_to_timestamp(at)),
+            ..Default::default()
+        });
+        let del = TaskEvent::Delete(TaskDelete {
+            container_id: id,
+            pid,
+            exit_status: status,
+            exited_at: protobuf::MessageField::some(system_to_timestamp(at)),
+            ..Default::default()
+        });
+        for (topic, ev) in [("/tasks/exit", exit), ("/tasks/delete", del)] {
+            let now = SystemTime::now();
+            let rec = RecordedEvent {
+                topic: topic.into(),
+                namespace: self.delete.namespace.clone(),
+                timestamp: Some(now),
+                received: now,
+                source: EventSource::Mock,
+                fields: event_fields(&ev),
+                event: ev,
+            };
+            self.events.record(rec.clone());
+            synthetic.push(rec);
+        }
+
+        synthetic
+    }
+
+    /// What the leak check looks at: everything of the server's when it was this shim's own;
+    /// when another connection still uses it (grouping), only the bundle and mounts, sparing the
+    /// server and its processes.
+    fn leak_scope(&self, shared: bool, descendants: Vec<procfs::ProcInfo>) -> LeakScope {
+        let dirs = std::iter::once(self.delete.bundle.join("rootfs"))
+            .chain(self.rootfs_dir.clone())
+            .collect();
+        if shared {
+            let spare = self
+                .pid
+                .into_iter()
+                .chain(descendants.iter().map(|d| d.pid))
+                .collect();
+            LeakScope {
+                dirs,
+                bundle: Some(self.delete.bundle.clone()),
+                not_before: self.since,
+                spare,
+                mark: self.mark,
+                ..Default::default()
+            }
+        } else {
+            LeakScope {
+                server_pid: self.pid,
+                pgids: self.pgids.clone(),
+                descendants,
+                socket: dialect::socket_path(&self.address),
+                dirs,
+                bundle: Some(self.delete.bundle.clone()),
+                not_before: self.since,
+                spare: vec![],
+                mark: self.mark,
+            }
+        }
+    }
+}
+
+/// Unreaped children of a live server: given a moment, whatever is still a zombie under the
+/// same parent is reported.
+async fn unreaped_zombies(descendants: &[procfs::ProcInfo]) -> Vec<Leak> {
+    let mut leaks = vec![];
+    if descendants.iter().any(|d| d.state == 'Z') {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for d in descendants.iter().filter(|d| d.state == 'Z') {
+            if let Some(p) = procfs::proc_info(d.pid) {
+                if p.state == 'Z' && p.ppid == d.ppid {
+                    leaks.push(Leak {
+                        kind: leaks::LeakKind::Zombie,
+                        detail: format!(
+                            "zombie pid {} ({}) not reaped by its parent {}",
+                            p.pid, p.comm, p.ppid
+                        ),
+                        pid: Some(p.pid),
+                        path: None,
+                        cleaned: false,
+                    });
+                }
+            }
+        }
+    }
+    leaks
 }

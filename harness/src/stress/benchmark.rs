@@ -64,7 +64,7 @@ impl StressReport {
 
     fn benchmark_context(&self) -> String {
         let p = &self.provenance;
-        let shim = p.shim_version.as_deref().unwrap_or(&p.shim);
+        let shim = p.subject.shim_version.as_deref().unwrap_or(&p.subject.shim);
         format!(
             "-n {} -p {}; {}; containerd {}; {} cpus ({}); harness {}",
             self.tasks,
@@ -81,7 +81,8 @@ impl StressReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stress::{Percentiles, Provenance, Resources};
+    use crate::provenance::{Provenance, ShimUnderTest};
+    use crate::stress::{Percentiles, Resources};
 
     fn report() -> StressReport {
         let mut latency = std::collections::BTreeMap::new();
@@ -109,8 +110,10 @@ mod tests {
             leaks: vec![],
             provenance: Provenance {
                 harness_version: "0.1.0".into(),
-                shim: "/x/containerd-shim-x-v2".into(),
-                shim_version: None,
+                subject: ShimUnderTest {
+                    shim: "/x/containerd-shim-x-v2".into(),
+                    shim_version: None,
+                },
                 containerd_version: "2.0".into(),
                 kernel: "Linux".into(),
                 cpu: "cpu".into(),
@@ -118,6 +121,7 @@ mod tests {
                 mem_total_kib: 1,
                 host: "h".into(),
                 started_unix: 0,
+                run: (),
             },
             soak: None,
         }
