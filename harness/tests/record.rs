@@ -126,8 +126,7 @@ impl Recording {
 }
 
 /// `harness record --to-scenario DIR OUT`, then `harness run` of it against `shim` in the
-/// dialect of `v` (with
-/// `FAULTY_SHIM=fault` when given); the run's exit code and output.
+/// dialect of `v` (with `FAULTY_SHIM=fault` when given); the run's exit code and output.
 fn replay(session: &Path, v: Version, shim: &Path, fault: Option<&str>) -> (i32, String) {
     let out = session.join("replay.yaml");
     let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
@@ -138,7 +137,9 @@ fn replay(session: &Path, v: Version, shim: &Path, fault: Option<&str>) -> (i32,
     c.args(["run", "--scenarios"])
         .arg(&out)
         .arg("--shim")
-        .arg(shim);
+        .arg(shim)
+        // Under the mock as the recording's containerd started the shim.
+        .args(["--containerd-version", v.dialect()]);
     if let Some(f) = fault {
         c.args(["--shim-env", &format!("FAULTY_SHIM={f}")]);
     }
