@@ -75,6 +75,14 @@ fn cri_daemon(v: Version, name: &str) -> Cri {
             "[{runtimes}.{handler}]\n  runtime_type = \"{ty}\"\n"
         ));
     }
+    if v.is_2x() {
+        // The reaper as the pod's sandbox controller (its Sandbox service) instead of a pause
+        // container run through the Task API (`sandboxer`, `internal/cri/config/config.go` at
+        // v2.1.9).
+        extra.push_str(&format!(
+            "[{runtimes}.reaper-shim]\n  runtime_type = \"io.containerd.reaper.v2\"\n  sandboxer = \"shim\"\n"
+        ));
+    }
     let d = Daemon::start(
         v,
         Runtime::Reaper,
@@ -159,6 +167,38 @@ fn reaper_and_runc_pass_the_smoke_test(
         let left = step(&report, "nothing-left");
         assert_eq!(left["passed"], true, "{left:#}");
     }
+    d.assert_no_leaks();
+}
+
+/// In `shim` sandboxer mode the pod is the reaper's: containerd drives its Sandbox service
+/// (`plugins/sandbox/controller.go`) and the containers' tasks go to the same server. Only 2.3:
+/// before v2.3.0 containerd's shim controller dereferences the nil spec of a host-network pod
+/// and the daemon panics (`NewBundle`, `core/runtime/v2/bundle.go` at v2.1.9; fixed by "fix:
+/// handle nil spec for hostNetwork containers" in v2.3.0).
+#[test]
+fn the_reaper_as_the_sandbox_controller_passes() {
+    let cri = cri_daemon(Version::V2_3, "cri-shim");
+    let d = &cri.d;
+    let (code, report, stderr) = smoke(d, "reaper-shim", true, &[]);
+    assert_eq!(
+        code,
+        0,
+        "{report:#}\n{stderr}\n{}",
+        common::tail(&d.log_text(), 40)
+    );
+    let log = d.log_text();
+    for said in [
+        "create sandbox",
+        "start sandbox",
+        "stop sandbox",
+        "shutdown sandbox",
+    ] {
+        assert!(
+            log.contains(said),
+            "the reaper never logged `{said}`: its Sandbox service was not used"
+        );
+    }
+    assert_eq!(step(&report, "nothing-left")["passed"], true, "{report:#}");
     d.assert_no_leaks();
 }
 

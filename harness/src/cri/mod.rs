@@ -3,6 +3,8 @@
 //! code. The steps themselves are in `smoke.rs` (feature `containerd`); the local images in
 //! [`image`].
 
+#[cfg(feature = "containerd")]
+mod checks;
 pub mod image;
 #[cfg(feature = "containerd")]
 mod smoke;

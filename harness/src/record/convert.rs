@@ -179,6 +179,21 @@ fn stdio_kind(m: &mut Map<String, Value>, key: &str, path: &str) {
     }
 }
 
+/// The `create` step's arguments: the terminal, and which stdio containerd gave none of.
+fn create_args(r: &api::CreateTaskRequest, requires: &mut Vec<&'static str>) -> Map<String, Value> {
+    let mut m = Map::new();
+    if r.terminal {
+        m.insert("terminal".into(), json!(true));
+        requires.push("terminal");
+    }
+    stdio_kind(&mut m, "stdin", &r.stdin);
+    stdio_kind(&mut m, "stdout", &r.stdout);
+    if !r.terminal {
+        stdio_kind(&mut m, "stderr", &r.stderr);
+    }
+    m
+}
+
 /// The step for one request of the main container: its name, arguments, the response as the
 /// engine's JSON view; `Err(why)` when it is not replayed.
 fn step_of(
@@ -194,20 +209,10 @@ fn step_of(
     let (name, args) = match c.method.as_str() {
         "Create" => {
             let r: api::CreateTaskRequest = parse(&c.request)?;
-            let mut m = Map::new();
-            if r.terminal {
-                m.insert("terminal".into(), json!(true));
-                requires.push("terminal");
-            }
-            stdio_kind(&mut m, "stdin", &r.stdin);
-            stdio_kind(&mut m, "stdout", &r.stdout);
-            if !r.terminal {
-                stdio_kind(&mut m, "stderr", &r.stderr);
-            }
             if let Some(why) = not_main(&r.id) {
                 return Err(why);
             }
-            ("create", m)
+            ("create", create_args(&r, requires))
         }
         "Start" | "State" | "Wait" | "Delete" => {
             let (id, exec) = match c.method.as_str() {

@@ -4,7 +4,7 @@
 //! the sequence stops at the first failure and the pod is removed anyway.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -13,7 +13,12 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
+use super::checks::{
+    check_exit, check_log, info_pid, short, ECHO_CODE, ECHO_ERR, ECHO_OUT, EXEC_CODE, EXEC_OUT,
+};
 use super::{image, CriConfig, CriReport, StepResult};
+
+mod teardown;
 use crate::procfs::{self, PidMark};
 
 /// `ContainerState` values (`runtime/v1/api.proto` of cri-api).
@@ -23,14 +28,6 @@ const CONTAINER_EXITED: i32 = 2;
 const SANDBOX_READY: i32 = 0;
 /// `NamespaceMode::NODE`: the host's network namespace, so no CNI is needed.
 const NODE: i32 = 2;
-
-/// What the first container prints on each stream, and its exit code.
-const ECHO_OUT: &str = "hello from the cri smoke test";
-const ECHO_ERR: &str = "to stderr from the cri smoke test";
-const ECHO_CODE: i32 = 3;
-/// What the ExecSync prints, and its exit code.
-const EXEC_OUT: &str = "exec output";
-const EXEC_CODE: i32 = 7;
 
 /// Runs the smoke test on a runtime of its own; `Err` when it could not run at all (no answer
 /// at the endpoint, the images could not be imported).
@@ -509,285 +506,5 @@ impl Smoke<'_> {
                 Ok(((), format!("stdout {out:?}, exit code {EXEC_CODE}")))
             });
         self.record(format!("exec-sync {}", c.name), t0, r)
-    }
-
-    /// StopContainer with a grace period: SIGTERM, SIGKILL once it has passed.
-    async fn stop(&mut self, c: &Container, grace: Duration) -> Option<()> {
-        let t0 = Instant::now();
-        let msg = cri::StopContainerRequest {
-            container_id: c.id.clone(),
-            timeout: grace.as_secs().max(1) as i64,
-        };
-        let r = bounded(
-            grace + self.cfg.timeout,
-            self.client.stop_container(req(self.cfg, msg)),
-        )
-        .await
-        .map(|_| {
-            (
-                (),
-                format!("grace period {}", humantime::format_duration(grace)),
-            )
-        });
-        self.record(format!("stop-container {}", c.name), t0, r)
-    }
-
-    async fn remove(&mut self, c: Container) -> Option<()> {
-        let t0 = Instant::now();
-        let msg = cri::RemoveContainerRequest {
-            container_id: c.id.clone(),
-        };
-        let r = bounded(
-            self.cfg.timeout,
-            self.client.remove_container(req(self.cfg, msg)),
-        )
-        .await;
-        self.record(
-            format!("remove-container {}", c.name),
-            t0,
-            r.map(|_| ((), String::new())),
-        )
-    }
-
-    async fn stop_pod(&mut self) -> Option<()> {
-        let id = self.pod.clone()?;
-        let t0 = Instant::now();
-        let msg = cri::StopPodSandboxRequest { pod_sandbox_id: id };
-        let r = bounded(
-            self.cfg.timeout,
-            self.client.stop_pod_sandbox(req(self.cfg, msg)),
-        )
-        .await;
-        self.record(
-            "stop-pod-sandbox".into(),
-            t0,
-            r.map(|_| ((), String::new())),
-        )
-    }
-
-    async fn remove_pod(&mut self) -> Option<()> {
-        let id = self.pod.clone()?;
-        let t0 = Instant::now();
-        let msg = cri::RemovePodSandboxRequest { pod_sandbox_id: id };
-        let r = bounded(
-            self.cfg.timeout,
-            self.client.remove_pod_sandbox(req(self.cfg, msg)),
-        )
-        .await;
-        let done = self.record(
-            "remove-pod-sandbox".into(),
-            t0,
-            r.map(|_| ((), String::new())),
-        );
-        if done.is_some() {
-            self.pod = None;
-        }
-        done
-    }
-
-    /// After a failure: stop and remove the pod (which removes its containers); then, always,
-    /// check that nothing of the pod remains.
-    async fn clean_up(&mut self) {
-        if self.pod.is_some() && self.stop_pod().await.is_some() {
-            let _ = self.remove_pod().await;
-        }
-        let t0 = Instant::now();
-        let r = self.leftovers().await.map(|d| ((), d));
-        self.record("nothing-left".into(), t0, r);
-    }
-
-    /// Nothing of the pod in CRI's lists, no process of its containers or naming its ids, no
-    /// cgroup or mount naming them; the shim may take a moment to exit after RemovePodSandbox.
-    async fn leftovers(&mut self) -> Result<String> {
-        let Some(pod) = self.created_pod.clone() else {
-            return Ok("no pod was created".into());
-        };
-        let msg = cri::ListPodSandboxRequest {
-            filter: Some(cri::PodSandboxFilter {
-                id: pod.clone(),
-                ..Default::default()
-            }),
-        };
-        let pods = bounded(
-            self.cfg.timeout,
-            self.client.list_pod_sandbox(req(self.cfg, msg)),
-        )
-        .await
-        .context("ListPodSandbox")?;
-        let msg = cri::ListContainersRequest {
-            filter: Some(cri::ContainerFilter {
-                pod_sandbox_id: pod.clone(),
-                ..Default::default()
-            }),
-        };
-        let ctrs = bounded(
-            self.cfg.timeout,
-            self.client.list_containers(req(self.cfg, msg)),
-        )
-        .await
-        .context("ListContainers")?;
-        let mut left = Vec::new();
-        left.extend(
-            pods.items
-                .iter()
-                .map(|p| format!("pod {} (state {})", short(&p.id), p.state)),
-        );
-        left.extend(
-            ctrs.containers
-                .iter()
-                .map(|c| format!("container {}", short(&c.id))),
-        );
-        let end = Instant::now() + self.cfg.timeout;
-        let host = loop {
-            let host = self.host_leftovers(&pod);
-            if host.is_empty() || Instant::now() >= end {
-                break host;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        left.extend(host);
-        if left.is_empty() {
-            Ok("no pod, container, process, cgroup or mount of the pod remains".into())
-        } else {
-            bail!("left behind: {}", left.join("; "))
-        }
-    }
-
-    /// Processes, cgroups and mounts of the pod on this host.
-    fn host_leftovers(&self, pod: &str) -> Vec<String> {
-        let mut ids = vec![pod.to_string()];
-        ids.extend(self.created.iter().cloned());
-        let mut left = Vec::new();
-        for (pid, start, name) in &self.pids {
-            if matches!(procfs::proc_info(*pid), Some(p) if p.starttime == *start && p.state != 'Z')
-            {
-                left.push(format!("process {pid} of container {name}"));
-            }
-        }
-        for p in procfs::processes_since(self.mark) {
-            let argv = procfs::argv(p.pid);
-            if ids
-                .iter()
-                .any(|id| argv.iter().any(|a| a.contains(id.as_str())))
-            {
-                left.push(format!("process {} `{}`", p.pid, argv.join(" ")));
-            }
-        }
-        left.extend(cgroups_named(Path::new("/sys/fs/cgroup"), &ids, 4));
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for line in mounts.lines() {
-            if ids.iter().any(|id| line.contains(id.as_str())) {
-                let point = line.split(' ').nth(4).unwrap_or(line);
-                left.push(format!("mount {point}"));
-            }
-        }
-        left
-    }
-}
-
-/// Cgroup directories (down to `depth` levels) named by one of `ids`: runc's `/k8s.io/<id>`,
-/// the reaper's `reaper/k8s.io/<id>`, under each v1 controller or the v2 root.
-fn cgroups_named(dir: &Path, ids: &[String], depth: u32) -> Vec<String> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for e in entries.flatten() {
-        if !e.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let path = e.path();
-        if ids
-            .iter()
-            .any(|id| e.file_name().to_str() == Some(id.as_str()))
-        {
-            found.push(format!("cgroup {}", path.display()));
-        } else if depth > 1 {
-            found.extend(cgroups_named(&path, ids, depth - 1));
-        }
-    }
-    found
-}
-
-/// The first 12 characters of an id, as `crictl` shows them.
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
-}
-
-/// The pid in a verbose status's `info` JSON (containerd's `ContainerInfo`).
-fn info_pid(info: &HashMap<String, String>) -> Option<u32> {
-    let v: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
-    v.get("pid")?.as_u64().and_then(|p| u32::try_from(p).ok())
-}
-
-fn check_exit(s: &cri::ContainerStatus, code: i32, reason: &str) -> Result<((), String)> {
-    if s.exit_code != code || s.reason != reason {
-        bail!(
-            "exit code {} reason {:?} (expected {code} and {reason:?}), message {:?}",
-            s.exit_code,
-            s.reason,
-            s.message
-        );
-    }
-    Ok((
-        (),
-        format!("CONTAINER_EXITED, exit code {code}, reason {reason}"),
-    ))
-}
-
-/// Checks the kubelet's log format (`<RFC 3339 nano> <stdout|stderr> <F|P> <text>`, as the CRI
-/// plugin writes it: `internal/cri/io/logger.go` at v2.1.9) and that both expected lines are
-/// there; the number of lines.
-fn check_log(text: &str) -> Result<usize> {
-    let mut seen = (false, false);
-    for (n, line) in text.lines().enumerate() {
-        let mut f = line.splitn(4, ' ');
-        let (time, stream, tag, msg) = (f.next(), f.next(), f.next(), f.next());
-        let (Some(time), Some(stream), Some(tag), Some(msg)) = (time, stream, tag, msg) else {
-            bail!(
-                "line {}: {line:?} is not `<time> <stream> <tag> <text>`",
-                n + 1
-            );
-        };
-        humantime::parse_rfc3339(time).with_context(|| format!("line {}: time {time:?}", n + 1))?;
-        if !matches!(tag, "F" | "P") {
-            bail!("line {}: tag {tag:?} (F or P expected)", n + 1);
-        }
-        match (stream, msg) {
-            ("stdout", ECHO_OUT) => seen.0 = true,
-            ("stderr", ECHO_ERR) => seen.1 = true,
-            ("stdout" | "stderr", _) => {}
-            _ => bail!("line {}: stream {stream:?}", n + 1),
-        }
-    }
-    if !(seen.0 && seen.1) {
-        bail!("expected `stdout F {ECHO_OUT}` and `stderr F {ECHO_ERR}`");
-    }
-    Ok(text.lines().count())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_kubelet_log_format_is_checked_line_by_line() {
-        let good = format!(
-            "2026-12-04T23:30:00.123456789Z stdout F {ECHO_OUT}\n2026-12-04T23:30:00.2Z stderr F {ECHO_ERR}\n"
-        );
-        assert_eq!(check_log(&good).unwrap(), 2);
-        let raw = format!("{ECHO_OUT}\n{ECHO_ERR}\n");
-        assert!(check_log(&raw).is_err());
-        let no_err = format!("2026-12-04T23:30:00Z stdout F {ECHO_OUT}\n");
-        assert!(format!("{:#}", check_log(&no_err).unwrap_err()).contains("stderr F"));
-        let bad_time = format!("yesterday stdout F {ECHO_OUT}\n");
-        assert!(format!("{:#}", check_log(&bad_time).unwrap_err()).contains("line 1: time"));
-    }
-
-    #[test]
-    fn the_pid_comes_from_the_verbose_info() {
-        let info = HashMap::from([("info".to_string(), r#"{"pid": 4242}"#.to_string())]);
-        assert_eq!(info_pid(&info), Some(4242));
-        assert_eq!(info_pid(&HashMap::new()), None);
     }
 }
