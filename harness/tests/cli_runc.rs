@@ -43,6 +43,7 @@ fn runc_go_shim_passes_every_must_but_the_documented_deviation() {
         nix::unistd::geteuid().is_root(),
         "runc needs root: run the tests as root"
     );
+    let cgroups_before = runc_namespace_cgroups();
     let dir = tempfile::tempdir().expect("tempdir");
     let profile = dir.path().join("runc-go.yaml");
     let mut text = String::from("xfail:\n");
@@ -106,4 +107,23 @@ fn runc_go_shim_passes_every_must_but_the_documented_deviation() {
         }
     }
     assert_eq!(skipped, ["lifecycle/sigint", "lifecycle/sigterm"]);
+    // runc leaves the namespace level of its cgroups (`/<ns>`, one per scenario here): the mock
+    // removes it when it goes.
+    let left: Vec<String> = runc_namespace_cgroups()
+        .into_iter()
+        .filter(|d| !cgroups_before.contains(d))
+        .collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}
+
+/// The scenario namespaces' cgroup levels in the memory hierarchy (`default-<suffix>`).
+fn runc_namespace_cgroups() -> Vec<String> {
+    std::fs::read_dir("/sys/fs/cgroup/memory")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("default-"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
