@@ -258,7 +258,7 @@ impl Shim {
             .wait_for(Option::is_some)
             .await
             .map_err(|_| Error::Other("the sandbox went away".into()))?
-            .expect("waited for Some");
+            .ok_or_else(|| Error::Other("the sandbox's exit was not recorded".into()))?;
         Ok(WaitSandboxResponse {
             exit_status: exit.status,
             exited_at: Some(timestamp(exit.at)).into(),

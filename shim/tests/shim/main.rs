@@ -7,5 +7,6 @@ mod faults;
 mod handshake;
 mod lifecycle;
 mod pause;
+mod sandbox;
 mod stdio;
 mod tasks;

@@ -1,0 +1,362 @@
+//! The Sandbox service (`containerd.runtime.sandbox.v1.Sandbox`) of the built shim, over its
+//! socket as containerd's shim sandbox controller drives it (`plugins/sandbox/controller.go` at
+//! v2.1.9): the pod's pause process, its status and wait, stop, and a server that stays while the
+//! pod or a container of it remains.
+
+use std::time::Duration;
+
+use containerd_shim_protos::api::*;
+use containerd_shim_protos::sandbox_api::*;
+use containerd_shim_protos::sandbox_async::SandboxClient;
+
+use crate::support::*;
+
+async fn sandbox_client(shim: &ShimProc) -> SandboxClient {
+    let raw = tokio::time::timeout(RPC, ttrpc::asynchronous::Client::connect(&shim.address))
+        .await
+        .expect("connect within the bound")
+        .expect("connect");
+    SandboxClient::new(raw)
+}
+
+fn create(id: &str, bundle: &Bundle) -> CreateSandboxRequest {
+    CreateSandboxRequest {
+        sandbox_id: id.into(),
+        bundle_path: bundle.path().display().to_string(),
+        ..Default::default()
+    }
+}
+
+fn argv_of(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_pod_starts_its_pause_reports_it_and_waits_for_its_stop() {
+    let bundle = Bundle::new(&["true"]).unwrap();
+    let shim = ShimProc::start(&bundle, "pod1").await.unwrap();
+    let sb = sandbox_client(&shim).await;
+    sb.create_sandbox(ctx(), &create("pod1", &bundle))
+        .await
+        .unwrap();
+    let st = sb
+        .sandbox_status(
+            ctx(),
+            &SandboxStatusRequest {
+                sandbox_id: "pod1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.state, "SANDBOX_NOTREADY", "created, not started");
+    let started = sb
+        .start_sandbox(
+            ctx(),
+            &StartSandboxRequest {
+                sandbox_id: "pod1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(started.pid > 0);
+    assert!(started.created_at.seconds > 0);
+    let argv = argv_of(started.pid);
+    assert_eq!(argv.get(1).map(String::as_str), Some("pause"), "{argv:?}");
+    let st = sb
+        .sandbox_status(
+            ctx(),
+            &SandboxStatusRequest {
+                sandbox_id: "pod1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((st.state.as_str(), st.pid), ("SANDBOX_READY", started.pid));
+    let p = sb
+        .platform(
+            ctx(),
+            &PlatformRequest {
+                sandbox_id: "pod1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.platform.os, "linux");
+    // WaitSandbox blocks while the pod runs, and returns once it is stopped.
+    let waiter = {
+        let sb = sb.clone();
+        tokio::spawn(async move {
+            sb.wait_sandbox(
+                ttrpc::context::with_duration(Duration::from_secs(20)),
+                &WaitSandboxRequest {
+                    sandbox_id: "pod1".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !waiter.is_finished(),
+        "WaitSandbox returned while the pod runs"
+    );
+    sb.stop_sandbox(
+        ctx(),
+        &StopSandboxRequest {
+            sandbox_id: "pod1".into(),
+            timeout_secs: 5,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let w = waiter.await.unwrap().unwrap();
+    assert_eq!(w.exit_status, 0, "the pause exits 0 on SIGTERM");
+    assert!(w.exited_at.seconds > 0);
+    assert!(
+        !pid_alive(started.pid as i32),
+        "the pause still runs after StopSandbox"
+    );
+    let st = sb
+        .sandbox_status(
+            ctx(),
+            &SandboxStatusRequest {
+                sandbox_id: "pod1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.state, "SANDBOX_NOTREADY");
+    assert!(st.exited_at.seconds > 0);
+    // A stopped pod still answers Ping; a second Stop is fine.
+    sb.ping_sandbox(
+        ctx(),
+        &PingRequest {
+            sandbox_id: "pod1".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    sb.stop_sandbox(
+        ctx(),
+        &StopSandboxRequest {
+            sandbox_id: "pod1".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Nothing else keeps the server: ShutdownSandbox ends it.
+    sb.shutdown_sandbox(
+        ctx(),
+        &ShutdownSandboxRequest {
+            sandbox_id: "pod1".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        shim.wait_gone(Duration::from_secs(5)).await,
+        "the server outlived its only pod"
+    );
+}
+
+/// Kill, wait and delete container `id`, then the task Shutdown containerd sends after it.
+async fn finish(shim: &ShimProc, id: &str) {
+    shim.client
+        .kill(
+            ctx(),
+            &KillRequest {
+                id: id.into(),
+                signal: 9,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    shim.wait_task(id).await;
+    shim.delete_task(id).await;
+    // The server may go as it answers.
+    let _ = shim
+        .client
+        .shutdown(
+            ctx(),
+            &ShutdownRequest {
+                id: id.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn the_server_stays_while_the_pod_or_one_of_its_containers_remains() {
+    let bundle = Bundle::new(&["sh", "-c", "sleep 30"]).unwrap();
+    let shim = ShimProc::start(&bundle, "pod2").await.unwrap();
+    let sb = sandbox_client(&shim).await;
+    sb.create_sandbox(ctx(), &create("pod2", &bundle))
+        .await
+        .unwrap();
+    sb.start_sandbox(
+        ctx(),
+        &StartSandboxRequest {
+            sandbox_id: "pod2".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // A container of the pod, on the same connection (task API v3, no `start` of its own),
+    // deleted, then containerd's task Shutdown for it: with the pod live, the server stays.
+    shim.client
+        .create(ctx(), &create_req("c1", &bundle))
+        .await
+        .unwrap();
+    shim.start_task("c1").await;
+    finish(&shim, "c1").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        shim.alive(),
+        "a task Shutdown ended the server of a live pod"
+    );
+    // The pod is shut down while c2 runs: the server stays for c2.
+    shim.client
+        .create(ctx(), &create_req("c2", &bundle))
+        .await
+        .unwrap();
+    shim.start_task("c2").await;
+    sb.shutdown_sandbox(
+        ctx(),
+        &ShutdownSandboxRequest {
+            sandbox_id: "pod2".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        shim.alive(),
+        "ShutdownSandbox ended the server of a running container"
+    );
+    // ShutdownSandbox again: idempotent.
+    sb.shutdown_sandbox(
+        ctx(),
+        &ShutdownSandboxRequest {
+            sandbox_id: "pod2".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    finish(&shim, "c2").await;
+    assert!(
+        shim.wait_gone(Duration::from_secs(5)).await,
+        "the server outlived its last container"
+    );
+}
+
+#[tokio::test]
+async fn unknown_pods_and_repeated_calls_get_their_codes() {
+    let bundle = Bundle::new(&["true"]).unwrap();
+    let shim = ShimProc::start(&bundle, "pod3").await.unwrap();
+    let sb = sandbox_client(&shim).await;
+    let e = sb
+        .start_sandbox(
+            ctx(),
+            &StartSandboxRequest {
+                sandbox_id: "nope".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::NOT_FOUND, "{e:?}");
+    let e = sb
+        .wait_sandbox(
+            ctx(),
+            &WaitSandboxRequest {
+                sandbox_id: "nope".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::NOT_FOUND, "{e:?}");
+    sb.create_sandbox(ctx(), &create("pod3", &bundle))
+        .await
+        .unwrap();
+    let e = sb
+        .create_sandbox(ctx(), &create("pod3", &bundle))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::ALREADY_EXISTS, "{e:?}");
+    sb.start_sandbox(
+        ctx(),
+        &StartSandboxRequest {
+            sandbox_id: "pod3".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let e = sb
+        .start_sandbox(
+            ctx(),
+            &StartSandboxRequest {
+                sandbox_id: "pod3".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::FAILED_PRECONDITION, "{e:?}");
+    let e = sb
+        .create_sandbox(ctx(), &create("../escape", &bundle))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
+    // Metrics come from the pod's own cgroup (the shim tests run as root, with cgroups).
+    let m = sb
+        .sandbox_metrics(
+            ctx(),
+            &SandboxMetricsRequest {
+                sandbox_id: "pod3".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(m.metrics.id, "pod3");
+    assert!(
+        m.metrics
+            .data
+            .type_url
+            .ends_with("io.containerd.cgroups.v1.Metrics"),
+        "{:?}",
+        m.metrics.data.type_url
+    );
+    sb.shutdown_sandbox(
+        ctx(),
+        &ShutdownSandboxRequest {
+            sandbox_id: "pod3".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(shim.wait_gone(Duration::from_secs(5)).await);
+}
