@@ -95,24 +95,58 @@ fn run_real(
     std::thread::spawn(move || {
         let _ = input.write_all(&data);
     });
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(ACTION_TIMEOUT) {
-        Ok(r) => r?,
-        Err(_) => {
-            // Our own child, by its pid.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out_t = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err_t = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let end = std::time::Instant::now() + ACTION_TIMEOUT;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if std::time::Instant::now() >= end {
+            // Our own child, through its handle (not yet reaped, so the pid is still its).
+            let _ = child.kill();
+            let _ = child.wait();
             bail!(
                 "{} did not finish within {ACTION_TIMEOUT:?}",
                 cfg.shim.display()
             );
         }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // containerd reads the output to EOF too: a process the action left holding it is waited
+    // for as long, no longer.
+    while !(out_t.is_finished() && err_t.is_finished()) {
+        if std::time::Instant::now() >= end {
+            bail!(
+                "{}: its output was never closed (a process it started holds it)",
+                cfg.shim.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = std::process::Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
     };
     use std::os::unix::process::ExitStatusExt;
     let status = out
