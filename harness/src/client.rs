@@ -1,4 +1,4 @@
-//! The task client: every Task RPC over ttrpc for task API v2 or v3 (service name chosen by
+//! The task client: every Task RPC (and the Sandbox service's, on the same connection) over ttrpc for task API v2 or v3 (service name chosen by
 //! [`TaskApi`]; the generated clients hard-code v3), with the namespace metadata containerd
 //! sends, a bound on every call, and typed results (a response, or a status code + message).
 
@@ -12,6 +12,13 @@ use containerd_shim_protos::api::{
     PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest,
     StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse,
     UpdateTaskRequest, WaitRequest, WaitResponse,
+};
+use containerd_shim_protos::sandbox_api::{
+    CreateSandboxRequest, CreateSandboxResponse, PingRequest, PingResponse, PlatformRequest,
+    PlatformResponse, SandboxMetricsRequest, SandboxMetricsResponse, SandboxStatusRequest,
+    SandboxStatusResponse, ShutdownSandboxRequest, ShutdownSandboxResponse, StartSandboxRequest,
+    StartSandboxResponse, StopSandboxRequest, StopSandboxResponse, WaitSandboxRequest,
+    WaitSandboxResponse,
 };
 use protobuf::well_known_types::empty::Empty;
 use protobuf::Message;
@@ -96,6 +103,8 @@ struct Shared {
     namespace: String,
     metadata: bool,
     tasks: Mutex<BTreeMap<String, TaskRecord>>,
+    /// Sandboxes created through this connection and not shut down.
+    sandboxes: Mutex<std::collections::BTreeSet<String>>,
     shutdown_sent: std::sync::atomic::AtomicBool,
     /// Held while a request takes its stream id and is queued for writing (see [`TaskClient::call`]).
     send_gate: tokio::sync::Mutex<()>,
@@ -127,6 +136,20 @@ macro_rules! rpcs {
     };
 }
 
+/// The shim Sandbox service (`api/runtime/sandbox/v1/sandbox.proto`).
+pub const SANDBOX_SERVICE: &str = "containerd.runtime.sandbox.v1.Sandbox";
+
+macro_rules! sandbox_rpcs {
+    ($($(#[$doc:meta])* $fn:ident, $method:literal, $req:ty, $resp:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub async fn $fn(&self, req: $req, timeout: Duration) -> RpcResult<$resp> {
+                self.call_service(SANDBOX_SERVICE, $method, &req, timeout).await
+            }
+        )*
+    };
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -146,6 +169,7 @@ impl TaskClient {
                 namespace: namespace.to_string(),
                 metadata,
                 tasks: Mutex::new(BTreeMap::new()),
+                sandboxes: Mutex::new(Default::default()),
                 shutdown_sent: std::sync::atomic::AtomicBool::new(false),
                 send_gate: tokio::sync::Mutex::new(()),
             }),
@@ -184,9 +208,23 @@ impl TaskClient {
         *lock(&self.shared.conn) = Some(conn);
     }
 
-    /// Sends one unary request to `/<service>/<method>` and decodes the reply.
+    /// Sends one unary request to the task service's `method` and decodes the reply.
     pub async fn call<Req: Message, Resp: Message>(
         &self,
+        method: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> RpcResult<Resp> {
+        self.call_service(self.shared.api.service(), method, req, timeout)
+            .await
+    }
+
+    /// Sends one unary request to `/<service>/<method>` on this connection and decodes the
+    /// reply (the Sandbox service shares the task connection, as containerd's shim controller
+    /// uses `shim.Client()` for both: `plugins/sandbox/controller.go` at v2.1.9).
+    pub async fn call_service<Req: Message, Resp: Message>(
+        &self,
+        service: &str,
         method: &str,
         req: &Req,
         timeout: Duration,
@@ -198,7 +236,7 @@ impl TaskClient {
             .write_to_bytes()
             .map_err(|e| RpcError::Transport(format!("encoding {method} request: {e}")))?;
         let mut treq = ttrpc::Request::new();
-        treq.service = self.shared.api.service().to_string();
+        treq.service = service.to_string();
         treq.method = method.to_string();
         treq.payload = payload;
         treq.timeout_nano = i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX);
@@ -233,6 +271,56 @@ impl TaskClient {
         .map_err(|e| RpcError::from_ttrpc(e, timeout))?;
         Resp::parse_from_bytes(&res.payload)
             .map_err(|e| RpcError::Transport(format!("decoding {method} response: {e}")))
+    }
+
+    /// Sandbox.CreateSandbox; records the sandbox as live on success.
+    pub async fn create_sandbox(
+        &self,
+        req: CreateSandboxRequest,
+        timeout: Duration,
+    ) -> RpcResult<CreateSandboxResponse> {
+        let id = req.sandbox_id.clone();
+        let r = self
+            .call_service(SANDBOX_SERVICE, "CreateSandbox", &req, timeout)
+            .await;
+        if r.is_ok() {
+            lock(&self.shared.sandboxes).insert(id);
+        }
+        r
+    }
+
+    /// Sandbox.ShutdownSandbox; the sandbox is no longer live once it was sent.
+    pub async fn shutdown_sandbox(
+        &self,
+        req: ShutdownSandboxRequest,
+        timeout: Duration,
+    ) -> RpcResult<ShutdownSandboxResponse> {
+        lock(&self.shared.sandboxes).remove(&req.sandbox_id);
+        self.call_service(SANDBOX_SERVICE, "ShutdownSandbox", &req, timeout)
+            .await
+    }
+
+    /// Sandboxes created through this connection and not shut down (what containerd's
+    /// sandbox store holds for this shim).
+    pub fn live_sandboxes(&self) -> Vec<String> {
+        lock(&self.shared.sandboxes).iter().cloned().collect()
+    }
+
+    sandbox_rpcs! {
+        /// Sandbox.StartSandbox.
+        start_sandbox, "StartSandbox", StartSandboxRequest, StartSandboxResponse;
+        /// Sandbox.Platform.
+        sandbox_platform, "Platform", PlatformRequest, PlatformResponse;
+        /// Sandbox.StopSandbox.
+        stop_sandbox, "StopSandbox", StopSandboxRequest, StopSandboxResponse;
+        /// Sandbox.WaitSandbox.
+        wait_sandbox, "WaitSandbox", WaitSandboxRequest, WaitSandboxResponse;
+        /// Sandbox.SandboxStatus.
+        sandbox_status, "SandboxStatus", SandboxStatusRequest, SandboxStatusResponse;
+        /// Sandbox.PingSandbox.
+        ping_sandbox, "PingSandbox", PingRequest, PingResponse;
+        /// Sandbox.SandboxMetrics.
+        sandbox_metrics, "SandboxMetrics", SandboxMetricsRequest, SandboxMetricsResponse;
     }
 
     /// Task.Create; records the task as live on success.

@@ -87,6 +87,34 @@ fn sigterm_exit_zero() {
 }
 
 #[test]
+fn sandbox_wait_early() {
+    assert_caught(
+        "sandbox-wait-early",
+        &[(
+            "sandbox/wait-returns-after-stop",
+            "WaitSandbox: expected error deadline-exceeded, got success",
+        )],
+    );
+}
+
+#[test]
+fn sandbox_exit_with_tasks() {
+    assert_caught(
+        "sandbox-exit-with-tasks",
+        &[
+            (
+                "sandbox/shim-stays-while-tasks-remain",
+                "exited; expected it to keep running",
+            ),
+            (
+                "sandbox/shutdown-idempotent",
+                "exited; expected it to keep running",
+            ),
+        ],
+    );
+}
+
+#[test]
 fn wait_early() {
     assert_caught(
         "wait-early",

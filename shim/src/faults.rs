@@ -61,6 +61,10 @@ pub struct Faults {
     pub sigterm_exit_zero: bool,
     /// Wait returns at once with status 0.
     pub wait_early: bool,
+    /// WaitSandbox returns at once with status 0, before the pod is stopped.
+    pub sandbox_wait_early: bool,
+    /// ShutdownSandbox ends the server even while containers of the pod remain.
+    pub sandbox_exit_with_tasks: bool,
     /// Unsupported RPCs answer NOT_FOUND instead of UNIMPLEMENTED.
     pub notfound_for_unimplemented: bool,
     /// Delete of a running init succeeds.
@@ -144,6 +148,8 @@ impl Faults {
                 "no-exit-event" => f.no_exit_event = true,
                 "sigterm-exit-zero" => f.sigterm_exit_zero = true,
                 "wait-early" => f.wait_early = true,
+                "sandbox-wait-early" => f.sandbox_wait_early = true,
+                "sandbox-exit-with-tasks" => f.sandbox_exit_with_tasks = true,
                 "notfound-for-unimplemented" => f.notfound_for_unimplemented = true,
                 "delete-running-ok" => f.delete_running_ok = true,
                 "no-stdout" => f.no_stdout = true,

@@ -253,6 +253,13 @@ impl Shim {
     /// WaitSandbox: blocks until the pod's process has ended; its exit status and time.
     pub async fn sandbox_wait(&self, req: WaitSandboxRequest) -> Result<WaitSandboxResponse> {
         let pod = self.sandboxes.get(&req.sandbox_id)?;
+        if self.faults.sandbox_wait_early {
+            tracing::warn!("faulty: WaitSandbox returns before the pod stops");
+            return Ok(WaitSandboxResponse {
+                exited_at: Some(timestamp(SystemTime::now())).into(),
+                ..Default::default()
+            });
+        }
         let mut rx = pod.exited.subscribe();
         let exit = rx
             .wait_for(Option::is_some)
@@ -304,9 +311,13 @@ impl Shim {
             }
             self.sandboxes.map().remove(&req.sandbox_id);
         }
+        let now = self.faults.sandbox_exit_with_tasks;
+        if now {
+            tracing::warn!("faulty: ShutdownSandbox ends the server whatever remains");
+        }
         if self
             .membership
-            .try_exit(&req.sandbox_id, self.members(), false)
+            .try_exit(&req.sandbox_id, self.members(), now)
         {
             self.exit.send_replace(true);
         }

@@ -128,6 +128,18 @@ impl Walk {
                 }
                 None
             }
+            Step::CreateSandbox(_)
+            | Step::StartSandbox(_)
+            | Step::SandboxPlatform(_)
+            | Step::SandboxStatus(_)
+            | Step::WaitSandbox(_)
+            | Step::StopSandbox(_)
+            | Step::PingSandbox(_)
+            | Step::ShutdownSandbox(_)
+            | Step::SandboxMetrics(_) => Some(
+                "the Sandbox service is driven through containerd's sandbox controller API, which the differential mode does not drive yet"
+                    .into(),
+            ),
             Step::Events(_) | Step::Output(_) | Step::Sleep(_) | Step::WaitResult(_) => None,
             _ if !self.live => Some(if self.created {
                 "an RPC after the task was deleted: containerd answers it itself".into()
@@ -213,6 +225,7 @@ mod tests {
             ),
             ("  - create: {container: b}\n", "grouping"),
             ("  - create: {}\n  - state: {container: nope}\n", "no task"),
+            ("  - create-sandbox: {}\n", "sandbox controller API"),
         ];
         for (steps, want) in cases {
             let why = inexpressible(&sc(steps)).unwrap_or_default();

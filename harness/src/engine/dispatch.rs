@@ -50,6 +50,15 @@ fn rpc_method(step: &str) -> &'static str {
         "checkpoint" => "Checkpoint",
         "connect" => "Connect",
         "shutdown" => "Shutdown",
+        "create-sandbox" => "CreateSandbox",
+        "start-sandbox" => "StartSandbox",
+        "sandbox-platform" => "Platform",
+        "sandbox-status" => "SandboxStatus",
+        "wait-sandbox" => "WaitSandbox",
+        "stop-sandbox" => "StopSandbox",
+        "ping-sandbox" => "PingSandbox",
+        "shutdown-sandbox" => "ShutdownSandbox",
+        "sandbox-metrics" => "SandboxMetrics",
         _ => "?",
     }
 }
@@ -241,6 +250,30 @@ impl<'a> Ctx<'a> {
                     c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default(),
                 ),
                 Step::Shutdown(c) => (common!(c), vec![]),
+                Step::CreateSandbox(c) => (common!(c), vec![]),
+                Step::StartSandbox(c) => (
+                    common!(c),
+                    c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default(),
+                ),
+                Step::SandboxPlatform(c) => (
+                    common!(c),
+                    c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default(),
+                ),
+                Step::SandboxStatus(c) => (
+                    common!(c),
+                    c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default(),
+                ),
+                Step::WaitSandbox(c) => (
+                    common!(c),
+                    c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default(),
+                ),
+                Step::StopSandbox(c) => (common!(c), vec![]),
+                Step::PingSandbox(c) => (common!(c), vec![]),
+                Step::ShutdownSandbox(c) => (common!(c), vec![]),
+                Step::SandboxMetrics(c) => (
+                    common!(c),
+                    c.expect.as_ref().map(|e| e.matchers()).unwrap_or_default(),
+                ),
                 _ => return Err(format!("`{name}` is not an RPC step")),
             })
         })();
@@ -278,10 +311,14 @@ impl<'a> Ctx<'a> {
             &matchers,
             s.capability(),
         );
-        if let (Flow::Go, Step::Shutdown(sd)) = (&flow, s) {
-            if let Some(exits) = sd.exits {
-                let within = sd
-                    .exits_within
+        let exits = match s {
+            Step::Shutdown(sd) => sd.exits.map(|e| (e, sd.exits_within)),
+            Step::ShutdownSandbox(sd) => sd.exits.map(|e| (e, sd.exits_within)),
+            _ => None,
+        };
+        if let Flow::Go = &flow {
+            if let Some((exits, exits_within)) = exits {
+                let within = exits_within
                     .map(|d| d.get())
                     .unwrap_or(Duration::from_secs(3));
                 let container = common.container;

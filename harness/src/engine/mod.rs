@@ -11,6 +11,7 @@ mod faults;
 mod preflight;
 mod prepare;
 mod rpc;
+mod sandbox;
 mod session;
 mod steps;
 
@@ -249,5 +250,6 @@ pub(crate) fn probe_able(c: Capability) -> bool {
             | Capability::Pids
             | Capability::Update
             | Capability::Checkpoint
+            | Capability::Sandbox
     )
 }

@@ -32,6 +32,9 @@ impl Ctx<'_> {
         if let Step::Exec(es) = s {
             return self.exec(es, c, t).await.map(Some);
         }
+        if let Some(sent) = self.send_sandbox(s, c, t).await? {
+            return Ok(Some(sent));
+        }
         let (client, id) = self.target(c.container)?;
         match s {
             Step::Start(x) => self.send_start(x, c, t, client, id).await.map(Some),

@@ -163,6 +163,18 @@ impl Shim {
             .map(|p| procfs::descendants(p, self.mark))
             .unwrap_or_default();
         let mut zombie_leaks = unreaped_zombies(&descendants).await;
+        // A pod this connection created and no step shut down: containerd's shim controller
+        // shuts a sandbox down with ShutdownSandbox before the `delete` action
+        // (`plugins/sandbox/controller.go` `Shutdown` at v2.1.9).
+        if !self.client.is_closed() {
+            for sandbox_id in self.client.live_sandboxes() {
+                let req = containerd_shim_protos::sandbox_api::ShutdownSandboxRequest {
+                    sandbox_id,
+                    ..Default::default()
+                };
+                let _ = self.client.shutdown_sandbox(req, t.shutdown).await;
+            }
+        }
         let mut sent_shutdown = false;
         if !self.client.shutdown_sent() && !self.client.is_closed() {
             sent_shutdown = true;

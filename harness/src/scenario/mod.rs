@@ -30,10 +30,13 @@ pub use matcher::{
 };
 pub use process::{Process, StdioKind, User};
 pub use rpc::{
-    CheckpointStep, CloseIoStep, ConnectExpect, ConnectStep, CreateStep, DeleteExpect, DeleteStep,
-    EmptyExpect, ExecStep, KillStep, PauseStep, PidExpect, PidsExpect, PidsStep, ResizePtyStep,
-    ResponseFields, ResumeStep, Save, ShutdownStep, StartAnswerExpect, StartStep, StateExpect,
-    StateStep, StatsExpect, StatsStep, UpdateStep, WaitExpect, WaitResultStep, WaitStep,
+    CheckpointStep, CloseIoStep, ConnectExpect, ConnectStep, CreateSandboxStep, CreateStep,
+    DeleteExpect, DeleteStep, EmptyExpect, ExecStep, KillStep, PauseStep, PidExpect, PidsExpect,
+    PidsStep, PingSandboxStep, PlatformExpect, ResizePtyStep, ResponseFields, ResumeStep,
+    SandboxMetricsExpect, SandboxMetricsStep, SandboxPlatformStep, SandboxStatusExpect,
+    SandboxStatusStep, Save, ShutdownSandboxStep, ShutdownStep, StartAnswerExpect,
+    StartSandboxExpect, StartSandboxStep, StartStep, StateExpect, StateStep, StatsExpect,
+    StatsStep, StopSandboxStep, UpdateStep, WaitExpect, WaitResultStep, WaitSandboxStep, WaitStep,
 };
 pub use signal::Signal;
 
@@ -102,11 +105,13 @@ pub enum Capability {
     Isolated,
     /// Extension: several containers served by one shim (grouping annotation).
     Grouping,
+    /// The shim Sandbox service (`containerd.runtime.sandbox.v1.Sandbox`), containerd 2.x.
+    Sandbox,
 }
 
 impl Capability {
     /// Every capability, in declaration order.
-    pub const ALL: [Capability; 11] = [
+    pub const ALL: [Capability; 12] = [
         Capability::Exec,
         Capability::Pause,
         Capability::Stats,
@@ -118,6 +123,7 @@ impl Capability {
         Capability::HostProcess,
         Capability::Isolated,
         Capability::Grouping,
+        Capability::Sandbox,
     ];
 
     /// The kebab-case name used in files and reports.
@@ -134,6 +140,7 @@ impl Capability {
             Capability::HostProcess => "host-process",
             Capability::Isolated => "isolated",
             Capability::Grouping => "grouping",
+            Capability::Sandbox => "sandbox",
         }
     }
 }
@@ -300,6 +307,24 @@ pub enum Step {
     Connect(ConnectStep),
     /// Task.Shutdown.
     Shutdown(ShutdownStep),
+    /// Sandbox.CreateSandbox.
+    CreateSandbox(CreateSandboxStep),
+    /// Sandbox.StartSandbox.
+    StartSandbox(StartSandboxStep),
+    /// Sandbox.Platform.
+    SandboxPlatform(SandboxPlatformStep),
+    /// Sandbox.SandboxStatus.
+    SandboxStatus(SandboxStatusStep),
+    /// Sandbox.WaitSandbox.
+    WaitSandbox(WaitSandboxStep),
+    /// Sandbox.StopSandbox.
+    StopSandbox(StopSandboxStep),
+    /// Sandbox.PingSandbox.
+    PingSandbox(PingSandboxStep),
+    /// Sandbox.ShutdownSandbox.
+    ShutdownSandbox(ShutdownSandboxStep),
+    /// Sandbox.SandboxMetrics.
+    SandboxMetrics(SandboxMetricsStep),
     /// Checks received events.
     Events(EventsStep),
     /// Waits for captured output to match.
@@ -410,6 +435,15 @@ impl Step {
             Step::Checkpoint(_) => "checkpoint",
             Step::Connect(_) => "connect",
             Step::Shutdown(_) => "shutdown",
+            Step::CreateSandbox(_) => "create-sandbox",
+            Step::StartSandbox(_) => "start-sandbox",
+            Step::SandboxPlatform(_) => "sandbox-platform",
+            Step::SandboxStatus(_) => "sandbox-status",
+            Step::WaitSandbox(_) => "wait-sandbox",
+            Step::StopSandbox(_) => "stop-sandbox",
+            Step::PingSandbox(_) => "ping-sandbox",
+            Step::ShutdownSandbox(_) => "shutdown-sandbox",
+            Step::SandboxMetrics(_) => "sandbox-metrics",
             Step::Events(_) => "events",
             Step::Output(_) => "output",
             Step::Sleep(_) => "sleep",
@@ -436,6 +470,11 @@ impl Step {
             Step::Pids(_) => PidsExpect::FIELDS,
             Step::Stats(_) => StatsExpect::FIELDS,
             Step::Connect(_) => ConnectExpect::FIELDS,
+            Step::StartSandbox(_) => StartSandboxExpect::FIELDS,
+            Step::SandboxStatus(_) => SandboxStatusExpect::FIELDS,
+            Step::WaitSandbox(_) => WaitExpect::FIELDS,
+            Step::SandboxPlatform(_) => PlatformExpect::FIELDS,
+            Step::SandboxMetrics(_) => SandboxMetricsExpect::FIELDS,
             _ => &[],
         }
     }
@@ -461,6 +500,15 @@ impl Step {
             Step::Checkpoint(s) => &s.save.0,
             Step::Connect(s) => &s.save.0,
             Step::Shutdown(s) => &s.save.0,
+            Step::CreateSandbox(s) => &s.save.0,
+            Step::StartSandbox(s) => &s.save.0,
+            Step::SandboxPlatform(s) => &s.save.0,
+            Step::SandboxStatus(s) => &s.save.0,
+            Step::WaitSandbox(s) => &s.save.0,
+            Step::StopSandbox(s) => &s.save.0,
+            Step::PingSandbox(s) => &s.save.0,
+            Step::ShutdownSandbox(s) => &s.save.0,
+            Step::SandboxMetrics(s) => &s.save.0,
             _ => return None,
         })
     }
@@ -476,6 +524,15 @@ impl Step {
             Step::Update(_) => Some(Capability::Update),
             Step::Checkpoint(_) => Some(Capability::Checkpoint),
             Step::CloseIo(_) => Some(Capability::Stdin),
+            Step::CreateSandbox(_)
+            | Step::StartSandbox(_)
+            | Step::SandboxPlatform(_)
+            | Step::SandboxStatus(_)
+            | Step::WaitSandbox(_)
+            | Step::StopSandbox(_)
+            | Step::PingSandbox(_)
+            | Step::ShutdownSandbox(_)
+            | Step::SandboxMetrics(_) => Some(Capability::Sandbox),
             _ => None,
         }
     }

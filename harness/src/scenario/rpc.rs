@@ -327,6 +327,106 @@ rpc_step!(
     }
 );
 
+expect_struct!(
+    /// Fields of StartSandboxResponse.
+    StartSandboxExpect { pid = "pid", created_at = "created-at" }
+);
+expect_struct!(
+    /// Fields of SandboxStatusResponse (`state`: the shim's own words, e.g. `SANDBOX_READY`).
+    SandboxStatusExpect {
+        sandbox_id = "sandbox-id",
+        pid = "pid",
+        state = "state",
+        created_at = "created-at",
+        exited_at = "exited-at",
+    }
+);
+expect_struct!(
+    /// Fields of PlatformResponse.
+    PlatformExpect { os = "os", architecture = "architecture", variant = "variant" }
+);
+expect_struct!(
+    /// Fields of SandboxMetricsResponse: the metric's `id` and the type URL of its `data`.
+    SandboxMetricsExpect { id = "id", data = "data" }
+);
+
+rpc_step!(
+    /// Sandbox.CreateSandbox: the bundle is the main container's, no rootfs, no options.
+    CreateSandboxStep, EmptyExpect {
+        /// The sandbox id (default: the id the shim was started for, `main`).
+        #[serde(default)] sandbox_id: Option<String>,
+        /// The network namespace path (default none: a host pod).
+        #[serde(default)] netns_path: Option<String>,
+        /// Annotations.
+        #[serde(default)] annotations: BTreeMap<String, String>,
+    }
+);
+rpc_step!(
+    /// Sandbox.StartSandbox.
+    StartSandboxStep, StartSandboxExpect {
+        /// The sandbox id (default `main`).
+        #[serde(default)] sandbox_id: Option<String>,
+    }
+);
+rpc_step!(
+    /// Sandbox.Platform.
+    SandboxPlatformStep, PlatformExpect {
+        /// The sandbox id (default `main`).
+        #[serde(default)] sandbox_id: Option<String>,
+    }
+);
+rpc_step!(
+    /// Sandbox.SandboxStatus.
+    SandboxStatusStep, SandboxStatusExpect {
+        /// The sandbox id (default `main`).
+        #[serde(default)] sandbox_id: Option<String>,
+        /// Ask for the verbose `info`.
+        #[serde(default)] verbose: bool,
+    }
+);
+rpc_step!(
+    /// Sandbox.WaitSandbox.
+    WaitSandboxStep, WaitExpect {
+        /// The sandbox id (default `main`).
+        #[serde(default)] sandbox_id: Option<String>,
+    }
+);
+rpc_step!(
+    /// Sandbox.StopSandbox.
+    StopSandboxStep, EmptyExpect {
+        /// The sandbox id (default `main`).
+        #[serde(default)] sandbox_id: Option<String>,
+        /// The grace period in seconds (0: the shim's default).
+        #[serde(default)] timeout_secs: u32,
+    }
+);
+rpc_step!(
+    /// Sandbox.PingSandbox.
+    PingSandboxStep, EmptyExpect {
+        /// The sandbox id (default `main`).
+        #[serde(default)] sandbox_id: Option<String>,
+    }
+);
+rpc_step!(
+    /// Sandbox.ShutdownSandbox.
+    ShutdownSandboxStep, EmptyExpect {
+        /// The sandbox id (default `main`).
+        #[serde(default)] sandbox_id: Option<String>,
+        /// Extension: after the reply, the shim server must exit within `exits-within`
+        /// (`true`) or stay alive for that long (`false`).
+        #[serde(default)] exits: Option<bool>,
+        /// Extension: how long to watch the server for `exits` (default 3s).
+        #[serde(default)] exits_within: Option<HumanDuration>,
+    }
+);
+rpc_step!(
+    /// Sandbox.SandboxMetrics.
+    SandboxMetricsStep, SandboxMetricsExpect {
+        /// The sandbox id (default `main`).
+        #[serde(default)] sandbox_id: Option<String>,
+    }
+);
+
 fn yes() -> bool {
     true
 }
