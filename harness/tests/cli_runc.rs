@@ -92,21 +92,37 @@ fn runc_go_shim_passes_every_must_but_the_documented_deviation() {
         );
     }
     // Only the two host-process scenarios are skipped for an isolated shim, besides the
-    // `bootstrap/*` ones, which need the 2.3 dialect and say so.
+    // `bootstrap/*` ones, which need the 2.3 dialect and say so, and the `sandbox/*` ones: the
+    // Go runc shim does not serve the Sandbox service, and the probe says so.
     let mut skipped = vec![];
+    let mut sandbox = 0;
     for s in scenarios.iter().filter(|s| s["status"] == "skipped") {
         let name = s["name"].as_str().unwrap_or("").to_string();
+        let reason = s["reason"].as_str().unwrap_or("");
         if name.starts_with("bootstrap/") {
-            let reason = s["reason"].as_str().unwrap_or("");
             assert!(
                 reason.contains("--containerd-version 2.3"),
                 "{name}: {reason}"
             );
+        } else if name.starts_with("sandbox/") {
+            assert!(
+                reason.contains("requires sandbox: absent"),
+                "{name}: {reason}"
+            );
+            sandbox += 1;
         } else {
             skipped.push(name);
         }
     }
     assert_eq!(skipped, ["lifecycle/sigint", "lifecycle/sigterm"]);
+    let all_sandbox = scenarios
+        .iter()
+        .filter(|s| s["name"].as_str().unwrap_or("").starts_with("sandbox/"))
+        .count();
+    assert!(
+        all_sandbox > 0 && sandbox == all_sandbox,
+        "{sandbox} of {all_sandbox} sandbox scenarios skipped"
+    );
     // runc leaves the namespace level of its cgroups (`/<ns>`, one per scenario here): the mock
     // removes it when it goes.
     let left: Vec<String> = runc_namespace_cgroups()
