@@ -128,15 +128,7 @@ impl Walk {
                 }
                 None
             }
-            Step::CreateSandbox(_)
-            | Step::StartSandbox(_)
-            | Step::SandboxPlatform(_)
-            | Step::SandboxStatus(_)
-            | Step::WaitSandbox(_)
-            | Step::StopSandbox(_)
-            | Step::PingSandbox(_)
-            | Step::ShutdownSandbox(_)
-            | Step::SandboxMetrics(_) => Some(
+            s if s.is_sandbox_call() => Some(
                 "the Sandbox service is driven through containerd's sandbox controller API, which the differential mode does not drive yet"
                     .into(),
             ),

@@ -524,17 +524,25 @@ impl Step {
             Step::Update(_) => Some(Capability::Update),
             Step::Checkpoint(_) => Some(Capability::Checkpoint),
             Step::CloseIo(_) => Some(Capability::Stdin),
-            Step::CreateSandbox(_)
-            | Step::StartSandbox(_)
-            | Step::SandboxPlatform(_)
-            | Step::SandboxStatus(_)
-            | Step::WaitSandbox(_)
-            | Step::StopSandbox(_)
-            | Step::PingSandbox(_)
-            | Step::ShutdownSandbox(_)
-            | Step::SandboxMetrics(_) => Some(Capability::Sandbox),
+            s if s.is_sandbox_call() => Some(Capability::Sandbox),
             _ => None,
         }
+    }
+
+    /// Whether this step calls the Sandbox service.
+    pub fn is_sandbox_call(&self) -> bool {
+        matches!(
+            self,
+            Step::CreateSandbox(_)
+                | Step::StartSandbox(_)
+                | Step::SandboxPlatform(_)
+                | Step::SandboxStatus(_)
+                | Step::WaitSandbox(_)
+                | Step::StopSandbox(_)
+                | Step::PingSandbox(_)
+                | Step::ShutdownSandbox(_)
+                | Step::SandboxMetrics(_)
+        )
     }
 }
 
