@@ -6,6 +6,7 @@
 //! nothing of the pods remains afterwards.
 //! Run: `cargo test -p harness --features containerd --test cri`.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -18,10 +19,10 @@ use common::{built_binary, reaper_binary, run_bounded, Daemon, DaemonOpts, Runti
 
 use harness::cri::image::SANDBOX_IMAGE;
 
-/// The handlers registered in every daemon: the reaper, the release's own runc shim, a runtime
-/// whose binary does not exist, and the faulty reaper with `sigterm-exit-zero`.
+/// The handlers registered in every daemon besides `reaper`, which comes from the project's own
+/// `deploy/` snippet: the release's own runc shim, a runtime whose binary does not exist, and the
+/// faulty reaper with `sigterm-exit-zero`.
 const HANDLERS: &[(&str, &str)] = &[
-    ("reaper", "io.containerd.reaper.v2"),
     ("runc", "io.containerd.runc.v2"),
     ("missing", "io.containerd.missing.v2"),
     ("faulty", "io.containerd.faulty.v2"),
@@ -70,6 +71,18 @@ fn cri_daemon(v: Version, name: &str) -> Cri {
             format!("  restrict_oom_score_adj = true\n  sandbox_image = \"{SANDBOX_IMAGE}\"\n"),
         )
     };
+    // The `reaper` handler exactly as an operator installs it (docs/guides/kubernetes.md).
+    let snippet = if v.is_2x() {
+        "containerd-config-v3.toml"
+    } else {
+        "containerd-config.toml"
+    };
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(snippet);
+    extra.push_str(
+        &std::fs::read_to_string(&deploy).unwrap_or_else(|e| panic!("{}: {e}", deploy.display())),
+    );
     for (handler, ty) in HANDLERS {
         extra.push_str(&format!(
             "[{runtimes}.{handler}]\n  runtime_type = \"{ty}\"\n"
