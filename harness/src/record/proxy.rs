@@ -221,7 +221,7 @@ fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener> {
 /// `start`: the real shim's `start` with the events address pointed at the proxy, then the
 /// proxy's server, and the answer with the proxy's address.
 fn start(cfg: &Config, args: &ShimArgs, argv: &[String]) -> Result<i32> {
-    let mut stdin = read_stdin();
+    let stdin = read_stdin();
     let params = bootstrap_params(&stdin);
     let socket_dir = params
         .as_ref()
@@ -288,7 +288,6 @@ fn start(cfg: &Config, args: &ShimArgs, argv: &[String]) -> Result<i32> {
         Ok(dir) if std::os::unix::net::UnixStream::connect(&proxy_path).is_ok() => {
             let _ = std::fs::remove_file(&events_path);
             let rec = Recorder::open(Path::new(dir.trim()))?;
-            stdin = real_stdin;
             rec.write(&action_entry(cfg, argv, &stdin, &run));
             None
         }
