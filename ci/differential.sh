@@ -58,6 +58,9 @@ set -f  # the filters are harness globs, not file names
 for f in ${DIFF_FILTERS:-lifecycle/* exec/*}; do filters+=(--filter "$f"); done
 set +f
 status=0
+# The namespace level of runc's cgroups (`/<ns>`, one per scenario) must not outlive a run.
+ns_cgroups() { ls /sys/fs/cgroup/memory 2>/dev/null | grep '^harness-diff-' || true; }
+cgroups_before=$(ns_cgroups)
 for v in ${DIFF_VERSIONS:-1.6 1.7 2.1 2.3}; do
   b="$(containerd_bindir "$v")"
   d="$dir/$v"
@@ -84,4 +87,9 @@ for v in ${DIFF_VERSIONS:-1.6 1.7 2.1 2.3}; do
   containerd_stop
   echo "$me: the mock matches containerd $v for: ${DIFF_SHIMS:-reaper runc}" >&2
 done
+left=$(comm -13 <(echo "$cgroups_before" | sort) <(ns_cgroups | sort))
+if [ -n "$left" ]; then
+  echo "$me: cgroups of the run's namespaces left behind: $(echo $left)" >&2
+  exit 1
+fi
 echo "$me: the mock matches containerd ${DIFF_VERSIONS:-1.6 1.7 2.1 2.3} for: ${DIFF_SHIMS:-reaper runc}"

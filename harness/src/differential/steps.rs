@@ -94,6 +94,7 @@ impl Daemon {
             })),
         )
         .await;
+        crate::leaks::remove_namespace_cgroups(ns);
         Ok(Trace {
             steps,
             events,

@@ -410,28 +410,7 @@ impl Drop for MockContainerd {
         for s in self.servers.iter_mut() {
             drop(s.take_server());
         }
-        remove_namespace_cgroups(&self.namespace);
-    }
-}
-
-/// The namespace level of the cgroups made for this mock's containers (the bundles'
-/// `cgroupsPath` is `/<ns>/<id>`, as containerd writes it: `oci.WithNamespacedCgroup` in
-/// `pkg/oci/spec_opts.go` at v1.6.20). runc removes the `<id>` level at delete and leaves
-/// `/<ns>`, which containerd, with its few long-lived namespaces, never removes; a mock's
-/// namespace is usually its own (one per scenario), so its level goes with the mock, in every
-/// hierarchy. `rmdir` only: a level still in use stays. `default` is left alone (a real
-/// containerd on the host may use it).
-fn remove_namespace_cgroups(ns: &str) {
-    const ROOT: &str = "/sys/fs/cgroup";
-    if ns == "default" || ns.is_empty() || ns.contains('/') {
-        return;
-    }
-    let _ = std::fs::remove_dir(Path::new(ROOT).join(ns));
-    let Ok(entries) = std::fs::read_dir(ROOT) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let _ = std::fs::remove_dir(e.path().join(ns));
+        crate::leaks::remove_namespace_cgroups(&self.namespace);
     }
 }
 

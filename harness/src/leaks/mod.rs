@@ -478,5 +478,26 @@ pub fn kill_process_group_members(pgid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// The namespace level of the cgroups made for a namespace's containers (`cgroupsPath` is
+/// `/<ns>/<id>`, as containerd writes it: `oci.WithNamespacedCgroup` in
+/// `pkg/oci/spec_opts.go` at v1.6.20). runc removes the `<id>` level at delete and leaves
+/// `/<ns>`, which containerd, with its few long-lived namespaces, never removes. The harness
+/// makes a namespace per scenario (the mock's, and the differential's in a real containerd),
+/// so its level goes when the scenario is done, in every hierarchy. `rmdir` only: a level
+/// still in use stays. `default` is left alone (a real containerd on the host may use it).
+pub fn remove_namespace_cgroups(ns: &str) {
+    const ROOT: &str = "/sys/fs/cgroup";
+    if ns == "default" || ns.is_empty() || ns.contains('/') {
+        return;
+    }
+    let _ = std::fs::remove_dir(Path::new(ROOT).join(ns));
+    let Ok(entries) = std::fs::read_dir(ROOT) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let _ = std::fs::remove_dir(e.path().join(ns));
+    }
+}
+
 #[cfg(test)]
 mod tests;
