@@ -11,6 +11,16 @@ use containerd_shim_protos::sandbox_async::SandboxClient;
 
 use crate::support::*;
 
+/// A Sandbox request naming pod `$id`, every other field left at its default.
+macro_rules! req {
+    ($t:ident, $id:expr) => {
+        $t {
+            sandbox_id: $id.into(),
+            ..Default::default()
+        }
+    };
+}
+
 async fn sandbox_client(shim: &ShimProc) -> SandboxClient {
     let raw = tokio::time::timeout(RPC, ttrpc::asynchronous::Client::connect(&shim.address))
         .await
@@ -36,24 +46,12 @@ async fn a_pod_starts_its_pause_reports_it_and_waits_for_its_stop() {
         .await
         .unwrap();
     let st = sb
-        .sandbox_status(
-            ctx(),
-            &SandboxStatusRequest {
-                sandbox_id: "pod1".into(),
-                ..Default::default()
-            },
-        )
+        .sandbox_status(ctx(), &req!(SandboxStatusRequest, "pod1"))
         .await
         .unwrap();
     assert_eq!(st.state, "SANDBOX_NOTREADY", "created, not started");
     let started = sb
-        .start_sandbox(
-            ctx(),
-            &StartSandboxRequest {
-                sandbox_id: "pod1".into(),
-                ..Default::default()
-            },
-        )
+        .start_sandbox(ctx(), &req!(StartSandboxRequest, "pod1"))
         .await
         .unwrap();
     assert!(started.pid > 0);
@@ -66,24 +64,12 @@ async fn a_pod_starts_its_pause_reports_it_and_waits_for_its_stop() {
         String::from_utf8_lossy(&cmdline)
     );
     let st = sb
-        .sandbox_status(
-            ctx(),
-            &SandboxStatusRequest {
-                sandbox_id: "pod1".into(),
-                ..Default::default()
-            },
-        )
+        .sandbox_status(ctx(), &req!(SandboxStatusRequest, "pod1"))
         .await
         .unwrap();
     assert_eq!((st.state.as_str(), st.pid), ("SANDBOX_READY", started.pid));
     let p = sb
-        .platform(
-            ctx(),
-            &PlatformRequest {
-                sandbox_id: "pod1".into(),
-                ..Default::default()
-            },
-        )
+        .platform(ctx(), &req!(PlatformRequest, "pod1"))
         .await
         .unwrap();
     assert_eq!(p.platform.os, "linux");
@@ -93,10 +79,7 @@ async fn a_pod_starts_its_pause_reports_it_and_waits_for_its_stop() {
         tokio::spawn(async move {
             sb.wait_sandbox(
                 ttrpc::context::with_duration(Duration::from_secs(20)),
-                &WaitSandboxRequest {
-                    sandbox_id: "pod1".into(),
-                    ..Default::default()
-                },
+                &req!(WaitSandboxRequest, "pod1"),
             )
             .await
         })
@@ -124,46 +107,22 @@ async fn a_pod_starts_its_pause_reports_it_and_waits_for_its_stop() {
         "the pause still runs after StopSandbox"
     );
     let st = sb
-        .sandbox_status(
-            ctx(),
-            &SandboxStatusRequest {
-                sandbox_id: "pod1".into(),
-                ..Default::default()
-            },
-        )
+        .sandbox_status(ctx(), &req!(SandboxStatusRequest, "pod1"))
         .await
         .unwrap();
     assert_eq!(st.state, "SANDBOX_NOTREADY");
     assert!(st.exited_at.seconds > 0);
     // A stopped pod still answers Ping; a second Stop is fine.
-    sb.ping_sandbox(
-        ctx(),
-        &PingRequest {
-            sandbox_id: "pod1".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    sb.stop_sandbox(
-        ctx(),
-        &StopSandboxRequest {
-            sandbox_id: "pod1".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    sb.ping_sandbox(ctx(), &req!(PingRequest, "pod1"))
+        .await
+        .unwrap();
+    sb.stop_sandbox(ctx(), &req!(StopSandboxRequest, "pod1"))
+        .await
+        .unwrap();
     // Nothing else keeps the server: ShutdownSandbox ends it.
-    sb.shutdown_sandbox(
-        ctx(),
-        &ShutdownSandboxRequest {
-            sandbox_id: "pod1".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    sb.shutdown_sandbox(ctx(), &req!(ShutdownSandboxRequest, "pod1"))
+        .await
+        .unwrap();
     assert!(
         shim.wait_gone(Duration::from_secs(5)).await,
         "the server outlived its only pod"
@@ -206,15 +165,9 @@ async fn the_server_stays_while_the_pod_or_one_of_its_containers_remains() {
     sb.create_sandbox(ctx(), &create("pod2", &bundle))
         .await
         .unwrap();
-    sb.start_sandbox(
-        ctx(),
-        &StartSandboxRequest {
-            sandbox_id: "pod2".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    sb.start_sandbox(ctx(), &req!(StartSandboxRequest, "pod2"))
+        .await
+        .unwrap();
     // A container of the pod, on the same connection (task API v3, no `start` of its own),
     // deleted, then containerd's task Shutdown for it: with the pod live, the server stays.
     shim.client
@@ -234,30 +187,18 @@ async fn the_server_stays_while_the_pod_or_one_of_its_containers_remains() {
         .await
         .unwrap();
     shim.start_task("c2").await;
-    sb.shutdown_sandbox(
-        ctx(),
-        &ShutdownSandboxRequest {
-            sandbox_id: "pod2".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    sb.shutdown_sandbox(ctx(), &req!(ShutdownSandboxRequest, "pod2"))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         shim.alive(),
         "ShutdownSandbox ended the server of a running container"
     );
     // ShutdownSandbox again: idempotent.
-    sb.shutdown_sandbox(
-        ctx(),
-        &ShutdownSandboxRequest {
-            sandbox_id: "pod2".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    sb.shutdown_sandbox(ctx(), &req!(ShutdownSandboxRequest, "pod2"))
+        .await
+        .unwrap();
     finish(&shim, "c2").await;
     assert!(
         shim.wait_gone(Duration::from_secs(5)).await,
@@ -271,24 +212,12 @@ async fn unknown_pods_and_repeated_calls_get_their_codes() {
     let shim = ShimProc::start(&bundle, "pod3").await.unwrap();
     let sb = sandbox_client(&shim).await;
     let e = sb
-        .start_sandbox(
-            ctx(),
-            &StartSandboxRequest {
-                sandbox_id: "nope".into(),
-                ..Default::default()
-            },
-        )
+        .start_sandbox(ctx(), &req!(StartSandboxRequest, "nope"))
         .await
         .unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::NOT_FOUND, "{e:?}");
     let e = sb
-        .wait_sandbox(
-            ctx(),
-            &WaitSandboxRequest {
-                sandbox_id: "nope".into(),
-                ..Default::default()
-            },
-        )
+        .wait_sandbox(ctx(), &req!(WaitSandboxRequest, "nope"))
         .await
         .unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::NOT_FOUND, "{e:?}");
@@ -300,23 +229,11 @@ async fn unknown_pods_and_repeated_calls_get_their_codes() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::ALREADY_EXISTS, "{e:?}");
-    sb.start_sandbox(
-        ctx(),
-        &StartSandboxRequest {
-            sandbox_id: "pod3".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    sb.start_sandbox(ctx(), &req!(StartSandboxRequest, "pod3"))
+        .await
+        .unwrap();
     let e = sb
-        .start_sandbox(
-            ctx(),
-            &StartSandboxRequest {
-                sandbox_id: "pod3".into(),
-                ..Default::default()
-            },
-        )
+        .start_sandbox(ctx(), &req!(StartSandboxRequest, "pod3"))
         .await
         .unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::FAILED_PRECONDITION, "{e:?}");
@@ -327,13 +244,7 @@ async fn unknown_pods_and_repeated_calls_get_their_codes() {
     assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
     // Metrics come from the pod's own cgroup (the shim tests run as root, with cgroups).
     let m = sb
-        .sandbox_metrics(
-            ctx(),
-            &SandboxMetricsRequest {
-                sandbox_id: "pod3".into(),
-                ..Default::default()
-            },
-        )
+        .sandbox_metrics(ctx(), &req!(SandboxMetricsRequest, "pod3"))
         .await
         .unwrap();
     assert_eq!(m.metrics.id, "pod3");
@@ -345,14 +256,8 @@ async fn unknown_pods_and_repeated_calls_get_their_codes() {
         "{:?}",
         m.metrics.data.type_url
     );
-    sb.shutdown_sandbox(
-        ctx(),
-        &ShutdownSandboxRequest {
-            sandbox_id: "pod3".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    sb.shutdown_sandbox(ctx(), &req!(ShutdownSandboxRequest, "pod3"))
+        .await
+        .unwrap();
     assert!(shim.wait_gone(Duration::from_secs(5)).await);
 }
