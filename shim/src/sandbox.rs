@@ -180,6 +180,22 @@ impl Shim {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        // SIGTERM and SIGINT are blocked from before the exec (std resets the mask first, then
+        // runs this), so a StopSandbox that comes before the pause reaches `sigwait` still ends
+        // it with 0 rather than killing it (143). `spawn` returns only after the exec.
+        // SAFETY: sigprocmask on a local set is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::sigaddset(&mut set, libc::SIGINT);
+                if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         // The pid is subscribed before the reaper can look it up (same lock).
         let mut subs = self.reaper.lock();
         let child = cmd

@@ -129,6 +129,47 @@ async fn a_pod_starts_its_pause_reports_it_and_waits_for_its_stop() {
     );
 }
 
+/// A StopSandbox right after StartSandbox, before the pause can have set itself up, still ends
+/// it as a stop ends it later: exit status 0, never a death by SIGTERM (143).
+#[tokio::test]
+async fn a_stop_right_after_the_start_ends_the_pause_with_zero() {
+    let bundle = Bundle::new(&["true"]).unwrap();
+    let shim = ShimProc::start(&bundle, "quick0").await.unwrap();
+    let sb = sandbox_client(&shim).await;
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let id = format!("quick{i}");
+        sb.create_sandbox(ctx(), &create(&id, &bundle))
+            .await
+            .unwrap();
+        sb.start_sandbox(ctx(), &req!(StartSandboxRequest, id.as_str()))
+            .await
+            .unwrap();
+        sb.stop_sandbox(ctx(), &req!(StopSandboxRequest, id.as_str()))
+            .await
+            .unwrap();
+        let w = sb
+            .wait_sandbox(ctx(), &req!(WaitSandboxRequest, id.as_str()))
+            .await
+            .unwrap();
+        statuses.push(w.exit_status);
+    }
+    for i in 0..10 {
+        let id = format!("quick{i}");
+        sb.shutdown_sandbox(ctx(), &req!(ShutdownSandboxRequest, id.as_str()))
+            .await
+            .unwrap();
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 0),
+        "exit statuses {statuses:?}"
+    );
+    assert!(
+        shim.wait_gone(Duration::from_secs(5)).await,
+        "the server outlived its pods"
+    );
+}
+
 /// Kill, wait and delete container `id`, then the task Shutdown containerd sends after it.
 async fn finish(shim: &ShimProc, id: &str) {
     shim.client
