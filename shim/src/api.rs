@@ -469,6 +469,9 @@ impl Shim {
                 m.remove(&req.id);
                 !m.is_empty()
             };
+            if self.membership.after_delete(self.members()) {
+                self.exit.send_replace(true);
+            }
             if let Some(cg) = c.cgroup.clone() {
                 // After the reply: rmdir is slow in the kernel (memory cgroups most). The task
                 // yields first: spawned during this handler, it would otherwise run before the

@@ -18,6 +18,7 @@ pub const RESERVATION_TTL: Duration = Duration::from_secs(30);
 struct Inner {
     exiting: bool,
     shutdown_requested: bool,
+    pod_shutdown: bool,
     pending: HashMap<String, Instant>,
 }
 
@@ -72,6 +73,24 @@ impl Membership {
         g.exiting
     }
 
+    /// A ShutdownSandbox for pod `id`: as [`Membership::try_exit`], and when containers remain
+    /// the last one's Delete finishes it ([`Membership::after_delete`]): containerd 2.x sends no
+    /// task Shutdown after deleting a container of a pod served at version 3 (`shimTask.delete`
+    /// in core/runtime/v2/shim.go at v2.1.9 and v2.3.4 leaves that to the sandbox controller).
+    pub fn try_exit_pod(&self, id: &str, containers: usize, now: bool) -> bool {
+        self.lock().pod_shutdown = true;
+        self.try_exit(id, containers, now)
+    }
+
+    /// After a container's Delete: exit if a pod's ShutdownSandbox asked for it and nothing is
+    /// left.
+    pub fn after_delete(&self, containers: usize) -> bool {
+        if !self.lock().pod_shutdown {
+            return false;
+        }
+        self.try_exit("", containers, false)
+    }
+
     /// After a reservation's lifetime: exit if a Shutdown was asked for and nothing is left.
     pub fn expire(&self, containers: usize) -> bool {
         if !self.lock().shutdown_requested {
@@ -84,6 +103,22 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_shutdown_is_finished_by_its_last_containers_delete() {
+        let m = Membership::default();
+        assert!(
+            !m.after_delete(0),
+            "no pod was shut down: a Delete never ends the server"
+        );
+        assert!(!m.try_exit_pod("pod", 1, false), "a container remains");
+        assert!(!m.after_delete(1), "still one left");
+        assert!(
+            m.after_delete(0),
+            "the last Delete finishes the pod's shutdown"
+        );
+        assert!(m.exiting());
+    }
 
     #[test]
     fn a_reservation_keeps_the_server_until_its_create() {

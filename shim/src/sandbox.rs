@@ -333,7 +333,7 @@ impl Shim {
         }
         if self
             .membership
-            .try_exit(&req.sandbox_id, self.members(), now)
+            .try_exit_pod(&req.sandbox_id, self.members(), now)
         {
             self.exit.send_replace(true);
         }
