@@ -9,8 +9,10 @@
 # Usage: ci/differential.sh [extra `harness run` args, e.g. --skip exec/output]
 #   DIFF_VERSIONS="1.6 1.7 2.1 2.3" (default) selects the releases (2.3.4 is the project's
 #   shared/containerd/2.3.4 beside the checkout); DIFF_SHIMS="reaper runc"
-#   (default) the shims; DIFF_FILTERS="lifecycle/* exec/*" (default) the scenarios; the JSON
-#   reports are written to target/differential/<release>-<shim>.json.
+#   (default) the shims; DIFF_FILTERS="lifecycle/* exec/* sandbox/*" (default) the scenarios; the
+#   JSON reports are written to target/differential/<release>-<shim>.json. The sandbox scenarios
+#   go through the daemon's sandbox controller (sandboxer `shim`) from 2.0 on: with the reaper on
+#   2.1 and 2.3 at least SANDBOX_SAME (7) of them must compare `same`, not be skipped.
 # Needs root (containerd, runc, shim sockets under /run/containerd/s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,7 +57,7 @@ trap 'exit 130' INT TERM HUP PIPE
 
 filters=()
 set -f  # the filters are harness globs, not file names
-for f in ${DIFF_FILTERS:-lifecycle/* exec/*}; do filters+=(--filter "$f"); done
+for f in ${DIFF_FILTERS:-lifecycle/* exec/* sandbox/*}; do filters+=(--filter "$f"); done
 set +f
 status=0
 # The namespace level of runc's cgroups (`/<ns>`, one per scenario) must not outlive a run.
@@ -74,7 +76,16 @@ for v in ${DIFF_VERSIONS:-1.6 1.7 2.1 2.3}; do
   }
   for shim in ${DIFF_SHIMS:-reaper runc}; do
     case "$shim" in
-      reaper) run reaper "$target/containerd-shim-reaper-v2" io.containerd.reaper.v2 "$@" ;;
+      reaper)
+        run reaper "$target/containerd-shim-reaper-v2" io.containerd.reaper.v2 "$@"
+        case "$v:${DIFF_FILTERS:-sandbox/*}" in
+          2.*:*sandbox/*)
+            same=$(jq '[.scenarios[] | select((.name | startswith("sandbox/")) and .verdict == "same")] | length' "$reports/$v-reaper.json")
+            if [ "$same" -lt "${SANDBOX_SAME:-7}" ]; then
+              echo "$me: containerd $v: only $same sandbox scenarios compared the same with the reaper (want ${SANDBOX_SAME:-7}): see $reports/$v-reaper.json" >&2
+              status=1
+            fi ;;
+        esac ;;
       runc) run runc "$b/containerd-shim-runc-v2" io.containerd.runc.v2 "$@" ;;
       *) echo "$me: DIFF_SHIMS: unknown shim $shim (reaper, runc)" >&2; exit 2 ;;
     esac

@@ -25,6 +25,8 @@ const OUTPUT_KEEP: usize = 4096;
 #[derive(Clone)]
 pub struct Daemon {
     pub(super) channel: Channel,
+    /// The daemon's own version string (`v2.1.9`, `1.6.20~ds1`, ...), from its Version service.
+    pub version: String,
     /// The runtime given to containers: a name (`io.containerd.runc.v2`) or a binary path.
     pub runtime: String,
     /// Root filesystem of the containers.
@@ -109,14 +111,16 @@ impl Daemon {
                 })?;
         let mut v =
             containerd_client::services::v1::version_client::VersionClient::new(channel.clone());
-        bounded(Duration::from_secs(5), v.version(Request::new(())))
+        let version = bounded(Duration::from_secs(5), v.version(Request::new(())))
             .await
             .map_err(|e| DiffError::Connect {
                 socket: socket.to_path_buf(),
                 message: format!("Version: {}: {}", code_name(e.code()), e.message()),
-            })?;
+            })?
+            .version;
         Ok(Daemon {
             channel,
+            version,
             runtime,
             rootfs: RootfsKind::Busybox,
             step_timeout: Duration::from_secs(10),

@@ -9,6 +9,7 @@ mod checks;
 pub mod classify;
 pub mod compare;
 pub mod daemon;
+mod sandbox;
 mod steps;
 mod tasks;
 
@@ -19,7 +20,7 @@ use serde::Serialize;
 
 use crate::engine::{self, RunConfig};
 use crate::report::Status;
-use crate::scenario::Loaded;
+use crate::scenario::{Loaded, Step};
 pub use compare::{Difference, Trace};
 pub use daemon::Daemon;
 
@@ -222,6 +223,15 @@ async fn one(daemon: &Daemon, mock_cfg: &RunConfig, l: &Loaded, ns: &str) -> Dif
         classify::inexpressible(&l.scenario).or_else(|| classify::mock_only_variable(&l.text))
     {
         r.reason = Some(format!("not expressible through containerd's API: {why}"));
+        return r;
+    }
+    if l.scenario.steps.iter().any(Step::is_sandbox_call)
+        && !sandbox::has_shim_sandboxer(&daemon.version)
+    {
+        r.reason = Some(format!(
+            "containerd {} has no shim sandbox controller (sandboxer `shim` came with 2.0)",
+            daemon.version
+        ));
         return r;
     }
     let mock = engine::run_scenario(mock_cfg, l).await;

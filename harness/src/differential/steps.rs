@@ -1,6 +1,6 @@
 //! The per-step driver of a scenario on containerd's side: the run's state ([`Run`]), each
-//! step dispatched in order (the task calls in `tasks`, the `events` and `output` checks in
-//! `checks`), the container's creation and the cleanup (as `ctr task rm -f` + `ctr c rm`).
+//! step dispatched in order (the task calls in `tasks`, the pod's in `sandbox`, the `events` and
+//! `output` checks in `checks`), the container's creation and the cleanup (as `ctr task rm -f` + `ctr c rm`).
 //! Every call is bounded.
 
 use std::collections::BTreeMap;
@@ -25,6 +25,9 @@ use super::daemon::{bounded, code_name, json_any, keep, req, Daemon, Events, SET
 use crate::bundle::{Bundle, BundleOptions};
 use crate::scenario::{expand, Scenario, StdioKind, Step};
 use crate::stdio::{StdioMode, StdioOptions, StdioSet};
+
+/// Why a task Shutdown step is not sent through the daemon.
+const SENT_BY_CONTAINERD: &str = "sent by containerd itself";
 
 type WaitHandle = tokio::task::JoinHandle<Result<Value, Status>>;
 
@@ -51,6 +54,7 @@ impl Daemon {
             steps: Vec::new(),
             seq: 0,
             cursor: 0,
+            pod: None,
         };
         let total = sc
             .timeout
@@ -128,6 +132,8 @@ pub(super) struct Run<'a> {
     pub(super) steps: Vec<Obs>,
     pub(super) seq: u32,
     pub(super) cursor: usize,
+    /// The scenario's pod, once CreateSandbox has made its record.
+    pub(super) pod: Option<super::sandbox::Pod>,
 }
 
 impl Run<'_> {
@@ -201,7 +207,7 @@ impl Run<'_> {
                         .iter()
                         .all(|t| matches!(t, Step::Shutdown(_) | Step::Events(_) | Step::Sleep(_)));
                 if trailing_shutdown {
-                    self.push("shutdown", "", Outcome::Implicit);
+                    self.push("shutdown", "", Outcome::Implicit(SENT_BY_CONTAINERD));
                     continue;
                 }
                 if let Step::Repeat(r) = s {
@@ -217,6 +223,9 @@ impl Run<'_> {
     }
 
     async fn step(&mut self, s: &Step) {
+        if self.sandbox(s).await {
+            return;
+        }
         let to = Target {
             ns: self.ns.clone(),
             id: MAIN.to_string(),
@@ -254,6 +263,10 @@ impl Run<'_> {
             Step::Update(c) => self.update(c, to).await,
             Step::Events(e) => self.events(e).await,
             Step::Output(o) => self.output(o).await,
+            Step::Shutdown(_) if self.pod.is_some() => {
+                // A pod's container: containerd sends it or not by version (the classification).
+                self.push("shutdown", "", Outcome::Implicit(SENT_BY_CONTAINERD));
+            }
             other => {
                 // The classification keeps these out; say so if one slips through.
                 self.push(
@@ -310,6 +323,7 @@ impl Run<'_> {
                     options: None,
                 }),
                 spec: Some(spec),
+                sandbox: self.pod.as_ref().map(|p| p.id.clone()).unwrap_or_default(),
                 ..Default::default()
             };
             bounded(
@@ -430,5 +444,6 @@ impl Run<'_> {
             )
             .await;
         }
+        self.cleanup_pod().await;
     }
 }

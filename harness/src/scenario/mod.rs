@@ -529,20 +529,27 @@ impl Step {
         }
     }
 
+    /// The pod a Sandbox step names: `Some(None)` for the default (`main`), `None` when the
+    /// step is not a Sandbox call.
+    pub fn sandbox_id(&self) -> Option<Option<&str>> {
+        let id = match self {
+            Step::CreateSandbox(s) => &s.sandbox_id,
+            Step::StartSandbox(s) => &s.sandbox_id,
+            Step::SandboxPlatform(s) => &s.sandbox_id,
+            Step::SandboxStatus(s) => &s.sandbox_id,
+            Step::WaitSandbox(s) => &s.sandbox_id,
+            Step::StopSandbox(s) => &s.sandbox_id,
+            Step::PingSandbox(s) => &s.sandbox_id,
+            Step::ShutdownSandbox(s) => &s.sandbox_id,
+            Step::SandboxMetrics(s) => &s.sandbox_id,
+            _ => return None,
+        };
+        Some(id.as_deref())
+    }
+
     /// Whether this step calls the Sandbox service.
     pub fn is_sandbox_call(&self) -> bool {
-        matches!(
-            self,
-            Step::CreateSandbox(_)
-                | Step::StartSandbox(_)
-                | Step::SandboxPlatform(_)
-                | Step::SandboxStatus(_)
-                | Step::WaitSandbox(_)
-                | Step::StopSandbox(_)
-                | Step::PingSandbox(_)
-                | Step::ShutdownSandbox(_)
-                | Step::SandboxMetrics(_)
-        )
+        self.sandbox_id().is_some()
     }
 }
 

@@ -193,6 +193,12 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
         // Let the Shutdown reply go out and the queued events (e.g. /tasks/delete) leave.
         publisher.flush(Duration::from_secs(5)).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown()).await;
+        // ttrpc's shutdown returns once each connection's handlers are done, with their replies
+        // queued for the connection's writer task, which it leaves running: let those replies
+        // out before the runtime goes. containerd tolerates a lost task Shutdown reply, not a
+        // lost ShutdownSandbox one ("failed to shutdown sandbox: ttrpc: closed",
+        // plugins/sandbox/controller.go at v2.1.9).
+        tokio::time::sleep(REPLY_GRACE).await;
         Ok::<(), Error>(())
     });
     if let Some(p) = &sock_path {
@@ -214,6 +220,9 @@ fn leave_grandchild(bundle: &Path) {
         .status();
     tracing::warn!(?status, "faulty: left a grandchild");
 }
+
+/// How long the exiting server leaves its connections' writers to send the last replies.
+const REPLY_GRACE: Duration = Duration::from_millis(20);
 
 /// The built-in pause process of a pod sandbox: sleeps until SIGTERM or SIGINT, then exits 0.
 pub fn pause_action() -> i32 {

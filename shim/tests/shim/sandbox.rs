@@ -170,6 +170,30 @@ async fn a_stop_right_after_the_start_ends_the_pause_with_zero() {
     );
 }
 
+/// The ShutdownSandbox that ends the server is answered before it goes: containerd's sandbox
+/// controller fails a pod's removal on "ttrpc: closed" (`controllerLocal.Shutdown` in
+/// plugins/sandbox/controller.go at v2.1.9), unlike the task Shutdown, where it tolerates it.
+#[tokio::test]
+async fn the_last_shutdown_sandbox_is_answered_before_the_server_exits() {
+    let bundle = Bundle::new(&["true"]).unwrap();
+    for i in 0..10 {
+        let id = format!("bye{i}");
+        let shim = ShimProc::start(&bundle, &id).await.unwrap();
+        let sb = sandbox_client(&shim).await;
+        sb.create_sandbox(ctx(), &create(&id, &bundle))
+            .await
+            .unwrap();
+        let r = sb
+            .shutdown_sandbox(ctx(), &req!(ShutdownSandboxRequest, id.as_str()))
+            .await;
+        assert!(r.is_ok(), "round {i}: {r:?}");
+        assert!(
+            shim.wait_gone(Duration::from_secs(5)).await,
+            "round {i}: the server outlived its only pod"
+        );
+    }
+}
+
 /// Kill, wait and delete container `id`.
 async fn end_task(shim: &ShimProc, id: &str) {
     shim.client
