@@ -88,10 +88,23 @@ pub const SHIM_API_VERSION: i32 = 3;
 
 /// The `start` action as `main` runs it: reads stdin, starts (or joins) the server and returns
 /// what to print: to `BootstrapParams`, a protobuf `BootstrapResult` (version
-/// [`SHIM_API_VERSION`], protocol ttrpc), else the bare address (containerd 1.6 to 2.2).
+/// [`SHIM_API_VERSION`], protocol ttrpc); for a pod of 2.0 to 2.2's shim sandbox controller the
+/// same as JSON; else the bare address (containerd 1.6 to 2.2).
 pub fn start_answer(flags: &Flags) -> Result<Vec<u8>> {
     let (addr, bootstrapped) = start_from_stdin(flags)?;
     if !bootstrapped {
+        let pod_of_2x = std::env::current_dir().is_ok_and(|d| started_by_shim_sandboxer(&d));
+        if pod_of_2x {
+            // containerd 2.0 to 2.2 read this JSON (`parseStartResponse`, core/runtime/v2/shim.go
+            // at v2.1.9); at version 3 the pod's containers join this server through its
+            // bootstrap.json instead of a `start` each (`ShimManager.Start`, shim_manager.go).
+            let answer = serde_json::json!({
+                "version": SHIM_API_VERSION,
+                "address": addr,
+                "protocol": "ttrpc",
+            });
+            return Ok(answer.to_string().into_bytes());
+        }
         return Ok(addr.into_bytes());
     }
     let result = bootstrap::BootstrapResult {
@@ -103,6 +116,22 @@ pub fn start_answer(flags: &Flags) -> Result<Vec<u8>> {
     result
         .write_to_bytes()
         .map_err(|e| Error::Other(format!("encoding the BootstrapResult: {e}")))
+}
+
+/// containerd's shim sandbox controller, the plugin `io.containerd.sandbox.controller.v1.shim`
+/// of 2.0 and later (plugins/sandbox/controller.go at v2.1.9), keeps the bundles of the pods it
+/// starts shims for in its own state dir, `<state>/<plugin>/<namespace>/<id>`: no 1.x daemon
+/// starts a shim there, and no 2.x daemon starts one there but for a pod.
+const SHIM_SANDBOXER_DIR: &str = "io.containerd.sandbox.controller.v1.shim";
+
+/// Whether `bundle` (the cwd `start` runs in) is a pod's under containerd's shim sandbox
+/// controller, which takes a JSON answer at version 3.
+pub fn started_by_shim_sandboxer(bundle: &std::path::Path) -> bool {
+    bundle
+        .parent()
+        .and_then(std::path::Path::parent)
+        .and_then(std::path::Path::file_name)
+        .is_some_and(|n| n == SHIM_SANDBOXER_DIR)
 }
 
 /// How long a `start` waits for an exiting server of its group to let go of the socket.
@@ -261,4 +290,24 @@ fn start_in(flags: &Flags, socket_dir: Option<&str>, debug: bool) -> Result<Stri
     drop(listener);
     write_atomic(&address_file, &addr)?;
     Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn only_a_bundle_of_the_shim_sandbox_controller_is_a_2x_pod() {
+        let pod = Path::new("/run/containerd/io.containerd.sandbox.controller.v1.shim/k8s.io/p1");
+        assert!(started_by_shim_sandboxer(pod));
+        for other in [
+            "/run/containerd/io.containerd.runtime.v2.task/k8s.io/c1",
+            "/run/containerd/io.containerd.sandbox.controller.v1.shim/k8s.io",
+            "/io.containerd.sandbox.controller.v1.shim",
+            "/",
+        ] {
+            assert!(!started_by_shim_sandboxer(Path::new(other)), "{other}");
+        }
+    }
 }
