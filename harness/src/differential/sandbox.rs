@@ -25,6 +25,9 @@ use super::compare::{Outcome, MAIN};
 use super::daemon::{bounded, json_any, req, ts};
 use super::steps::Run;
 use crate::bundle::{Bundle, BundleOptions};
+use crate::engine::convert::{
+    sandbox_metrics_view, sandbox_status_view, start_sandbox_view, wait_sandbox_view,
+};
 use crate::scenario::Step;
 
 /// The sandbox controller containerd runs a pod with when its shim serves the Sandbox service.
@@ -176,23 +179,27 @@ impl Run<'_> {
                 (&c.save.0, self.create_pod(c, t).await)
             }
             Step::StartSandbox(c) => call!(c, start, ControllerStartRequest {}, |r| {
-                json!({"pid": r.pid, "created-at": ts(r.created_at.as_ref())})
+                start_sandbox_view(r.pid, ts(r.created_at.as_ref()))
             }),
             Step::SandboxStatus(c) => call!(
                 c,
                 status,
                 ControllerStatusRequest { verbose: c.verbose },
-                |r| json!({
+                |r| sandbox_status_view(
                     // The daemon's pod id is the scenario's pod under another name.
-                    "sandbox-id": if r.sandbox_id == id { scenario_id.clone() } else { r.sandbox_id },
-                    "pid": r.pid,
-                    "state": r.state,
-                    "created-at": ts(r.created_at.as_ref()),
-                    "exited-at": ts(r.exited_at.as_ref()),
-                })
+                    if r.sandbox_id == id {
+                        scenario_id.clone()
+                    } else {
+                        r.sandbox_id
+                    },
+                    r.pid,
+                    r.state,
+                    ts(r.created_at.as_ref()),
+                    ts(r.exited_at.as_ref()),
+                )
             ),
             Step::WaitSandbox(c) => call!(c, wait, ControllerWaitRequest {}, |r| {
-                json!({"exit-status": r.exit_status, "exited-at": ts(r.exited_at.as_ref())})
+                wait_sandbox_view(r.exit_status, ts(r.exited_at.as_ref()))
             }),
             Step::StopSandbox(c) => call!(
                 c,
@@ -214,7 +221,7 @@ impl Run<'_> {
             Step::SandboxMetrics(c) => call!(c, metrics, ControllerMetricsRequest {}, |r| {
                 let m = r.metrics.unwrap_or_default();
                 let data = m.data.map(|a| a.type_url).unwrap_or_default();
-                json!({"id": m.id, "data": data})
+                sandbox_metrics_view(m.id, data)
             }),
             Step::PingSandbox(_) => {
                 self.push(s.name(), "", Outcome::Implicit(NO_PING));

@@ -20,6 +20,39 @@ pub fn ts(t: Option<&Timestamp>) -> Value {
     }
 }
 
+/// The JSON view of a StartSandbox answer (`created-at` already as [`ts`] gives it); the mock
+/// and the differential's daemon side build their Sandbox answers through these views.
+pub fn start_sandbox_view(pid: u32, created_at: Value) -> Value {
+    json!({"pid": pid, "created-at": created_at})
+}
+
+/// The JSON view of a SandboxStatus answer.
+pub fn sandbox_status_view(
+    sandbox_id: String,
+    pid: u32,
+    state: String,
+    created_at: Value,
+    exited_at: Value,
+) -> Value {
+    json!({
+        "sandbox-id": sandbox_id,
+        "pid": pid,
+        "state": state,
+        "created-at": created_at,
+        "exited-at": exited_at,
+    })
+}
+
+/// The JSON view of a WaitSandbox answer.
+pub fn wait_sandbox_view(exit_status: u32, exited_at: Value) -> Value {
+    json!({"exit-status": exit_status, "exited-at": exited_at})
+}
+
+/// The JSON view of a SandboxMetrics answer: the metric's id and its data's type URL.
+pub fn sandbox_metrics_view(id: String, data_type_url: String) -> Value {
+    json!({"id": id, "data": data_type_url})
+}
+
 /// Replaces pre-epoch `{seconds, nanos}` objects (Go's zero time) by `null`, recursively.
 pub fn normalize_times(v: &mut Value) {
     match v {

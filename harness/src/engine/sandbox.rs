@@ -12,7 +12,9 @@ use containerd_shim_protos::sandbox_api::{
 };
 use serde_json::{json, Value};
 
-use super::convert::ts;
+use super::convert::{
+    sandbox_metrics_view, sandbox_status_view, start_sandbox_view, ts, wait_sandbox_view,
+};
 use super::steps::{Common, Ctx, MAIN};
 use crate::client::RpcResult;
 use crate::scenario::Step;
@@ -74,7 +76,7 @@ impl Ctx<'_> {
                 (req, r.map(|_| json!({})))
             }
             Step::StartSandbox(x) => call!(x, start_sandbox, StartSandboxRequest {}, |r| {
-                json!({"pid": r.pid, "created-at": ts(r.created_at.as_ref())})
+                start_sandbox_view(r.pid, ts(r.created_at.as_ref()))
             }),
             Step::SandboxPlatform(x) => call!(x, sandbox_platform, PlatformRequest {}, |r| {
                 let p = r.platform.unwrap_or_default();
@@ -84,16 +86,16 @@ impl Ctx<'_> {
                 x,
                 sandbox_status,
                 SandboxStatusRequest { verbose: x.verbose },
-                |r| json!({
-                    "sandbox-id": r.sandbox_id,
-                    "pid": r.pid,
-                    "state": r.state,
-                    "created-at": ts(r.created_at.as_ref()),
-                    "exited-at": ts(r.exited_at.as_ref()),
-                })
+                |r| sandbox_status_view(
+                    r.sandbox_id,
+                    r.pid,
+                    r.state,
+                    ts(r.created_at.as_ref()),
+                    ts(r.exited_at.as_ref()),
+                )
             ),
             Step::WaitSandbox(x) => call!(x, wait_sandbox, WaitSandboxRequest {}, |r| {
-                json!({"exit-status": r.exit_status, "exited-at": ts(r.exited_at.as_ref())})
+                wait_sandbox_view(r.exit_status, ts(r.exited_at.as_ref()))
             }),
             Step::StopSandbox(x) => call!(
                 x,
@@ -119,7 +121,7 @@ impl Ctx<'_> {
                     .as_ref()
                     .map(|a| a.type_url.clone())
                     .unwrap_or_default();
-                json!({"id": m.id, "data": data})
+                sandbox_metrics_view(m.id, data)
             }),
             _ => return Ok(None),
         }))
