@@ -2,6 +2,7 @@
 //! test process and called without a socket, running real host processes from real bundles, with
 //! the server's reaper wiring and its events recorded on a channel.
 
+mod sandbox;
 mod tasks;
 
 use std::future::Future;
@@ -23,6 +24,16 @@ use crate::api::Shim;
 use crate::events::EventSender;
 use crate::faults::Faults;
 use crate::reaper::{become_subreaper, Reaper};
+
+/// The arguments with which this test binary runs [`pause_stand_in`] as a pod's pause
+/// (see [`crate::sandbox::pause_command`]).
+pub(crate) const PAUSE_ARGS: [&str; 5] = [
+    "tests::pause_stand_in",
+    "--exact",
+    "--ignored",
+    "--test-threads=1",
+    "--quiet",
+];
 
 /// The bound of every wait in these tests.
 pub(super) const LIMIT: Duration = Duration::from_secs(10);
@@ -72,6 +83,20 @@ impl Shim {
         let n = N.fetch_add(1, Ordering::SeqCst);
         let namespace = format!("reaper-unit-{}-{n}", std::process::id());
         Shim::new(namespace, reaper(), events, Faults::default(), false)
+    }
+}
+
+/// Stands in for the shim binary's `pause` action when a test starts a pod: the pause is this
+/// binary run with [`PAUSE_ARGS`]. Ignored in test runs; it acts only when its parent is this
+/// same binary, so a `cargo test -- --ignored` returns at once.
+#[test]
+#[ignore = "a pod's pause process, started by the sandbox tests"]
+fn pause_stand_in() {
+    let me = std::env::current_exe().ok();
+    // SAFETY: getppid is a plain syscall.
+    let parent = std::fs::read_link(format!("/proc/{}/exe", unsafe { libc::getppid() })).ok();
+    if me.is_some() && me == parent {
+        std::process::exit(crate::service::pause_action());
     }
 }
 
