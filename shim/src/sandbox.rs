@@ -243,7 +243,10 @@ impl Shim {
     /// (default 10 s); returns once it has ended. A pod never started just becomes stopped.
     pub async fn sandbox_stop(&self, req: StopSandboxRequest) -> Result<()> {
         let pod = self.sandboxes.get(&req.sandbox_id)?;
-        let pid = match phase(&pod).clone() {
+        // Read apart from the match: a guard in its scrutinee would be held through the arms,
+        // and the Created arm's own lock would deadlock.
+        let current = phase(&pod).clone();
+        let pid = match current {
             Phase::Running { pid, .. } => pid,
             Phase::Created => {
                 *phase(&pod) = Phase::Stopped {

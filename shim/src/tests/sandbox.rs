@@ -132,6 +132,26 @@ async fn unknown_pods_are_not_found_and_their_shutdown_is_idempotent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_never_started_stops_at_once_with_0() {
+    let fx = Fixture::new();
+    let s = &fx.shim;
+    create_pod(&fx, "p1").await;
+    let stop = s.sandbox_stop(pod!(StopSandboxRequest, "p1"));
+    bounded("stop sandbox", stop).await.expect("stop");
+    let w = bounded(
+        "wait sandbox",
+        s.sandbox_wait(pod!(WaitSandboxRequest, "p1")),
+    )
+    .await;
+    assert_eq!(w.expect("wait").exit_status, 0);
+    let start = s.sandbox_start(pod!(StartSandboxRequest, "p1")).await;
+    assert_eq!(
+        start.expect_err("start after stop").code(),
+        Code::FAILED_PRECONDITION
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_shut_down_with_a_container_left_ends_the_server_at_its_delete() {
     let fx = Fixture::new();
     let s = &fx.shim;
