@@ -147,8 +147,10 @@ impl Shim {
         pspec.terminal = req.terminal;
         let program = if spec::is_sandbox(&bspec.annotations) {
             // A pod sandbox: the shim binary's own `pause` action stands in for `/pause`.
-            let exe = std::env::current_exe().map_err(|e| Error::io("current_exe", e))?;
-            pspec.args = vec![exe.display().to_string(), "pause".to_string()];
+            let (exe, args) = crate::sandbox::pause_command()?;
+            pspec.args = std::iter::once(exe.display().to_string())
+                .chain(args)
+                .collect();
             exe
         } else {
             spec::resolve_program(&pspec)?

@@ -19,4 +19,6 @@ pub mod sandbox;
 pub mod service;
 pub mod spec;
 pub mod task;
+#[cfg(test)]
+mod tests;
 pub mod wirefault;

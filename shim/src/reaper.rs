@@ -25,6 +25,14 @@ pub struct Exit {
     pub at: SystemTime,
 }
 
+/// Makes this process the subreaper of its descendants (`PR_SET_CHILD_SUBREAPER`): a task's
+/// orphaned grandchild is reparented to it, so [`Reaper::reap_all`] reaps it rather than init.
+/// The server calls it before it forks anything; the unit tests' in-process shim does too.
+pub fn become_subreaper() {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
 /// Subscribers by pid.
 pub type Subscribers = HashMap<i32, oneshot::Sender<Exit>>;
 

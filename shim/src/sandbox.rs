@@ -87,6 +87,21 @@ fn phase(p: &Pod) -> std::sync::MutexGuard<'_, Phase> {
     p.phase.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The program and arguments of a pod's pause process: this binary's built-in `pause` action
+/// ([`crate::service::pause_action`]). The unit tests' binary is the test harness: there the
+/// arguments select the ignored test that runs that same action.
+pub(crate) fn pause_command() -> Result<(PathBuf, Vec<String>)> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("the shim's executable", e))?;
+    #[cfg(not(test))]
+    let args = vec!["pause".to_string()];
+    #[cfg(test)]
+    let args = crate::tests::PAUSE_ARGS
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    Ok((exe, args))
+}
+
 impl Shim {
     /// CreateSandbox: remember the pod (its bundle; the rootfs, options and netns path mean
     /// nothing to host processes).
@@ -172,9 +187,9 @@ impl Shim {
 
     /// Forks and execs `<this binary> pause` with the reaper subscribed to its pid.
     fn spawn_pause(&self, pod: &Pod) -> Result<(i32, tokio::sync::oneshot::Receiver<Exit>)> {
-        let exe = std::env::current_exe().map_err(|e| Error::io("the shim's executable", e))?;
+        let (exe, args) = pause_command()?;
         let mut cmd = std::process::Command::new(exe);
-        cmd.arg("pause")
+        cmd.args(args)
             .current_dir(&pod.bundle)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -228,7 +243,10 @@ impl Shim {
     /// (default 10 s); returns once it has ended. A pod never started just becomes stopped.
     pub async fn sandbox_stop(&self, req: StopSandboxRequest) -> Result<()> {
         let pod = self.sandboxes.get(&req.sandbox_id)?;
-        let pid = match phase(&pod).clone() {
+        // Read apart from the match: a guard in its scrutinee would be held through the arms,
+        // and the Created arm's own lock would deadlock.
+        let current = phase(&pod).clone();
+        let pid = match current {
             Phase::Running { pid, .. } => pid,
             Phase::Created => {
                 *phase(&pod) = Phase::Stopped {

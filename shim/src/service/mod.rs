@@ -87,8 +87,7 @@ fn init_logging(bundle: &Path, debug: bool) {
 
 /// Server mode: serve the Task API until Shutdown (no containers left) or SIGTERM.
 pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<()> {
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    crate::reaper::become_subreaper();
     let bundle = bundle_dir(flags)?;
     init_logging(&bundle, flags.debug);
     let fd = if flags.socket.is_empty() {
