@@ -12,7 +12,7 @@
 #   (default) the shims; DIFF_FILTERS="lifecycle/* exec/* sandbox/*" (default) the scenarios; the
 #   JSON reports are written to target/differential/<release>-<shim>.json. The sandbox scenarios
 #   go through the daemon's sandbox controller (sandboxer `shim`) from 2.0 on: with the reaper on
-#   2.1 and 2.3 at least SANDBOX_SAME (7) of them must compare `same`, not be skipped.
+#   2.1 and 2.3 at least SANDBOX_SAME (8) of them must compare `same`, not be skipped.
 # Needs root (containerd, runc, shim sockets under /run/containerd/s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,8 +81,8 @@ for v in ${DIFF_VERSIONS:-1.6 1.7 2.1 2.3}; do
         case "$v:${DIFF_FILTERS:-sandbox/*}" in
           2.*:*sandbox/*)
             same=$(jq '[.scenarios[] | select((.name | startswith("sandbox/")) and .verdict == "same")] | length' "$reports/$v-reaper.json")
-            if [ "$same" -lt "${SANDBOX_SAME:-7}" ]; then
-              echo "$me: containerd $v: only $same sandbox scenarios compared the same with the reaper (want ${SANDBOX_SAME:-7}): see $reports/$v-reaper.json" >&2
+            if [ "$same" -lt "${SANDBOX_SAME:-8}" ]; then
+              echo "$me: containerd $v: only $same sandbox scenarios compared the same with the reaper (want ${SANDBOX_SAME:-8}): see $reports/$v-reaper.json" >&2
               status=1
             fi ;;
         esac ;;

@@ -51,17 +51,36 @@ pub(super) fn req<T>(msg: T, ns: &str, t: Duration) -> Request<T> {
     r
 }
 
-/// Bounds a call; a timeout becomes `deadline-exceeded`.
+/// Runs one call bounded by `t` (plus a margin for the daemon's own answer). A call that fails
+/// once its deadline has passed failed *by* it, whatever code the failure came with: tonic's
+/// own timer answers `cancelled` ("Timeout expired"), a stream the daemon reset at its
+/// grpc-timeout `cancelled` with an h2 protocol error, and containerd's sandbox controller
+/// `unknown` ("failed to wait sandbox ...: context deadline exceeded", its error wrapped in
+/// plugins/sandbox/controller.go at v2.1.9); all are `deadline-exceeded`, as the mock reports.
 pub(super) async fn bounded<T>(
     t: Duration,
     f: impl std::future::Future<Output = Result<containerd_client::tonic::Response<T>, Status>>,
 ) -> Result<T, Status> {
+    let t0 = Instant::now();
     match tokio::time::timeout(t + Duration::from_millis(500), f).await {
-        Ok(r) => r.map(|r| r.into_inner()),
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(e)) if t0.elapsed() >= t && by_deadline(&e) => {
+            Err(Status::deadline_exceeded(e.message().to_string()))
+        }
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(Status::deadline_exceeded(format!(
             "no answer within {}",
             humantime::format_duration(t)
         ))),
+    }
+}
+
+/// Whether a failure that came past the call's deadline reads as caused by it.
+fn by_deadline(e: &Status) -> bool {
+    match e.code() {
+        Code::Cancelled | Code::DeadlineExceeded => true,
+        Code::Unknown => e.message().contains("deadline exceeded"),
+        _ => false,
     }
 }
 
@@ -224,5 +243,25 @@ pub(super) fn keep(b: &[u8]) -> String {
         s.into_owned()
     } else {
         crate::scenario::abbreviate(&s, OUTPUT_KEEP)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_deadline_shaped_failures_count_as_the_deadline() {
+        assert!(by_deadline(&Status::cancelled("Timeout expired")));
+        assert!(by_deadline(&Status::cancelled(
+            "h2 protocol error: http2 error"
+        )));
+        assert!(by_deadline(&Status::unknown(
+            "failed to wait sandbox main-pod: context deadline exceeded"
+        )));
+        assert!(!by_deadline(&Status::unknown(
+            "failed to wait sandbox: ttrpc: closed"
+        )));
+        assert!(!by_deadline(&Status::not_found("no such task")));
     }
 }

@@ -17,7 +17,7 @@ use containerd_client::services::v1::{
     DeleteNamespaceRequest, DeleteTaskRequest, KillRequest, WaitRequest,
 };
 use containerd_client::tonic::transport::Channel;
-use containerd_client::tonic::{Code, Request, Status};
+use containerd_client::tonic::{Request, Status};
 use serde_json::{json, Value};
 
 use super::compare::{Obs, Outcome, Trace, MAIN};
@@ -158,10 +158,6 @@ impl Run<'_> {
     pub(super) fn rpc(&mut self, step: &str, exec_id: &str, r: Result<Value, Status>) {
         let o = match r {
             Ok(v) => Outcome::Ok(v),
-            // tonic's own client deadline answers `cancelled`; the mock's is deadline-exceeded.
-            Err(e) if e.code() == Code::Cancelled && e.message().contains("Timeout expired") => {
-                Outcome::Err("deadline-exceeded".into(), e.message().to_string())
-            }
             Err(e) => Outcome::Err(code_name(e.code()).into(), e.message().to_string()),
         };
         self.push(step, exec_id, o);

@@ -188,14 +188,17 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
         if let Some(p) = &sock {
             remove_socket(p);
         }
+        // The RPC that asked for the exit (Shutdown, ShutdownSandbox, a Delete) has not
+        // answered yet: its handler sets the flag before it returns.
+        tokio::time::sleep(REPLY_GRACE).await;
         shim.kill_all_tasks().await;
         // Let the Shutdown reply go out and the queued events (e.g. /tasks/delete) leave.
         publisher.flush(Duration::from_secs(5)).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown()).await;
         // ttrpc's shutdown returns once each connection's handlers are done, with their replies
-        // queued for the connection's writer task, which it leaves running: let those replies
-        // out before the runtime goes. containerd tolerates a lost task Shutdown reply, not a
-        // lost ShutdownSandbox one ("failed to shutdown sandbox: ttrpc: closed",
+        // queued for the connection's writer task, which it leaves running: let those out too
+        // before the runtime goes. containerd tolerates a lost task Shutdown reply, not a lost
+        // ShutdownSandbox one ("failed to shutdown sandbox: ttrpc: closed",
         // plugins/sandbox/controller.go at v2.1.9).
         tokio::time::sleep(REPLY_GRACE).await;
         Ok::<(), Error>(())
@@ -220,7 +223,8 @@ fn leave_grandchild(bundle: &Path) {
     tracing::warn!(?status, "faulty: left a grandchild");
 }
 
-/// How long the exiting server leaves its connections' writers to send the last replies.
+/// How long the exiting server leaves the last replies to leave, before and after ttrpc's
+/// shutdown.
 const REPLY_GRACE: Duration = Duration::from_millis(20);
 
 /// The built-in pause process of a pod sandbox: sleeps until SIGTERM or SIGINT, then exits 0.
