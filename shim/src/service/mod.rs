@@ -104,15 +104,26 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
     let sock_path = nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(fd)
         .ok()
         .and_then(|a| a.path().map(Path::to_path_buf));
-    // The socket file is removed only while it is still ours: once this server has decided to
-    // exit, the next `start` of the group may bind a new server on the same path.
-    let sock_ino = sock_path
+    // The socket file is removed once, and only while it is still ours: once this server has
+    // decided to exit, the next `start` of the group may bind a new server on the same path. An
+    // inode number alone does not tell: ext4 gives the new socket the one the old just freed
+    // (seen: a server winding down removed its successor's socket, and containerd 2.3.4 failed
+    // the next Create with "dial unix ...: no such file"); the change time tells them apart.
+    let identity = |m: &std::fs::Metadata| {
+        use std::os::unix::fs::MetadataExt;
+        (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())
+    };
+    let sock_id = sock_path
         .as_deref()
         .and_then(|p| std::fs::metadata(p).ok())
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        .map(|m| identity(&m));
+    let removed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let remove_socket = move |p: &Path| {
+        if removed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let ours = std::fs::metadata(p)
-            .map(|m| Some(std::os::unix::fs::MetadataExt::ino(&m)) == sock_ino)
+            .map(|m| Some(identity(&m)) == sock_id)
             .unwrap_or(false);
         if ours {
             let _ = std::fs::remove_file(p);
@@ -146,6 +157,7 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
         .map_err(|e| Error::io("tokio runtime", e))?;
     let ns = flags.namespace.clone();
     let sock = sock_path.clone();
+    let remove_socket_at_exit = remove_socket.clone();
     let res = rt.block_on(async move {
         // Handlers first: a SIGTERM from now on is an orderly exit that removes the socket.
         let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM", e))?;
@@ -186,7 +198,7 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
         // group that comes while this server winds down binds a server of its own.
         shim.membership.try_exit("", 0, true);
         if let Some(p) = &sock {
-            remove_socket(p);
+            remove_socket_at_exit(p);
         }
         // The RPC that asked for the exit (Shutdown, ShutdownSandbox, a Delete) has not
         // answered yet: its handler sets the flag before it returns.
