@@ -101,6 +101,13 @@ impl From<ttrpc::Code> for Code {
     }
 }
 
+impl From<Code> for ttrpc::Code {
+    fn from(c: Code) -> ttrpc::Code {
+        let n = Code::ALL.iter().position(|x| *x == c).unwrap_or(2);
+        <ttrpc::Code as protobuf::Enum>::from_i32(n as i32).unwrap_or(ttrpc::Code::UNKNOWN)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +115,11 @@ mod tests {
     #[test]
     fn numbers_and_names_follow_grpc() {
         for (n, c) in Code::ALL.iter().enumerate() {
+            assert_eq!(
+                Code::from(ttrpc::Code::from(*c)),
+                *c,
+                "{n} through ttrpc and back"
+            );
             assert_eq!(Code::from_i32(n as i32), *c);
         }
         assert_eq!(Code::from(ttrpc::Code::NOT_FOUND).as_str(), "not-found");

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::report::{ScenarioResult, Status};
+use crate::report::{ScenarioResult, Status, StepResult};
 
 /// The container id every scenario's main container has.
 pub const MAIN: &str = "main";
@@ -24,7 +24,7 @@ pub enum Outcome {
     Check(bool, String),
     /// Not sent on this side, and why: containerd sends it itself (a trailing Shutdown), or its
     /// API has no call for this query (PingSandbox, the sandbox Platform). Never compared.
-    Implicit(&'static str),
+    Implicit(String),
 }
 
 /// One step of a trace.
@@ -65,8 +65,25 @@ pub struct Difference {
 impl Trace {
     /// The trace of a mock run, from the engine's result.
     pub fn from_mock(r: &ScenarioResult) -> Trace {
-        let steps = r
-            .steps
+        let events = r
+            .events
+            .iter()
+            .filter(|e| e.topic.starts_with("/tasks/"))
+            .filter(|e| e.event.get("container-id").and_then(Value::as_str) == Some(MAIN))
+            .map(|e| (e.topic.clone(), e.event.clone()))
+            .collect();
+        Trace::from_steps(&r.steps, events, r.stdout.clone(), r.stderr.clone())
+    }
+
+    /// A trace from a run's transcript (either side's), the main container's task events and
+    /// the init's output.
+    pub fn from_steps(
+        steps: &[StepResult],
+        events: Vec<(String, Value)>,
+        stdout: String,
+        stderr: String,
+    ) -> Trace {
+        let steps = steps
             .iter()
             .map(|s| {
                 let exec_id = s
@@ -80,7 +97,9 @@ impl Trace {
                 let check = matches!(s.step.as_str(), "events" | "output" | "sleep")
                     || (s.step == "wait-result"
                         && (pending || (s.request.is_none() && s.error.is_none())));
-                let outcome = if check {
+                let outcome = if s.status == Status::Skipped && s.request.is_none() {
+                    Outcome::Implicit(s.message.clone().unwrap_or_default())
+                } else if check {
                     Outcome::Check(
                         s.status == Status::Passed,
                         s.message.clone().unwrap_or_default(),
@@ -106,18 +125,11 @@ impl Trace {
                 }
             })
             .collect();
-        let events = r
-            .events
-            .iter()
-            .filter(|e| e.topic.starts_with("/tasks/"))
-            .filter(|e| e.event.get("container-id").and_then(Value::as_str) == Some(MAIN))
-            .map(|e| (e.topic.clone(), e.event.clone()))
-            .collect();
         Trace {
             steps,
             events,
-            stdout: r.stdout.clone(),
-            stderr: r.stderr.clone(),
+            stdout,
+            stderr,
         }
     }
 

@@ -42,6 +42,14 @@ pub(super) fn code_name(c: Code) -> &'static str {
     crate::wire::Code::from_i32(c as i32).as_str()
 }
 
+/// A daemon's error status as the interpreter judges it (the codes are gRPC's, as ttrpc's).
+pub(super) fn rpc_error(e: Status) -> crate::client::RpcError {
+    crate::client::RpcError::Status {
+        code: crate::wire::Code::from_i32(e.code() as i32).into(),
+        message: e.message().to_string(),
+    }
+}
+
 pub(super) fn req<T>(msg: T, ns: &str, t: Duration) -> Request<T> {
     let mut r = Request::new(msg);
     if let Ok(v) = ns.parse() {
@@ -93,17 +101,6 @@ pub(super) fn ts(t: Option<&prost_types::Timestamp>) -> Value {
     match pt {
         Some(t) if t.seconds > 0 => crate::events::timestamp_json(Some(&t)),
         _ => Value::Null,
-    }
-}
-
-pub(super) fn status_name(s: i32) -> &'static str {
-    match s {
-        1 => "created",
-        2 => "running",
-        3 => "stopped",
-        4 => "paused",
-        5 => "pausing",
-        _ => "unknown",
     }
 }
 

@@ -5,10 +5,10 @@
 //! is a fidelity failure shown with both sides. Scenarios a containerd client cannot express are
 //! skipped with the reason ([`classify`]), as are those the mock itself skips.
 
-mod checks;
 pub mod classify;
 pub mod compare;
 pub mod daemon;
+mod run;
 mod sandbox;
 mod steps;
 mod tasks;

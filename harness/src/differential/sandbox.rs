@@ -21,9 +21,9 @@ use containerd_client::types::sandbox::Runtime as SandboxRuntime;
 use containerd_client::types::Sandbox;
 use serde_json::{json, Value};
 
-use super::compare::{Outcome, MAIN};
+use super::compare::MAIN;
 use super::daemon::{bounded, json_any, req, ts};
-use super::steps::Run;
+use super::run::{Pod, Run};
 use crate::bundle::{Bundle, BundleOptions};
 use crate::engine::convert::{
     sandbox_metrics_view, sandbox_status_view, start_sandbox_view, wait_sandbox_view,
@@ -43,15 +43,6 @@ const NO_PING: &str =
 const NO_PLATFORM: &str =
     "not sent: containerd's sandbox controller service does not implement Platform";
 
-/// The scenario's pod in the daemon. containerd keeps one shim per id for tasks and pods alike
-/// (`ShimManager.shims`), so the pod gets an id of its own beside the `main` container's.
-pub(super) struct Pod {
-    /// The id the daemon knows it by (its sandbox record exists from the start).
-    pub(super) id: String,
-    /// Shut down through the controller (nothing left for the cleanup to end).
-    shut: bool,
-}
-
 /// The daemon's id for the scenario's pod `main`.
 fn pod_id() -> String {
     format!("{MAIN}-pod")
@@ -65,6 +56,15 @@ pub(super) fn has_shim_sandboxer(version: &str) -> bool {
         .next()
         .and_then(|m| m.parse::<u32>().ok())
         .is_some_and(|m| m >= 2)
+}
+
+/// Why a Sandbox step is not sent through the daemon, if it is not.
+pub(super) fn not_sent(s: &Step) -> Option<&'static str> {
+    match s {
+        Step::PingSandbox(_) => Some(NO_PING),
+        Step::SandboxPlatform(_) => Some(NO_PLATFORM),
+        _ => None,
+    }
 }
 
 impl Run<'_> {
@@ -125,7 +125,9 @@ impl Run<'_> {
         let netns = c
             .netns_path
             .as_deref()
-            .map(|p| self.expand(p))
+            .map(|p| self.script.expand(p))
+            .transpose()
+            .map_err(Status::invalid_argument)?
             .unwrap_or_default();
         let mut ctl = self.controller();
         bounded(
@@ -147,20 +149,28 @@ impl Run<'_> {
         .map(|_| json!({}))
     }
 
-    /// One Sandbox step through the controller; `false` when `s` is not one.
-    pub(super) async fn sandbox(&mut self, s: &Step) -> bool {
+    /// One Sandbox step through the controller: the request as the transcript shows it and
+    /// the answer.
+    pub(super) async fn sandbox(
+        &mut self,
+        s: &Step,
+        t: Duration,
+    ) -> Result<(Value, Result<Value, Status>), String> {
         let Some(given) = s.sandbox_id() else {
-            return false;
+            return Err(format!("`{}` is not a Sandbox step", s.name()));
         };
         let ns = self.ns.clone();
         let id = pod_id();
         let sandboxer = SANDBOXER.to_string();
-        let scenario_id = given.map(|g| self.expand(g)).unwrap_or(MAIN.into());
+        let scenario_id = match given {
+            Some(g) => self.script.expand(g)?,
+            None => MAIN.to_string(),
+        };
+        let request = json!({"sandbox-id": scenario_id});
         let mut ctl = self.controller();
         macro_rules! call {
-            ($step:ident, $method:ident, $req:ident { $($field:ident: $value:expr),* }, $view:expr) => {{
-                let t = self.t($step.timeout);
-                let r = bounded(
+            ($method:ident, $req:ident { $($field:ident: $value:expr),* }, $view:expr) => {{
+                bounded(
                     t,
                     ctl.$method(req(
                         $req { sandbox_id: id.clone(), sandboxer: sandboxer.clone(), $($field: $value,)* },
@@ -169,20 +179,15 @@ impl Run<'_> {
                     )),
                 )
                 .await
-                .map($view);
-                (&$step.save.0, r)
+                .map($view)
             }};
         }
-        let (save, r) = match s {
-            Step::CreateSandbox(c) => {
-                let t = self.t(c.timeout);
-                (&c.save.0, self.create_pod(c, t).await)
-            }
-            Step::StartSandbox(c) => call!(c, start, ControllerStartRequest {}, |r| {
+        let r = match s {
+            Step::CreateSandbox(c) => self.create_pod(c, t).await,
+            Step::StartSandbox(_) => call!(start, ControllerStartRequest {}, |r| {
                 start_sandbox_view(r.pid, ts(r.created_at.as_ref()))
             }),
             Step::SandboxStatus(c) => call!(
-                c,
                 status,
                 ControllerStatusRequest { verbose: c.verbose },
                 |r| sandbox_status_view(
@@ -198,45 +203,38 @@ impl Run<'_> {
                     ts(r.exited_at.as_ref()),
                 )
             ),
-            Step::WaitSandbox(c) => call!(c, wait, ControllerWaitRequest {}, |r| {
+            Step::WaitSandbox(_) => call!(wait, ControllerWaitRequest {}, |r| {
                 wait_sandbox_view(r.exit_status, ts(r.exited_at.as_ref()))
             }),
             Step::StopSandbox(c) => call!(
-                c,
                 stop,
                 ControllerStopRequest {
                     timeout_secs: c.timeout_secs
                 },
                 |_| json!({})
             ),
-            Step::ShutdownSandbox(c) => {
-                let r = call!(c, shutdown, ControllerShutdownRequest {}, |_| json!({}));
-                if r.1.is_ok() {
+            Step::ShutdownSandbox(_) => {
+                let r = call!(shutdown, ControllerShutdownRequest {}, |_| json!({}));
+                if r.is_ok() {
                     if let Some(p) = &mut self.pod {
                         p.shut = true;
                     }
                 }
                 r
             }
-            Step::SandboxMetrics(c) => call!(c, metrics, ControllerMetricsRequest {}, |r| {
+            Step::SandboxMetrics(_) => call!(metrics, ControllerMetricsRequest {}, |r| {
                 let m = r.metrics.unwrap_or_default();
                 let data = m.data.map(|a| a.type_url).unwrap_or_default();
                 sandbox_metrics_view(m.id, data)
             }),
-            Step::PingSandbox(_) => {
-                self.push(s.name(), "", Outcome::Implicit(NO_PING));
-                return true;
+            other => {
+                return Err(format!(
+                    "`{}` cannot be sent through containerd's API",
+                    other.name()
+                ))
             }
-            Step::SandboxPlatform(_) => {
-                self.push(s.name(), "", Outcome::Implicit(NO_PLATFORM));
-                return true;
-            }
-            _ => return false,
         };
-        let save = save.clone();
-        self.rpc(s.name(), "", r);
-        self.save(&save);
-        true
+        Ok((request, r))
     }
 
     /// Ends what is left of the pod (as CRI's StopPodSandbox and RemovePodSandbox do: Stop,

@@ -1,12 +1,12 @@
-//! The per-step driver of a scenario on containerd's side: the run's state ([`Run`]), each
-//! step dispatched in order (the task calls in `tasks`, the pod's in `sandbox`, the `events` and
-//! `output` checks in `checks`), the container's creation and the cleanup (as `ctr task rm -f` + `ctr c rm`).
-//! Every call is bounded.
+//! A real containerd as the step interpreter's backend: one scenario's run ([`Daemon::run`]),
+//! the [`Backend`] impl (which steps the daemon sends itself or has no call for, each RPC step
+//! sent: the task calls in `tasks`, the pod's in `sandbox`; the main container's events as the
+//! subscription delivered them, each process's FIFOs), the container's creation and the cleanup
+//! (as `ctr task rm -f` + `ctr c rm`). Every call is bounded.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::containers_client::ContainersClient;
@@ -16,20 +16,20 @@ use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
     DeleteNamespaceRequest, DeleteTaskRequest, KillRequest, WaitRequest,
 };
-use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Request, Status};
 use serde_json::{json, Value};
 
-use super::compare::{Obs, Outcome, Trace, MAIN};
-use super::daemon::{bounded, code_name, json_any, keep, req, Daemon, Events, SETTLE};
+use super::compare::{Trace, MAIN};
+use super::daemon::{bounded, json_any, keep, req, rpc_error, Daemon, Events, SETTLE};
+use super::run::{Run, Target};
 use crate::bundle::{Bundle, BundleOptions};
-use crate::scenario::{expand, Scenario, StdioKind, Step};
-use crate::stdio::{StdioMode, StdioOptions, StdioSet};
+use crate::engine::interp::{self, Backend, Sent, TaskEvents};
+use crate::engine::script::{Common, Flow, Script};
+use crate::scenario::{stdio_options, Scenario, Step};
+use crate::stdio::{StdioOptions, StdioSet};
 
 /// Why a task Shutdown step is not sent through the daemon.
 const SENT_BY_CONTAINERD: &str = "sent by containerd itself";
-
-type WaitHandle = tokio::task::JoinHandle<Result<Value, Status>>;
 
 impl Daemon {
     /// Runs `sc` in namespace `ns` and returns what happened; `Err` when the run itself could
@@ -38,6 +38,10 @@ impl Daemon {
         let tmp = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let events: Events = Arc::new(Mutex::new(Vec::new()));
         let sub = self.subscribe(ns, events.clone()).await?;
+        // Every step runs, whatever the one before gave, and an `unimplemented` answer is
+        // recorded, not taken as a missing capability: the mock's run judges the shim.
+        let mut script = Script::new(MAIN, sc.level, self.step_timeout, true);
+        script.skip_unimplemented = false;
         let mut run = Run {
             d: self,
             ns: ns.to_string(),
@@ -49,9 +53,7 @@ impl Daemon {
             task_live: false,
             init_stdio: None,
             execs: BTreeMap::new(),
-            waits: BTreeMap::new(),
-            vars: BTreeMap::from([("id".to_string(), MAIN.to_string())]),
-            steps: Vec::new(),
+            script,
             seq: 0,
             cursor: 0,
             pod: None,
@@ -60,7 +62,7 @@ impl Daemon {
             .timeout
             .map(|d| d.get())
             .unwrap_or(Duration::from_secs(60));
-        let ran = tokio::time::timeout(total, run.steps(&sc.steps)).await;
+        let ran = tokio::time::timeout(total, interp::run_steps(&mut run, &sc.steps, "")).await;
         tokio::time::sleep(SETTLE).await;
         let stdout = run
             .init_stdio
@@ -75,7 +77,7 @@ impl Daemon {
         run.cleanup().await;
         tokio::time::sleep(SETTLE).await;
         sub.abort();
-        let steps = std::mem::take(&mut run.steps);
+        let steps = std::mem::take(&mut run.script.steps);
         drop(run);
         if ran.is_err() {
             return Err(format!(
@@ -99,200 +101,110 @@ impl Daemon {
         )
         .await;
         crate::leaks::remove_namespace_cgroups(ns);
-        Ok(Trace {
-            steps,
-            events,
-            stdout,
-            stderr,
-        })
+        Ok(Trace::from_steps(&steps, events, stdout, stderr))
     }
 }
 
-/// What a step's task call goes through: the namespace, the main container's id and a client of
-/// containerd's Tasks service.
-pub(super) struct Target {
-    pub(super) ns: String,
-    pub(super) id: String,
-    pub(super) tasks: TasksClient<Channel>,
-}
-
-pub(super) struct Run<'a> {
-    pub(super) d: &'a Daemon,
-    pub(super) ns: String,
-    pub(super) sc: &'a Scenario,
-    pub(super) tmp: PathBuf,
-    pub(super) events: Events,
-    pub(super) tasks: TasksClient<Channel>,
-    pub(super) container: Option<Bundle>,
-    pub(super) task_live: bool,
-    pub(super) init_stdio: Option<StdioSet>,
-    pub(super) execs: BTreeMap<String, StdioSet>,
-    pub(super) waits: BTreeMap<String, WaitHandle>,
-    pub(super) vars: BTreeMap<String, String>,
-    pub(super) steps: Vec<Obs>,
-    pub(super) seq: u32,
-    pub(super) cursor: usize,
-    /// The scenario's pod, once CreateSandbox has made its record.
-    pub(super) pod: Option<super::sandbox::Pod>,
-}
-
-impl Run<'_> {
-    pub(super) fn expand(&self, s: &str) -> String {
-        let vars = &self.vars;
-        expand(s, &|n: &str| vars.get(n).cloned()).unwrap_or_else(|_| s.to_string())
+impl Backend for Run<'_> {
+    fn script(&self) -> &Script {
+        &self.script
     }
 
-    /// A step's `exec-id` with variables expanded; empty for the init process.
-    pub(super) fn exec_id(&self, id: Option<&str>) -> String {
-        id.map(|e| self.expand(e)).unwrap_or_default()
+    fn script_mut(&mut self) -> &mut Script {
+        &mut self.script
     }
 
-    pub(super) fn push(&mut self, step: &str, exec_id: &str, outcome: Outcome) {
-        self.steps.push(Obs {
-            step: step.into(),
-            exec_id: exec_id.into(),
-            outcome,
-        });
-    }
-
-    pub(super) fn rpc(&mut self, step: &str, exec_id: &str, r: Result<Value, Status>) {
-        let o = match r {
-            Ok(v) => Outcome::Ok(v),
-            Err(e) => Outcome::Err(code_name(e.code()).into(), e.message().to_string()),
-        };
-        self.push(step, exec_id, o);
-    }
-
-    pub(super) fn save(&mut self, save: &BTreeMap<String, String>) {
-        let Some(Obs {
-            outcome: Outcome::Ok(v),
-            ..
-        }) = self.steps.last()
-        else {
-            return;
-        };
-        let mut add = Vec::new();
-        for (var, field) in save {
-            let val = match v.get(field) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
-            };
-            add.push((var.clone(), val));
-        }
-        self.vars.extend(add);
-    }
-
-    pub(super) fn stdio_dir(&mut self) -> PathBuf {
-        self.seq += 1;
-        self.tmp.join("stdio").join(self.seq.to_string())
-    }
-
-    pub(super) fn t(&self, x: Option<crate::scenario::HumanDuration>) -> Duration {
-        x.map(|d| d.get()).unwrap_or(self.d.step_timeout)
-    }
-
-    pub(super) fn steps<'s>(
-        &'s mut self,
-        steps: &'s [Step],
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 's>> {
-        Box::pin(async move {
-            for (i, s) in steps.iter().enumerate() {
-                let trailing_shutdown = matches!(s, Step::Shutdown(_))
-                    && steps[i..]
-                        .iter()
-                        .all(|t| matches!(t, Step::Shutdown(_) | Step::Events(_) | Step::Sleep(_)));
-                if trailing_shutdown {
-                    self.push("shutdown", "", Outcome::Implicit(SENT_BY_CONTAINERD));
-                    continue;
-                }
-                if let Step::Repeat(r) = s {
-                    for it in 1..=r.times {
-                        self.vars.insert("iteration".into(), it.to_string());
-                        self.steps(&r.steps).await;
-                    }
-                    continue;
-                }
-                self.step(s).await;
+    fn not_sent(&self, rest: &[Step]) -> Option<String> {
+        let s = rest.first()?;
+        let trailing_shutdown = matches!(s, Step::Shutdown(_))
+            && rest
+                .iter()
+                .all(|t| matches!(t, Step::Shutdown(_) | Step::Events(_) | Step::Sleep(_)));
+        match s {
+            // A pod's container: containerd sends it or not by version (the classification).
+            Step::Shutdown(_) if trailing_shutdown || self.pod.is_some() => {
+                Some(SENT_BY_CONTAINERD.into())
             }
-        })
+            _ => super::sandbox::not_sent(s).map(str::to_string),
+        }
     }
 
-    async fn step(&mut self, s: &Step) {
-        if self.sandbox(s).await {
-            return;
+    async fn own_step(&mut self, _: &Step, _: &str, _: &str, _: usize) -> Option<Flow> {
+        None
+    }
+
+    async fn send(&mut self, s: &Step, _: &Common<'_>, t: Duration) -> Result<Sent, String> {
+        if s.sandbox_id().is_some() {
+            let (request, r) = self.sandbox(s, t).await?;
+            return Ok(Sent::Answer(request, r.map_err(rpc_error)));
         }
         let to = Target {
             ns: self.ns.clone(),
             id: MAIN.to_string(),
             tasks: self.tasks.clone(),
         };
-        match s {
-            Step::Sleep(d) => {
-                tokio::time::sleep(d.get()).await;
-                self.push("sleep", "", Outcome::Check(true, String::new()));
-            }
-            Step::Create(c) => {
-                let t = self.t(c.timeout);
-                let r = self.create(c, t).await;
-                if let Ok(v) = &r {
-                    if let Some(p) = v.get("pid") {
-                        self.vars.insert("init-pid".into(), p.to_string());
-                    }
+        let (request, r) = match s {
+            Step::Create(x) => {
+                let r = self.create(x, t).await?;
+                if r.1.is_ok() {
                     self.task_live = true;
                 }
-                self.rpc("create", "", r);
-                self.save(&c.save.0);
+                r
             }
-            Step::Start(c) => self.start(c, to).await,
-            Step::State(c) => self.state(c, to).await,
-            Step::Kill(c) => self.kill(c, to).await,
-            Step::Wait(c) => self.wait(c, to).await,
-            Step::WaitResult(w) => self.wait_result(w).await,
-            Step::Delete(c) => self.delete(c, to).await,
-            Step::Exec(c) => self.exec(c, to).await,
-            Step::Pids(c) => self.pids(c, to).await,
-            Step::Pause(c) => self.pause(c, to).await,
-            Step::Resume(c) => self.resume(c, to).await,
-            Step::CloseIo(c) => self.close_io(c, to).await,
-            Step::ResizePty(c) => self.resize_pty(c, to).await,
-            Step::Update(c) => self.update(c, to).await,
-            Step::Events(e) => self.events(e).await,
-            Step::Output(o) => self.output(o).await,
-            Step::Shutdown(_) if self.pod.is_some() => {
-                // A pod's container: containerd sends it or not by version (the classification).
-                self.push("shutdown", "", Outcome::Implicit(SENT_BY_CONTAINERD));
+            Step::Wait(x) if x.background.is_some() => {
+                let (request, call) = self.wait(x, to, t)?;
+                let call = async move { call.await.map_err(rpc_error) };
+                return Ok(Sent::Background(request, tokio::spawn(call)));
             }
-            other => {
-                // The classification keeps these out; say so if one slips through.
-                self.push(
-                    other.name(),
-                    "",
-                    Outcome::Err(
-                        "inexpressible".into(),
-                        format!("`{}` cannot be sent through containerd's API", other.name()),
-                    ),
-                );
+            Step::Wait(x) => {
+                let (request, call) = self.wait(x, to, t)?;
+                (request, call.await)
             }
+            _ => self.task_call(s, to, t).await?,
+        };
+        Ok(Sent::Answer(request, r.map_err(rpc_error)))
+    }
+
+    async fn await_events(
+        &self,
+        until: &dyn Fn(&TaskEvents) -> bool,
+        t: Duration,
+    ) -> Vec<(String, Value)> {
+        let deadline = Instant::now() + t;
+        loop {
+            let got = self.main_events();
+            if until(&got) || Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    pub(super) fn main_events(&self) -> Vec<(String, Value)> {
-        self.events
-            .lock()
-            .map(|e| e.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(_, f)| f.get("container-id").and_then(Value::as_str) == Some(MAIN))
-            .collect()
+    fn cursor(&self, _: &str) -> usize {
+        self.cursor
     }
 
-    /// The container (first time) and the task, with fresh FIFOs.
+    fn set_cursor(&mut self, _: &str, at: usize) {
+        self.cursor = at;
+    }
+
+    fn stdio_of(&self, _: Option<&str>, exec_id: &str) -> Result<Option<&StdioSet>, String> {
+        Ok(if exec_id.is_empty() {
+            self.init_stdio.as_ref()
+        } else {
+            self.execs.get(exec_id)
+        })
+    }
+}
+
+impl Run<'_> {
+    /// The container (first time) and the task, with fresh FIFOs; the request as the
+    /// transcript shows it and the answer.
     pub(super) async fn create(
         &mut self,
         c: &crate::scenario::CreateStep,
         t: Duration,
-    ) -> Result<Value, Status> {
+    ) -> Result<(Value, Result<Value, Status>), String> {
         let ns = self.ns.clone();
         let terminal = c.terminal.or(self.sc.process.terminal).unwrap_or(false);
         if self.container.is_none() {
@@ -306,34 +218,14 @@ impl Run<'_> {
                     annotations: BTreeMap::new(),
                 },
             )
-            .map_err(|e| Status::internal(format!("harness: building the spec: {e}")))?;
-            let spec = json_any(
-                "types.containerd.io/opencontainers/runtime-spec/1/Spec",
-                bundle.spec(),
-            );
-            let mut cc = ContainersClient::new(self.d.channel.clone());
-            let container = Container {
-                id: MAIN.into(),
-                runtime: Some(Runtime {
-                    name: self.d.runtime.clone(),
-                    options: None,
-                }),
-                spec: Some(spec),
-                sandbox: self.pod.as_ref().map(|p| p.id.clone()).unwrap_or_default(),
-                ..Default::default()
-            };
-            bounded(
-                t,
-                cc.create(req(
-                    CreateContainerRequest {
-                        container: Some(container),
-                    },
-                    &ns,
-                    t,
-                )),
-            )
-            .await
-            .map_err(|e| Status::new(e.code(), format!("containers.Create: {}", e.message())))?;
+            .map_err(|e| format!("building the spec: {e}"))?;
+            if let Err(e) = self.create_container(&bundle, t).await {
+                let r = Err(Status::new(
+                    e.code(),
+                    format!("containers.Create: {}", e.message()),
+                ));
+                return Ok((json!({"id": MAIN}), r));
+            }
             self.container = Some(bundle);
         }
         let stdin_data = c
@@ -345,27 +237,23 @@ impl Run<'_> {
             .sc
             .requires
             .contains(&crate::scenario::Capability::Stdin);
-        let opts = StdioOptions {
-            stdin: if c.stdin == StdioKind::Fifo && stdin_data.is_none() && !wants_stdin {
-                StdioMode::Null
-            } else {
-                StdioMode::from(c.stdin)
-            },
-            stdout: StdioMode::from(c.stdout),
-            stderr: StdioMode::from(c.stderr),
+        let opts: StdioOptions = stdio_options(
+            [c.stdin, c.stdout, c.stderr],
             terminal,
             stdin_data,
-        };
+            wants_stdin,
+        );
         let dir = self.stdio_dir();
-        let set = StdioSet::create(&dir, MAIN, opts)
-            .map_err(|e| Status::internal(format!("harness: stdio: {e}")))?;
+        let set = StdioSet::create(&dir, MAIN, opts).map_err(|e| format!("stdio: {e}"))?;
         let (i, o, e) = set.paths();
         self.init_stdio = Some(set);
         for (k, v) in [("stdin-path", &i), ("stdout-path", &o), ("stderr-path", &e)] {
-            self.vars.insert(k.to_string(), v.clone());
+            self.script.vars.insert(k.to_string(), v.clone());
         }
+        let request =
+            json!({"id": MAIN, "terminal": terminal, "stdin": i, "stdout": o, "stderr": e});
         let mut tasks = self.tasks.clone();
-        bounded(
+        let r = bounded(
             t,
             tasks.create(req(
                 CreateTaskRequest {
@@ -381,13 +269,38 @@ impl Run<'_> {
             )),
         )
         .await
-        .map(|r| json!({"pid": r.pid}))
+        .map(|r| json!({"pid": r.pid}));
+        Ok((request, r))
+    }
+
+    /// The main container's record, joined to the scenario's pod when there is one.
+    async fn create_container(&self, bundle: &Bundle, t: Duration) -> Result<(), Status> {
+        let spec = json_any(
+            "types.containerd.io/opencontainers/runtime-spec/1/Spec",
+            bundle.spec(),
+        );
+        let mut cc = ContainersClient::new(self.d.channel.clone());
+        let container = Container {
+            id: MAIN.into(),
+            runtime: Some(Runtime {
+                name: self.d.runtime.clone(),
+                options: None,
+            }),
+            spec: Some(spec),
+            sandbox: self.pod.as_ref().map(|p| p.id.clone()).unwrap_or_default(),
+            ..Default::default()
+        };
+        let request = CreateContainerRequest {
+            container: Some(container),
+        };
+        bounded(t, cc.create(req(request, &self.ns, t))).await?;
+        Ok(())
     }
 
     /// Kills and deletes what is left (as `ctr task rm -f` + `ctr c rm`), bounded.
     pub(super) async fn cleanup(&mut self) {
-        for (_, h) in std::mem::take(&mut self.waits) {
-            h.abort();
+        for (_, h) in std::mem::take(&mut self.script.waits) {
+            h.handle.abort();
         }
         let ns = self.ns.clone();
         let t = Duration::from_secs(5);

@@ -1,6 +1,10 @@
 //! The task calls of a scenario's steps on containerd's side: each RPC step as the Tasks
 //! service call it stands for (Start, Get, Kill, Wait, Delete, Exec, ListPids, Pause, Resume,
-//! CloseIO, ResizePty, Update), bounded, its answer recorded in the engine's JSON view.
+//! CloseIO, ResizePty, Update), bounded, with the request as the transcript shows it and the
+//! answer in the engine's JSON view.
+
+use std::future::Future;
+use std::time::Duration;
 
 use containerd_client::services::v1::{
     CloseIoRequest, DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetRequest,
@@ -8,233 +12,218 @@ use containerd_client::services::v1::{
     StartRequest, UpdateTaskRequest, WaitRequest,
 };
 use containerd_client::tonic::Status;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::compare::{Outcome, MAIN};
-use super::daemon::{bounded, json_any, req, status_name, ts};
-use crate::scenario::StdioKind;
-use crate::scenario::{
-    CloseIoStep, DeleteStep, ExecStep, KillStep, PauseStep, PidsStep, ResizePtyStep, ResumeStep,
-    StartStep, StateStep, UpdateStep, WaitResultStep, WaitStep,
-};
-use crate::stdio::{StdioMode, StdioOptions, StdioSet};
+use super::compare::MAIN;
+use super::daemon::{bounded, json_any, req, ts};
+use super::run::{Run, Target};
+use crate::engine::convert::{delete_view, pids_view, state_view, wait_view, ProcessState};
+use crate::scenario::{stdio_options, ExecStep, Step, WaitStep};
+use crate::stdio::StdioSet;
 
-use super::steps::{Run, Target};
+/// A call's request as the transcript shows it, and its answer.
+type Called = (Value, Result<Value, Status>);
 
 impl Run<'_> {
-    /// Tasks.Start of the task or an exec; the task's start saves `start-time`.
-    pub(super) async fn start(&mut self, c: &StartStep, to: Target) {
+    /// Tasks.Wait of the task or an exec: the request, and the call to await now or in the
+    /// background.
+    pub(super) fn wait(
+        &self,
+        c: &WaitStep,
+        to: Target,
+        t: Duration,
+    ) -> Result<
+        (
+            Value,
+            impl Future<Output = Result<Value, Status>> + Send + 'static,
+        ),
+        String,
+    > {
         let Target { ns, id, mut tasks } = to;
-        let t = self.t(c.timeout);
-        let exec_id = self.exec_id(c.exec_id.as_deref());
-        if exec_id.is_empty() {
-            let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now());
-            self.vars.insert("start-time".into(), now.to_string());
+        let exec_id = self.script.opt_exec(&c.exec_id)?;
+        let request = json!({"id": id, "exec-id": exec_id});
+        let call = async move {
+            let w = WaitRequest {
+                container_id: id,
+                exec_id,
+            };
+            bounded(t, tasks.wait(req(w, &ns, t)))
+                .await
+                .map(|r| wait_view(r.exit_status, ts(r.exited_at.as_ref())))
+        };
+        Ok((request, call))
+    }
+
+    /// Every other task call of a step.
+    pub(super) async fn task_call(
+        &mut self,
+        s: &Step,
+        to: Target,
+        t: Duration,
+    ) -> Result<Called, String> {
+        let Target { ns, id, mut tasks } = to;
+        let exec_id = match s {
+            Step::Start(c) => self.script.opt_exec(&c.exec_id)?,
+            Step::State(c) => self.script.opt_exec(&c.exec_id)?,
+            Step::Kill(c) => self.script.opt_exec(&c.exec_id)?,
+            Step::Delete(c) => self.script.opt_exec(&c.exec_id)?,
+            Step::CloseIo(c) => self.script.opt_exec(&c.exec_id)?,
+            Step::ResizePty(c) => self.script.opt_exec(&c.exec_id)?,
+            _ => String::new(),
+        };
+        let request = json!({"id": id, "exec-id": exec_id});
+        let (container_id, e) = (id.clone(), exec_id.clone());
+        macro_rules! call {
+            ($method:ident, $req:expr, $view:expr) => {
+                bounded(t, tasks.$method(req($req, &ns, t)))
+                    .await
+                    .map($view)
+            };
         }
-        let r = bounded(
-            t,
-            tasks.start(req(
+        let r = match s {
+            Step::Start(_) => call!(
+                start,
                 StartRequest {
-                    container_id: id,
-                    exec_id: exec_id.clone(),
+                    container_id,
+                    exec_id: e
                 },
-                &ns,
-                t,
-            )),
-        )
-        .await
-        .map(|r| json!({"pid": r.pid}));
-        self.rpc("start", &exec_id, r);
-        self.save(&c.save.0);
-    }
-
-    /// Tasks.Get: the process's state as the engine's JSON view.
-    pub(super) async fn state(&mut self, c: &StateStep, to: Target) {
-        let Target { ns, id, mut tasks } = to;
-        let t = self.t(c.timeout);
-        let exec_id = self.exec_id(c.exec_id.as_deref());
-        let r = bounded(
-            t,
-            tasks.get(req(
+                |r| json!({"pid": r.pid})
+            ),
+            Step::State(_) => call!(
+                get,
                 GetRequest {
-                    container_id: id,
-                    exec_id: exec_id.clone(),
+                    container_id,
+                    exec_id: e
                 },
-                &ns,
-                t,
-            )),
-        )
-        .await
-        .map(|r| {
-            let p = r.process.unwrap_or_default();
-            json!({
-                "id": p.id, "pid": p.pid, "status": status_name(p.status),
-                "stdin": p.stdin, "stdout": p.stdout, "stderr": p.stderr,
-                "terminal": p.terminal, "exit-status": p.exit_status,
-                "exited-at": ts(p.exited_at.as_ref()),
-            })
-        });
-        self.rpc("state", &exec_id, r);
-        self.save(&c.save.0);
-    }
-
-    /// Tasks.Kill with the step's signal (and `all`).
-    pub(super) async fn kill(&mut self, c: &KillStep, to: Target) {
-        let Target { ns, id, mut tasks } = to;
-        let t = self.t(c.timeout);
-        let exec_id = self.exec_id(c.exec_id.as_deref());
-        let r = bounded(
-            t,
-            tasks.kill(req(
+                |r| {
+                    let p = r.process.unwrap_or_default();
+                    state_view(ProcessState {
+                        id: &p.id,
+                        bundle: "",
+                        exec_id: "",
+                        pid: p.pid,
+                        status: p.status,
+                        stdio: [&p.stdin, &p.stdout, &p.stderr],
+                        terminal: p.terminal,
+                        exit_status: p.exit_status,
+                        exited_at: ts(p.exited_at.as_ref()),
+                    })
+                }
+            ),
+            Step::Kill(c) => call!(
+                kill,
                 KillRequest {
-                    container_id: id,
-                    exec_id: exec_id.clone(),
+                    container_id,
+                    exec_id: e,
                     signal: c.signal.0,
                     all: c.all,
                 },
-                &ns,
-                t,
-            )),
-        )
-        .await
-        .map(|_| json!({}));
-        self.rpc("kill", &exec_id, r);
-    }
-
-    /// Tasks.Wait, answered now or (`background`) kept under a handle for `wait-result`.
-    pub(super) async fn wait(&mut self, c: &WaitStep, to: Target) {
-        let Target { ns, id, mut tasks } = to;
-        let t = self.t(c.timeout);
-        let exec_id = self.exec_id(c.exec_id.as_deref());
-        let call = async move {
-            bounded(
-                t,
-                tasks.wait(req(
-                    WaitRequest {
-                        container_id: id,
-                        exec_id: exec_id.clone(),
-                    },
-                    &ns,
-                    t,
-                )),
-            )
-            .await
-            .map(|r| json!({"exit-status": r.exit_status, "exited-at": ts(r.exited_at.as_ref())}))
-        };
-        let exec_id = self.exec_id(c.exec_id.as_deref());
-        if let Some(h) = &c.background {
-            self.waits.insert(h.clone(), tokio::spawn(call));
-            self.push("wait", &exec_id, Outcome::Ok(json!({"background": h})));
-        } else {
-            let r = call.await;
-            self.rpc("wait", &exec_id, r);
-            self.save(&c.save.0);
-        }
-    }
-
-    /// The answer of a background wait: held (`pending`) or within the timeout.
-    pub(super) async fn wait_result(&mut self, w: &WaitResultStep) {
-        let Some(h) = self.waits.remove(&w.handle) else {
-            self.push(
-                "wait-result",
-                "",
-                Outcome::Check(false, format!("no background wait named `{}`", w.handle)),
-            );
-            return;
-        };
-        if w.pending {
-            let held = !h.is_finished();
-            self.waits.insert(w.handle.clone(), h);
-            let msg = if held { "" } else { "Wait returned early" };
-            self.push("wait-result", "", Outcome::Check(held, msg.into()));
-            return;
-        }
-        let t = self.t(w.timeout);
-        let mut h = h;
-        let r = match tokio::time::timeout(t, &mut h).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(Status::internal(format!("the waiting task failed: {e}"))),
-            Err(_) => {
-                h.abort();
-                Err(Status::deadline_exceeded("no answer"))
+                |_| json!({})
+            ),
+            Step::Delete(_) => {
+                let r = self
+                    .delete(&container_id, &e, Target { ns, id, tasks }, t)
+                    .await;
+                if r.is_ok() && exec_id.is_empty() {
+                    self.task_live = false;
+                }
+                r
+            }
+            Step::Exec(c) => return self.exec(c, Target { ns, id, tasks }, t).await,
+            Step::Pids(_) => call!(list_pids, ListPidsRequest { container_id }, |r| {
+                pids_view(
+                    r.processes
+                        .into_iter()
+                        .map(|p| (p.pid, p.info.map(|a| a.type_url))),
+                )
+            }),
+            Step::Pause(_) => call!(pause, PauseTaskRequest { container_id }, |_| json!({})),
+            Step::Resume(_) => call!(resume, ResumeTaskRequest { container_id }, |_| json!({})),
+            Step::CloseIo(c) => {
+                if c.client_close {
+                    if let Ok(Some(set)) = crate::engine::interp::Backend::stdio_of(self, None, &e)
+                    {
+                        set.close_stdin();
+                    }
+                }
+                let r = CloseIoRequest {
+                    container_id,
+                    exec_id: e,
+                    stdin: c.stdin,
+                };
+                call!(close_io, r, |_| json!({}))
+            }
+            Step::ResizePty(c) => {
+                let r = ResizePtyRequest {
+                    container_id,
+                    exec_id: e,
+                    width: c.width,
+                    height: c.height,
+                };
+                call!(resize_pty, r, |_| json!({}))
+            }
+            Step::Update(c) => {
+                let res = c.resources.clone().unwrap_or(json!({}));
+                let r = UpdateTaskRequest {
+                    container_id,
+                    resources: Some(json_any(
+                        "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+                        &res,
+                    )),
+                    annotations: c.annotations.clone().into_iter().collect(),
+                };
+                call!(update, r, |_| json!({}))
+            }
+            other => {
+                return Err(format!(
+                    "`{}` cannot be sent through containerd's API",
+                    other.name()
+                ))
             }
         };
-        self.rpc("wait-result", "", r);
-        self.save(&w.save.0);
+        Ok((request, r))
     }
 
     /// Tasks.Delete of the task, or Tasks.DeleteProcess of an exec.
-    pub(super) async fn delete(&mut self, c: &DeleteStep, to: Target) {
-        let Target { ns, id, mut tasks } = to;
-        let t = self.t(c.timeout);
-        let exec_id = self.exec_id(c.exec_id.as_deref());
+    async fn delete(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        to: Target,
+        t: Duration,
+    ) -> Result<Value, Status> {
+        let Target { ns, mut tasks, .. } = to;
+        let container_id = container_id.to_string();
         let r = if exec_id.is_empty() {
-            bounded(
-                t,
-                tasks.delete(req(DeleteTaskRequest { container_id: id }, &ns, t)),
-            )
-            .await
+            let d = DeleteTaskRequest { container_id };
+            bounded(t, tasks.delete(req(d, &ns, t))).await
         } else {
-            bounded(
-                t,
-                tasks.delete_process(req(
-                    DeleteProcessRequest {
-                        container_id: id,
-                        exec_id: exec_id.clone(),
-                    },
-                    &ns,
-                    t,
-                )),
-            )
-            .await
+            let d = DeleteProcessRequest {
+                container_id,
+                exec_id: exec_id.to_string(),
+            };
+            bounded(t, tasks.delete_process(req(d, &ns, t))).await
         };
-        let r = r.map(|r| {
-            json!({"pid": r.pid, "exit-status": r.exit_status, "exited-at": ts(r.exited_at.as_ref())})
-        });
-        if r.is_ok() && exec_id.is_empty() {
-            self.task_live = false;
-        }
-        self.rpc("delete", &exec_id, r);
-        self.save(&c.save.0);
+        r.map(|r| delete_view(r.pid, r.exit_status, ts(r.exited_at.as_ref())))
     }
 
     /// Tasks.Exec with the exec's own stdio (kept for `output`).
-    pub(super) async fn exec(&mut self, c: &ExecStep, to: Target) {
+    async fn exec(&mut self, c: &ExecStep, to: Target, t: Duration) -> Result<Called, String> {
         let Target { ns, id, mut tasks } = to;
-        let t = self.t(c.timeout);
-        let exec_id = self.expand(&c.exec_id);
+        let exec_id = self.script.expand(&c.exec_id)?;
         let terminal = c.terminal.or(c.process.terminal).unwrap_or(false);
         let stdin_data = c.stdin_data.as_ref().map(|s| s.as_bytes().to_vec());
-        let opts = StdioOptions {
-            stdin: if c.stdin == StdioKind::Fifo && stdin_data.is_none() {
-                StdioMode::Null
-            } else {
-                StdioMode::from(c.stdin)
-            },
-            stdout: StdioMode::from(c.stdout),
-            stderr: StdioMode::from(c.stderr),
-            terminal,
-            stdin_data,
-        };
+        let opts = stdio_options([c.stdin, c.stdout, c.stderr], terminal, stdin_data, false);
         let dir = self.stdio_dir();
-        let set = match StdioSet::create(&dir, &format!("{MAIN}-{exec_id}"), opts) {
-            Ok(s) => s,
-            Err(e) => {
-                self.push(
-                    "exec",
-                    &exec_id,
-                    Outcome::Err("harness".into(), e.to_string()),
-                );
-                return;
-            }
-        };
+        let set = StdioSet::create(&dir, &format!("{MAIN}-{exec_id}"), opts)
+            .map_err(|e| format!("stdio for exec `{exec_id}`: {e}"))?;
         let (i, o, e) = set.paths();
-        let mut p = c.process.clone();
-        p.args = p.args.iter().map(|a| self.expand(a)).collect();
+        let p = c.process.expanded(&self.script.lookup())?;
         let spec = json_any(
             "types.containerd.io/opencontainers/runtime-spec/1/Process",
             &p.to_oci(terminal),
         );
+        let request = json!({"id": id, "exec-id": exec_id, "terminal": terminal});
         let r = bounded(
             t,
             tasks.exec(req(
@@ -254,135 +243,8 @@ impl Run<'_> {
         .await
         .map(|_| json!({}));
         if r.is_ok() {
-            self.execs.insert(exec_id.clone(), set);
+            self.execs.insert(exec_id, set);
         }
-        self.rpc("exec", &exec_id, r);
-    }
-
-    /// Tasks.ListPids.
-    pub(super) async fn pids(&mut self, c: &PidsStep, to: Target) {
-        let Target { ns, id, mut tasks } = to;
-        let t = self.t(c.timeout);
-        let r = bounded(
-            t,
-            tasks.list_pids(req(ListPidsRequest { container_id: id }, &ns, t)),
-        )
-        .await
-        .map(|r| {
-            let pids: Vec<u32> = r.processes.iter().map(|p| p.pid).collect();
-            json!({"processes": pids, "count": pids.len()})
-        });
-        self.rpc("pids", "", r);
-        self.save(&c.save.0);
-    }
-
-    /// Tasks.Pause.
-    pub(super) async fn pause(&mut self, c: &PauseStep, to: Target) {
-        let Target { ns, id, mut tasks } = to;
-        let t = self.t(c.timeout);
-        let r = bounded(
-            t,
-            tasks.pause(req(PauseTaskRequest { container_id: id }, &ns, t)),
-        )
-        .await
-        .map(|_| json!({}));
-        self.rpc("pause", "", r);
-    }
-
-    /// Tasks.Resume.
-    pub(super) async fn resume(&mut self, c: &ResumeStep, to: Target) {
-        let Target { ns, id, mut tasks } = to;
-        let t = self.t(c.timeout);
-        let r = bounded(
-            t,
-            tasks.resume(req(ResumeTaskRequest { container_id: id }, &ns, t)),
-        )
-        .await
-        .map(|_| json!({}));
-        self.rpc("resume", "", r);
-    }
-
-    /// Tasks.CloseIO, the client's end of stdin closed first when asked.
-    pub(super) async fn close_io(&mut self, c: &CloseIoStep, to: Target) {
-        let Target { ns, id, mut tasks } = to;
-        let t = self.t(c.timeout);
-        let exec_id = self.exec_id(c.exec_id.as_deref());
-        if c.client_close {
-            let set = if exec_id.is_empty() {
-                self.init_stdio.as_ref()
-            } else {
-                self.execs.get(&exec_id)
-            };
-            if let Some(s) = set {
-                s.close_stdin();
-            }
-        }
-        let r = bounded(
-            t,
-            tasks.close_io(req(
-                CloseIoRequest {
-                    container_id: id,
-                    exec_id: exec_id.clone(),
-                    stdin: c.stdin,
-                },
-                &ns,
-                t,
-            )),
-        )
-        .await
-        .map(|_| json!({}));
-        self.rpc("close-io", &exec_id, r);
-    }
-
-    /// Tasks.ResizePty.
-    pub(super) async fn resize_pty(&mut self, c: &ResizePtyStep, to: Target) {
-        let Target { ns, id, mut tasks } = to;
-        let t = self.t(c.timeout);
-        let exec_id = self.exec_id(c.exec_id.as_deref());
-        let r = bounded(
-            t,
-            tasks.resize_pty(req(
-                ResizePtyRequest {
-                    container_id: id,
-                    exec_id: exec_id.clone(),
-                    width: c.width,
-                    height: c.height,
-                },
-                &ns,
-                t,
-            )),
-        )
-        .await
-        .map(|_| json!({}));
-        self.rpc("resize-pty", &exec_id, r);
-    }
-
-    /// Tasks.Update with the step's resources and annotations.
-    pub(super) async fn update(&mut self, c: &UpdateStep, to: Target) {
-        let Target { ns, id, mut tasks } = to;
-        let t = self.t(c.timeout);
-        let res = c.resources.clone().unwrap_or(json!({}));
-        let r = bounded(
-            t,
-            tasks.update(req(
-                UpdateTaskRequest {
-                    container_id: id,
-                    resources: Some(json_any(
-                        "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
-                        &res,
-                    )),
-                    annotations: c
-                        .annotations
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                },
-                &ns,
-                t,
-            )),
-        )
-        .await
-        .map(|_| json!({}));
-        self.rpc("update", "", r);
+        Ok((request, r))
     }
 }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::steps::{Ctx, Flow, MAIN};
+use super::script::Flow;
+use super::steps::{Ctx, MAIN};
 use crate::dialect::{BootstrapOverrides, Dialect, StartAnswer};
 use crate::report::Status;
 use crate::scenario::{
@@ -29,7 +30,7 @@ impl Ctx<'_> {
             return Ok(());
         };
         if self.cfg.dialect != Dialect::V2_3 {
-            self.skip = Some(format!(
+            self.script.skip = Some(format!(
                 "`bootstrap` needs containerd 2.3's BootstrapParams (--containerd-version 2.3); \
                  this run imitates {}",
                 self.cfg.dialect
@@ -43,20 +44,20 @@ impl Ctx<'_> {
                 .create(&dir)
                 .map_err(|e| format!("creating the socket dir {}: {e}", dir.display()));
             if let Err(m) = made {
-                self.fail(None, m);
+                self.script.fail(None, m);
                 return Err(());
             }
             let dir = match crate::dialect::check_socket_dir(&dir.display().to_string()) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.fail(
+                    self.script.fail(
                         None,
                         format!("the scenario's socket dir: {e} (choose a shorter TMPDIR)"),
                     );
                     return Err(());
                 }
             };
-            self.vars.insert("socket-dir".into(), dir.clone());
+            self.script.vars.insert("socket-dir".into(), dir.clone());
             self.mock.set_socket_dir(Some(dir));
         }
         Ok(())
@@ -100,12 +101,17 @@ impl Ctx<'_> {
         match (want, launched) {
             (StartOutcome::Works | StartOutcome::Any, Ok(())) => Launched::Go,
             (StartOutcome::Works, Err(e)) => {
-                self.fail(None, e);
+                self.script.fail(None, e);
                 Launched::Stop
             }
             (StartOutcome::Refused, Ok(())) => {
-                let answer = self.vars.get("start-address").cloned().unwrap_or_default();
-                let i = self.record(
+                let answer = self
+                    .script
+                    .vars
+                    .get("start-address")
+                    .cloned()
+                    .unwrap_or_default();
+                let i = self.script.record(
                     "bootstrap-start",
                     Status::Failed,
                     t0.elapsed(),
@@ -114,7 +120,7 @@ impl Ctx<'_> {
                     None,
                     None,
                 );
-                self.fail(
+                self.script.fail(
                     Some(i),
                     format!(
                         "`start` answered {answer:?}, but these BootstrapParams ({}) must be \
@@ -125,7 +131,8 @@ impl Ctx<'_> {
                 Launched::Stop
             }
             (StartOutcome::Refused | StartOutcome::Any, Err(e)) => {
-                self.passed("bootstrap-start", t0, json!({"refused": e}), None);
+                self.script
+                    .passed("bootstrap-start", t0, json!({"refused": e}), None);
                 Launched::Stop
             }
         }
@@ -169,7 +176,7 @@ impl Ctx<'_> {
             ("start-protocol", a.protocol.clone()),
             ("start-address", a.address.clone()),
         ] {
-            self.vars.insert(format!("{prefix}{k}"), v);
+            self.script.vars.insert(format!("{prefix}{k}"), v);
         }
     }
 
@@ -182,10 +189,10 @@ impl Ctx<'_> {
         } else {
             format!("{name}-")
         };
-        let get = |k: &str| self.vars.get(&format!("{prefix}{k}")).cloned();
+        let get = |k: &str| self.script.vars.get(&format!("{prefix}{k}")).cloned();
         let Some(format) = get("start-format") else {
             let m = format!("container `{name}` was never started (no `create` launched it)");
-            return self.judged(label, "start-answer", t0, Err(m));
+            return self.script.judged(label, "start-answer", t0, Err(m));
         };
         let view = json!({
             "format": format,
@@ -194,7 +201,7 @@ impl Ctx<'_> {
             "address": get("start-address"),
         });
         let problems: Vec<String> = {
-            let lookup = self.lookup();
+            let lookup = self.script.lookup();
             s.expect
                 .matchers()
                 .into_iter()
@@ -210,7 +217,7 @@ impl Ctx<'_> {
         } else {
             Err(problems.join("; "))
         };
-        self.judged(label, "start-answer", t0, outcome)
+        self.script.judged(label, "start-answer", t0, outcome)
     }
 
     /// The `shim-log` step: polls the container's log lines until the matchers hold.
@@ -219,7 +226,7 @@ impl Ctx<'_> {
         let name = s.container.as_deref().unwrap_or(MAIN);
         let Some(idx) = self.containers.get(name).map(|c| c.shim) else {
             let m = format!("container `{name}` was never started (no `create` launched it)");
-            return self.step_failed(label, "shim-log", t0.elapsed(), m);
+            return self.script.step_failed(label, "shim-log", t0.elapsed(), m);
         };
         let bound = s.timeout.map(|d| d.get()).unwrap_or(self.cfg.step_timeout);
         let m = s.matcher();
@@ -232,15 +239,15 @@ impl Ctx<'_> {
                 (None, None) => vec![],
             };
             let text = lines.join("\n");
-            let verdict = m.check(text.as_bytes(), &self.lookup());
+            let verdict = m.check(text.as_bytes(), &self.script.lookup());
             match verdict {
-                Ok(()) => return self.passed("shim-log", t0, json!({}), None),
+                Ok(()) => return self.script.passed("shim-log", t0, json!({}), None),
                 Err(e) if Instant::now() >= end => {
                     let m = format!(
                         "the shim's log after {}: {e}",
                         humantime::format_duration(bound)
                     );
-                    return self.step_failed(label, "shim-log", t0.elapsed(), m);
+                    return self.script.step_failed(label, "shim-log", t0.elapsed(), m);
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }

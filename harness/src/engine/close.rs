@@ -57,13 +57,13 @@ impl Ctx<'_> {
 
     /// Ends background waits, closes every shim as containerd does, and builds the result.
     pub(super) async fn finish(mut self, mut res: ScenarioResult) -> ScenarioResult {
-        for (_, w) in std::mem::take(&mut self.waits) {
+        for (_, w) in std::mem::take(&mut self.script.waits) {
             w.handle.abort();
         }
         let mut leaks = Vec::new();
         let mut close_problems = Vec::new();
         let mut log_tail = Vec::new();
-        if self.failure.is_some() || self.skip.is_some() {
+        if self.script.failure.is_some() || self.script.skip.is_some() {
             self.force_cleanup().await;
         }
         // Extra containers first: with grouping the main connection's close ends the server.
@@ -131,9 +131,9 @@ impl Ctx<'_> {
             }
         }
         res.leaks = leaks;
-        res.steps = std::mem::take(&mut self.steps);
-        let must = self.level == Level::Must;
-        match (&self.failure, &self.skip) {
+        res.steps = std::mem::take(&mut self.script.steps);
+        let must = self.script.level == Level::Must;
+        match (&self.script.failure, &self.script.skip) {
             (Some((step, msg)), _) => {
                 res.status = Status::Failed;
                 res.failed_step = *step;

@@ -73,7 +73,9 @@ pub fn normalize_times(v: &mut Value) {
     }
 }
 
-fn status_name(s: i32) -> &'static str {
+/// The name of a task status number (containerd's `task.Status`, the shim API's and the daemon's
+/// alike).
+pub fn status_name(s: i32) -> &'static str {
     match s {
         1 => "created",
         2 => "running",
@@ -94,45 +96,100 @@ pub fn start(r: &StartResponse) -> Value {
     json!({"pid": r.pid})
 }
 
+/// A process's state as either side reports it (the shim's State, the daemon's Get, which has no
+/// bundle or exec id).
+pub struct ProcessState<'a> {
+    /// The container id (or the exec id, from the daemon).
+    pub id: &'a str,
+    /// The bundle path (empty from the daemon).
+    pub bundle: &'a str,
+    /// The exec id (empty for the init, and from the daemon).
+    pub exec_id: &'a str,
+    /// The process's pid.
+    pub pid: u32,
+    /// The status number.
+    pub status: i32,
+    /// The stdio paths.
+    pub stdio: [&'a str; 3],
+    /// Whether it has a terminal.
+    pub terminal: bool,
+    /// Its exit status.
+    pub exit_status: u32,
+    /// When it exited, in the view (null when not).
+    pub exited_at: Value,
+}
+
+/// A process's state.
+pub fn state_view(p: ProcessState<'_>) -> Value {
+    json!({
+        "id": p.id,
+        "bundle": p.bundle,
+        "pid": p.pid,
+        "status": status_name(p.status),
+        "stdin": p.stdio[0],
+        "stdout": p.stdio[1],
+        "stderr": p.stdio[2],
+        "terminal": p.terminal,
+        "exit-status": p.exit_status,
+        "exited-at": p.exited_at,
+        "exec-id": p.exec_id,
+    })
+}
+
 /// State's response.
 pub fn state(r: &StateResponse) -> Value {
-    json!({
-        "id": r.id,
-        "bundle": r.bundle,
-        "pid": r.pid,
-        "status": status_name(r.status.value()),
-        "stdin": r.stdin,
-        "stdout": r.stdout,
-        "stderr": r.stderr,
-        "terminal": r.terminal,
-        "exit-status": r.exit_status,
-        "exited-at": ts(r.exited_at.as_ref()),
-        "exec-id": r.exec_id,
+    state_view(ProcessState {
+        id: &r.id,
+        bundle: &r.bundle,
+        exec_id: &r.exec_id,
+        pid: r.pid,
+        status: r.status.value(),
+        stdio: [&r.stdin, &r.stdout, &r.stderr],
+        terminal: r.terminal,
+        exit_status: r.exit_status,
+        exited_at: ts(r.exited_at.as_ref()),
     })
+}
+
+/// A Delete's answer: the process's pid, exit status and time.
+pub fn delete_view(pid: u32, exit_status: u32, exited_at: Value) -> Value {
+    json!({"pid": pid, "exit-status": exit_status, "exited-at": exited_at})
 }
 
 /// Delete's response.
 pub fn delete(r: &DeleteResponse) -> Value {
-    json!({"pid": r.pid, "exit-status": r.exit_status, "exited-at": ts(r.exited_at.as_ref())})
+    delete_view(r.pid, r.exit_status, ts(r.exited_at.as_ref()))
+}
+
+/// A Wait's answer: the exit status and time.
+pub fn wait_view(exit_status: u32, exited_at: Value) -> Value {
+    json!({"exit-status": exit_status, "exited-at": exited_at})
 }
 
 /// Wait's response.
 pub fn wait(r: &WaitResponse) -> Value {
-    json!({"exit-status": r.exit_status, "exited-at": ts(r.exited_at.as_ref())})
+    wait_view(r.exit_status, ts(r.exited_at.as_ref()))
 }
 
-/// Pids' response: `processes` is the list of pids, `count` its length, `details` the exec ids.
-pub fn pids(r: &PidsResponse) -> Value {
-    let pids: Vec<u32> = r.processes.iter().map(|p| p.pid).collect();
-    let infos: Vec<Value> = r
-        .processes
-        .iter()
-        .map(|p| match p.info.as_ref() {
-            Some(a) => json!({"pid": p.pid, "info": a.type_url}),
-            None => json!({"pid": p.pid}),
+/// A Pids answer from `(pid, type URL of its info)` pairs: `processes` is the list of pids,
+/// `count` its length, `details` each pid with its info's type.
+pub fn pids_view(processes: impl Iterator<Item = (u32, Option<String>)>) -> Value {
+    let (pids, infos): (Vec<u32>, Vec<Value>) = processes
+        .map(|(pid, info)| match info {
+            Some(t) => (pid, json!({"pid": pid, "info": t})),
+            None => (pid, json!({"pid": pid})),
         })
-        .collect();
+        .unzip();
     json!({"processes": pids, "count": pids.len(), "details": infos})
+}
+
+/// Pids' response.
+pub fn pids(r: &PidsResponse) -> Value {
+    pids_view(
+        r.processes
+            .iter()
+            .map(|p| (p.pid, p.info.as_ref().map(|a| a.type_url.clone()))),
+    )
 }
 
 /// Stats' response: the metrics' type URL and size.

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use containerd_shim_protos::api::ConnectRequest;
 use serde_json::{json, Value};
 
-use super::steps::{Ctx, Flow, MAIN};
+use super::script::Flow;
+use super::steps::{Ctx, MAIN};
 use crate::dialect::{self, Dialect};
 use crate::scenario::{KillProcessStep, RestartContainerdStep};
 
@@ -65,18 +66,18 @@ impl Ctx<'_> {
         let bound = r.timeout.map(|d| d.get()).unwrap_or(LOAD_TIMEOUT);
         // containerd's in-flight calls die with it; their clones would keep the old
         // connection open.
-        for (_, w) in std::mem::take(&mut self.waits) {
+        for (_, w) in std::mem::take(&mut self.script.waits) {
             w.handle.abort();
         }
         let restore = self.drop_connections().await;
         self.mock.endpoints_down(true).await;
         let during = format!("{prefix}step {} during the outage: ", index + 1);
-        let flow = self.run_steps(&r.during, &during).await;
+        let flow = super::interp::run_steps(self, &r.during, &during).await;
         if let Flow::Go = flow {
             tokio::time::sleep(downtime).await;
         }
         if let Err(e) = self.mock.endpoints_up().await {
-            return self.step_failed(
+            return self.script.step_failed(
                 label,
                 NAME,
                 t0.elapsed(),
@@ -89,7 +90,7 @@ impl Ctx<'_> {
             match self.restore(&name, i, &bundle, bound).await {
                 Ok(Some(pids)) => main_pids = pids,
                 Ok(None) => {}
-                Err(m) => return self.step_failed(label, NAME, t0.elapsed(), m),
+                Err(m) => return self.script.step_failed(label, NAME, t0.elapsed(), m),
             }
             names.push(name);
         }
@@ -101,7 +102,7 @@ impl Ctx<'_> {
             o.extend(p.clone());
         }
         let request = json!({"downtime": humantime::format_duration(downtime).to_string()});
-        self.passed(NAME, t0, response, Some(request))
+        self.script.passed(NAME, t0, response, Some(request))
     }
 
     /// Closes the connections a restarted containerd restores (live ones, of shims not told to
@@ -176,7 +177,7 @@ impl Ctx<'_> {
         let name = if up { "events-up" } else { "events-down" };
         if up {
             if let Err(e) = self.mock.endpoints_up().await {
-                return self.step_failed(
+                return self.script.step_failed(
                     label,
                     name,
                     t0.elapsed(),
@@ -186,7 +187,7 @@ impl Ctx<'_> {
         } else {
             self.mock.endpoints_down(false).await;
         }
-        self.passed(name, t0, json!({}), None)
+        self.script.passed(name, t0, json!({}), None)
     }
 
     /// `stall-stdout`: the main init's stdout FIFO is not read for `d`, starting now.
@@ -197,15 +198,16 @@ impl Ctx<'_> {
             Some(s) if s.stdout_is_fifo() => {
                 s.stall_stdout(d);
                 let request = json!({"duration": humantime::format_duration(d).to_string()});
-                self.passed("stall-stdout", t0, json!({}), Some(request))
+                self.script
+                    .passed("stall-stdout", t0, json!({}), Some(request))
             }
-            Some(_) => self.step_failed(
+            Some(_) => self.script.step_failed(
                 label,
                 "stall-stdout",
                 Duration::ZERO,
                 "the main container's stdout is not a FIFO (create it with `stdout: fifo`)".into(),
             ),
-            None => self.step_failed(
+            None => self.script.step_failed(
                 label,
                 "stall-stdout",
                 Duration::ZERO,
@@ -220,14 +222,14 @@ impl Ctx<'_> {
         let t0 = Instant::now();
         let looked_up = (|| -> Result<(String, String), String> {
             let container = match &k.container {
-                Some(c) => self.expand(c)?,
+                Some(c) => self.script.expand(c)?,
                 None => MAIN.to_string(),
             };
-            Ok((container, self.opt_exec(&k.exec_id)?))
+            Ok((container, self.script.opt_exec(&k.exec_id)?))
         })();
         let (container, exec_id) = match looked_up {
             Ok(x) => x,
-            Err(m) => return self.step_failed(label, NAME, Duration::ZERO, m),
+            Err(m) => return self.script.step_failed(label, NAME, Duration::ZERO, m),
         };
         let who = if exec_id.is_empty() {
             format!("the init of `{container}`")
@@ -235,7 +237,7 @@ impl Ctx<'_> {
             format!("exec `{exec_id}` of `{container}`")
         };
         let Some(reported) = self.proc_pids.get(&(container.clone(), exec_id.clone())) else {
-            return self.step_failed(
+            return self.script.step_failed(
                 label,
                 NAME,
                 Duration::ZERO,
@@ -247,13 +249,13 @@ impl Ctx<'_> {
             Ok(p) => *p,
             Err(e) => {
                 let m = format!("refused to signal pid {pid} reported for {who}: {e}");
-                return self.step_failed(label, NAME, Duration::ZERO, m);
+                return self.script.step_failed(label, NAME, Duration::ZERO, m);
             }
         };
         let sig = match nix::sys::signal::Signal::try_from(k.signal.0 as i32) {
             Ok(s) => s,
             Err(e) => {
-                return self.step_failed(
+                return self.script.step_failed(
                     label,
                     NAME,
                     Duration::ZERO,
@@ -263,8 +265,10 @@ impl Ctx<'_> {
         };
         let request = json!({"pid": pid, "signal": k.signal.0, "exec-id": exec_id});
         if let Err(e) = target.signal(sig) {
-            return self.step_failed(label, NAME, t0.elapsed(), format!("{e} (for {who})"));
+            return self
+                .script
+                .step_failed(label, NAME, t0.elapsed(), format!("{e} (for {who})"));
         }
-        self.passed(NAME, t0, json!({}), Some(request))
+        self.script.passed(NAME, t0, json!({}), Some(request))
     }
 }

@@ -8,10 +8,12 @@ mod close;
 pub mod convert;
 mod dispatch;
 mod faults;
+pub(crate) mod interp;
 mod preflight;
 mod prepare;
 mod rpc;
 mod sandbox;
+pub(crate) mod script;
 mod session;
 mod steps;
 

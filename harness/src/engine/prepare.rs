@@ -97,7 +97,7 @@ impl<'a> Ctx<'a> {
                 // A Sandbox service that says yes about a pod it never created is a stub, not
                 // pods: containerd 1.7's runc shim registers such a `pause` extension
                 // (runtime/v2/runc/pause/sandbox.go at v1.7.24: every call succeeds, empty).
-                self.skip = Some(
+                self.script.skip = Some(
                     "requires sandbox: absent (the shim answered PingSandbox of a pod it never created with success: a stub, not a Sandbox service)"
                         .into(),
                 );
@@ -107,7 +107,7 @@ impl<'a> Ctx<'a> {
                 // A service the shim does not serve at all: Go ttrpc says unimplemented, Rust
                 // ttrpc invalid-argument "... service does not exist".
                 if e.code_name() == "unimplemented" || e.is_service_absent() {
-                    self.skip = Some(format!(
+                    self.script.skip = Some(format!(
                         "requires {cap}: absent (the shim answered {} to a probe)",
                         e.code_name()
                     ));
@@ -165,7 +165,7 @@ impl<'a> Ctx<'a> {
         };
         if name == MAIN {
             if let Some(p) = slot.pid {
-                self.vars.insert("shim-pid".into(), p.to_string());
+                self.script.vars.insert("shim-pid".into(), p.to_string());
             }
         }
         self.shims.push(slot);

@@ -12,39 +12,43 @@ use containerd_shim_protos::api::{
 use serde_json::{json, Value};
 
 use super::convert;
-use super::steps::{now_rfc3339, Common, Ctx, Wait, MAIN};
+use super::interp::Sent;
+use super::script::Common;
+use super::steps::{Ctx, MAIN};
 use crate::client::{RpcError, RpcResult, TaskClient};
-use crate::report::Status;
-use crate::scenario::{Capability, StartStep, StdioKind, Step, WaitStep};
-use crate::stdio::{StdioMode, StdioOptions, StdioSet};
+use crate::scenario::{stdio_options, Capability, StartStep, Step, WaitStep};
+use crate::stdio::StdioSet;
 
 impl Ctx<'_> {
-    /// Builds and sends one RPC; `None` when it was sent in the background.
-    pub(super) async fn send(
+    /// Builds and sends one RPC step to the shim.
+    pub(super) async fn send_rpc(
         &mut self,
         s: &Step,
         c: &Common<'_>,
         t: Duration,
-    ) -> Result<Option<(Value, RpcResult<Value>)>, String> {
+    ) -> Result<Sent, String> {
+        let answer = |(q, r)| Sent::Answer(q, r);
         if let Step::Create(cs) = s {
-            return self.create(cs, c, t).await.map(Some);
+            return self.create(cs, c, t).await.map(answer);
         }
         if let Step::Exec(es) = s {
-            return self.exec(es, c, t).await.map(Some);
+            return self.exec(es, c, t).await.map(answer);
         }
         if let Some(sent) = self.send_sandbox(s, c, t).await? {
-            return Ok(Some(sent));
+            return Ok(answer(sent));
         }
         let (client, id) = self.target(c.container)?;
         match s {
-            Step::Start(x) => self.send_start(x, c, t, client, id).await.map(Some),
+            Step::Start(x) => self.send_start(x, c, t, client, id).await.map(answer),
             Step::Wait(x) => self.send_wait(x, t, client, id).await,
-            _ => self.send_process_call(s, c, t, client, id).await.map(Some),
+            _ => self
+                .send_process_call(s, c, t, client, id)
+                .await
+                .map(answer),
         }
     }
 
-    /// Task.Start of a container or an exec; a container's start saves `start-time` (the main
-    /// one's) or `<id>-start-time`, and the pid it reports is noted for the pid guard.
+    /// Task.Start of a container or an exec; the pid it reports is noted for the pid guard.
     async fn send_start(
         &mut self,
         x: &StartStep,
@@ -53,16 +57,7 @@ impl Ctx<'_> {
         client: TaskClient,
         id: String,
     ) -> Result<(Value, RpcResult<Value>), String> {
-        let main = id == MAIN;
-        let exec_id = self.opt_exec(&x.exec_id)?;
-        if exec_id.is_empty() {
-            let key = if main {
-                "start-time".to_string()
-            } else {
-                format!("{id}-start-time")
-            };
-            self.vars.insert(key, now_rfc3339());
-        }
+        let exec_id = self.script.opt_exec(&x.exec_id)?;
         let req = json!({"id": id, "exec-id": exec_id});
         let r = client
             .start(
@@ -76,7 +71,7 @@ impl Ctx<'_> {
             .await;
         if let Ok(x) = &r {
             // Containers are keyed by name in `proc_pids`; `id` is the main one's name.
-            let name = c.container.map(|n| self.expand(n)).transpose()?;
+            let name = c.container.map(|n| self.script.expand(n)).transpose()?;
             let name = name.unwrap_or_else(|| MAIN.to_string());
             self.note_reported_pid(&name, &exec_id, x.pid);
         }
@@ -90,36 +85,20 @@ impl Ctx<'_> {
         t: Duration,
         client: TaskClient,
         id: String,
-    ) -> Result<Option<(Value, RpcResult<Value>)>, String> {
-        let exec_id = self.opt_exec(&x.exec_id)?;
+    ) -> Result<Sent, String> {
+        let exec_id = self.script.opt_exec(&x.exec_id)?;
         let req = json!({"id": id, "exec-id": exec_id});
         let wreq = WaitRequest {
             id,
             exec_id,
             ..Default::default()
         };
-        if let Some(h) = &x.background {
-            let handle = tokio::spawn(async move { client.wait(wreq, t).await });
-            self.waits.insert(
-                h.clone(),
-                Wait {
-                    request: req.clone(),
-                    handle,
-                },
-            );
-            self.record(
-                "wait",
-                Status::Passed,
-                Duration::ZERO,
-                json!({"background": h}),
-                None,
-                Some(req),
-                None,
-            );
-            return Ok(None);
-        }
-        let r = client.wait(wreq, t).await;
-        Ok(Some((req, r.map(|r| convert::wait(&r)))))
+        let call = async move { client.wait(wreq, t).await.map(|r| convert::wait(&r)) };
+        Ok(if x.background.is_some() {
+            Sent::Background(req, tokio::spawn(call))
+        } else {
+            Sent::Answer(req, call.await)
+        })
     }
 
     /// The calls about one process (the container's or an exec's): State, Kill, Delete,
@@ -134,7 +113,7 @@ impl Ctx<'_> {
     ) -> Result<(Value, RpcResult<Value>), String> {
         Ok(match s {
             Step::State(x) => {
-                let exec_id = self.opt_exec(&x.exec_id)?;
+                let exec_id = self.script.opt_exec(&x.exec_id)?;
                 let req = json!({"id": id, "exec-id": exec_id});
                 let r = client
                     .state(
@@ -149,7 +128,7 @@ impl Ctx<'_> {
                 (req, r.map(|r| convert::state(&r)))
             }
             Step::Kill(x) => {
-                let exec_id = self.opt_exec(&x.exec_id)?;
+                let exec_id = self.script.opt_exec(&x.exec_id)?;
                 let req = json!({"id": id, "exec-id": exec_id, "signal": x.signal.0, "all": x.all});
                 let r = client
                     .kill(
@@ -166,7 +145,7 @@ impl Ctx<'_> {
                 (req, r.map(|_| convert::empty()))
             }
             Step::Delete(x) => {
-                let exec_id = self.opt_exec(&x.exec_id)?;
+                let exec_id = self.script.opt_exec(&x.exec_id)?;
                 let req = json!({"id": id, "exec-id": exec_id});
                 let r = client
                     .delete(
@@ -181,9 +160,9 @@ impl Ctx<'_> {
                 (req, r.map(|r| convert::delete(&r)))
             }
             Step::CloseIo(x) => {
-                let exec_id = self.opt_exec(&x.exec_id)?;
+                let exec_id = self.script.opt_exec(&x.exec_id)?;
                 if x.client_close {
-                    if let Some(set) = self.stdio_of(c.container, &exec_id)? {
+                    if let Some(set) = self.process_stdio(c.container, &exec_id)? {
                         set.close_stdin();
                     }
                 }
@@ -202,7 +181,7 @@ impl Ctx<'_> {
                 (req, r.map(|_| convert::empty()))
             }
             Step::ResizePty(x) => {
-                let exec_id = self.opt_exec(&x.exec_id)?;
+                let exec_id = self.script.opt_exec(&x.exec_id)?;
                 let req =
                     json!({"id": id, "exec-id": exec_id, "width": x.width, "height": x.height});
                 let r = client
@@ -221,7 +200,7 @@ impl Ctx<'_> {
             }
             Step::Checkpoint(x) => {
                 let path = match &x.path {
-                    Some(p) => self.expand(p)?,
+                    Some(p) => self.script.expand(p)?,
                     None => self.tmp.join("checkpoint").display().to_string(),
                 };
                 let req = json!({"id": id, "path": path});
@@ -352,13 +331,13 @@ impl Ctx<'_> {
         })
     }
 
-    pub(super) fn stdio_of(
+    pub(super) fn process_stdio(
         &self,
         container: Option<&str>,
         exec_id: &str,
     ) -> Result<Option<&StdioSet>, String> {
         let name = match container {
-            Some(c) => self.expand(c)?,
+            Some(c) => self.script.expand(c)?,
             None => MAIN.to_string(),
         };
         let Some(c) = self.containers.get(&name) else {
@@ -378,7 +357,7 @@ impl Ctx<'_> {
         t: Duration,
     ) -> Result<(Value, RpcResult<Value>), String> {
         let name = match c.container {
-            Some(x) => self.expand(x)?,
+            Some(x) => self.script.expand(x)?,
             None => MAIN.to_string(),
         };
         let process = if name == MAIN {
@@ -396,7 +375,7 @@ impl Ctx<'_> {
         // kept across re-creates published spurious /tasks/oom for the deleted cgroups].
         let relaunch = name == MAIN
             && self.containers.len() == 1
-            && self.vars.contains_key("init-pid")
+            && self.script.vars.contains_key("init-pid")
             && self.containers.get(MAIN).is_some_and(|c| {
                 let slot = &self.shims[c.shim];
                 slot.shim.is_some()
@@ -423,7 +402,7 @@ impl Ctx<'_> {
             self.launch(&name, &process, terminal).await?;
             let (a, b) = (&self.shims[0], &self.shims[self.shims.len() - 1]);
             if self.requires.contains(&Capability::Grouping) && a.address != b.address {
-                self.skip = Some(format!(
+                self.script.skip = Some(format!(
                     "requires grouping: absent (the `start` of `{name}` with a grouping annotation returned a new shim {} instead of {})",
                     b.address, a.address
                 ));
@@ -435,22 +414,12 @@ impl Ctx<'_> {
             .as_deref()
             .or(if name == MAIN { self.stdin } else { None })
             .map(|s| s.as_bytes().to_vec());
-        let opts = StdioOptions {
-            stdin: if cs.stdin == StdioKind::Fifo
-                && stdin_data.is_none()
-                && cs.stdin_data.is_none()
-                && !self.requires.contains(&Capability::Stdin)
-            {
-                // containerd's cio opens a stdin FIFO only when the client has input.
-                StdioMode::Null
-            } else {
-                StdioMode::from(cs.stdin)
-            },
-            stdout: StdioMode::from(cs.stdout),
-            stderr: StdioMode::from(cs.stderr),
+        let opts = stdio_options(
+            [cs.stdin, cs.stdout, cs.stderr],
             terminal,
             stdin_data,
-        };
+            self.requires.contains(&Capability::Stdin),
+        );
         let set = StdioSet::create(&self.stdio_dir(), &name, opts)
             .map_err(|e| format!("stdio for `{name}`: {e}"))?;
         let paths = set.paths();
@@ -472,18 +441,12 @@ impl Ctx<'_> {
                 ("stdout-path", &paths.1),
                 ("stderr-path", &paths.2),
             ] {
-                self.vars.insert(k.to_string(), v.clone());
+                self.script.vars.insert(k.to_string(), v.clone());
             }
         }
         let r = client.create(creq, t).await;
         if let Ok(resp) = &r {
             self.note_reported_pid(&name, "", resp.pid);
-            let key = if name == MAIN {
-                "init-pid".to_string()
-            } else {
-                format!("{name}-init-pid")
-            };
-            self.vars.insert(key, resp.pid.to_string());
             if name == MAIN {
                 self.check_isolation();
             }
@@ -520,11 +483,11 @@ impl Ctx<'_> {
         };
         let host = theirs == ours;
         if wants_host && !host {
-            self.skip = Some(format!(
+            self.script.skip = Some(format!(
                 "requires host-process: absent (pid {pid} runs in its own pid namespace)"
             ));
         } else if wants_iso && host {
-            self.skip = Some(format!(
+            self.script.skip = Some(format!(
                 "requires isolated: absent (pid {pid} runs in the host's pid namespace)"
             ));
         }
@@ -537,30 +500,19 @@ impl Ctx<'_> {
         t: Duration,
     ) -> Result<(Value, RpcResult<Value>), String> {
         let (client, id) = self.target(c.container)?;
-        let exec_id = self.expand(&es.exec_id)?;
+        let exec_id = self.script.expand(&es.exec_id)?;
         let terminal = es.terminal.or(es.process.terminal).unwrap_or(false);
         let stdin_data = es.stdin_data.as_ref().map(|s| s.as_bytes().to_vec());
-        let opts = StdioOptions {
-            stdin: if es.stdin == StdioKind::Fifo && stdin_data.is_none() {
-                StdioMode::Null
-            } else {
-                StdioMode::from(es.stdin)
-            },
-            stdout: StdioMode::from(es.stdout),
-            stderr: StdioMode::from(es.stderr),
+        let opts = stdio_options(
+            [es.stdin, es.stdout, es.stderr],
             terminal,
             stdin_data,
-        };
+            false,
+        );
         let set = StdioSet::create(&self.stdio_dir(), &format!("{id}-{exec_id}"), opts)
             .map_err(|e| format!("stdio for exec `{exec_id}`: {e}"))?;
         let paths = set.paths();
-        let mut args = Vec::new();
-        for a in &es.process.args {
-            args.push(self.expand(a)?);
-        }
-        let mut p = es.process.clone();
-        p.args = args;
-        let oci = p.to_oci(terminal);
+        let oci = es.process.expanded(&self.script.lookup())?.to_oci(terminal);
         let req = json!({
             "id": id, "exec-id": exec_id, "terminal": terminal,
             "stdin": paths.0, "stdout": paths.1, "stderr": paths.2,

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use super::convert::{
     sandbox_metrics_view, sandbox_status_view, start_sandbox_view, ts, wait_sandbox_view,
 };
-use super::steps::{Common, Ctx, MAIN};
+use super::script::Common;
+use super::steps::{Ctx, MAIN};
 use crate::client::RpcResult;
 use crate::scenario::Step;
 
@@ -24,7 +25,7 @@ impl Ctx<'_> {
     /// main shim was started for.
     fn sandbox_id(&self, given: &Option<String>) -> Result<String, String> {
         match given {
-            Some(s) => self.expand(s),
+            Some(s) => self.script.expand(s),
             None => Ok(MAIN.to_string()),
         }
     }
@@ -56,7 +57,7 @@ impl Ctx<'_> {
                     .map(|m| m.bundle.path().display().to_string())
                     .unwrap_or_default();
                 let netns = match &x.netns_path {
-                    Some(p) => self.expand(p)?,
+                    Some(p) => self.script.expand(p)?,
                     None => String::new(),
                 };
                 let req =

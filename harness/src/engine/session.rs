@@ -128,13 +128,13 @@ impl<'a> Session<'a> {
     /// Runs one step as a scenario would (same requests, checks and variables), then clears
     /// the failure so the session goes on.
     pub async fn step(&mut self, step: &Step) -> StepOutcome {
-        let before = self.ctx.steps.len();
+        let before = self.ctx.script.steps.len();
         let label = format!("{} ({})", before + 1, step.name());
-        self.ctx.run_step(step, &label, "", before).await;
-        let failure = self.ctx.failure.take().map(|(_, m)| m);
-        let skip = self.ctx.skip.take();
+        super::interp::run_step(&mut self.ctx, step, &label, "", before).await;
+        let failure = self.ctx.script.failure.take().map(|(_, m)| m);
+        let skip = self.ctx.script.skip.take();
         StepOutcome {
-            steps: self.ctx.steps[before..].to_vec(),
+            steps: self.ctx.script.steps[before..].to_vec(),
             failure: failure.or(skip),
         }
     }
@@ -173,8 +173,8 @@ impl<'a> Session<'a> {
     /// `leaks` and `reason` say what the close found.
     pub async fn close(mut self) -> ScenarioResult {
         self.ctx.force_cleanup().await;
-        self.ctx.failure = None;
-        self.ctx.skip = None;
+        self.ctx.script.failure = None;
+        self.ctx.script.skip = None;
         let mut res = super::aborted("shell", Level::Must, "");
         res.status = Status::Passed;
         res.reason = None;

@@ -1,28 +1,22 @@
-//! One scenario's context: the [`Ctx`] owning its mock, bundles, shims, stdio and variables,
-//! [`execute`] (prepare, run the steps, close), and the recording of each step's result. The
-//! launch and capability probes are in `prepare`, running and judging the steps in `dispatch`,
-//! requests in `rpc`, events/output/shim-alive checks in `checks`, the fault steps in `faults`,
-//! the shims closed in `close`.
+//! One scenario on the mock containerd: the [`Ctx`] owning its mock, bundles, shims and stdio
+//! beside the run's [`Script`], and [`execute`] (prepare, run the steps through the interpreter,
+//! close). The launch and capability probes are in `prepare`, the mock as the interpreter's
+//! backend in `dispatch`, requests in `rpc`, the shim-alive check in `checks`, the fault steps in
+//! `faults`, the shims closed in `close`.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
-
-use containerd_shim_protos::api::WaitResponse;
-use serde_json::{json, Value};
-
+use super::script::Script;
 use super::RunConfig;
 use crate::bundle::Bundle;
-use crate::client::{RpcResult, TaskClient};
+use crate::client::TaskClient;
 use crate::launch::{MockConfig, MockContainerd, Shim};
 use crate::pidguard::{Proc, Refused};
-use crate::report::{ScenarioResult, Status, StepResult};
-use crate::scenario::expand;
-use crate::scenario::{Capability, ExpectError, Level, Loaded, Process};
+use crate::report::{ScenarioResult, Status};
+use crate::scenario::{Capability, Level, Loaded, Process};
 use crate::stdio::StdioSet;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-/// The id of a scenario's main container.
-pub const MAIN: &str = "main";
+pub use super::interp::MAIN;
 /// How many shim log lines a failure shows.
 pub(super) const LOG_TAIL: usize = 20;
 /// How much of the captured output a result keeps.
@@ -46,19 +40,10 @@ pub(super) struct ShimSlot {
     pub(super) closed: Option<(Vec<String>, crate::launch::CloseReport)>,
 }
 
-pub(super) struct Wait {
-    pub(super) request: Value,
-    pub(super) handle: tokio::task::JoinHandle<RpcResult<WaitResponse>>,
-}
-
-pub(super) enum Flow {
-    Go,
-    Stop,
-}
-
 pub(super) struct Ctx<'a> {
     pub(super) cfg: &'a RunConfig,
-    pub(super) level: Level,
+    /// The run's variables, transcript and verdict.
+    pub(super) script: Script,
     pub(super) requires: &'a [Capability],
     pub(super) process: Process,
     pub(super) stdin: Option<&'a str>,
@@ -66,11 +51,6 @@ pub(super) struct Ctx<'a> {
     pub(super) tmp: PathBuf,
     pub(super) containers: BTreeMap<String, Container>,
     pub(super) shims: Vec<ShimSlot>,
-    pub(super) vars: BTreeMap<String, String>,
-    pub(super) waits: BTreeMap<String, Wait>,
-    pub(super) steps: Vec<StepResult>,
-    pub(super) failure: Option<(Option<usize>, String)>,
-    pub(super) skip: Option<String>,
     pub(super) ns_checked: bool,
     pub(super) namespace: String,
     pub(super) stdio_seq: u32,
@@ -91,23 +71,6 @@ pub(super) struct Ctx<'a> {
 pub(super) struct Reported {
     pub(super) pid: u32,
     pub(super) checked: Result<Proc, Refused>,
-}
-
-/// Common arguments of RPC steps.
-pub(super) struct Common<'s> {
-    pub(super) expect_error: Option<&'s ExpectError>,
-    pub(super) allow_success: bool,
-    pub(super) timeout: Option<Duration>,
-    pub(super) save: &'s BTreeMap<String, String>,
-    pub(super) container: Option<&'s str>,
-}
-
-fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
-}
-
-pub(super) fn now_rfc3339() -> String {
-    humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
 }
 
 /// `<base>-<suffix of the temp dir>`: a valid containerd identifier unique to this scenario run.
@@ -173,13 +136,13 @@ pub(super) async fn execute(
     let mark = crate::procfs::PidMark::now();
     let ran = tokio::time::timeout(total, async {
         if ctx.prepare(&sc.steps).await {
-            ctx.run_steps(&sc.steps, "").await;
+            super::interp::run_steps(&mut ctx, &sc.steps, "").await;
         }
     })
     .await;
     if ran.is_err() {
-        let at = ctx.steps.len();
-        ctx.fail(
+        let at = ctx.script.steps.len();
+        ctx.script.fail(
             None,
             format!(
                 "scenario timed out after {} (during step {} of the transcript)",
@@ -223,9 +186,9 @@ impl<'a> Ctx<'a> {
         tmp: PathBuf,
         namespace: String,
     ) -> Ctx<'a> {
-        let mut ctx = Ctx {
+        Ctx {
             cfg,
-            level,
+            script: Script::new(MAIN, level, cfg.step_timeout, cfg.keep_going),
             requires,
             process,
             stdin,
@@ -233,11 +196,6 @@ impl<'a> Ctx<'a> {
             tmp,
             containers: BTreeMap::new(),
             shims: Vec::new(),
-            vars: BTreeMap::new(),
-            waits: BTreeMap::new(),
-            steps: Vec::new(),
-            failure: None,
-            skip: None,
             ns_checked: false,
             namespace,
             stdio_seq: 0,
@@ -245,115 +203,12 @@ impl<'a> Ctx<'a> {
             refused_pids: Vec::new(),
             proc_pids: BTreeMap::new(),
             bootstrap: None,
-        };
-        ctx.vars.insert("id".into(), MAIN.into());
-        ctx
-    }
-
-    pub(super) fn lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
-        move |n: &str| self.vars.get(n).cloned()
-    }
-
-    pub(super) fn expand(&self, s: &str) -> Result<String, String> {
-        expand(s, &self.lookup())
-    }
-
-    pub(super) fn fail(&mut self, step: Option<usize>, msg: String) {
-        if self.failure.is_none() {
-            self.failure = Some((step, msg));
-        }
-    }
-
-    pub(super) fn stopped(&self) -> bool {
-        self.skip.is_some() || (self.failure.is_some() && !self.cfg.keep_going)
-    }
-
-    /// Records a passed step (what it observed, and what it asked when that is not in the
-    /// scenario's words) and goes on.
-    pub(super) fn passed(
-        &mut self,
-        name: &str,
-        t0: Instant,
-        response: Value,
-        request: Option<Value>,
-    ) -> Flow {
-        self.record(
-            name,
-            Status::Passed,
-            t0.elapsed(),
-            response,
-            None,
-            request,
-            None,
-        );
-        Flow::Go
-    }
-
-    /// A step that sends no RPC, judged: passed with what it observed, or failed with why.
-    pub(super) fn judged(
-        &mut self,
-        label: &str,
-        name: &str,
-        t0: Instant,
-        outcome: Result<Value, String>,
-    ) -> Flow {
-        match outcome {
-            Ok(v) => self.passed(name, t0, v, None),
-            Err(m) => self.step_failed(label, name, t0.elapsed(), m),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn record(
-        &mut self,
-        name: &str,
-        status: Status,
-        dur: Duration,
-        response: Value,
-        error: Option<Value>,
-        request: Option<Value>,
-        message: Option<String>,
-    ) -> usize {
-        self.steps.push(StepResult {
-            step: name.to_string(),
-            status,
-            duration_ms: ms(dur),
-            response,
-            error,
-            request,
-            message,
-        });
-        self.steps.len() - 1
-    }
-
-    /// Records a failed non-RPC step and the scenario's failure.
-    pub(super) fn step_failed(
-        &mut self,
-        label: &str,
-        name: &str,
-        dur: Duration,
-        msg: String,
-    ) -> Flow {
-        let i = self.record(
-            name,
-            Status::Failed,
-            dur,
-            json!({}),
-            None,
-            None,
-            Some(msg.clone()),
-        );
-        self.fail(Some(i), format!("{label}: {msg}"));
-        if self.cfg.keep_going {
-            Flow::Go
-        } else {
-            Flow::Stop
         }
     }
 
     pub(super) fn target(&self, container: Option<&str>) -> Result<(TaskClient, String), String> {
         let name = match container {
-            Some(c) => self.expand(c)?,
+            Some(c) => self.script.expand(c)?,
             None => MAIN.to_string(),
         };
         match self.containers.get(&name) {
@@ -366,12 +221,5 @@ impl<'a> Ctx<'a> {
     pub(super) fn stdio_dir(&mut self) -> PathBuf {
         self.stdio_seq += 1;
         self.tmp.join("stdio").join(self.stdio_seq.to_string())
-    }
-
-    pub(super) fn opt_exec(&self, e: &Option<String>) -> Result<String, String> {
-        match e {
-            Some(s) => self.expand(s),
-            None => Ok(String::new()),
-        }
     }
 }

@@ -28,7 +28,7 @@ pub use matcher::{
     abbreviate, expand, loose_eq, match_events, parse_time, ErrorCode, EventMatch, EventMatchFull,
     ExpectError, MatchOps, Matcher, OutputMatch,
 };
-pub use process::{Process, StdioKind, User};
+pub use process::{stdio_options, Process, StdioKind, User};
 pub use rpc::{
     CheckpointStep, CloseIoStep, ConnectExpect, ConnectStep, CreateSandboxStep, CreateStep,
     DeleteExpect, DeleteStep, EmptyExpect, ExecStep, KillStep, PauseStep, PidExpect, PidsExpect,

@@ -25,6 +25,18 @@ pub struct Process {
 }
 
 impl Process {
+    /// This process with the `${var}`s of its args expanded; an unknown variable is an error
+    /// naming it.
+    pub fn expanded(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Process, String> {
+        let mut p = self.clone();
+        p.args = self
+            .args
+            .iter()
+            .map(|a| crate::scenario::expand(a, lookup))
+            .collect::<Result<_, _>>()?;
+        Ok(p)
+    }
+
     /// The OCI process spec of this scenario process: containerd's defaults
     /// ([`crate::bundle::process`]) with the scenario's args, env, cwd and user, and `terminal`.
     pub fn to_oci(&self, terminal: bool) -> oci_spec::runtime::Process {
@@ -83,6 +95,30 @@ impl From<StdioKind> for crate::stdio::StdioMode {
             StdioKind::Null => crate::stdio::StdioMode::Null,
             StdioKind::File => crate::stdio::StdioMode::File,
         }
+    }
+}
+
+/// A process's stdio as a step asks for it: the kinds of stdin, stdout and stderr, a terminal,
+/// the bytes to write to stdin. A `fifo` stdin is no stream when there is nothing to write and
+/// the scenario does not need stdin: containerd's cio opens a stdin FIFO only when the client
+/// has input.
+pub fn stdio_options(
+    [stdin, stdout, stderr]: [StdioKind; 3],
+    terminal: bool,
+    stdin_data: Option<Vec<u8>>,
+    wants_stdin: bool,
+) -> crate::stdio::StdioOptions {
+    use crate::stdio::StdioMode;
+    crate::stdio::StdioOptions {
+        stdin: if stdin == StdioKind::Fifo && stdin_data.is_none() && !wants_stdin {
+            StdioMode::Null
+        } else {
+            StdioMode::from(stdin)
+        },
+        stdout: StdioMode::from(stdout),
+        stderr: StdioMode::from(stderr),
+        terminal,
+        stdin_data,
     }
 }
 
