@@ -43,7 +43,7 @@ pub struct Shim {
     /// Reservations of joining containers and the exit decision (see [`crate::group`]).
     pub membership: Membership,
     /// The host pods served through the Sandbox service (see [`crate::sandbox`]).
-    pub sandboxes: crate::sandbox::Sandboxes,
+    pub sandboxes: crate::pod::Sandboxes,
     pub(crate) events: Arc<dyn EventSender>,
     exit_ctx: Arc<ExitContext>,
     /// cgroup removals still running after their Delete returned, by container id: a Create
@@ -147,7 +147,7 @@ impl Shim {
         pspec.terminal = req.terminal;
         let program = if spec::is_sandbox(&bspec.annotations) {
             // A pod sandbox: the shim binary's own `pause` action stands in for `/pause`.
-            let (exe, args) = crate::sandbox::pause_command()?;
+            let (exe, args) = crate::pod::pause_command()?;
             pspec.args = std::iter::once(exe.display().to_string())
                 .chain(args)
                 .collect();

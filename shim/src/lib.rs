@@ -12,6 +12,7 @@ pub mod group;
 pub mod io;
 pub mod logging;
 pub mod ops;
+pub mod pod;
 pub mod process;
 pub mod pty;
 pub mod reaper;

@@ -28,79 +28,8 @@ use crate::cgroup::Cgroup;
 use crate::container::validate_id;
 use crate::error::{Error, Result};
 use crate::events::{timestamp, to_any};
+use crate::pod::{pause_command, phase, Phase, Pod, NOT_READY, READY};
 use crate::reaper::Exit;
-
-/// `SandboxStatus.state` of a started pod, as containerd's shim controller reports it
-/// (`plugins/sandbox/controller.go` at v2.1.9 passes the shim's string through; CRI's own
-/// pod sandbox uses these names: `internal/cri/store/sandbox/status.go`).
-pub const READY: &str = "SANDBOX_READY";
-/// `SandboxStatus.state` of a pod not (or no longer) running.
-pub const NOT_READY: &str = "SANDBOX_NOTREADY";
-
-/// One host pod.
-struct Pod {
-    bundle: PathBuf,
-    phase: Mutex<Phase>,
-    /// The pause process's exit, once seen.
-    exited: watch::Sender<Option<Exit>>,
-}
-
-#[derive(Clone)]
-enum Phase {
-    Created,
-    Running {
-        pid: i32,
-        started: SystemTime,
-        cgroup: Option<Cgroup>,
-    },
-    Stopped {
-        pid: i32,
-        started: Option<SystemTime>,
-    },
-}
-
-/// The pods this server hosts, by sandbox id.
-#[derive(Default)]
-pub struct Sandboxes {
-    pods: Mutex<HashMap<String, Arc<Pod>>>,
-}
-
-impl Sandboxes {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pod>>> {
-        self.pods.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// How many pods are not shut down (each keeps the server).
-    pub fn live(&self) -> usize {
-        self.map().len()
-    }
-
-    fn get(&self, id: &str) -> Result<Arc<Pod>> {
-        self.map()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("sandbox {id}")))
-    }
-}
-
-fn phase(p: &Pod) -> std::sync::MutexGuard<'_, Phase> {
-    p.phase.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The program and arguments of a pod's pause process: this binary's built-in `pause` action
-/// ([`crate::service::pause_action`]). The unit tests' binary is the test harness: there the
-/// arguments select the ignored test that runs that same action.
-pub(crate) fn pause_command() -> Result<(PathBuf, Vec<String>)> {
-    let exe = std::env::current_exe().map_err(|e| Error::io("the shim's executable", e))?;
-    #[cfg(not(test))]
-    let args = vec!["pause".to_string()];
-    #[cfg(test)]
-    let args = crate::tests::PAUSE_ARGS
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-    Ok((exe, args))
-}
 
 impl Shim {
     /// CreateSandbox: remember the pod (its bundle; the rootfs, options and netns path mean

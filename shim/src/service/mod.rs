@@ -85,56 +85,82 @@ fn init_logging(bundle: &Path, debug: bool) {
     let _ = tracing::subscriber::set_global_default(crate::logging::LineLogger::new(f, level));
 }
 
+/// The server's listening socket: bound here (`-socket`) or inherited from `start` on fd 3, and
+/// removed at most once, and only while the file at its path is still this socket: once this
+/// server has decided to exit, the next `start` of the group may bind a new server on the same
+/// path. An inode number alone does not tell: ext4 gives the new socket the one the old just
+/// freed (seen: a server winding down removed its successor's socket, and containerd 2.3.4
+/// failed the next Create with "dial unix ...: no such file"); the change time tells them apart.
+struct ServerSocket {
+    path: Option<std::path::PathBuf>,
+    /// (device, inode, ctime, ctime nsec) of the socket file as the server started.
+    identity: Option<(u64, u64, i64, i64)>,
+    removed: std::sync::atomic::AtomicBool,
+}
+
+impl ServerSocket {
+    /// The listening fd and its socket.
+    fn listen(flags: &Flags) -> Result<(i32, ServerSocket)> {
+        let fd = if flags.socket.is_empty() {
+            3
+        } else {
+            let p = socket_path(&flags.socket);
+            let _ = std::fs::remove_file(p);
+            let l = UnixListener::bind(p).map_err(|e| Error::io(format!("bind {p}"), e))?;
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600));
+            l.into_raw_fd()
+        };
+        crate::pty::set_cloexec(fd)
+            .map_err(|e| Error::Other(format!("no listening socket on fd 3 ({e}); run `start`")))?;
+        let path = nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(fd)
+            .ok()
+            .and_then(|a| a.path().map(Path::to_path_buf));
+        let identity = path
+            .as_deref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| Self::identity(&m));
+        let removed = std::sync::atomic::AtomicBool::new(false);
+        Ok((
+            fd,
+            ServerSocket {
+                path,
+                identity,
+                removed,
+            },
+        ))
+    }
+
+    fn identity(m: &std::fs::Metadata) -> (u64, u64, i64, i64) {
+        use std::os::unix::fs::MetadataExt;
+        (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())
+    }
+
+    /// Removes the socket file if it is still this server's (the first call only).
+    fn remove(&self) {
+        if self.removed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let Some(p) = &self.path else { return };
+        let ours = std::fs::metadata(p)
+            .map(|m| Some(Self::identity(&m)) == self.identity)
+            .unwrap_or(false);
+        if ours {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// Server mode: serve the Task API until Shutdown (no containers left) or SIGTERM.
 pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<()> {
     crate::reaper::become_subreaper();
     let bundle = bundle_dir(flags)?;
     init_logging(&bundle, flags.debug);
-    let fd = if flags.socket.is_empty() {
-        3
-    } else {
-        let p = socket_path(&flags.socket);
-        let _ = std::fs::remove_file(p);
-        let l = UnixListener::bind(p).map_err(|e| Error::io(format!("bind {p}"), e))?;
-        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600));
-        l.into_raw_fd()
-    };
-    crate::pty::set_cloexec(fd)
-        .map_err(|e| Error::Other(format!("no listening socket on fd 3 ({e}); run `start`")))?;
-    let sock_path = nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(fd)
-        .ok()
-        .and_then(|a| a.path().map(Path::to_path_buf));
-    // The socket file is removed once, and only while it is still ours: once this server has
-    // decided to exit, the next `start` of the group may bind a new server on the same path. An
-    // inode number alone does not tell: ext4 gives the new socket the one the old just freed
-    // (seen: a server winding down removed its successor's socket, and containerd 2.3.4 failed
-    // the next Create with "dial unix ...: no such file"); the change time tells them apart.
-    let identity = |m: &std::fs::Metadata| {
-        use std::os::unix::fs::MetadataExt;
-        (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())
-    };
-    let sock_id = sock_path
-        .as_deref()
-        .and_then(|p| std::fs::metadata(p).ok())
-        .map(|m| identity(&m));
-    let removed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let remove_socket = move |p: &Path| {
-        if removed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        let ours = std::fs::metadata(p)
-            .map(|m| Some(identity(&m)) == sock_id)
-            .unwrap_or(false);
-        if ours {
-            let _ = std::fs::remove_file(p);
-        }
-    };
+    let (fd, socket) = ServerSocket::listen(flags)?;
+    let sock_path = socket.path.clone();
     let faults = match load_faults() {
         Ok(f) => f,
         Err(e) => {
-            if let Some(p) = &sock_path {
-                let _ = std::fs::remove_file(p);
-            }
+            socket.remove();
             return Err(e);
         }
     };
@@ -156,8 +182,8 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
         .build()
         .map_err(|e| Error::io("tokio runtime", e))?;
     let ns = flags.namespace.clone();
-    let sock = sock_path.clone();
-    let remove_socket_at_exit = remove_socket.clone();
+    let socket = Arc::new(socket);
+    let socket_at_exit = socket.clone();
     let res = rt.block_on(async move {
         // Handlers first: a SIGTERM from now on is an orderly exit that removes the socket.
         let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("SIGTERM", e))?;
@@ -197,9 +223,7 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
         // Refuse joins from now on, and let go of the socket at once so that a `start` of the
         // group that comes while this server winds down binds a server of its own.
         shim.membership.try_exit("", 0, true);
-        if let Some(p) = &sock {
-            remove_socket_at_exit(p);
-        }
+        socket_at_exit.remove();
         // The RPC that asked for the exit (Shutdown, ShutdownSandbox, a Delete) has not
         // answered yet: its handler sets the flag before it returns.
         let_replies_out().await;
@@ -215,9 +239,7 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
         let_replies_out().await;
         Ok::<(), Error>(())
     });
-    if let Some(p) = &sock_path {
-        remove_socket(p);
-    }
+    socket.remove();
     tracing::info!("server exiting");
     res
 }

@@ -25,16 +25,6 @@ use crate::events::EventSender;
 use crate::faults::Faults;
 use crate::reaper::{become_subreaper, Reaper};
 
-/// The arguments with which this test binary runs [`pause_stand_in`] as a pod's pause
-/// (see [`crate::sandbox::pause_command`]).
-pub(crate) const PAUSE_ARGS: [&str; 5] = [
-    "tests::pause_stand_in",
-    "--exact",
-    "--ignored",
-    "--test-threads=1",
-    "--quiet",
-];
-
 /// The bound of every wait in these tests.
 pub(super) const LIMIT: Duration = Duration::from_secs(10);
 
@@ -87,7 +77,7 @@ impl Shim {
 }
 
 /// Stands in for the shim binary's `pause` action when a test starts a pod: the pause is this
-/// binary run with [`PAUSE_ARGS`]. Ignored in test runs; it acts only when its parent is this
+/// binary run with [`crate::pod::PAUSE_ARGS`]. Ignored in test runs; it acts only when its parent is this
 /// same binary, so a `cargo test -- --ignored` returns at once.
 #[test]
 #[ignore = "a pod's pause process, started by the sandbox tests"]

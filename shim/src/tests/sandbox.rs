@@ -10,7 +10,7 @@ use ttrpc::Code;
 
 use super::{bounded, Fixture};
 use crate::container::proc_stat;
-use crate::sandbox::{NOT_READY, READY};
+use crate::pod::{NOT_READY, READY};
 
 /// A request that names only the pod.
 macro_rules! pod {
