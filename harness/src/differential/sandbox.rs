@@ -206,13 +206,14 @@ impl Run<'_> {
             Step::WaitSandbox(_) => call!(wait, ControllerWaitRequest {}, |r| {
                 wait_sandbox_view(r.exit_status, ts(r.exited_at.as_ref()))
             }),
-            Step::StopSandbox(c) => call!(
-                stop,
-                ControllerStopRequest {
-                    timeout_secs: c.timeout_secs
-                },
-                |_| json!({})
-            ),
+            Step::StopSandbox(c) => {
+                let secs = c.timeout_secs;
+                call!(
+                    stop,
+                    ControllerStopRequest { timeout_secs: secs },
+                    |_| json!({})
+                )
+            }
             Step::ShutdownSandbox(_) => {
                 let r = call!(shutdown, ControllerShutdownRequest {}, |_| json!({}));
                 if r.is_ok() {

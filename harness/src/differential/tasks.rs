@@ -162,18 +162,7 @@ impl Run<'_> {
                 };
                 call!(resize_pty, r, |_| json!({}))
             }
-            Step::Update(c) => {
-                let res = c.resources.clone().unwrap_or(json!({}));
-                let r = UpdateTaskRequest {
-                    container_id,
-                    resources: Some(json_any(
-                        "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
-                        &res,
-                    )),
-                    annotations: c.annotations.clone().into_iter().collect(),
-                };
-                call!(update, r, |_| json!({}))
-            }
+            Step::Update(c) => self.update(c, Target { ns, id, tasks }, t).await,
             other => {
                 return Err(format!(
                     "`{}` cannot be sent through containerd's API",
@@ -182,6 +171,28 @@ impl Run<'_> {
             }
         };
         Ok((request, r))
+    }
+
+    /// Tasks.Update with the step's resources and annotations.
+    async fn update(
+        &self,
+        c: &crate::scenario::UpdateStep,
+        to: Target,
+        t: Duration,
+    ) -> Result<Value, Status> {
+        let Target { ns, id, mut tasks } = to;
+        let res = c.resources.clone().unwrap_or(json!({}));
+        let r = UpdateTaskRequest {
+            container_id: id,
+            resources: Some(json_any(
+                "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+                &res,
+            )),
+            annotations: c.annotations.clone().into_iter().collect(),
+        };
+        bounded(t, tasks.update(req(r, &ns, t)))
+            .await
+            .map(|_| json!({}))
     }
 
     /// Tasks.Delete of the task, or Tasks.DeleteProcess of an exec.
