@@ -2,9 +2,7 @@
 //! happen (bad YAML, unknown step, bad duration, missing or non-executable shim), the JSON report
 //! of the public contract, exit 1 on a failed scenario, `schema` and `list`.
 
-#[path = "support/bins.rs"]
-mod bins;
-use bins::reaper;
+use testkit::reaper;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -32,12 +32,9 @@ const RUNC_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
 
 const RUNC_RS_SHIM: &str = "/opt/runc-rs/bin/containerd-shim-runc-v2-rs";
 
-#[path = "support/bins.rs"]
-mod bins;
-
 /// `<target>/debug/containerd-shim-reaper-v2`, derived from this test executable's location.
 fn reaper_shim() -> Result<PathBuf> {
-    Ok(bins::reaper())
+    Ok(testkit::reaper())
 }
 
 fn require(path: &str, hint: &str) -> Result<PathBuf> {

@@ -12,9 +12,7 @@ use harness::differential::{self, DiffConfig, Verdict};
 use harness::engine::RunConfig;
 use harness::scenario::{discover, Loaded};
 
-#[path = "support/bins.rs"]
-mod bins;
-use bins::built;
+use testkit::built;
 
 fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)

@@ -8,7 +8,7 @@ use containerd_shim_protos::api::*;
 use crate::support::*;
 
 fn faulty_bin() -> std::path::PathBuf {
-    bin("containerd-shim-faulty-v2")
+    testkit::faulty()
 }
 
 #[tokio::test]

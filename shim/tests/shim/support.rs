@@ -27,13 +27,9 @@ pub fn ctx() -> ttrpc::context::Context {
     ttrpc::context::with_duration(RPC)
 }
 
-#[path = "../common/bins.rs"]
-mod bins;
-/// The built binary next to the test executable (target/debug).
-pub use bins::built_binary as bin;
-
+/// The built reaper next to the test executable.
 pub fn shim_bin() -> PathBuf {
-    bin("containerd-shim-reaper-v2")
+    testkit::reaper()
 }
 
 /// Makes the test process the subreaper of the shim servers it starts, so it can reap exactly
