@@ -195,15 +195,7 @@ fn json_report_has_the_contract_shape() {
         .iter()
         .map(|e| e["topic"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(
-        topics,
-        [
-            "/tasks/create",
-            "/tasks/start",
-            "/tasks/exit",
-            "/tasks/delete"
-        ]
-    );
+    assert_eq!(topics, testkit::LIFECYCLE_TOPICS);
     assert!(s["events"][2]["event"]["exit-status"].is_u64());
 }
 

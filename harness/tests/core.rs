@@ -183,12 +183,7 @@ async fn lifecycle(
         del.exit_status
     );
     let events = mock.events();
-    let want = [
-        "/tasks/create",
-        "/tasks/start",
-        "/tasks/exit",
-        "/tasks/delete",
-    ];
+    let want = testkit::LIFECYCLE_TOPICS;
     // The delete event may be sent in the background (doc 12): wait for it.
     let seen = events
         .wait_until(|evs| topics_for(evs, id) == want, Duration::from_secs(5))

@@ -17,6 +17,15 @@ pub const REAPER: &str = "containerd-shim-reaper-v2";
 /// The deliberately broken shim's binary name (`FAULTY_SHIM` picks its bugs).
 pub const FAULTY: &str = "containerd-shim-faulty-v2";
 
+/// The topics of one task's whole life as the shim publishes them, in order: what the
+/// lifecycle tests of the harness, the shim and the containerd fixture all expect.
+pub const LIFECYCLE_TOPICS: [&str; 4] = [
+    "/tasks/create",
+    "/tasks/start",
+    "/tasks/exit",
+    "/tasks/delete",
+];
+
 /// The environment variable naming another directory to take the shims from (e.g.
 /// `target/release`, for figures of an optimised build): read by [`shim`], [`reaper`] and
 /// [`faulty`].

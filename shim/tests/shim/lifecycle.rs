@@ -113,15 +113,7 @@ async fn exit_codes_events_and_delete() {
         .await
         .unwrap();
     let topics: Vec<&str> = ev.iter().map(|e| e.topic.as_str()).collect();
-    assert_eq!(
-        topics,
-        [
-            "/tasks/create",
-            "/tasks/start",
-            "/tasks/exit",
-            "/tasks/delete"
-        ]
-    );
+    assert_eq!(topics, testkit::LIFECYCLE_TOPICS);
     assert!(ev.iter().all(|e| e.namespace == "reaper-test"));
     let sent = shim.mock.events().forwarded();
     let md: Vec<_> = sent
@@ -224,16 +216,7 @@ async fn instant_exits_publish_start_before_exit() {
             .filter(|e| e.id == id)
             .map(|e| e.topic.as_str())
             .collect();
-        assert_eq!(
-            mine,
-            [
-                "/tasks/create",
-                "/tasks/start",
-                "/tasks/exit",
-                "/tasks/delete"
-            ],
-            "{id}"
-        );
+        assert_eq!(mine, testkit::LIFECYCLE_TOPICS, "{id}");
     }
     shim.stop().await;
 }
@@ -312,15 +295,7 @@ async fn events_are_queued_until_the_endpoint_comes_up() {
         .await
         .unwrap();
     let topics: Vec<&str> = ev.iter().map(|e| e.topic.as_str()).collect();
-    assert_eq!(
-        topics,
-        [
-            "/tasks/create",
-            "/tasks/start",
-            "/tasks/exit",
-            "/tasks/delete"
-        ]
-    );
+    assert_eq!(topics, testkit::LIFECYCLE_TOPICS);
     shim.client
         .shutdown(ShutdownRequest::default(), RPC)
         .await
