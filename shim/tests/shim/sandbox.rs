@@ -1,13 +1,13 @@
 //! The Sandbox service (`containerd.runtime.sandbox.v1.Sandbox`) of the built shim, over its
 //! socket as containerd's shim sandbox controller drives it (`plugins/sandbox/controller.go` at
 //! v2.1.9): the pod's pause process, its status and wait, stop, and a server that stays while the
-//! pod or a container of it remains.
+//! pod or a container of it remains. As containerd's controller does, the Sandbox calls go over
+//! the task connection (the harness client's `*_sandbox` methods).
 
 use std::time::Duration;
 
 use containerd_shim_protos::api::*;
 use containerd_shim_protos::sandbox_api::*;
-use harness::client::TaskClient;
 
 use crate::support::*;
 
@@ -19,12 +19,6 @@ macro_rules! req {
             ..Default::default()
         }
     };
-}
-
-/// The mock's client: containerd's shim controller sends the Sandbox service's calls on the
-/// task connection.
-async fn sandbox_client(shim: &ShimProc) -> TaskClient {
-    shim.client.clone()
 }
 
 fn create(id: &str, bundle: &Bundle) -> CreateSandboxRequest {
@@ -39,7 +33,7 @@ fn create(id: &str, bundle: &Bundle) -> CreateSandboxRequest {
 async fn a_pod_starts_its_pause_reports_it_and_waits_for_its_stop() {
     let bundle = Bundle::new("pod1", &["true"]).unwrap();
     let shim = ShimProc::start(&bundle).await.unwrap();
-    let sb = sandbox_client(&shim).await;
+    let sb = shim.client.clone();
     sb.create_sandbox(create("pod1", &bundle), RPC)
         .await
         .unwrap();
@@ -130,7 +124,7 @@ async fn a_pod_starts_its_pause_reports_it_and_waits_for_its_stop() {
 async fn a_stop_right_after_the_start_ends_the_pause_with_zero() {
     let bundle = Bundle::new("quick0", &["true"]).unwrap();
     let shim = ShimProc::start(&bundle).await.unwrap();
-    let sb = sandbox_client(&shim).await;
+    let sb = shim.client.clone();
     let mut statuses = Vec::new();
     for i in 0..10 {
         let id = format!("quick{i}");
@@ -172,7 +166,7 @@ async fn the_last_shutdown_sandbox_is_answered_before_the_server_exits() {
         let id = format!("bye{i}");
         let bundle = Bundle::new(&id, &["true"]).unwrap();
         let shim = ShimProc::start(&bundle).await.unwrap();
-        let sb = sandbox_client(&shim).await;
+        let sb = shim.client.clone();
         sb.create_sandbox(create(&id, &bundle), RPC).await.unwrap();
         let r = sb
             .shutdown_sandbox(req!(ShutdownSandboxRequest, id.as_str()), RPC)
@@ -222,7 +216,7 @@ async fn finish(shim: &ShimProc, id: &str) {
 async fn the_server_stays_while_the_pod_or_one_of_its_containers_remains() {
     let bundle = Bundle::new("pod2", &["sh", "-c", "sleep 30"]).unwrap();
     let shim = ShimProc::start(&bundle).await.unwrap();
-    let sb = sandbox_client(&shim).await;
+    let sb = shim.client.clone();
     sb.create_sandbox(create("pod2", &bundle), RPC)
         .await
         .unwrap();
@@ -273,7 +267,7 @@ async fn the_server_stays_while_the_pod_or_one_of_its_containers_remains() {
 async fn unknown_pods_and_repeated_calls_get_their_codes() {
     let bundle = Bundle::new("pod3", &["true"]).unwrap();
     let shim = ShimProc::start(&bundle).await.unwrap();
-    let sb = sandbox_client(&shim).await;
+    let sb = shim.client.clone();
     let e = sb
         .start_sandbox(req!(StartSandboxRequest, "nope"), RPC)
         .await
