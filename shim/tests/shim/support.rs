@@ -229,14 +229,10 @@ impl ShimProc {
 
     /// Waits (bounded) for the server to exit.
     pub async fn wait_gone(&self, limit: Duration) -> bool {
-        let end = Instant::now() + limit;
-        while self.alive() {
-            if Instant::now() > end {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        match harness::pidguard::Proc::found(self.pid) {
+            Ok(server) => server.wait_gone(limit).await,
+            Err(_) => !self.alive(),
         }
-        true
     }
 
     /// The events the shim forwarded so far, in arrival order.
