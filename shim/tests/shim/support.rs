@@ -212,8 +212,9 @@ impl ShimProc {
         })
     }
 
+    /// The server's socket file.
     pub fn socket_path(&self) -> PathBuf {
-        PathBuf::from(self.address.trim_start_matches("unix://"))
+        harness::dialect::socket_path(&self.address).expect("a unix socket address")
     }
 
     /// Whether the server still runs (a zombie does not).
