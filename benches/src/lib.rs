@@ -39,28 +39,20 @@ pub struct Target {
     pub rootfs: RootfsKind,
 }
 
-/// The bundled reaper shim: `$REAPER_SHIM`, else the release build, else the debug build next
-/// to the bench executable's target dir.
+/// The bundled reaper shim: `$REAPER_SHIM`, else the release build, else the debug build of
+/// the bench executable's target dir.
 pub fn reaper_path() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("REAPER_SHIM") {
         return Ok(PathBuf::from(p));
     }
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<bench> → target/
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .context("bench executable has no target dir")?;
-    for profile in ["release", "debug"] {
-        let p = target.join(profile).join("containerd-shim-reaper-v2");
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    anyhow::bail!(
-        "containerd-shim-reaper-v2 not built: run `cargo build --release -p containerd-shim-reaper`"
+    let target = testkit::target_dir();
+    let dirs = [target.join("release"), target.join("debug")];
+    testkit::locate(
+        testkit::REAPER,
+        &dirs,
+        "cargo build --release -p containerd-shim-reaper",
     )
+    .map_err(anyhow::Error::msg)
 }
 
 /// The shims to measure, printing on stderr which are measured and why any is left out.

@@ -288,6 +288,20 @@ impl Bundle {
         self.rootfs_dir.as_deref()
     }
 
+    /// Replaces the spec's process and rewrites `config.json`: the same bundle then runs another
+    /// program (a test that creates several tasks from one bundle, or changes the environment,
+    /// working directory or terminal of its process).
+    pub fn set_process(&mut self, process: Process) -> Result<(), HarnessError> {
+        self.spec.set_process(Some(process));
+        let cfg = self.dir.join("config.json");
+        let text = serde_json::to_vec_pretty(&self.spec).map_err(|e| HarnessError::Spec {
+            id: self.id.clone(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(&cfg, text)
+            .map_err(|e| HarnessError::io(format!("writing {}", cfg.display()), e))
+    }
+
     /// A `CreateTaskRequest` for this bundle with the given stdio paths (as containerd sends it:
     /// no rootfs mounts since `root.path` is set, options only when given).
     pub fn create_request(
@@ -417,6 +431,23 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(out.stdout, b"ok\n");
+    }
+
+    #[test]
+    fn set_process_rewrites_config_json() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut b =
+            Bundle::create(tmp.path(), "c2", process(&["true"]), Default::default()).unwrap();
+        let mut p = process(&["sh", "-c", "exit 4"]);
+        p.set_cwd("/tmp".into());
+        b.set_process(p).unwrap();
+        let text = std::fs::read_to_string(b.path().join("config.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["process"]["args"][2], "exit 4");
+        assert_eq!(v["process"]["cwd"], "/tmp");
+        assert_eq!(v["linux"]["cgroupsPath"], "/default/c2", "the rest is kept");
+        let args = b.spec().process().as_ref().unwrap().args().clone();
+        assert_eq!(args.unwrap()[0], "sh");
     }
 
     #[test]

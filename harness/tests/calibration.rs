@@ -12,9 +12,6 @@ use std::process::Command;
 use serde::Deserialize;
 use serde_json::Value;
 
-#[path = "support/bins.rs"]
-mod bins;
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Known {
@@ -55,7 +52,7 @@ fn shims() -> Vec<(&'static str, &'static str, PathBuf)> {
 /// Runs the suite against `shim` in `dialect`; returns the names of the failed must scenarios
 /// and a one-line summary.
 fn must_failures(release: &str, dialect: &str, shim: &Path) -> (BTreeSet<String>, String) {
-    let out = Command::new(bins::built("harness"))
+    let out = Command::new(testkit::built("harness"))
         .args([
             "run",
             "--format",

@@ -2,9 +2,7 @@
 //! happen (bad YAML, unknown step, bad duration, missing or non-executable shim), the JSON report
 //! of the public contract, exit 1 on a failed scenario, `schema` and `list`.
 
-#[path = "support/bins.rs"]
-mod bins;
-use bins::reaper;
+use testkit::reaper;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -197,15 +195,7 @@ fn json_report_has_the_contract_shape() {
         .iter()
         .map(|e| e["topic"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(
-        topics,
-        [
-            "/tasks/create",
-            "/tasks/start",
-            "/tasks/exit",
-            "/tasks/delete"
-        ]
-    );
+    assert_eq!(topics, testkit::LIFECYCLE_TOPICS);
     assert!(s["events"][2]["event"]["exit-status"].is_u64());
 }
 

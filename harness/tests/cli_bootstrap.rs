@@ -2,9 +2,7 @@
 //! `BootstrapParams` (the reaper then listens there, and leaves nothing behind), is checked as
 //! containerd checks its `socket_dir` setting, and is refused outside dialect 2.3.
 
-#[path = "support/bins.rs"]
-mod bins;
-use bins::reaper;
+use testkit::reaper;
 
 use assert_cmd::Command;
 use serde_json::Value;

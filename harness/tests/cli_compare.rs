@@ -8,9 +8,7 @@ use std::path::Path;
 use assert_cmd::Command;
 use serde_json::Value;
 
-#[path = "support/bins.rs"]
-mod bins;
-use bins::built as bin;
+use testkit::built as bin;
 
 const SCENARIOS: &[&str] = &[
     "lifecycle/sigterm",

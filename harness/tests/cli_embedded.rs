@@ -2,9 +2,7 @@
 //! lists and runs the whole bundled suite (against the reaper given with `--shim`); `--scenarios`
 //! replaces it; `harness list` says where each scenario came from.
 
-#[path = "support/bins.rs"]
-mod bins;
-use bins::reaper;
+use testkit::reaper;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

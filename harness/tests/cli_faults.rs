@@ -3,9 +3,7 @@
 //! that name that behaviour, each with a message a shim author understands; the fault scenarios
 //! (`scenarios/faults/`) among them.
 
-#[path = "support/bins.rs"]
-mod bins;
-use bins::faulty;
+use testkit::faulty;
 
 use assert_cmd::Command;
 use serde_json::Value;

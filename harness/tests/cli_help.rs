@@ -1,9 +1,7 @@
 //! The install story's command-line surface: `--version`, an example in every subcommand's
 //! help, `harness completions SHELL` (bash output accepted by `bash -n`), and the reaper's `-v`.
 
-#[path = "support/bins.rs"]
-mod bins;
-use bins::reaper;
+use testkit::reaper;
 
 use std::path::Path;
 

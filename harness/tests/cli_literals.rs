@@ -2,9 +2,7 @@
 //! `processes: []` loads (it used to be refused as "invalid type: sequence"), matches and
 //! mismatches as a value; `harness schema` describes the literal forms.
 
-#[path = "support/bins.rs"]
-mod bins;
-use bins::reaper;
+use testkit::reaper;
 
 use assert_cmd::Command;
 use serde_json::Value;

@@ -2,9 +2,7 @@
 //! when the shim works with every containerd version, 1 when not, 2 for a shim that is not
 //! there. (Its agreement with the real daemons is checked in the shim's containerd tests.)
 
-#[path = "support/bins.rs"]
-mod bins;
-use bins::reaper;
+use testkit::reaper;
 
 use assert_cmd::Command;
 use serde_json::Value;
@@ -182,7 +180,7 @@ fn a_json_version_3_answer_refused_by_1_7_leaves_no_server_and_no_socket() {
             "FAULTY_SHIM=start-json=3",
         ])
         .args(["--shim-env", &mark, "--shim"])
-        .arg(bins::faulty())
+        .arg(testkit::faulty())
         .output()
         .unwrap();
     let (rows, verdicts) = rows_and_verdicts(&out.stdout);

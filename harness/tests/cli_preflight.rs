@@ -4,9 +4,7 @@
 //! nothing running; a good shim runs the suite as before; `--no-preflight` brings back one
 //! failure per scenario.
 
-#[path = "support/bins.rs"]
-mod bins;
-use bins::reaper;
+use testkit::reaper;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

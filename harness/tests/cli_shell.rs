@@ -3,9 +3,7 @@
 //! ended, the saved scenario replayed by `harness run`; bad input that names itself while the
 //! session goes on; and the session's temp dirs and shim gone afterwards.
 
-#[path = "support/bins.rs"]
-mod bins;
-use bins::reaper;
+use testkit::reaper;
 
 use std::path::Path;
 use std::time::Duration;

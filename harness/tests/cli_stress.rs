@@ -2,9 +2,7 @@
 //! operation, resources at idle/peak/end, provenance, the soak's series and verdict), exit
 //! statuses, and argument errors.
 
-#[path = "support/bins.rs"]
-mod bins;
-use bins::reaper;
+use testkit::reaper;
 
 use assert_cmd::Command;
 use serde_json::Value;

@@ -32,12 +32,9 @@ const RUNC_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
 
 const RUNC_RS_SHIM: &str = "/opt/runc-rs/bin/containerd-shim-runc-v2-rs";
 
-#[path = "support/bins.rs"]
-mod bins;
-
 /// `<target>/debug/containerd-shim-reaper-v2`, derived from this test executable's location.
 fn reaper_shim() -> Result<PathBuf> {
-    Ok(bins::reaper())
+    Ok(testkit::reaper())
 }
 
 fn require(path: &str, hint: &str) -> Result<PathBuf> {
@@ -186,12 +183,7 @@ async fn lifecycle(
         del.exit_status
     );
     let events = mock.events();
-    let want = [
-        "/tasks/create",
-        "/tasks/start",
-        "/tasks/exit",
-        "/tasks/delete",
-    ];
+    let want = testkit::LIFECYCLE_TOPICS;
     // The delete event may be sent in the background (doc 12): wait for it.
     let seen = events
         .wait_until(|evs| topics_for(evs, id) == want, Duration::from_secs(5))

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 #[path = "../../shim/tests/common/mod.rs"]
 mod common;
-use common::{built_binary, reaper_binary, run_bounded, Daemon, DaemonOpts, Runtime, Version};
+use common::{run_bounded, Daemon, DaemonOpts, Runtime, Version};
 
 use harness::cri::image::SANDBOX_IMAGE;
 
@@ -39,7 +39,7 @@ fn cri_daemon(v: Version, name: &str) -> Cri {
         .tempdir()
         .expect("temp dir");
     let dir = shims.path();
-    std::os::unix::fs::symlink(reaper_binary(), dir.join("containerd-shim-reaper-v2")).unwrap();
+    std::os::unix::fs::symlink(testkit::reaper(), dir.join("containerd-shim-reaper-v2")).unwrap();
     std::os::unix::fs::symlink(
         v.bin_dir().join("containerd-shim-runc-v2"),
         dir.join("containerd-shim-runc-v2"),
@@ -50,7 +50,7 @@ fn cri_daemon(v: Version, name: &str) -> Cri {
         &faulty,
         format!(
             "#!/bin/sh\nFAULTY_SHIM=sigterm-exit-zero exec {} \"$@\"\n",
-            built_binary("containerd-shim-faulty-v2").display()
+            testkit::faulty().display()
         ),
     )
     .unwrap();

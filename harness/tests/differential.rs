@@ -12,9 +12,7 @@ use harness::differential::{self, DiffConfig, Verdict};
 use harness::engine::RunConfig;
 use harness::scenario::{discover, Loaded};
 
-#[path = "support/bins.rs"]
-mod bins;
-use bins::built;
+use testkit::built;
 
 fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
@@ -135,12 +133,7 @@ fn reaper_agrees_with_containerd_on_lifecycle_and_exec() {
         .expect("lifecycle/sigkill ran");
     assert_eq!(
         sigkill.containerd_events,
-        [
-            "/tasks/create",
-            "/tasks/start",
-            "/tasks/exit",
-            "/tasks/delete"
-        ],
+        testkit::LIFECYCLE_TOPICS,
         "containerd's own events were compared"
     );
     assert_eq!(sigkill.steps_compared, (7, 7));

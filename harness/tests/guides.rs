@@ -35,31 +35,13 @@ fn checkout() -> PathBuf {
         .to_path_buf()
 }
 
-/// The workspace's target dir, derived from this test's executable (target/debug/deps/guides-*).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .expect("target dir above the test executable")
-        .to_path_buf()
-}
-
-/// The built debug binaries; the guides that do not install anything get them on PATH.
+/// The built binaries (`target/<profile>`); the guides that do not install anything get them on
+/// PATH.
 fn built_bin_dir() -> PathBuf {
-    let dir = target_dir().join("debug");
-    for b in [
-        "harness",
-        "containerd-shim-reaper-v2",
-        "containerd-shim-faulty-v2",
-    ] {
-        assert!(
-            dir.join(b).is_file(),
-            "{} is missing: run `cargo build -p harness -p containerd-shim-reaper`",
-            dir.join(b).display()
-        );
+    for b in ["harness", testkit::REAPER, testkit::FAULTY] {
+        testkit::built(b);
     }
-    dir
+    testkit::profile_dir()
 }
 
 /// Fails naming the set-up command when a tool a guide uses is not installed.
@@ -225,7 +207,7 @@ impl Run {
         env.insert("CARGO_INSTALL_ROOT".into(), root.display().to_string());
         env.insert(
             "CARGO_TARGET_DIR".into(),
-            target_dir().display().to_string(),
+            testkit::target_dir().display().to_string(),
         );
         if g.own_tmpdir {
             let tmp = work.path().join("tmp");
@@ -647,7 +629,7 @@ fn ci() {
         ),
     )
     .expect("main.rs");
-    std::os::unix::fs::symlink(target_dir(), repo.join("target")).expect("target link");
+    std::os::unix::fs::symlink(testkit::target_dir(), repo.join("target")).expect("target link");
     r.cwd = repo.clone();
     r.check_no_run(|c| {
         // The git install is the path install of the same package from the published repository.

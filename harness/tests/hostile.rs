@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[path = "support/bins.rs"]
-mod bins;
-use bins::built;
+use testkit::built;
 
 /// The environment variable that marks every process a run's shims start (it is inherited).
 const MARK: &str = "REAPER_HOSTILE_RUN";

@@ -13,9 +13,7 @@ use rstest::rstest;
 
 #[path = "../../shim/tests/common/mod.rs"]
 mod common;
-use common::{
-    built_binary, poll, reaper_binary, run_bounded, Daemon, DaemonOpts, Out, Runtime, Version,
-};
+use common::{poll, run_bounded, Daemon, DaemonOpts, Out, Runtime, Version};
 
 const RUNTIME: &str = "io.containerd.record.v2";
 
@@ -34,7 +32,7 @@ impl Recording {
             .expect("temp dir");
         let real = match runtime {
             Runtime::Runc => v.bin_dir().join("containerd-shim-runc-v2"),
-            _ => reaper_binary(),
+            _ => testkit::reaper(),
         };
         let rec = shims.path().join("rec");
         let proxy = shims.path().join("containerd-shim-record-v2");
@@ -167,7 +165,7 @@ fn ctr_run_rm_of_echo_replays(#[case] v: Version, #[case] runtime: Runtime) {
     r.d.assert_no_leaks();
     let (code, text) = replay(&session, v, &r.real, None);
     assert_eq!(code, 0, "{text}");
-    let faulty = built_binary("containerd-shim-faulty-v2");
+    let faulty = testkit::faulty();
     let (code, text) = replay(&session, v, &faulty, Some("exit-before-start"));
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("no /tasks/exit after /tasks/start"), "{text}");
@@ -216,7 +214,7 @@ fn a_detached_task_with_exec_kill_and_delete_replays(
     assert!(text.contains("exec-id: e1"), "{text}");
     assert!(text.contains("signal: 9"), "{text}");
     if runtime == Runtime::Reaper {
-        let faulty = built_binary("containerd-shim-faulty-v2");
+        let faulty = testkit::faulty();
         let (code, text) = replay(&session, v, &faulty, Some("no-exit-event"));
         assert_eq!(code, 1, "{text}");
         assert!(text.contains("/tasks/exit"), "{text}");

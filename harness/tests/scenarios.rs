@@ -12,11 +12,8 @@ use harness::scenario::{self, Loaded};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use serde_json::Value;
 
-#[path = "support/bins.rs"]
-mod bins;
-
 fn reaper() -> Result<PathBuf, String> {
-    Ok(bins::reaper())
+    Ok(testkit::reaper())
 }
 
 fn one_line(v: &Value) -> String {

@@ -7,15 +7,12 @@ use std::path::PathBuf;
 use anyhow::{ensure, Context, Result};
 use harness::stress::{self, StressOptions};
 
-#[path = "support/bins.rs"]
-mod bins;
-
 fn reaper_shim() -> Result<PathBuf> {
     // A release build can be measured the same way: STRESS_SHIM=target/release/...
     if let Some(p) = std::env::var_os("STRESS_SHIM") {
         return Ok(PathBuf::from(p));
     }
-    Ok(bins::reaper())
+    Ok(testkit::reaper())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

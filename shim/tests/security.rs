@@ -26,7 +26,7 @@ fn process_json(args: &[&str], user: serde_json::Value) -> serde_json::Value {
 
 fn exec_any(bytes: Vec<u8>) -> Any {
     Any {
-        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+        type_url: harness::client::PROCESS_SPEC_TYPE_URL.into(),
         value: bytes,
         ..Default::default()
     }
@@ -48,37 +48,37 @@ fn ids_of(pid: u32) -> Vec<String> {
 async fn kill_wait_delete(shim: &ShimProc, id: &str, exec_id: &str) {
     shim.client
         .kill(
-            ctx(),
-            &KillRequest {
+            KillRequest {
                 id: id.into(),
                 exec_id: exec_id.into(),
                 signal: 9,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
     let w = shim
         .client
         .wait(
-            ctx(),
-            &WaitRequest {
+            WaitRequest {
                 id: id.into(),
                 exec_id: exec_id.into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
     assert_eq!(w.exit_status, 137, "{id}/{exec_id}");
     shim.client
         .delete(
-            ctx(),
-            &DeleteRequest {
+            DeleteRequest {
                 id: id.into(),
                 exec_id: exec_id.into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -86,11 +86,8 @@ async fn kill_wait_delete(shim: &ShimProc, id: &str, exec_id: &str) {
 
 /// The shim still runs a fresh task to completion and reports its exit code.
 async fn still_serves(shim: &ShimProc, id: &str) {
-    let b = Bundle::new(&["sh", "-c", "exit 4"]).unwrap();
-    shim.client
-        .create(ctx(), &create_req(id, &b))
-        .await
-        .unwrap();
+    let b = Bundle::new(id, &["sh", "-c", "exit 4"]).unwrap();
+    shim.client.create(create_req(id, &b), RPC).await.unwrap();
     shim.start_task(id).await;
     let w = shim.wait_task(id).await;
     assert_eq!(w.exit_status, 4);
@@ -107,7 +104,7 @@ async fn spec_user_sets_uid_gid_and_replaces_supplementary_groups() {
         0,
         "this test needs root (setgroups); run it as root like ci/test.sh"
     );
-    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
+    let bundle = Bundle::new("usr1", &["sleep", "30"]).unwrap();
     let cfg = serde_json::json!({
         "ociVersion": "1.0.2",
         "process": process_json(
@@ -117,10 +114,10 @@ async fn spec_user_sets_uid_gid_and_replaces_supplementary_groups() {
         "root": {"path": "rootfs"},
     });
     write_config(&bundle, cfg.to_string().as_bytes());
-    let shim = ShimProc::start(&bundle, "usr1").await.unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let c = shim
         .client
-        .create(ctx(), &create_req("usr1", &bundle))
+        .create(create_req("usr1", &bundle), RPC)
         .await
         .unwrap();
     shim.start_task("usr1").await;
@@ -141,25 +138,25 @@ async fn spec_user_sets_uid_gid_and_replaces_supplementary_groups() {
     );
     shim.client
         .exec(
-            ctx(),
-            &ExecProcessRequest {
+            ExecProcessRequest {
                 id: "usr1".into(),
                 exec_id: "e1".into(),
                 spec: Some(exec_any(serde_json::to_vec(&spec).unwrap())).into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
     let s = shim
         .client
         .start(
-            ctx(),
-            &StartRequest {
+            StartRequest {
                 id: "usr1".into(),
                 exec_id: "e1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -182,8 +179,8 @@ async fn spec_user_sets_uid_gid_and_replaces_supplementary_groups() {
 /// nothing is created next to the bundle.
 #[tokio::test]
 async fn ids_that_escape_a_directory_are_refused_by_name() {
-    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
-    let shim = ShimProc::start(&bundle, "ids1").await.unwrap();
+    let bundle = Bundle::new("ids1", &["sleep", "30"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let parent = bundle.path().parent().unwrap().to_path_buf();
     let listing = |d: &Path| {
         let mut v: Vec<_> = std::fs::read_dir(d)
@@ -198,7 +195,7 @@ async fn ids_that_escape_a_directory_are_refused_by_name() {
     for bad in ["../x", "a/b", "..", ""] {
         let e = shim
             .client
-            .create(ctx(), &create_req(bad, &bundle))
+            .create(create_req(bad, &bundle), RPC)
             .await
             .unwrap_err();
         assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "id {bad:?}: {e:?}");
@@ -212,7 +209,7 @@ async fn ids_that_escape_a_directory_are_refused_by_name() {
         assert_eq!(listing(bundle.path()), in_bundle, "id {bad:?}");
     }
     shim.client
-        .create(ctx(), &create_req("ids1", &bundle))
+        .create(create_req("ids1", &bundle), RPC)
         .await
         .unwrap();
     for bad in ["../x", "a/b", "..", ""] {
@@ -220,13 +217,13 @@ async fn ids_that_escape_a_directory_are_refused_by_name() {
         let e = shim
             .client
             .exec(
-                ctx(),
-                &ExecProcessRequest {
+                ExecProcessRequest {
                     id: "ids1".into(),
                     exec_id: bad.into(),
                     spec: Some(exec_any(serde_json::to_vec(&spec).unwrap())).into(),
                     ..Default::default()
                 },
+                RPC,
             )
             .await
             .unwrap_err();
@@ -251,10 +248,10 @@ async fn ids_that_escape_a_directory_are_refused_by_name() {
 /// the server survives (no stack overflow) and serves the next task.
 #[tokio::test]
 async fn huge_or_deep_config_json_is_refused_and_the_shim_stays_up() {
-    let good = Bundle::new(&["true"]).unwrap();
-    let shim = ShimProc::start(&good, "cfg0").await.unwrap();
+    let good = Bundle::new("cfg0", &["true"]).unwrap();
+    let shim = ShimProc::start(&good).await.unwrap();
 
-    let big = Bundle::new(&["true"]).unwrap();
+    let big = Bundle::new("cfg1", &["true"]).unwrap();
     let cfg = serde_json::json!({
         "ociVersion": "1.0.2",
         "process": process_json(&["true"], serde_json::json!({"uid": 0, "gid": 0})),
@@ -263,7 +260,7 @@ async fn huge_or_deep_config_json_is_refused_and_the_shim_stays_up() {
     write_config(&big, cfg.to_string().as_bytes());
     let e = shim
         .client
-        .create(ctx(), &create_req("cfg1", &big))
+        .create(create_req("cfg1", &big), RPC)
         .await
         .unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
@@ -272,7 +269,7 @@ async fn huge_or_deep_config_json_is_refused_and_the_shim_stays_up() {
         "{e:?}"
     );
 
-    let deep = Bundle::new(&["true"]).unwrap();
+    let deep = Bundle::new("cfg2", &["true"]).unwrap();
     let text = format!(
         r#"{{"ociVersion":"1.0.2","process":{},"annotations":{{"deep":{}{}}}}}"#,
         process_json(&["true"], serde_json::json!({"uid": 0, "gid": 0})),
@@ -282,7 +279,7 @@ async fn huge_or_deep_config_json_is_refused_and_the_shim_stays_up() {
     write_config(&deep, text.as_bytes());
     let e = shim
         .client
-        .create(ctx(), &create_req("cfg2", &deep))
+        .create(create_req("cfg2", &deep), RPC)
         .await
         .unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
@@ -332,11 +329,11 @@ fn raw_request(address: &str, method: &str, payload: Vec<u8>) -> ttrpc::Response
 /// the depth limit. The task and the server are untouched.
 #[tokio::test]
 async fn huge_or_deep_exec_spec_is_refused_and_the_shim_stays_up() {
-    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
-    let shim = ShimProc::start(&bundle, "ex0").await.unwrap();
+    let bundle = Bundle::new("ex0", &["sleep", "30"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let init = shim
         .client
-        .create(ctx(), &create_req("ex0", &bundle))
+        .create(create_req("ex0", &bundle), RPC)
         .await
         .unwrap()
         .pid;
@@ -377,13 +374,13 @@ async fn huge_or_deep_exec_spec_is_refused_and_the_shim_stays_up() {
     let e = shim
         .client
         .exec(
-            ctx(),
-            &ExecProcessRequest {
+            ExecProcessRequest {
                 id: "ex0".into(),
                 exec_id: "deep".into(),
                 spec: Some(exec_any(deep.into_bytes())).into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap_err();

@@ -132,10 +132,25 @@ pub struct RejectedEvent {
     pub received: SystemTime,
 }
 
+/// One `Forward` call as it reached an endpoint, before validation: what a [`RecordedEvent`]
+/// does not keep (the request's metadata, the payload's type URL exactly as sent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forwarded {
+    /// Envelope topic as sent.
+    pub topic: String,
+    /// The request's `containerd-namespace-ttrpc` metadata, if it carried one.
+    pub metadata_namespace: Option<String>,
+    /// The payload's `Any.type_url` as sent (empty without a payload).
+    pub type_url: String,
+    /// Which route delivered it.
+    pub source: EventSource,
+}
+
 #[derive(Default)]
 struct Inner {
     events: Mutex<Vec<RecordedEvent>>,
     rejected: Mutex<Vec<RejectedEvent>>,
+    forwarded: Mutex<Vec<Forwarded>>,
 }
 
 /// The shared, append-only log of events received by one mock containerd.
@@ -178,11 +193,23 @@ impl EventLog {
         lock(&self.inner.rejected).clone()
     }
 
+    /// Every `Forward` call the endpoints received so far, accepted or refused, in arrival
+    /// order.
+    pub fn forwarded(&self) -> Vec<Forwarded> {
+        lock(&self.inner.forwarded).clone()
+    }
+
     /// Forgets everything accepted and refused so far (long runs that never read the log, such
     /// as `harness stress`, keep the harness's memory flat this way).
     pub fn clear(&self) {
         lock(&self.inner.events).clear();
         lock(&self.inner.rejected).clear();
+        lock(&self.inner.forwarded).clear();
+    }
+
+    /// Notes one `Forward` call as it arrived (before [`EventLog::accept_envelope`]).
+    pub(crate) fn note_forward(&self, f: Forwarded) {
+        lock(&self.inner.forwarded).push(f);
     }
 
     /// Appends an event and wakes waiters.

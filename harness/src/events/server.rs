@@ -20,10 +20,23 @@ pub(crate) struct ForwardService {
 impl Events for ForwardService {
     async fn forward(
         &self,
-        _ctx: &ttrpc::r#async::TtrpcContext,
+        ctx: &ttrpc::r#async::TtrpcContext,
         req: ForwardRequest,
     ) -> ttrpc::Result<Empty> {
         let env = req.envelope.into_option().unwrap_or_default();
+        self.log.note_forward(super::Forwarded {
+            topic: env.topic.clone(),
+            metadata_namespace: ctx
+                .metadata
+                .get(crate::client::NAMESPACE_METADATA_KEY)
+                .and_then(|v| v.first().cloned()),
+            type_url: env
+                .event
+                .as_ref()
+                .map(|a| a.type_url.clone())
+                .unwrap_or_default(),
+            source: self.source,
+        });
         match self.log.accept_envelope(&env, self.source) {
             Ok(()) => Ok(Empty::new()),
             Err(reason) => Err(ttrpc::Error::RpcStatus(ttrpc::get_status(

@@ -315,6 +315,7 @@ impl MockContainerd {
             api,
             client,
             start_output: text,
+            start_raw: raw,
             answer,
             log,
             pgids,

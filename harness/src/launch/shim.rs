@@ -30,6 +30,7 @@ pub struct Shim {
     pub api: TaskApi,
     pub(super) client: TaskClient,
     pub(super) start_output: String,
+    pub(super) start_raw: Vec<u8>,
     pub(super) answer: crate::dialect::StartAnswer,
     pub(super) log: LogDrain,
     pub(super) pgids: Vec<i32>,
@@ -145,6 +146,12 @@ impl Shim {
     /// The combined, trimmed output of `start`.
     pub fn start_output(&self) -> &str {
         &self.start_output
+    }
+
+    /// The output of `start` exactly as read (stdout and stderr on one pipe, untrimmed): what
+    /// a test of the `start` action itself compares byte for byte.
+    pub fn start_output_raw(&self) -> &[u8] {
+        &self.start_raw
     }
 
     /// The container id this connection was launched for.

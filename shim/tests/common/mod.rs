@@ -232,10 +232,6 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-#[path = "bins.rs"]
-mod bins;
-pub use bins::{built_binary, reaper_binary};
-
 /// The outcome of a bounded command.
 #[derive(Debug)]
 pub struct Out {
@@ -603,11 +599,8 @@ impl Daemon {
         let shim_dir = match opts.shim_dir.clone() {
             Some(dir) => dir,
             None => match runtime {
-                Runtime::Reaper => reaper_binary().parent().expect("shim dir").to_path_buf(),
-                Runtime::Faulty => built_binary("containerd-shim-faulty-v2")
-                    .parent()
-                    .expect("shim dir")
-                    .to_path_buf(),
+                Runtime::Reaper => testkit::reaper().parent().expect("shim dir").to_path_buf(),
+                Runtime::Faulty => testkit::faulty().parent().expect("shim dir").to_path_buf(),
                 // This release's own runc shim (found first on PATH), bookworm's runc.
                 Runtime::Runc => bin_dir.clone(),
             },
@@ -877,8 +870,8 @@ impl Daemon {
     /// The shim binary of our runtime (the one containerd finds first on its PATH).
     pub fn shim_binary(&self) -> PathBuf {
         match self.runtime {
-            Runtime::Reaper => reaper_binary(),
-            Runtime::Faulty => built_binary("containerd-shim-faulty-v2"),
+            Runtime::Reaper => testkit::reaper(),
+            Runtime::Faulty => testkit::faulty(),
             Runtime::Runc => self.version.bin_dir().join("containerd-shim-runc-v2"),
         }
     }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use rstest::rstest;
 
 use crate::common::Version::{self, V1_6, V1_7, V2_1, V2_3};
-use crate::common::{self, Daemon, DaemonOpts, Runtime};
+use crate::common::{Daemon, DaemonOpts, Runtime};
 
 /// What one `start` of the wrapper saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +29,7 @@ struct Recording {
 
 /// Writes `dir/containerd-shim-reaper-v2`, recording into `records` and exec'ing the reaper.
 fn install_wrapper(dir: &Path, records: &Path) {
-    let real = common::reaper_binary();
+    let real = testkit::reaper();
     let script = format!(
         "#!/bin/sh\n\
          # Recording wrapper (shim/tests/containerd/fidelity.rs): what this shim was started with.\n\
@@ -276,7 +276,7 @@ fn the_mock_starts_a_shim_as_the_daemon_does(
     // One at a time, in the daemon's order. containerd runs the `delete` action after a normal
     // lifecycle too, as the mock does (two of each action).
     for scenario in ["lifecycle/exit-zero", "faults/kill-shim"] {
-        let run = std::process::Command::new(common::built_binary("harness"))
+        let run = std::process::Command::new(testkit::built("harness"))
             .args(["run", "--no-preflight", "--filter", scenario])
             .args(["--containerd-version", containerd.dialect(), "--shim"])
             .arg(wrap_m.join("containerd-shim-reaper-v2"))

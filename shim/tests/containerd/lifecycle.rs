@@ -32,16 +32,7 @@ fn events_create_start_exit_delete_in_order(#[values(V1_6, V1_7, V2_1, V2_3)] co
     let ours: Vec<(String, serde_json::Value)> =
         ours.into_iter().map(|e| (e.topic, e.body)).collect();
     let topics: Vec<&str> = ours.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(
-        topics,
-        [
-            "/tasks/create",
-            "/tasks/start",
-            "/tasks/exit",
-            "/tasks/delete"
-        ],
-        "{ours:#?}"
-    );
+    assert_eq!(topics, testkit::LIFECYCLE_TOPICS, "{ours:#?}");
     let pid = &ours[1].1["pid"];
     assert!(pid.as_u64().unwrap_or(0) > 0, "{ours:#?}");
     assert_eq!(&ours[2].1["pid"], pid, "exit pid != start pid: {ours:#?}");

@@ -11,7 +11,7 @@ use crate::common::{self, Daemon, DaemonOpts, Runtime};
 
 /// `harness matrix --format json` for `shim`: (dialect, works, reason) per row.
 fn mock_verdicts(shim: &Path) -> Vec<(String, bool, String)> {
-    let harness = common::built_binary("harness");
+    let harness = testkit::built("harness");
     let out = std::process::Command::new(&harness)
         .args(["matrix", "--format", "json", "--shim"])
         .arg(shim)
@@ -102,7 +102,7 @@ fn the_matrix_agrees_with_every_real_daemon_for_every_shim_at_hand() {
             &wrapper,
             format!(
                 "#!/bin/sh\nFAULTY_SHIM={faults} exec {} \"$@\"\n",
-                common::built_binary("containerd-shim-faulty-v2").display()
+                testkit::faulty().display()
             ),
         )
         .expect("write wrapper");
@@ -118,7 +118,7 @@ fn the_matrix_agrees_with_every_real_daemon_for_every_shim_at_hand() {
         let bin = match (runtime, dir) {
             (Runtime::Runc, Some(d)) => d.join("containerd-shim-runc-v2"),
             (Runtime::Faulty, Some(d)) => d.join("containerd-shim-faulty-v2"),
-            _ => common::reaper_binary(),
+            _ => testkit::reaper(),
         };
         let mock = mock_verdicts(&bin);
         assert_eq!(mock.len(), 4, "{name}: {mock:?}");

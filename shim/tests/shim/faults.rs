@@ -8,28 +8,28 @@ use containerd_shim_protos::api::*;
 use crate::support::*;
 
 fn faulty_bin() -> std::path::PathBuf {
-    bin("containerd-shim-faulty-v2")
+    testkit::faulty()
 }
 
 #[tokio::test]
 async fn faulty_wait_early_and_notfound_for_unimplemented() {
-    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
+    let bundle = Bundle::new("fw1", &["sleep", "30"]).unwrap();
     let env = [("FAULTY_SHIM", "wait-early,notfound-for-unimplemented")];
-    let shim = ShimProc::start_bin(&faulty_bin(), &bundle, "fw1", &env)
+    let shim = ShimProc::start_bin(&faulty_bin(), &bundle, &env)
         .await
         .unwrap();
     shim.client
-        .create(ctx(), &create_req("fw1", &bundle))
+        .create(create_req("fw1", &bundle), RPC)
         .await
         .unwrap();
     let w = tokio::time::timeout(
         Duration::from_secs(2),
         shim.client.wait(
-            ctx(),
-            &WaitRequest {
+            WaitRequest {
                 id: "fw1".into(),
                 ..Default::default()
             },
+            RPC,
         ),
     )
     .await
@@ -39,11 +39,11 @@ async fn faulty_wait_early_and_notfound_for_unimplemented() {
     let e = shim
         .client
         .checkpoint(
-            ctx(),
-            &CheckpointTaskRequest {
+            CheckpointTaskRequest {
                 id: "fw1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap_err();
@@ -53,19 +53,17 @@ async fn faulty_wait_early_and_notfound_for_unimplemented() {
 
 #[tokio::test]
 async fn faulty_exit_before_start_and_sigterm_exit_zero() {
-    let bundle = Bundle::new(&["true"]).unwrap();
+    let bundle = Bundle::new("fe1", &["true"]).unwrap();
     let env = [("FAULTY_SHIM", "exit-before-start,sigterm-exit-zero")];
-    let shim = ShimProc::start_bin(&faulty_bin(), &bundle, "fe1", &env)
+    let shim = ShimProc::start_bin(&faulty_bin(), &bundle, &env)
         .await
         .unwrap();
     shim.client
-        .create(ctx(), &create_req("fe1", &bundle))
+        .create(create_req("fe1", &bundle), RPC)
         .await
         .unwrap();
     shim.start_task("fe1").await;
     let ev = shim
-        .events
-        .rec
         .wait_for("start and exit", |e| {
             e.iter().filter(|e| e.id == "fe1").count() >= 3
         })
@@ -74,20 +72,20 @@ async fn faulty_exit_before_start_and_sigterm_exit_zero() {
     let t: Vec<&str> = ev.iter().map(|e| e.topic.as_str()).collect();
     assert_eq!(t, ["/tasks/create", "/tasks/exit", "/tasks/start"]);
 
-    let sleeper = Bundle::new(&["sleep", "30"]).unwrap();
+    let sleeper = Bundle::new("fe2", &["sleep", "30"]).unwrap();
     shim.client
-        .create(ctx(), &create_req("fe2", &sleeper))
+        .create(create_req("fe2", &sleeper), RPC)
         .await
         .unwrap();
     shim.start_task("fe2").await;
     shim.client
         .kill(
-            ctx(),
-            &KillRequest {
+            KillRequest {
                 id: "fe2".into(),
                 signal: 15,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -98,9 +96,9 @@ async fn faulty_exit_before_start_and_sigterm_exit_zero() {
 
 #[tokio::test]
 async fn faulty_unknown_fault_fails_and_real_shim_ignores_the_variable() {
-    let bundle = Bundle::new(&["true"]).unwrap();
+    let bundle = Bundle::new("fu1", &["true"]).unwrap();
     let env = [("FAULTY_SHIM", "no-such-fault")];
-    let r = ShimProc::start_bin(&faulty_bin(), &bundle, "fu1", &env).await;
+    let r = ShimProc::start_bin(&faulty_bin(), &bundle, &env).await;
     assert!(r.is_err(), "a server with an unknown fault must not serve");
     let addr = std::fs::read_to_string(bundle.path().join("address")).unwrap();
     let sock = addr.trim_start_matches("unix://").to_string();
@@ -110,23 +108,23 @@ async fn faulty_unknown_fault_fails_and_real_shim_ignores_the_variable() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    let sleeper = Bundle::new(&["sleep", "30"]).unwrap();
+    let sleeper = Bundle::new("real1", &["sleep", "30"]).unwrap();
     let env = [("FAULTY_SHIM", "wait-early")];
-    let shim = ShimProc::start_bin(&shim_bin(), &sleeper, "real1", &env)
+    let shim = ShimProc::start_bin(&shim_bin(), &sleeper, &env)
         .await
         .unwrap();
     shim.client
-        .create(ctx(), &create_req("real1", &sleeper))
+        .create(create_req("real1", &sleeper), RPC)
         .await
         .unwrap();
     let r = tokio::time::timeout(
         Duration::from_millis(300),
         shim.client.wait(
-            ctx(),
-            &WaitRequest {
+            WaitRequest {
                 id: "real1".into(),
                 ..Default::default()
             },
+            RPC,
         ),
     )
     .await;
@@ -136,29 +134,29 @@ async fn faulty_unknown_fault_fails_and_real_shim_ignores_the_variable() {
 
 #[tokio::test]
 async fn faulty_no_exit_event_no_stdout_delete_running_ok_shutdown_never_exits() {
-    let bundle = Bundle::new(&["sh", "-c", "echo visible; sleep 30"]).unwrap();
+    let bundle = Bundle::new("fn1", &["sh", "-c", "echo visible; sleep 30"]).unwrap();
     let out = bundle.fifo("stdout").unwrap();
     let reader = OutFifo::open(&out).unwrap();
     let env = [(
         "FAULTY_SHIM",
         "no-exit-event,no-stdout,delete-running-ok,shutdown-never-exits",
     )];
-    let shim = ShimProc::start_bin(&faulty_bin(), &bundle, "fn1", &env)
+    let shim = ShimProc::start_bin(&faulty_bin(), &bundle, &env)
         .await
         .unwrap();
     let mut req = create_req("fn1", &bundle);
     req.stdout = out.display().to_string();
-    shim.client.create(ctx(), &req).await.unwrap();
+    shim.client.create(req, RPC).await.unwrap();
     shim.start_task("fn1").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // delete-running-ok: Delete of a running init succeeds.
     shim.client
         .delete(
-            ctx(),
-            &DeleteRequest {
+            DeleteRequest {
                 id: "fn1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .expect("delete-running-ok");
@@ -172,14 +170,14 @@ async fn faulty_no_exit_event_no_stdout_delete_running_ok_shutdown_never_exits()
     );
     // shutdown-never-exits.
     shim.client
-        .shutdown(ctx(), &ShutdownRequest::default())
+        .shutdown(ShutdownRequest::default(), RPC)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(shim.alive(), "shutdown-never-exits: server exited");
     // no-exit-event: the kill above never produced /tasks/exit.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let topics: Vec<String> = shim.events.rec.summary();
+    let topics: Vec<String> = shim.summary();
     assert!(
         topics.iter().all(|t| !t.starts_with("/tasks/exit")),
         "{topics:?}"

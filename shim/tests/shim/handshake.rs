@@ -5,70 +5,47 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use containerd_shim_protos::api::*;
+use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
 use containerd_shim_protos::protobuf::Message;
 
 use crate::support::*;
 
 #[tokio::test]
 async fn start_prints_bare_address_and_serves_both_task_versions() {
-    become_subreaper();
-    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let grpc = scratch.path().join("c.sock").display().to_string();
-    let st = run_start(
-        &shim_bin(),
-        bundle.path(),
-        "hs",
-        &grpc,
-        "hs1",
-        &scratch.path().join("none"),
-    )
-    .unwrap();
-    assert!(st.status.success(), "start failed: {}", st.stdout);
-    assert_eq!(st.stderr, "", "start must write nothing on stderr");
-    assert!(
-        st.stdout.starts_with("unix:///run/containerd/s/"),
-        "{:?}",
-        st.stdout
-    );
-    assert!(!st.stdout.ends_with('\n'), "address must be bare");
-    let hash = st.stdout.rsplit('/').next().unwrap();
+    let bundle = Bundle::new("hs1", &["sleep", "30"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
+    // stdout and stderr share one pipe: the output is the address and nothing else.
+    let out = String::from_utf8_lossy(shim.shim.start_output_raw()).into_owned();
+    assert_eq!(out, shim.address, "start must write nothing on stderr");
+    assert!(out.starts_with("unix:///run/containerd/s/"), "{out:?}");
+    assert!(!out.ends_with('\n'), "address must be bare");
+    let hash = out.rsplit('/').next().unwrap();
     assert_eq!(hash.len(), 64);
     let file = std::fs::read_to_string(bundle.path().join("address")).unwrap();
-    assert_eq!(file, st.stdout);
-    let path = st.stdout.trim_start_matches("unix://").to_string();
+    assert_eq!(file, out);
+    let path = out.trim_start_matches("unix://").to_string();
     let meta = std::fs::metadata(&path).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 
     // Same group: the live server is reused, no second server.
-    let st2 = run_start(
-        &shim_bin(),
-        bundle.path(),
-        "hs",
-        &grpc,
-        "hs1",
-        &scratch.path().join("none"),
-    )
-    .unwrap();
-    assert!(st2.status.success());
-    assert_eq!(st2.stdout, st.stdout);
-
-    let raw = ttrpc::asynchronous::Client::connect(&st.stdout)
+    let again = shim
+        .mock
+        .launch(&shim_bin(), &bundle, Default::default())
         .await
         .unwrap();
+    assert_eq!(again.start_output_raw(), out.as_bytes());
+
     let req = ConnectRequest {
         id: "hs1".into(),
         ..Default::default()
     };
     for svc in ["containerd.task.v2.Task", "containerd.task.v3.Task"] {
-        let resp = raw_call(&raw, svc, "Connect", &req).await.unwrap();
-        assert!(
-            resp.status.is_none() || resp.status.code() == ttrpc::Code::OK,
-            "{svc}: {:?}",
-            resp.status
-        );
-        let c = ConnectResponse::parse_from_bytes(&resp.payload).unwrap();
+        let c: ConnectResponse = shim
+            .client
+            .call_service(svc, "Connect", &req, RPC)
+            .await
+            .unwrap_or_else(|e| panic!("{svc}: {e:?}"));
         assert!(c.shim_pid > 0 && c.task_pid == 0, "{svc}: {c:?}");
     }
     // Unsupported RPCs are UNIMPLEMENTED on both names (not the generated NOT_FOUND).
@@ -77,63 +54,65 @@ async fn start_prints_bare_address_and_serves_both_task_versions() {
             id: "hs1".into(),
             ..Default::default()
         };
-        let e = raw_call(&raw, svc, "Checkpoint", &r).await.unwrap_err();
+        let e = shim
+            .client
+            .call_service::<_, Empty>(svc, "Checkpoint", &r, RPC)
+            .await
+            .unwrap_err();
         assert_eq!(code(&e), ttrpc::Code::UNIMPLEMENTED, "{svc}: {e:?}");
         let r = UpdateTaskRequest {
             id: "hs1".into(),
             ..Default::default()
         };
-        let e = raw_call(&raw, svc, "Update", &r).await.unwrap_err();
+        let e = shim
+            .client
+            .call_service::<_, Empty>(svc, "Update", &r, RPC)
+            .await
+            .unwrap_err();
         assert_eq!(code(&e), ttrpc::Code::UNIMPLEMENTED, "{svc}: {e:?}");
         assert!(message(&e).contains("update"), "{e:?}");
     }
-    let client = containerd_shim_protos::shim_async::TaskClient::new(raw);
-    let pid = client
-        .connect(ctx(), &ConnectRequest::default())
-        .await
-        .unwrap()
-        .shim_pid as i32;
-    client
+    shim.client
         .shutdown(
-            ctx(),
             // As containerd does: the Shutdown names the container it is done with, which
             // also gives up the place the second `start` reserved for it.
-            &ShutdownRequest {
+            ShutdownRequest {
                 id: "hs1".into(),
                 now: false,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
     let end = Instant::now() + Duration::from_secs(5);
-    while pid_alive(pid) || std::path::Path::new(&path).exists() {
-        reap(pid);
+    while shim.alive() || std::path::Path::new(&path).exists() {
         assert!(
             Instant::now() < end,
-            "server {pid} or its socket still there after Shutdown"
+            "server {} or its socket still there after Shutdown",
+            shim.pid
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    reap(pid);
+    drop(again);
 }
 
 #[tokio::test]
 async fn shutdown_waits_for_containers_and_removes_socket() {
-    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
-    let shim = ShimProc::start(&bundle, "sd1").await.unwrap();
+    let bundle = Bundle::new("sd1", &["sleep", "30"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     shim.client
-        .create(ctx(), &create_req("sd1", &bundle))
+        .create(create_req("sd1", &bundle), RPC)
         .await
         .unwrap();
     shim.client
         .shutdown(
-            ctx(),
-            &ShutdownRequest {
+            ShutdownRequest {
                 id: "sd1".into(),
                 now: false,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -142,12 +121,12 @@ async fn shutdown_waits_for_containers_and_removes_socket() {
     shim.delete_task("sd1").await;
     shim.client
         .shutdown(
-            ctx(),
-            &ShutdownRequest {
+            ShutdownRequest {
                 id: "sd1".into(),
                 now: false,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -161,10 +140,9 @@ async fn shutdown_waits_for_containers_and_removes_socket() {
 
 #[tokio::test]
 async fn sigterm_stops_the_server() {
-    let bundle = Bundle::new(&["true"]).unwrap();
-    let shim = ShimProc::start(&bundle, "term1").await.unwrap();
-    // SAFETY: kill(2) on the server pid Connect reported.
-    unsafe { libc::kill(shim.pid, libc::SIGTERM) };
+    let bundle = Bundle::new("term1", &["true"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
+    shim.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(
         shim.wait_gone(Duration::from_secs(5)).await,
         "SIGTERM did not stop the server"
@@ -180,7 +158,7 @@ async fn sigterm_stops_the_server() {
 #[test]
 fn start_fails_when_its_server_cannot_be_executed() {
     use std::io::Write;
-    let bundle = Bundle::new(&["true"]).unwrap();
+    let bundle = Bundle::new("noexec1", &["true"]).unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let copy = scratch.path().join("containerd-shim-reaper-v2");
     std::fs::copy(shim_bin(), &copy).unwrap();
@@ -234,42 +212,26 @@ fn start_fails_when_its_server_cannot_be_executed() {
     assert!(!socket.exists(), "{} left behind", socket.display());
 }
 
-#[test]
-fn delete_action_on_empty_bundle_prints_delete_response() {
+#[tokio::test]
+async fn delete_action_on_empty_bundle_prints_delete_response() {
     let dir = tempfile::tempdir().unwrap();
-    let t = Instant::now();
-    let out = Command::new(shim_bin())
-        .args([
-            "-namespace",
-            "reaper-test",
-            "-address",
-            "/nonexistent",
-            "-id",
-            "gone1",
-        ])
-        .args(["-bundle", &dir.path().display().to_string(), "delete"])
-        .current_dir(dir.path())
-        .output()
+    let r = delete_action("gone1", dir.path())
+        .run(Duration::from_secs(5))
+        .await
         .unwrap();
-    assert!(t.elapsed() < Duration::from_secs(5));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = DeleteResponse::parse_from_bytes(&out.stdout).unwrap();
+    assert!(r.duration < Duration::from_secs(5));
     assert_eq!(r.exit_status, 137);
     assert_eq!(r.pid, 0);
-    assert!(r.exited_at.seconds > 0);
+    assert!(r.exited_at.is_some_and(|t| t > std::time::UNIX_EPOCH));
 }
 
 #[tokio::test]
 async fn delete_action_kills_what_a_dead_server_left() {
-    let bundle = Bundle::new(&["sh", "-c", "sleep 30 & sleep 30"]).unwrap();
-    let shim = ShimProc::start(&bundle, "dead1").await.unwrap();
+    let bundle = Bundle::new("dead1", &["sh", "-c", "sleep 30 & sleep 30"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let c = shim
         .client
-        .create(ctx(), &create_req("dead1", &bundle))
+        .create(create_req("dead1", &bundle), RPC)
         .await
         .unwrap();
     shim.start_task("dead1").await;
@@ -285,88 +247,41 @@ async fn delete_action_kills_what_a_dead_server_left() {
         .collect();
     assert!(procs.len() >= 2, "task processes {procs:?}");
     // The server dies without cleaning up (like a crash).
-    // SAFETY: kill(2) by the pid Connect reported.
-    unsafe { libc::kill(shim.pid, libc::SIGKILL) };
+    shim.signal(nix::sys::signal::Signal::SIGKILL);
     assert!(shim.wait_gone(Duration::from_secs(5)).await);
-    let t = Instant::now();
-    let out = Command::new(shim_bin())
-        .args([
-            "-namespace",
-            "reaper-test",
-            "-address",
-            "/nonexistent",
-            "-id",
-            "dead1",
-        ])
-        .args(["-bundle", &bundle.path().display().to_string(), "delete"])
-        .current_dir(bundle.path())
-        .output()
-        .unwrap();
-    assert!(t.elapsed() < Duration::from_secs(5));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = DeleteResponse::parse_from_bytes(&out.stdout).unwrap();
+    let action = delete_action("dead1", bundle.path());
+    let r = action.run(Duration::from_secs(5)).await.unwrap();
+    assert!(r.duration < Duration::from_secs(5));
     assert_eq!((r.pid, r.exit_status), (c.pid, 137));
     let end = Instant::now() + Duration::from_secs(5);
     while procs.iter().any(|p| pid_alive(*p)) {
-        // They were re-parented to this test process (subreaper): reap them here.
-        procs.iter().for_each(|p| reap(*p));
         assert!(
             Instant::now() < end,
             "task processes survived the delete action"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    procs.iter().for_each(|p| reap(*p));
     assert!(!procs_file.exists(), "cgroup not removed");
     // Idempotent: a second run succeeds too.
-    let again = Command::new(shim_bin())
-        .args([
-            "-namespace",
-            "reaper-test",
-            "-id",
-            "dead1",
-            "-bundle",
-            &bundle.path().display().to_string(),
-            "delete",
-        ])
-        .output()
-        .unwrap();
-    assert!(again.status.success());
+    action.run(Duration::from_secs(5)).await.unwrap();
     shim.stop().await;
 }
 
 #[tokio::test]
 async fn server_logs_to_the_bundle_log_fifo() {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let bundle = Bundle::new(&["true"]).unwrap();
-    let log = bundle.fifo("log").unwrap();
-    // containerd opens the log FIFO before `start`; we read it without blocking.
-    let mut reader = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&log)
-        .unwrap();
-    let shim = ShimProc::start(&bundle, "log1").await.unwrap();
+    // The mock opens the bundle's log FIFO before `start` and drains it, as containerd does.
+    let bundle = Bundle::new("log1", &["true"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     shim.client
-        .create(ctx(), &create_req("log1", &bundle))
+        .create(create_req("log1", &bundle), RPC)
         .await
         .unwrap();
-    let mut text = String::new();
     let end = Instant::now() + Duration::from_secs(5);
+    let mut text = String::new();
     while !text.contains("create") {
-        let mut buf = [0u8; 4096];
-        match reader.read(&mut buf) {
-            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => panic!("read log: {e}"),
-        }
         assert!(Instant::now() < end, "no create line in the log: {text:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
+        text = shim.shim.log_lines().join("\n");
     }
     assert!(text.contains("level=INFO"), "{text}");
     assert!(text.contains("id=\"log1\""), "{text}");

@@ -14,7 +14,7 @@ async fn run_to_exit(
 ) -> WaitResponse {
     let c = shim
         .client
-        .create(ctx(), &create_req(id, bundle))
+        .create(create_req(id, bundle), RPC)
         .await
         .unwrap();
     // Wait before Start, like ctr: it blocks on a created process.
@@ -24,11 +24,11 @@ async fn run_to_exit(
         tokio::spawn(async move {
             client
                 .wait(
-                    ttrpc::context::with_duration(Duration::from_secs(20)),
-                    &WaitRequest {
+                    WaitRequest {
                         id,
                         ..Default::default()
                     },
+                    Duration::from_secs(20),
                 )
                 .await
         })
@@ -41,12 +41,12 @@ async fn run_to_exit(
         tokio::time::sleep(Duration::from_millis(100)).await;
         shim.client
             .kill(
-                ctx(),
-                &KillRequest {
+                KillRequest {
                     id: id.into(),
                     signal: sig,
                     ..Default::default()
                 },
+                RPC,
             )
             .await
             .unwrap();
@@ -56,8 +56,8 @@ async fn run_to_exit(
 
 #[tokio::test]
 async fn exit_codes_events_and_delete() {
-    let bundle = Bundle::new(&["sh", "-c", "exit 7"]).unwrap();
-    let shim = ShimProc::start(&bundle, "lc7").await.unwrap();
+    let bundle = Bundle::new("lc7", &["sh", "-c", "exit 7"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let w = run_to_exit(&shim, &bundle, "lc7", None).await;
     assert_eq!(w.exit_status, 7);
     assert!(w.exited_at.seconds > 0);
@@ -70,12 +70,12 @@ async fn exit_codes_events_and_delete() {
     let e = shim
         .client
         .kill(
-            ctx(),
-            &KillRequest {
+            KillRequest {
                 id: "lc7".into(),
                 signal: 9,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap_err();
@@ -85,21 +85,21 @@ async fn exit_codes_events_and_delete() {
     for e in [
         shim.client
             .state(
-                ctx(),
-                &StateRequest {
+                StateRequest {
                     id: "lc7".into(),
                     ..Default::default()
                 },
+                RPC,
             )
             .await
             .unwrap_err(),
         shim.client
             .delete(
-                ctx(),
-                &DeleteRequest {
+                DeleteRequest {
                     id: "lc7".into(),
                     ..Default::default()
                 },
+                RPC,
             )
             .await
             .unwrap_err(),
@@ -107,30 +107,25 @@ async fn exit_codes_events_and_delete() {
         assert_eq!(code(&e), ttrpc::Code::NOT_FOUND, "{e:?}");
     }
     let ev = shim
-        .events
-        .rec
         .wait_for("delete event", |e| {
             e.iter().any(|e| e.topic == "/tasks/delete")
         })
         .await
         .unwrap();
     let topics: Vec<&str> = ev.iter().map(|e| e.topic.as_str()).collect();
-    assert_eq!(
-        topics,
-        [
-            "/tasks/create",
-            "/tasks/start",
-            "/tasks/exit",
-            "/tasks/delete"
-        ]
-    );
+    assert_eq!(topics, testkit::LIFECYCLE_TOPICS);
     assert!(ev.iter().all(|e| e.namespace == "reaper-test"));
-    let md = shim.events.rec.1.lock().unwrap().clone();
+    let sent = shim.mock.events().forwarded();
+    let md: Vec<_> = sent
+        .iter()
+        .map(|f| f.metadata_namespace.as_deref())
+        .collect();
     assert!(
-        md.iter().all(|m| m == "reaper-test"),
+        md.iter().all(|m| *m == Some("reaper-test")),
         "ttrpc namespace metadata: {md:?}"
     );
-    assert_eq!(ev[2].type_url, "containerd.events.TaskExit");
+    let exit = sent.iter().find(|f| f.topic == "/tasks/exit").unwrap();
+    assert_eq!(exit.type_url, "containerd.events.TaskExit");
     assert_eq!((ev[2].pid, ev[2].exit_status), (st.pid, 7));
     shim.stop().await;
 }
@@ -138,9 +133,9 @@ async fn exit_codes_events_and_delete() {
 #[tokio::test]
 async fn signal_deaths_are_128_plus_signal() {
     for (sig, want) in [(15u32, 143u32), (9, 137)] {
-        let bundle = Bundle::new(&["sleep", "30"]).unwrap();
         let id = format!("sig{sig}");
-        let shim = ShimProc::start(&bundle, &id).await.unwrap();
+        let bundle = Bundle::new(&id, &["sleep", "30"]).unwrap();
+        let shim = ShimProc::start(&bundle).await.unwrap();
         let w = run_to_exit(&shim, &bundle, &id, Some(sig)).await;
         assert_eq!(w.exit_status, want, "signal {sig}");
         shim.stop().await;
@@ -149,7 +144,7 @@ async fn signal_deaths_are_128_plus_signal() {
 
 #[tokio::test]
 async fn zero_exit_and_exact_env_and_cwd() {
-    let bundle = Bundle::new(&["true"]).unwrap();
+    let mut bundle = Bundle::new("env1", &["true"]).unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("env.txt");
     let script = format!("env > {0}; pwd >> {0}", out.display());
@@ -161,7 +156,7 @@ async fn zero_exit_and_exact_env_and_cwd() {
             false,
         )
         .unwrap();
-    let shim = ShimProc::start(&bundle, "env1").await.unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let w = run_to_exit(&shim, &bundle, "env1", None).await;
     assert_eq!(w.exit_status, 0);
     let text = std::fs::read_to_string(&out).unwrap();
@@ -181,8 +176,8 @@ async fn zero_exit_and_exact_env_and_cwd() {
 
 #[tokio::test]
 async fn instant_exits_publish_start_before_exit() {
-    let bundle = Bundle::new(&["true"]).unwrap();
-    let shim = ShimProc::start(&bundle, "inst0").await.unwrap();
+    let mut bundle = Bundle::new("inst0", &["true"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     // One server, many containers (same bundle config, different ids).
     for i in 0..10 {
         let id = format!("inst{i}");
@@ -199,18 +194,16 @@ async fn instant_exits_publish_start_before_exit() {
         assert_eq!(w.exit_status, code_ as u32, "{id}");
         shim.client
             .delete(
-                ctx(),
-                &DeleteRequest {
+                DeleteRequest {
                     id: id.clone(),
                     ..Default::default()
                 },
+                RPC,
             )
             .await
             .unwrap();
     }
     let ev = shim
-        .events
-        .rec
         .wait_for("10 deletes", |e| {
             e.iter().filter(|e| e.topic == "/tasks/delete").count() == 10
         })
@@ -223,27 +216,18 @@ async fn instant_exits_publish_start_before_exit() {
             .filter(|e| e.id == id)
             .map(|e| e.topic.as_str())
             .collect();
-        assert_eq!(
-            mine,
-            [
-                "/tasks/create",
-                "/tasks/start",
-                "/tasks/exit",
-                "/tasks/delete"
-            ],
-            "{id}"
-        );
+        assert_eq!(mine, testkit::LIFECYCLE_TOPICS, "{id}");
     }
     shim.stop().await;
 }
 
 #[tokio::test]
 async fn created_task_can_be_deleted_and_orphans_are_reaped() {
-    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
-    let shim = ShimProc::start(&bundle, "cr1").await.unwrap();
+    let mut bundle = Bundle::new("cr1", &["sleep", "30"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let c = shim
         .client
-        .create(ctx(), &create_req("cr1", &bundle))
+        .create(create_req("cr1", &bundle), RPC)
         .await
         .unwrap();
     assert!(pid_alive(c.pid as i32));
@@ -287,119 +271,64 @@ async fn created_task_can_be_deleted_and_orphans_are_reaped() {
 
 #[tokio::test]
 async fn events_are_queued_until_the_endpoint_comes_up() {
-    become_subreaper();
-    let bundle = Bundle::new(&["sh", "-c", "exit 5"]).unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let events_path = scratch.path().join("events.sock");
-    let grpc = scratch.path().join("c.sock").display().to_string();
-    let st = run_start(
-        &shim_bin(),
-        bundle.path(),
-        "reaper-test",
-        &grpc,
-        "late1",
-        &events_path,
-    )
-    .unwrap();
-    assert!(st.status.success(), "{}", st.stdout);
-    let raw = ttrpc::asynchronous::Client::connect(&st.stdout)
+    let bundle = Bundle::new("late1", &["sh", "-c", "exit 5"]).unwrap();
+    // The events endpoint is down from before `start`.
+    let mut mock = mock().await.unwrap();
+    mock.endpoints_down(false).await;
+    let mut shim = ShimProc::launch(mock, &shim_bin(), &bundle, &[])
         .await
         .unwrap();
-    let client = containerd_shim_protos::shim_async::TaskClient::new(raw);
-    client
-        .create(ctx(), &create_req("late1", &bundle))
+    shim.client
+        .create(create_req("late1", &bundle), RPC)
         .await
         .unwrap();
-    client
-        .start(
-            ctx(),
-            &StartRequest {
-                id: "late1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let w = client
-        .wait(
-            ctx(),
-            &WaitRequest {
-                id: "late1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.start_task("late1").await;
+    let w = shim.wait_task("late1").await;
     assert_eq!(w.exit_status, 5);
-    client
-        .delete(
-            ctx(),
-            &DeleteRequest {
-                id: "late1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    shim.delete_task("late1").await;
     // The endpoint appears only now (the shim has been retrying the head of its queue).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut events = EventsServer::start(scratch.path()).await.unwrap();
-    let ev = events
-        .rec
+    assert!(shim.events().is_empty(), "{:?}", shim.summary());
+    shim.mock.endpoints_up().await.unwrap();
+    let ev = shim
         .wait_for("all four events", |e| e.len() >= 4)
         .await
         .unwrap();
     let topics: Vec<&str> = ev.iter().map(|e| e.topic.as_str()).collect();
-    assert_eq!(
-        topics,
-        [
-            "/tasks/create",
-            "/tasks/start",
-            "/tasks/exit",
-            "/tasks/delete"
-        ]
-    );
-    let pid = client
-        .connect(ctx(), &ConnectRequest::default())
-        .await
-        .unwrap()
-        .shim_pid as i32;
-    client
-        .shutdown(ctx(), &ShutdownRequest::default())
+    assert_eq!(topics, testkit::LIFECYCLE_TOPICS);
+    shim.client
+        .shutdown(ShutdownRequest::default(), RPC)
         .await
         .unwrap();
-    let end = std::time::Instant::now() + Duration::from_secs(5);
-    while pid_alive(pid) {
-        reap(pid);
-        assert!(std::time::Instant::now() < end, "server did not exit");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    reap(pid);
-    events.stop().await;
+    assert!(
+        shim.wait_gone(Duration::from_secs(5)).await,
+        "server did not exit"
+    );
+    shim.stop().await;
 }
 
 #[tokio::test]
 async fn exec_failure_at_start_is_a_clear_error_without_events() {
-    let bundle = Bundle::new(&["true"]).unwrap();
+    let mut bundle = Bundle::new("badexec", &["true"]).unwrap();
     let bad = bundle.path().join("not-a-binary");
     std::fs::write(&bad, b"\x7fELF-but-not-really").unwrap();
     std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     bundle
         .write_spec(&[&bad.display().to_string()], &[PATH_ENV], "/", false)
         .unwrap();
-    let shim = ShimProc::start(&bundle, "badexec").await.unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     shim.client
-        .create(ctx(), &create_req("badexec", &bundle))
+        .create(create_req("badexec", &bundle), RPC)
         .await
         .unwrap();
     let e = shim
         .client
         .start(
-            ctx(),
-            &StartRequest {
+            StartRequest {
                 id: "badexec".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap_err();
@@ -411,8 +340,6 @@ async fn exec_failure_at_start_is_a_clear_error_without_events() {
     let d = shim.delete_task("badexec").await;
     assert_eq!(d.exit_status, 127);
     let ev = shim
-        .events
-        .rec
         .wait_for("delete", |e| e.iter().any(|e| e.topic == "/tasks/delete"))
         .await
         .unwrap();

@@ -18,7 +18,7 @@ fn read_counter(p: &std::path::Path) -> u64 {
 
 #[tokio::test]
 async fn pause_freezes_and_resume_thaws_every_process() {
-    let bundle = Bundle::new(&["true"]).unwrap();
+    let mut bundle = Bundle::new("pz1", &["true"]).unwrap();
     let counter = bundle.path().join("count");
     let script = format!(
         "i=0; while true; do i=$((i+1)); echo $i > {0}.tmp; mv {0}.tmp {0}; sleep 0.01; done",
@@ -27,19 +27,19 @@ async fn pause_freezes_and_resume_thaws_every_process() {
     bundle
         .write_spec(&["sh", "-c", &script], &[PATH_ENV], "/", false)
         .unwrap();
-    let shim = ShimProc::start(&bundle, "pz1").await.unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let e = {
         shim.client
-            .create(ctx(), &create_req("pz1", &bundle))
+            .create(create_req("pz1", &bundle), RPC)
             .await
             .unwrap();
         shim.client
             .pause(
-                ctx(),
-                &PauseRequest {
+                PauseRequest {
                     id: "pz1".into(),
                     ..Default::default()
                 },
+                RPC,
             )
             .await
             .unwrap_err()
@@ -55,11 +55,11 @@ async fn pause_freezes_and_resume_thaws_every_process() {
     let e = shim
         .client
         .resume(
-            ctx(),
-            &ResumeRequest {
+            ResumeRequest {
                 id: "pz1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap_err();
@@ -70,11 +70,11 @@ async fn pause_freezes_and_resume_thaws_every_process() {
     );
     shim.client
         .pause(
-            ctx(),
-            &PauseRequest {
+            PauseRequest {
                 id: "pz1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -83,11 +83,11 @@ async fn pause_freezes_and_resume_thaws_every_process() {
     let e = shim
         .client
         .pause(
-            ctx(),
-            &PauseRequest {
+            PauseRequest {
                 id: "pz1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap_err();
@@ -105,11 +105,11 @@ async fn pause_freezes_and_resume_thaws_every_process() {
     );
     shim.client
         .resume(
-            ctx(),
-            &ResumeRequest {
+            ResumeRequest {
                 id: "pz1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -118,11 +118,11 @@ async fn pause_freezes_and_resume_thaws_every_process() {
     let stats = shim
         .client
         .stats(
-            ctx(),
-            &StatsRequest {
+            StatsRequest {
                 id: "pz1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -133,34 +133,32 @@ async fn pause_freezes_and_resume_thaws_every_process() {
     assert!(m.memory.usage.usage > 0, "memory usage {m:?}");
     shim.client
         .kill(
-            ctx(),
-            &KillRequest {
+            KillRequest {
                 id: "pz1".into(),
                 signal: 9,
                 all: true,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
     let w = shim.wait_task("pz1").await;
     assert_eq!(w.exit_status, 137);
-    shim.events
-        .rec
-        .wait_for("paused+resumed", |e| {
-            let t: Vec<&str> = e.iter().map(|e| e.topic.as_str()).collect();
-            let p = t.iter().position(|t| *t == "/tasks/paused");
-            let r = t.iter().position(|t| *t == "/tasks/resumed");
-            matches!((p, r), (Some(p), Some(r)) if p < r)
-        })
-        .await
-        .unwrap();
+    shim.wait_for("paused+resumed", |e| {
+        let t: Vec<&str> = e.iter().map(|e| e.topic.as_str()).collect();
+        let p = t.iter().position(|t| *t == "/tasks/paused");
+        let r = t.iter().position(|t| *t == "/tasks/resumed");
+        matches!((p, r), (Some(p), Some(r)) if p < r)
+    })
+    .await
+    .unwrap();
     shim.stop().await;
 }
 
 #[tokio::test]
 async fn pod_sandbox_runs_the_builtin_pause() {
-    let bundle = Bundle::new(&["/pause"]).unwrap();
+    let bundle = Bundle::new("sb1", &["/pause"]).unwrap();
     let mut spec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.path().join("config.json")).unwrap()).unwrap();
     spec["annotations"] = serde_json::json!({
@@ -172,7 +170,7 @@ async fn pod_sandbox_runs_the_builtin_pause() {
         serde_json::to_vec(&spec).unwrap(),
     )
     .unwrap();
-    let shim = ShimProc::start(&bundle, "sb1").await.unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let pid = started(&shim, &bundle, "sb1").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let st = shim.state_task("sb1").await;
@@ -189,12 +187,12 @@ async fn pod_sandbox_runs_the_builtin_pause() {
     );
     shim.client
         .kill(
-            ctx(),
-            &KillRequest {
+            KillRequest {
                 id: "sb1".into(),
                 signal: 15,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -205,7 +203,7 @@ async fn pod_sandbox_runs_the_builtin_pause() {
 
 #[tokio::test]
 async fn without_cgroups_sessions_carry_kill_all_pids_pause_and_stats() {
-    let bundle = Bundle::new(&["true"]).unwrap();
+    let mut bundle = Bundle::new("nocg1", &["true"]).unwrap();
     let counter = bundle.path().join("count");
     let script = format!(
         "sleep 30 & echo $! > kid.pid; i=0; while true; do i=$((i+1)); echo $i > {0}.tmp; mv {0}.tmp {0}; sleep 0.01; done",
@@ -220,7 +218,7 @@ async fn without_cgroups_sessions_carry_kill_all_pids_pause_and_stats() {
         )
         .unwrap();
     let env = [("REAPER_NO_CGROUP", "1")];
-    let shim = ShimProc::start_bin(&shim_bin(), &bundle, "nocg1", &env)
+    let shim = ShimProc::start_bin(&shim_bin(), &bundle, &env)
         .await
         .unwrap();
     started(&shim, &bundle, "nocg1").await;
@@ -242,11 +240,11 @@ async fn without_cgroups_sessions_carry_kill_all_pids_pause_and_stats() {
     let pids = shim
         .client
         .pids(
-            ctx(),
-            &PidsRequest {
+            PidsRequest {
                 id: "nocg1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -257,11 +255,11 @@ async fn without_cgroups_sessions_carry_kill_all_pids_pause_and_stats() {
 
     shim.client
         .pause(
-            ctx(),
-            &PauseRequest {
+            PauseRequest {
                 id: "nocg1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -275,11 +273,11 @@ async fn without_cgroups_sessions_carry_kill_all_pids_pause_and_stats() {
     );
     shim.client
         .resume(
-            ctx(),
-            &ResumeRequest {
+            ResumeRequest {
                 id: "nocg1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -292,11 +290,11 @@ async fn without_cgroups_sessions_carry_kill_all_pids_pause_and_stats() {
     let stats = shim
         .client
         .stats(
-            ctx(),
-            &StatsRequest {
+            StatsRequest {
                 id: "nocg1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -306,13 +304,13 @@ async fn without_cgroups_sessions_carry_kill_all_pids_pause_and_stats() {
 
     shim.client
         .kill(
-            ctx(),
-            &KillRequest {
+            KillRequest {
                 id: "nocg1".into(),
                 signal: 9,
                 all: true,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();

@@ -1,13 +1,13 @@
 //! The Sandbox service (`containerd.runtime.sandbox.v1.Sandbox`) of the built shim, over its
 //! socket as containerd's shim sandbox controller drives it (`plugins/sandbox/controller.go` at
 //! v2.1.9): the pod's pause process, its status and wait, stop, and a server that stays while the
-//! pod or a container of it remains.
+//! pod or a container of it remains. As containerd's controller does, the Sandbox calls go over
+//! the task connection (the harness client's `*_sandbox` methods).
 
 use std::time::Duration;
 
 use containerd_shim_protos::api::*;
 use containerd_shim_protos::sandbox_api::*;
-use containerd_shim_protos::sandbox_async::SandboxClient;
 
 use crate::support::*;
 
@@ -21,14 +21,6 @@ macro_rules! req {
     };
 }
 
-async fn sandbox_client(shim: &ShimProc) -> SandboxClient {
-    let raw = tokio::time::timeout(RPC, ttrpc::asynchronous::Client::connect(&shim.address))
-        .await
-        .expect("connect within the bound")
-        .expect("connect");
-    SandboxClient::new(raw)
-}
-
 fn create(id: &str, bundle: &Bundle) -> CreateSandboxRequest {
     CreateSandboxRequest {
         sandbox_id: id.into(),
@@ -39,19 +31,19 @@ fn create(id: &str, bundle: &Bundle) -> CreateSandboxRequest {
 
 #[tokio::test]
 async fn a_pod_starts_its_pause_reports_it_and_waits_for_its_stop() {
-    let bundle = Bundle::new(&["true"]).unwrap();
-    let shim = ShimProc::start(&bundle, "pod1").await.unwrap();
-    let sb = sandbox_client(&shim).await;
-    sb.create_sandbox(ctx(), &create("pod1", &bundle))
+    let bundle = Bundle::new("pod1", &["true"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
+    let sb = shim.client.clone();
+    sb.create_sandbox(create("pod1", &bundle), RPC)
         .await
         .unwrap();
     let st = sb
-        .sandbox_status(ctx(), &req!(SandboxStatusRequest, "pod1"))
+        .sandbox_status(req!(SandboxStatusRequest, "pod1"), RPC)
         .await
         .unwrap();
     assert_eq!(st.state, "SANDBOX_NOTREADY", "created, not started");
     let started = sb
-        .start_sandbox(ctx(), &req!(StartSandboxRequest, "pod1"))
+        .start_sandbox(req!(StartSandboxRequest, "pod1"), RPC)
         .await
         .unwrap();
     assert!(started.pid > 0);
@@ -64,12 +56,12 @@ async fn a_pod_starts_its_pause_reports_it_and_waits_for_its_stop() {
         String::from_utf8_lossy(&cmdline)
     );
     let st = sb
-        .sandbox_status(ctx(), &req!(SandboxStatusRequest, "pod1"))
+        .sandbox_status(req!(SandboxStatusRequest, "pod1"), RPC)
         .await
         .unwrap();
     assert_eq!((st.state.as_str(), st.pid), ("SANDBOX_READY", started.pid));
     let p = sb
-        .platform(ctx(), &req!(PlatformRequest, "pod1"))
+        .sandbox_platform(req!(PlatformRequest, "pod1"), RPC)
         .await
         .unwrap();
     assert_eq!(p.platform.os, "linux");
@@ -77,11 +69,8 @@ async fn a_pod_starts_its_pause_reports_it_and_waits_for_its_stop() {
     let waiter = {
         let sb = sb.clone();
         tokio::spawn(async move {
-            sb.wait_sandbox(
-                ttrpc::context::with_duration(Duration::from_secs(20)),
-                &req!(WaitSandboxRequest, "pod1"),
-            )
-            .await
+            sb.wait_sandbox(req!(WaitSandboxRequest, "pod1"), Duration::from_secs(20))
+                .await
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -90,12 +79,12 @@ async fn a_pod_starts_its_pause_reports_it_and_waits_for_its_stop() {
         "WaitSandbox returned while the pod runs"
     );
     sb.stop_sandbox(
-        ctx(),
-        &StopSandboxRequest {
+        StopSandboxRequest {
             sandbox_id: "pod1".into(),
             timeout_secs: 5,
             ..Default::default()
         },
+        RPC,
     )
     .await
     .unwrap();
@@ -107,20 +96,20 @@ async fn a_pod_starts_its_pause_reports_it_and_waits_for_its_stop() {
         "the pause still runs after StopSandbox"
     );
     let st = sb
-        .sandbox_status(ctx(), &req!(SandboxStatusRequest, "pod1"))
+        .sandbox_status(req!(SandboxStatusRequest, "pod1"), RPC)
         .await
         .unwrap();
     assert_eq!(st.state, "SANDBOX_NOTREADY");
     assert!(st.exited_at.seconds > 0);
     // A stopped pod still answers Ping; a second Stop is fine.
-    sb.ping_sandbox(ctx(), &req!(PingRequest, "pod1"))
+    sb.ping_sandbox(req!(PingRequest, "pod1"), RPC)
         .await
         .unwrap();
-    sb.stop_sandbox(ctx(), &req!(StopSandboxRequest, "pod1"))
+    sb.stop_sandbox(req!(StopSandboxRequest, "pod1"), RPC)
         .await
         .unwrap();
     // Nothing else keeps the server: ShutdownSandbox ends it.
-    sb.shutdown_sandbox(ctx(), &req!(ShutdownSandboxRequest, "pod1"))
+    sb.shutdown_sandbox(req!(ShutdownSandboxRequest, "pod1"), RPC)
         .await
         .unwrap();
     assert!(
@@ -133,30 +122,28 @@ async fn a_pod_starts_its_pause_reports_it_and_waits_for_its_stop() {
 /// it as a stop ends it later: exit status 0, never a death by SIGTERM (143).
 #[tokio::test]
 async fn a_stop_right_after_the_start_ends_the_pause_with_zero() {
-    let bundle = Bundle::new(&["true"]).unwrap();
-    let shim = ShimProc::start(&bundle, "quick0").await.unwrap();
-    let sb = sandbox_client(&shim).await;
+    let bundle = Bundle::new("quick0", &["true"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
+    let sb = shim.client.clone();
     let mut statuses = Vec::new();
     for i in 0..10 {
         let id = format!("quick{i}");
-        sb.create_sandbox(ctx(), &create(&id, &bundle))
+        sb.create_sandbox(create(&id, &bundle), RPC).await.unwrap();
+        sb.start_sandbox(req!(StartSandboxRequest, id.as_str()), RPC)
             .await
             .unwrap();
-        sb.start_sandbox(ctx(), &req!(StartSandboxRequest, id.as_str()))
-            .await
-            .unwrap();
-        sb.stop_sandbox(ctx(), &req!(StopSandboxRequest, id.as_str()))
+        sb.stop_sandbox(req!(StopSandboxRequest, id.as_str()), RPC)
             .await
             .unwrap();
         let w = sb
-            .wait_sandbox(ctx(), &req!(WaitSandboxRequest, id.as_str()))
+            .wait_sandbox(req!(WaitSandboxRequest, id.as_str()), RPC)
             .await
             .unwrap();
         statuses.push(w.exit_status);
     }
     for i in 0..10 {
         let id = format!("quick{i}");
-        sb.shutdown_sandbox(ctx(), &req!(ShutdownSandboxRequest, id.as_str()))
+        sb.shutdown_sandbox(req!(ShutdownSandboxRequest, id.as_str()), RPC)
             .await
             .unwrap();
     }
@@ -175,16 +162,14 @@ async fn a_stop_right_after_the_start_ends_the_pause_with_zero() {
 /// plugins/sandbox/controller.go at v2.1.9), unlike the task Shutdown, where it tolerates it.
 #[tokio::test]
 async fn the_last_shutdown_sandbox_is_answered_before_the_server_exits() {
-    let bundle = Bundle::new(&["true"]).unwrap();
     for i in 0..10 {
         let id = format!("bye{i}");
-        let shim = ShimProc::start(&bundle, &id).await.unwrap();
-        let sb = sandbox_client(&shim).await;
-        sb.create_sandbox(ctx(), &create(&id, &bundle))
-            .await
-            .unwrap();
+        let bundle = Bundle::new(&id, &["true"]).unwrap();
+        let shim = ShimProc::start(&bundle).await.unwrap();
+        let sb = shim.client.clone();
+        sb.create_sandbox(create(&id, &bundle), RPC).await.unwrap();
         let r = sb
-            .shutdown_sandbox(ctx(), &req!(ShutdownSandboxRequest, id.as_str()))
+            .shutdown_sandbox(req!(ShutdownSandboxRequest, id.as_str()), RPC)
             .await;
         assert!(r.is_ok(), "round {i}: {r:?}");
         assert!(
@@ -198,12 +183,12 @@ async fn the_last_shutdown_sandbox_is_answered_before_the_server_exits() {
 async fn end_task(shim: &ShimProc, id: &str) {
     shim.client
         .kill(
-            ctx(),
-            &KillRequest {
+            KillRequest {
                 id: id.into(),
                 signal: 9,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -218,30 +203,30 @@ async fn finish(shim: &ShimProc, id: &str) {
     let _ = shim
         .client
         .shutdown(
-            ctx(),
-            &ShutdownRequest {
+            ShutdownRequest {
                 id: id.into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await;
 }
 
 #[tokio::test]
 async fn the_server_stays_while_the_pod_or_one_of_its_containers_remains() {
-    let bundle = Bundle::new(&["sh", "-c", "sleep 30"]).unwrap();
-    let shim = ShimProc::start(&bundle, "pod2").await.unwrap();
-    let sb = sandbox_client(&shim).await;
-    sb.create_sandbox(ctx(), &create("pod2", &bundle))
+    let bundle = Bundle::new("pod2", &["sh", "-c", "sleep 30"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
+    let sb = shim.client.clone();
+    sb.create_sandbox(create("pod2", &bundle), RPC)
         .await
         .unwrap();
-    sb.start_sandbox(ctx(), &req!(StartSandboxRequest, "pod2"))
+    sb.start_sandbox(req!(StartSandboxRequest, "pod2"), RPC)
         .await
         .unwrap();
     // A container of the pod, on the same connection (task API v3, no `start` of its own),
     // deleted, then containerd's task Shutdown for it: with the pod live, the server stays.
     shim.client
-        .create(ctx(), &create_req("c1", &bundle))
+        .create(create_req("c1", &bundle), RPC)
         .await
         .unwrap();
     shim.start_task("c1").await;
@@ -253,11 +238,11 @@ async fn the_server_stays_while_the_pod_or_one_of_its_containers_remains() {
     );
     // The pod is shut down while c2 runs: the server stays for c2.
     shim.client
-        .create(ctx(), &create_req("c2", &bundle))
+        .create(create_req("c2", &bundle), RPC)
         .await
         .unwrap();
     shim.start_task("c2").await;
-    sb.shutdown_sandbox(ctx(), &req!(ShutdownSandboxRequest, "pod2"))
+    sb.shutdown_sandbox(req!(ShutdownSandboxRequest, "pod2"), RPC)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -266,7 +251,7 @@ async fn the_server_stays_while_the_pod_or_one_of_its_containers_remains() {
         "ShutdownSandbox ended the server of a running container"
     );
     // ShutdownSandbox again: idempotent.
-    sb.shutdown_sandbox(ctx(), &req!(ShutdownSandboxRequest, "pod2"))
+    sb.shutdown_sandbox(req!(ShutdownSandboxRequest, "pod2"), RPC)
         .await
         .unwrap();
     // containerd 2.x sends no task Shutdown after deleting a container of a pod served at
@@ -280,43 +265,43 @@ async fn the_server_stays_while_the_pod_or_one_of_its_containers_remains() {
 
 #[tokio::test]
 async fn unknown_pods_and_repeated_calls_get_their_codes() {
-    let bundle = Bundle::new(&["true"]).unwrap();
-    let shim = ShimProc::start(&bundle, "pod3").await.unwrap();
-    let sb = sandbox_client(&shim).await;
+    let bundle = Bundle::new("pod3", &["true"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
+    let sb = shim.client.clone();
     let e = sb
-        .start_sandbox(ctx(), &req!(StartSandboxRequest, "nope"))
+        .start_sandbox(req!(StartSandboxRequest, "nope"), RPC)
         .await
         .unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::NOT_FOUND, "{e:?}");
     let e = sb
-        .wait_sandbox(ctx(), &req!(WaitSandboxRequest, "nope"))
+        .wait_sandbox(req!(WaitSandboxRequest, "nope"), RPC)
         .await
         .unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::NOT_FOUND, "{e:?}");
-    sb.create_sandbox(ctx(), &create("pod3", &bundle))
+    sb.create_sandbox(create("pod3", &bundle), RPC)
         .await
         .unwrap();
     let e = sb
-        .create_sandbox(ctx(), &create("pod3", &bundle))
+        .create_sandbox(create("pod3", &bundle), RPC)
         .await
         .unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::ALREADY_EXISTS, "{e:?}");
-    sb.start_sandbox(ctx(), &req!(StartSandboxRequest, "pod3"))
+    sb.start_sandbox(req!(StartSandboxRequest, "pod3"), RPC)
         .await
         .unwrap();
     let e = sb
-        .start_sandbox(ctx(), &req!(StartSandboxRequest, "pod3"))
+        .start_sandbox(req!(StartSandboxRequest, "pod3"), RPC)
         .await
         .unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::FAILED_PRECONDITION, "{e:?}");
     let e = sb
-        .create_sandbox(ctx(), &create("../escape", &bundle))
+        .create_sandbox(create("../escape", &bundle), RPC)
         .await
         .unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
     // Metrics come from the pod's own cgroup (the shim tests run as root, with cgroups).
     let m = sb
-        .sandbox_metrics(ctx(), &req!(SandboxMetricsRequest, "pod3"))
+        .sandbox_metrics(req!(SandboxMetricsRequest, "pod3"), RPC)
         .await
         .unwrap();
     assert_eq!(m.metrics.id, "pod3");
@@ -328,7 +313,7 @@ async fn unknown_pods_and_repeated_calls_get_their_codes() {
         "{:?}",
         m.metrics.data.type_url
     );
-    sb.shutdown_sandbox(ctx(), &req!(ShutdownSandboxRequest, "pod3"))
+    sb.shutdown_sandbox(req!(ShutdownSandboxRequest, "pod3"), RPC)
         .await
         .unwrap();
     assert!(shim.wait_gone(Duration::from_secs(5)).await);

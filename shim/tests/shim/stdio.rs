@@ -12,11 +12,11 @@ async fn start_and_wait(shim: &ShimProc, id: &str) -> u32 {
     shim.start_task(id).await;
     shim.client
         .wait(
-            ttrpc::context::with_duration(Duration::from_secs(30)),
-            &WaitRequest {
+            WaitRequest {
                 id: id.into(),
                 ..Default::default()
             },
+            Duration::from_secs(30),
         )
         .await
         .unwrap()
@@ -26,16 +26,16 @@ async fn start_and_wait(shim: &ShimProc, id: &str) -> u32 {
 #[tokio::test]
 async fn sixteen_mib_burst_before_exit_is_intact() {
     // seq 1..2300000 is about 16.7 MB, written as fast as possible, then the process exits.
-    let bundle = Bundle::new(&["seq", "1", "2300000"]).unwrap();
+    let bundle = Bundle::new("big1", &["seq", "1", "2300000"]).unwrap();
     let out = bundle.fifo("stdout").unwrap();
     let errp = bundle.fifo("stderr").unwrap();
     let reader = OutFifo::open(&out).unwrap();
     let ereader = OutFifo::open(&errp).unwrap();
-    let shim = ShimProc::start(&bundle, "big1").await.unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let mut req = create_req("big1", &bundle);
     req.stdout = out.display().to_string();
     req.stderr = errp.display().to_string();
-    shim.client.create(ctx(), &req).await.unwrap();
+    shim.client.create(req, RPC).await.unwrap();
     let h = reader.collect();
     let eh = ereader.collect();
     // Let the pipe fill before anyone reads much: the reader thread is slowed by nothing, but the
@@ -59,7 +59,7 @@ async fn sixteen_mib_burst_before_exit_is_intact() {
 
 #[tokio::test]
 async fn stdin_reaches_the_process_and_close_io_ends_it() {
-    let bundle = Bundle::new(&["cat"]).unwrap();
+    let bundle = Bundle::new("in1", &["cat"]).unwrap();
     let inp = bundle.fifo("stdin").unwrap();
     let out = bundle.fifo("stdout").unwrap();
     // The client's write side (O_RDWR never blocks); kept open so only CloseIO can end stdin.
@@ -70,11 +70,11 @@ async fn stdin_reaches_the_process_and_close_io_ends_it() {
         .open(&inp)
         .unwrap();
     let reader = OutFifo::open(&out).unwrap();
-    let shim = ShimProc::start(&bundle, "in1").await.unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let mut req = create_req("in1", &bundle);
     req.stdin = inp.display().to_string();
     req.stdout = out.display().to_string();
-    shim.client.create(ctx(), &req).await.unwrap();
+    shim.client.create(req, RPC).await.unwrap();
     let h = reader.collect();
     shim.start_task("in1").await;
     writer.write_all(b"hello reaper\n").unwrap();
@@ -87,12 +87,12 @@ async fn stdin_reaches_the_process_and_close_io_ends_it() {
     );
     shim.client
         .close_io(
-            ctx(),
-            &CloseIORequest {
+            CloseIORequest {
                 id: "in1".into(),
                 stdin: true,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -105,7 +105,7 @@ async fn stdin_reaches_the_process_and_close_io_ends_it() {
 
 #[tokio::test]
 async fn terminal_process_runs_on_a_resizable_pty() {
-    let bundle = Bundle::new(&["true"]).unwrap();
+    let mut bundle = Bundle::new("tty1", &["true"]).unwrap();
     bundle
         .write_spec(
             &["sh", "-c", "sleep 0.3; tty; stty size"],
@@ -116,21 +116,21 @@ async fn terminal_process_runs_on_a_resizable_pty() {
         .unwrap();
     let out = bundle.fifo("stdout").unwrap();
     let reader = OutFifo::open(&out).unwrap();
-    let shim = ShimProc::start(&bundle, "tty1").await.unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let mut req = create_req("tty1", &bundle);
     req.stdout = out.display().to_string();
     req.terminal = true;
-    shim.client.create(ctx(), &req).await.unwrap();
+    shim.client.create(req, RPC).await.unwrap();
     let h = reader.collect();
     shim.client
         .resize_pty(
-            ctx(),
-            &ResizePtyRequest {
+            ResizePtyRequest {
                 id: "tty1".into(),
                 width: 123,
                 height: 45,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -145,23 +145,23 @@ async fn terminal_process_runs_on_a_resizable_pty() {
 
 #[tokio::test]
 async fn file_uri_appends_stdout_and_stderr_and_resize_without_tty_is_ok() {
-    let bundle = Bundle::new(&["sh", "-c", "echo out; echo err >&2"]).unwrap();
+    let bundle = Bundle::new("file1", &["sh", "-c", "echo out; echo err >&2"]).unwrap();
     let log = bundle.path().join("task.log");
     std::fs::write(&log, "before\n").unwrap();
-    let shim = ShimProc::start(&bundle, "file1").await.unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let mut req = create_req("file1", &bundle);
     req.stdout = format!("file://{}", log.display());
     req.stderr = format!("file://{}", log.display());
-    shim.client.create(ctx(), &req).await.unwrap();
+    shim.client.create(req, RPC).await.unwrap();
     shim.client
         .resize_pty(
-            ctx(),
-            &ResizePtyRequest {
+            ResizePtyRequest {
                 id: "file1".into(),
                 width: 1,
                 height: 1,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -173,7 +173,7 @@ async fn file_uri_appends_stdout_and_stderr_and_resize_without_tty_is_ok() {
 
 #[tokio::test]
 async fn binary_logger_gets_stdout_stderr_and_identity() {
-    let bundle = Bundle::new(&["sh", "-c", "echo to-out; echo to-err >&2"]).unwrap();
+    let bundle = Bundle::new("bin1", &["sh", "-c", "echo to-out; echo to-err >&2"]).unwrap();
     let logger = bundle.path().join("logger.sh");
     std::fs::write(
         &logger,
@@ -183,11 +183,11 @@ async fn binary_logger_gets_stdout_stderr_and_identity() {
     .unwrap();
     std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let base = bundle.path().join("captured");
-    let shim = ShimProc::start(&bundle, "bin1").await.unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let mut req = create_req("bin1", &bundle);
     req.stdout = format!("binary://{}?prefix={}", logger.display(), base.display());
     req.stderr = req.stdout.clone();
-    shim.client.create(ctx(), &req).await.unwrap();
+    shim.client.create(req, RPC).await.unwrap();
     assert_eq!(start_and_wait(&shim, "bin1").await, 0);
     let done = base.with_extension("done");
     let end = std::time::Instant::now() + Duration::from_secs(10);

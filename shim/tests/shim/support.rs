@@ -1,137 +1,249 @@
-//! Test support: launch the built shim with the real `start` handshake, a bundle in a temp dir,
-//! an events server that records envelopes, stdio FIFOs, and cleanup that ends what it started.
+//! Test support: the harness library's mock containerd ([`harness::launch`]) launches the built
+//! shim with the real `start` handshake, serves its events endpoint and ends what it started;
+//! this module adds only the tests' shorthands: a bundle in a temp dir of its own, one mock per
+//! shim, the fields of an event the tests compare, error codes, and output FIFOs read to EOF.
 
 use std::fs::OpenOptions;
 use std::io::Read;
+use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
-use async_trait::async_trait;
+use anyhow::{anyhow, bail, Result};
 use containerd_shim_protos::api::*;
-use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
-use containerd_shim_protos::protobuf::{Message, MessageFull};
-use containerd_shim_protos::shim::event::Envelope;
-use containerd_shim_protos::shim::events::ForwardRequest;
-use containerd_shim_protos::shim_async::{create_events, Events, TaskClient};
-use ttrpc::asynchronous::TtrpcContext;
+use harness::bundle::{process, BundleOptions};
+use harness::client::{RpcError, TaskClient};
+use harness::events::{EventSource, RecordedEvent, TaskEvent};
+use harness::launch::{CloseReport, LaunchOptions, MockConfig, MockContainerd, Shim};
 
 /// Per-call bound for every RPC in the tests.
 pub const RPC: Duration = Duration::from_secs(10);
 
-pub fn ctx() -> ttrpc::context::Context {
-    ttrpc::context::with_duration(RPC)
-}
+/// The namespace of every mock.
+pub const NS: &str = "reaper-test";
 
-#[path = "../common/bins.rs"]
-mod bins;
-/// The built binary next to the test executable (target/debug).
-pub use bins::built_binary as bin;
+/// The PATH of every process spec.
+pub const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The built reaper next to the test executable.
 pub fn shim_bin() -> PathBuf {
-    bin("containerd-shim-reaper-v2")
+    testkit::reaper()
 }
 
-/// Makes the test process the subreaper of the shim servers it starts, so it can reap exactly
-/// those pids (by pid, never -1) and leave no zombie behind.
-pub fn become_subreaper() {
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+/// A harness bundle for container `id` (its spec running `args`) in a temp dir of its own.
+pub struct Bundle {
+    inner: harness::bundle::Bundle,
+    /// Dropped after `inner`, which removes the bundle dir first.
+    _parent: tempfile::TempDir,
 }
 
-/// Records every forwarded envelope and the namespace metadata it came with.
-#[derive(Clone, Default)]
-pub struct Recorder(pub Arc<Mutex<Vec<Envelope>>>, pub Arc<Mutex<Vec<String>>>);
-
-#[async_trait]
-impl Events for Recorder {
-    async fn forward(&self, ctx: &TtrpcContext, req: ForwardRequest) -> ttrpc::Result<Empty> {
-        let md = ctx
-            .metadata
-            .get("containerd-namespace-ttrpc")
-            .and_then(|v| v.first().cloned())
-            .unwrap_or_default();
-        self.1.lock().unwrap().push(md);
-        self.0
-            .lock()
-            .unwrap()
-            .push(req.envelope.unwrap_or_default());
-        Ok(Empty::new())
+impl Deref for Bundle {
+    type Target = harness::bundle::Bundle;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
     }
 }
 
-/// A decoded event: topic plus the fields tests look at.
+impl DerefMut for Bundle {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
+
+impl Bundle {
+    pub fn new(id: &str, args: &[&str]) -> Result<Self> {
+        let parent = tempfile::Builder::new().prefix("reaper-test-").tempdir()?;
+        let inner = harness::bundle::Bundle::create_in_namespace(
+            parent.path(),
+            NS,
+            id,
+            process(args),
+            BundleOptions::default(),
+        )?;
+        Ok(Bundle {
+            inner,
+            _parent: parent,
+        })
+    }
+
+    /// Makes the bundle run `args` with exactly `env`, in `cwd`, on a terminal or not.
+    pub fn write_spec(
+        &mut self,
+        args: &[&str],
+        env: &[&str],
+        cwd: &str,
+        terminal: bool,
+    ) -> Result<()> {
+        let mut p = process(args);
+        p.set_env(Some(env.iter().map(|s| s.to_string()).collect()));
+        p.set_cwd(cwd.into());
+        p.set_terminal(Some(terminal));
+        Ok(self.inner.set_process(p)?)
+    }
+
+    /// Makes a FIFO in the bundle dir and returns its path.
+    pub fn fifo(&self, name: &str) -> Result<PathBuf> {
+        let p = self.path().join(name);
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+        Ok(p)
+    }
+}
+
+/// A Create of container `id` from `bundle`, no stdio.
+pub fn create_req(id: &str, bundle: &Bundle) -> CreateTaskRequest {
+    CreateTaskRequest {
+        id: id.into(),
+        bundle: bundle.path().display().to_string(),
+        ..Default::default()
+    }
+}
+
+/// containerd's `delete` action for container `id` of `bundle` (as after a dead shim: no
+/// daemon at `-address`).
+pub fn delete_action(id: &str, bundle: &Path) -> harness::delete::DeleteAction {
+    harness::delete::DeleteAction {
+        shim: shim_bin(),
+        dialect: Default::default(),
+        namespace: NS.into(),
+        grpc_address: "/nonexistent".into(),
+        ttrpc_address: "/nonexistent.ttrpc".into(),
+        publish_binary: "/bin/true".into(),
+        id: id.into(),
+        bundle: bundle.to_path_buf(),
+        debug: false,
+        extra_env: vec![],
+    }
+}
+
+/// A mock containerd in namespace [`NS`] whose `-publish-binary` is `/bin/true`.
+pub async fn mock() -> Result<MockContainerd> {
+    let mut mock = MockContainerd::new(MockConfig {
+        namespace: NS.into(),
+        ..Default::default()
+    })
+    .await?;
+    mock.set_publish_binary("/bin/true".into());
+    Ok(mock)
+}
+
+/// An event as the tests compare it: its topic and namespace, the process it names (the exec
+/// id for exec events and an exec's exit or delete, else the container id), its pid and exit
+/// status (0 where the event has none).
 #[derive(Debug, Clone)]
 pub struct Ev {
     pub topic: String,
     pub namespace: String,
-    pub type_url: String,
     pub id: String,
     pub pid: u32,
     pub exit_status: u32,
 }
 
-fn decode<M: MessageFull>(v: &[u8]) -> M {
-    M::parse_from_bytes(v).expect("decode event")
+impl From<&RecordedEvent> for Ev {
+    fn from(r: &RecordedEvent) -> Self {
+        let id = match &r.event {
+            TaskEvent::Exit(m) => m.id.clone(),
+            TaskEvent::Delete(m) if !m.id.is_empty() => m.id.clone(),
+            TaskEvent::ExecAdded(m) => m.exec_id.clone(),
+            TaskEvent::ExecStarted(m) => m.exec_id.clone(),
+            e => e.container_id().to_string(),
+        };
+        let num = |k: &str| r.fields[k].as_u64().unwrap_or(0) as u32;
+        Ev {
+            topic: r.topic.clone(),
+            namespace: r.namespace.clone(),
+            id,
+            pid: num("pid"),
+            exit_status: num("exit-status"),
+        }
+    }
 }
 
-impl Recorder {
+/// A shim server launched by its own mock containerd, with the mock's client and the server
+/// pid Connect reported. Dropping it ends the server (the harness's [`Shim`] does).
+pub struct ShimProc {
+    pub shim: Shim,
+    pub client: TaskClient,
+    pub address: String,
+    pub pid: i32,
+    /// Dropped after `shim`.
+    pub mock: MockContainerd,
+}
+
+impl ShimProc {
+    /// Starts the reaper for `bundle`'s container.
+    pub async fn start(bundle: &Bundle) -> Result<Self> {
+        Self::start_bin(&shim_bin(), bundle, &[]).await
+    }
+
+    /// Starts `bin` for `bundle`'s container with `env` added to its environment.
+    pub async fn start_bin(bin: &Path, bundle: &Bundle, env: &[(&str, &str)]) -> Result<Self> {
+        Self::launch(mock().await?, bin, bundle, env).await
+    }
+
+    /// Starts `bin` for `bundle`'s container through `mock`.
+    pub async fn launch(
+        mock: MockContainerd,
+        bin: &Path,
+        bundle: &Bundle,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        let opts = LaunchOptions {
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let shim = mock.launch(bin, bundle, opts).await?;
+        let client = shim.client();
+        let req = ConnectRequest {
+            id: bundle.id().into(),
+            ..Default::default()
+        };
+        let c = client.connect(req, RPC).await?;
+        Ok(ShimProc {
+            address: shim.address.clone(),
+            pid: c.shim_pid as i32,
+            shim,
+            client,
+            mock,
+        })
+    }
+
+    /// The server's socket file.
+    pub fn socket_path(&self) -> PathBuf {
+        harness::dialect::socket_path(&self.address).expect("a unix socket address")
+    }
+
+    /// Whether the server still runs (a zombie does not).
+    pub fn alive(&self) -> bool {
+        pid_alive(self.pid)
+    }
+
+    /// Sends `sig` to the server (the pid Connect reported, checked by the harness first).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let p = harness::pidguard::Proc::found(self.pid).expect("the server's pid");
+        p.signal(sig).expect("signal the server");
+    }
+
+    /// Waits (bounded) for the server to exit.
+    pub async fn wait_gone(&self, limit: Duration) -> bool {
+        match harness::pidguard::Proc::found(self.pid) {
+            Ok(server) => server.wait_gone(limit).await,
+            Err(_) => !self.alive(),
+        }
+    }
+
+    /// The events the shim forwarded so far, in arrival order.
     pub fn events(&self) -> Vec<Ev> {
-        use containerd_shim_protos::events::task::*;
-        self.0
-            .lock()
-            .unwrap()
+        self.mock
+            .events()
+            .snapshot()
             .iter()
-            .map(|e| {
-                let any = e.event.clone().unwrap_or_default();
-                let v = any.value.as_slice();
-                let (id, pid, exit_status) = match e.topic.as_str() {
-                    "/tasks/create" => {
-                        let m: TaskCreate = decode(v);
-                        (m.container_id, m.pid, 0)
-                    }
-                    "/tasks/start" => {
-                        let m: TaskStart = decode(v);
-                        (m.container_id, m.pid, 0)
-                    }
-                    "/tasks/exit" => {
-                        let m: TaskExit = decode(v);
-                        (m.id, m.pid, m.exit_status)
-                    }
-                    "/tasks/delete" => {
-                        let m: TaskDelete = decode(v);
-                        let id = if m.id.is_empty() {
-                            m.container_id
-                        } else {
-                            m.id
-                        };
-                        (id, m.pid, m.exit_status)
-                    }
-                    "/tasks/exec-added" => {
-                        let m: TaskExecAdded = decode(v);
-                        (m.exec_id, 0, 0)
-                    }
-                    "/tasks/exec-started" => {
-                        let m: TaskExecStarted = decode(v);
-                        (m.exec_id, m.pid, 0)
-                    }
-                    "/tasks/paused" => (decode::<TaskPaused>(v).container_id, 0, 0),
-                    "/tasks/resumed" => (decode::<TaskResumed>(v).container_id, 0, 0),
-                    _ => (String::new(), 0, 0),
-                };
-                Ev {
-                    topic: e.topic.clone(),
-                    namespace: e.namespace.clone(),
-                    type_url: any.type_url,
-                    id,
-                    pid,
-                    exit_status,
-                }
-            })
+            .filter(|e| e.source == EventSource::Shim)
+            .map(Ev::from)
             .collect()
     }
 
@@ -145,90 +257,63 @@ impl Recorder {
 
     /// Waits until `pred` holds on the events (bounded).
     pub async fn wait_for(&self, what: &str, pred: impl Fn(&[Ev]) -> bool) -> Result<Vec<Ev>> {
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            let ev = self.events();
-            if pred(&ev) {
-                return Ok(ev);
-            }
-            if Instant::now() > end {
-                bail!("timed out waiting for {what}; events: {:?}", self.summary());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let log = self.mock.events();
+        let held = log
+            .wait_until(|_| pred(&self.events()), Duration::from_secs(10))
+            .await;
+        if !held {
+            bail!("timed out waiting for {what}; events: {:?}", self.summary());
         }
+        Ok(self.events())
+    }
+
+    /// Shuts the server down (now), then closes as containerd does (the `delete` action) and
+    /// lets the harness end whatever is left.
+    pub async fn stop(self) -> CloseReport {
+        let req = ShutdownRequest {
+            now: true,
+            ..Default::default()
+        };
+        let _ = self.client.shutdown(req, Duration::from_secs(3)).await;
+        let report = self.shim.close().await;
+        self.mock.shutdown().await;
+        report
     }
 }
 
-/// A running events endpoint on a socket in `dir`.
-pub struct EventsServer {
-    pub path: PathBuf,
-    pub rec: Recorder,
-    server: ttrpc::asynchronous::Server,
+/// Whether `pid` exists and is not a zombie.
+pub fn pid_alive(pid: i32) -> bool {
+    harness::procfs::is_alive(pid)
 }
 
-impl EventsServer {
-    pub async fn start(dir: &Path) -> Result<Self> {
-        let path = dir.join("events.sock");
-        let rec = Recorder::default();
-        let mut server = ttrpc::asynchronous::Server::new()
-            .bind(&format!("unix://{}", path.display()))?
-            .register_service(create_events(Arc::new(rec.clone())));
-        server.start().await?;
-        Ok(EventsServer { path, rec, server })
-    }
-
-    pub async fn stop(&mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(3), self.server.shutdown()).await;
-    }
+/// Zombie children of `ppid`.
+pub fn zombies_of(ppid: i32) -> Vec<i32> {
+    harness::procfs::all_processes()
+        .into_iter()
+        .filter(|p| p.state == 'Z' && p.ppid == ppid)
+        .map(|p| p.pid)
+        .collect()
 }
 
-/// A bundle directory with a config.json for `args`.
-pub struct Bundle {
-    pub dir: tempfile::TempDir,
-}
-
-pub const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-impl Bundle {
-    pub fn new(args: &[&str]) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("reaper-test-").tempdir()?;
-        let b = Bundle { dir };
-        b.write_spec(args, &[PATH_ENV], "/", false)?;
-        Ok(b)
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn write_spec(&self, args: &[&str], env: &[&str], cwd: &str, terminal: bool) -> Result<()> {
-        let spec = serde_json::json!({
-            "ociVersion": "1.0.2",
-            "process": {
-                "terminal": terminal,
-                "user": {"uid": 0, "gid": 0},
-                "args": args,
-                "env": env,
-                "cwd": cwd,
-            },
-            "root": {"path": "rootfs"},
-        });
-        std::fs::write(
-            self.path().join("config.json"),
-            serde_json::to_vec_pretty(&spec)?,
-        )?;
-        Ok(())
-    }
-
-    /// Makes a FIFO in the bundle dir and returns its path.
-    pub fn fifo(&self, name: &str) -> Result<PathBuf> {
-        let p = self.path().join(name);
-        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
-        Ok(p)
+/// The ttrpc code of an error.
+pub fn code(e: &RpcError) -> ttrpc::Code {
+    match e {
+        RpcError::Status { code, .. } => *code,
+        _ => ttrpc::Code::UNKNOWN,
     }
 }
 
-/// The client's read side of an output FIFO, opened before Create like containerd's cio.
+/// The status message of an error (or what else went wrong).
+pub fn message(e: &RpcError) -> String {
+    match e {
+        RpcError::Status { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The client's read side of an output FIFO, opened before Create like containerd's cio, and
+/// read to EOF without a cap (the harness's [`harness::stdio::StdioSet`] keeps at most 16 MiB
+/// and does not say when the shim closed its side).
 pub struct OutFifo {
     fd: OwnedFd,
 }
@@ -271,272 +356,6 @@ pub async fn join_output(h: std::thread::JoinHandle<Vec<u8>>) -> Result<Vec<u8>>
     h.join().map_err(|_| anyhow!("collector panicked"))
 }
 
-/// Output of the `start` action.
-pub struct Started {
-    pub stdout: String,
-    pub stderr: String,
-    pub status: std::process::ExitStatus,
-}
-
-/// Runs `<shim> -namespace ns -address addr -publish-binary /bin/true -id id start` in `bundle`.
-pub fn run_start(
-    shim: &Path,
-    bundle: &Path,
-    ns: &str,
-    address: &str,
-    id: &str,
-    ttrpc: &Path,
-) -> Result<Started> {
-    let out = Command::new(shim)
-        .args([
-            "-namespace",
-            ns,
-            "-address",
-            address,
-            "-publish-binary",
-            "/bin/true",
-            "-id",
-            id,
-            "-debug",
-            "start",
-        ])
-        .current_dir(bundle)
-        .env("TTRPC_ADDRESS", ttrpc)
-        .stdin(Stdio::null())
-        .output()
-        .context("run start")?;
-    Ok(Started {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        status: out.status,
-    })
-}
-
-/// A shim server started through `start`, with a v3 client. Dropping it shuts it down.
-pub struct ShimProc {
-    pub address: String,
-    pub pid: i32,
-    pub client: TaskClient,
-    pub events: EventsServer,
-    stopped: bool,
-    _scratch: tempfile::TempDir,
-}
-
-impl Drop for ShimProc {
-    /// A failed test still ends its server: SIGTERM (the server kills its tasks and removes its
-    /// socket), SIGKILL after 3 s, then the zombie is reaped.
-    fn drop(&mut self) {
-        if self.stopped {
-            return;
-        }
-        // SAFETY: kill(2) by the pid Connect reported.
-        unsafe { libc::kill(self.pid, libc::SIGTERM) };
-        let end = Instant::now() + Duration::from_secs(3);
-        while self.alive() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if self.alive() {
-            // SAFETY: as above.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            std::thread::sleep(Duration::from_millis(50));
-            reap(self.pid);
-        }
-        let _ = std::fs::remove_file(self.socket_path());
-    }
-}
-
-impl ShimProc {
-    /// Starts a shim for the container `id` of `bundle`.
-    pub async fn start(bundle: &Bundle, id: &str) -> Result<Self> {
-        Self::start_bin(&shim_bin(), bundle, id, &[]).await
-    }
-
-    pub async fn start_bin(
-        bin: &Path,
-        bundle: &Bundle,
-        id: &str,
-        env: &[(&str, &str)],
-    ) -> Result<Self> {
-        become_subreaper();
-        let scratch = tempfile::Builder::new().prefix("reaper-ctd-").tempdir()?;
-        let events = EventsServer::start(scratch.path()).await?;
-        let grpc_address = scratch.path().join("containerd.sock").display().to_string();
-        let ns = "reaper-test".to_string();
-        let mut cmd = Command::new(bin);
-        cmd.args([
-            "-namespace",
-            &ns,
-            "-address",
-            &grpc_address,
-            "-publish-binary",
-            "/bin/true",
-            "-id",
-            id,
-            "start",
-        ])
-        .current_dir(bundle.path())
-        .env("TTRPC_ADDRESS", &events.path)
-        .stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output()?;
-        let address = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            bail!(
-                "start failed: {address} {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let raw = tokio::time::timeout(RPC, ttrpc::asynchronous::Client::connect(&address))
-            .await
-            .context("connect timed out")??;
-        let client = TaskClient::new(raw);
-        let c = client
-            .connect(
-                ctx(),
-                &ConnectRequest {
-                    id: id.into(),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        Ok(ShimProc {
-            address,
-            pid: c.shim_pid as i32,
-            client,
-            events,
-            stopped: false,
-            _scratch: scratch,
-        })
-    }
-
-    pub fn socket_path(&self) -> PathBuf {
-        PathBuf::from(self.address.trim_start_matches("unix://"))
-    }
-
-    /// Whether the server process still exists (reaping it if it became our zombie).
-    pub fn alive(&self) -> bool {
-        reap(self.pid);
-        Path::new(&format!("/proc/{}", self.pid)).exists()
-    }
-
-    /// Waits (bounded) for the server to exit.
-    pub async fn wait_gone(&self, limit: Duration) -> bool {
-        let end = Instant::now() + limit;
-        while self.alive() {
-            if Instant::now() > end {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        true
-    }
-
-    /// Shuts the server down (now), kills it by pid as a last resort, removes its socket.
-    pub async fn stop(mut self) -> Recorder {
-        self.stopped = true;
-        let _ = tokio::time::timeout(
-            Duration::from_secs(3),
-            self.client.shutdown(
-                ctx(),
-                &ShutdownRequest {
-                    now: true,
-                    ..Default::default()
-                },
-            ),
-        )
-        .await;
-        if !self.wait_gone(Duration::from_secs(3)).await {
-            // SAFETY: kill(2) by the pid Connect reported.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            self.wait_gone(Duration::from_secs(3)).await;
-        }
-        let _ = std::fs::remove_file(self.socket_path());
-        let rec = self.events.rec.clone();
-        self.events.stop().await;
-        rec
-    }
-}
-
-/// Reaps `pid` if it is our zombie (never waits for any other pid).
-pub fn reap(pid: i32) {
-    let mut st = 0;
-    // SAFETY: waitpid on one specific pid with WNOHANG.
-    unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
-}
-
-/// Whether `pid` exists and is not a zombie.
-pub fn pid_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s
-            .rsplit_once(')')
-            .map(|(_, r)| !r.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
-}
-
-/// Zombie children of `ppid`.
-pub fn zombies_of(ppid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if let Some((_, rest)) = s.rsplit_once(')') {
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            if f.first() == Some(&"Z") && f.get(1).and_then(|p| p.parse().ok()) == Some(ppid) {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
-pub fn create_req(id: &str, bundle: &Bundle) -> CreateTaskRequest {
-    CreateTaskRequest {
-        id: id.into(),
-        bundle: bundle.path().display().to_string(),
-        ..Default::default()
-    }
-}
-
-/// The ttrpc code of an error.
-pub fn code(e: &ttrpc::Error) -> ttrpc::Code {
-    match e {
-        ttrpc::Error::RpcStatus(s) => s.code(),
-        _ => ttrpc::Code::UNKNOWN,
-    }
-}
-
-pub fn message(e: &ttrpc::Error) -> String {
-    match e {
-        ttrpc::Error::RpcStatus(s) => s.message().to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// Sends one raw request naming `service` and `method`.
-pub async fn raw_call<M: Message>(
-    c: &ttrpc::asynchronous::Client,
-    service: &str,
-    method: &str,
-    req: &M,
-) -> ttrpc::Result<ttrpc::Response> {
-    let r = ttrpc::Request {
-        service: service.into(),
-        method: method.into(),
-        payload: req.write_to_bytes().expect("encode request"),
-        timeout_nano: RPC.as_nanos() as i64,
-        ..Default::default()
-    };
-    c.request(r).await
-}
-
 /// One-id Task calls that must succeed: the request boilerplate of most tests, in one place.
 impl ShimProc {
     /// Start of `id`'s init process; panics with the error if it fails.
@@ -545,7 +364,7 @@ impl ShimProc {
             id: id.into(),
             ..Default::default()
         };
-        self.client.start(ctx(), &req).await.unwrap()
+        self.client.start(req, RPC).await.unwrap()
     }
 
     /// Wait for `id`'s init process; panics with the error if it fails.
@@ -554,7 +373,7 @@ impl ShimProc {
             id: id.into(),
             ..Default::default()
         };
-        self.client.wait(ctx(), &req).await.unwrap()
+        self.client.wait(req, RPC).await.unwrap()
     }
 
     /// State of `id`'s init process; panics with the error if it fails.
@@ -563,7 +382,7 @@ impl ShimProc {
             id: id.into(),
             ..Default::default()
         };
-        self.client.state(ctx(), &req).await.unwrap()
+        self.client.state(req, RPC).await.unwrap()
     }
 
     /// Delete of `id`'s init process; panics with the error if it fails.
@@ -572,6 +391,6 @@ impl ShimProc {
             id: id.into(),
             ..Default::default()
         };
-        self.client.delete(ctx(), &req).await.unwrap()
+        self.client.delete(req, RPC).await.unwrap()
     }
 }

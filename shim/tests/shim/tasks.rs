@@ -14,7 +14,7 @@ fn exec_spec(args: &[&str]) -> Any {
         "args": args, "env": [PATH_ENV], "cwd": "/", "user": {"uid": 0, "gid": 0}
     });
     Any {
-        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+        type_url: harness::client::PROCESS_SPEC_TYPE_URL.into(),
         value: serde_json::to_vec(&p).unwrap(),
         ..Default::default()
     }
@@ -23,7 +23,7 @@ fn exec_spec(args: &[&str]) -> Any {
 pub async fn started(shim: &ShimProc, bundle: &Bundle, id: &str) -> u32 {
     let c = shim
         .client
-        .create(ctx(), &create_req(id, bundle))
+        .create(create_req(id, bundle), RPC)
         .await
         .unwrap();
     shim.start_task(id).await;
@@ -32,8 +32,8 @@ pub async fn started(shim: &ShimProc, bundle: &Bundle, id: &str) -> u32 {
 
 #[tokio::test]
 async fn exec_lifecycle_output_events_and_pids() {
-    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
-    let shim = ShimProc::start(&bundle, "ex1").await.unwrap();
+    let bundle = Bundle::new("ex1", &["sleep", "30"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let init = started(&shim, &bundle, "ex1").await;
     let out = bundle.fifo("exec-out").unwrap();
     let reader = OutFifo::open(&out).unwrap();
@@ -49,19 +49,19 @@ async fn exec_lifecycle_output_events_and_pids() {
         .into(),
         ..Default::default()
     };
-    shim.client.exec(ctx(), &req).await.unwrap();
+    shim.client.exec(req.clone(), RPC).await.unwrap();
     let h = reader.collect();
-    let e = shim.client.exec(ctx(), &req).await.unwrap_err();
+    let e = shim.client.exec(req.clone(), RPC).await.unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::ALREADY_EXISTS, "{e:?}");
     let st = shim
         .client
         .state(
-            ctx(),
-            &StateRequest {
+            StateRequest {
                 id: "ex1".into(),
                 exec_id: "e1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -70,13 +70,13 @@ async fn exec_lifecycle_output_events_and_pids() {
     let e = shim
         .client
         .kill(
-            ctx(),
-            &KillRequest {
+            KillRequest {
                 id: "ex1".into(),
                 exec_id: "e1".into(),
                 signal: 15,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap_err();
@@ -84,23 +84,23 @@ async fn exec_lifecycle_output_events_and_pids() {
     let s = shim
         .client
         .start(
-            ctx(),
-            &StartRequest {
+            StartRequest {
                 id: "ex1".into(),
                 exec_id: "e1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
     let pids = shim
         .client
         .pids(
-            ctx(),
-            &PidsRequest {
+            PidsRequest {
                 id: "ex1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -121,12 +121,12 @@ async fn exec_lifecycle_output_events_and_pids() {
     let e = shim
         .client
         .delete(
-            ctx(),
-            &DeleteRequest {
+            DeleteRequest {
                 id: "ex1".into(),
                 exec_id: "e1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap_err();
@@ -134,12 +134,12 @@ async fn exec_lifecycle_output_events_and_pids() {
     let w = shim
         .client
         .wait(
-            ctx(),
-            &WaitRequest {
+            WaitRequest {
                 id: "ex1".into(),
                 exec_id: "e1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -148,12 +148,12 @@ async fn exec_lifecycle_output_events_and_pids() {
     let d = shim
         .client
         .delete(
-            ctx(),
-            &DeleteRequest {
+            DeleteRequest {
                 id: "ex1".into(),
                 exec_id: "e1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -161,12 +161,12 @@ async fn exec_lifecycle_output_events_and_pids() {
     let e = shim
         .client
         .state(
-            ctx(),
-            &StateRequest {
+            StateRequest {
                 id: "ex1".into(),
                 exec_id: "e1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap_err();
@@ -175,12 +175,12 @@ async fn exec_lifecycle_output_events_and_pids() {
     // After init exits, Exec is refused.
     shim.client
         .kill(
-            ctx(),
-            &KillRequest {
+            KillRequest {
                 id: "ex1".into(),
                 signal: 9,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -188,12 +188,10 @@ async fn exec_lifecycle_output_events_and_pids() {
     let mut late = req.clone();
     late.exec_id = "e2".into();
     late.stdout.clear();
-    let e = shim.client.exec(ctx(), &late).await.unwrap_err();
+    let e = shim.client.exec(late, RPC).await.unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::FAILED_PRECONDITION, "{e:?}");
 
     let ev = shim
-        .events
-        .rec
         .wait_for("init exit", |e| {
             e.iter().any(|e| e.topic == "/tasks/exit" && e.id == "ex1")
         })
@@ -217,8 +215,8 @@ async fn exec_lifecycle_output_events_and_pids() {
 
 #[tokio::test]
 async fn running_exec_exits_before_init() {
-    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
-    let shim = ShimProc::start(&bundle, "ord1").await.unwrap();
+    let bundle = Bundle::new("ord1", &["sleep", "30"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     started(&shim, &bundle, "ord1").await;
     let req = ExecProcessRequest {
         id: "ord1".into(),
@@ -226,32 +224,30 @@ async fn running_exec_exits_before_init() {
         spec: Some(exec_spec(&["sleep", "30"])).into(),
         ..Default::default()
     };
-    shim.client.exec(ctx(), &req).await.unwrap();
+    shim.client.exec(req, RPC).await.unwrap();
     shim.client
         .start(
-            ctx(),
-            &StartRequest {
+            StartRequest {
                 id: "ord1".into(),
                 exec_id: "long".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
     shim.client
         .kill(
-            ctx(),
-            &KillRequest {
+            KillRequest {
                 id: "ord1".into(),
                 signal: 9,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
     let ev = shim
-        .events
-        .rec
         .wait_for("init exit", |e| {
             e.iter().any(|e| e.topic == "/tasks/exit" && e.id == "ord1")
         })
@@ -268,7 +264,7 @@ async fn running_exec_exits_before_init() {
 
 #[tokio::test]
 async fn kill_all_reaches_descendants() {
-    let bundle = Bundle::new(&["true"]).unwrap();
+    let mut bundle = Bundle::new("ka1", &["true"]).unwrap();
     bundle
         .write_spec(
             &["sh", "-c", "sleep 30 & echo $! > kid.pid; wait"],
@@ -277,7 +273,7 @@ async fn kill_all_reaches_descendants() {
             false,
         )
         .unwrap();
-    let shim = ShimProc::start(&bundle, "ka1").await.unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     started(&shim, &bundle, "ka1").await;
     let kid_file = bundle.path().join("kid.pid");
     let end = std::time::Instant::now() + Duration::from_secs(5);
@@ -294,11 +290,11 @@ async fn kill_all_reaches_descendants() {
     let pids = shim
         .client
         .pids(
-            ctx(),
-            &PidsRequest {
+            PidsRequest {
                 id: "ka1".into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -308,13 +304,13 @@ async fn kill_all_reaches_descendants() {
     );
     shim.client
         .kill(
-            ctx(),
-            &KillRequest {
+            KillRequest {
                 id: "ka1".into(),
                 signal: 15,
                 all: true,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap();
@@ -326,14 +322,14 @@ async fn kill_all_reaches_descendants() {
 
 #[tokio::test]
 async fn bad_input_gets_clear_errors_and_harms_nothing() {
-    let bundle = Bundle::new(&["sleep", "30"]).unwrap();
-    let shim = ShimProc::start(&bundle, "good").await.unwrap();
+    let bundle = Bundle::new("good", &["sleep", "30"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
     let good_pid = started(&shim, &bundle, "good").await;
 
     let missing = tempfile::tempdir().unwrap();
     let mut req = create_req("nocfg", &bundle);
     req.bundle = missing.path().display().to_string();
-    let e = shim.client.create(ctx(), &req).await.unwrap_err();
+    let e = shim.client.create(req.clone(), RPC).await.unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
     assert!(message(&e).contains("config.json"), "{e:?}");
 
@@ -341,14 +337,14 @@ async fn bad_input_gets_clear_errors_and_harms_nothing() {
     std::fs::write(garbage.path().join("config.json"), "{\n \"process\": [1,\n").unwrap();
     req.id = "garbage".into();
     req.bundle = garbage.path().display().to_string();
-    let e = shim.client.create(ctx(), &req).await.unwrap_err();
+    let e = shim.client.create(req, RPC).await.unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
     assert!(message(&e).contains("config.json:"), "{e:?}");
 
-    let noprog = Bundle::new(&["/no/such/program-xyz"]).unwrap();
+    let noprog = Bundle::new("noprog", &["/no/such/program-xyz"]).unwrap();
     let e = shim
         .client
-        .create(ctx(), &create_req("noprog", &noprog))
+        .create(create_req("noprog", &noprog), RPC)
         .await
         .unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
@@ -357,7 +353,7 @@ async fn bad_input_gets_clear_errors_and_harms_nothing() {
     for bad in ["a/b", "..", "x..y", ""] {
         let e = shim
             .client
-            .create(ctx(), &create_req(bad, &bundle))
+            .create(create_req(bad, &bundle), RPC)
             .await
             .unwrap_err();
         assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "id {bad:?}: {e:?}");
@@ -365,12 +361,12 @@ async fn bad_input_gets_clear_errors_and_harms_nothing() {
     let e = shim
         .client
         .kill(
-            ctx(),
-            &KillRequest {
+            KillRequest {
                 id: "good".into(),
                 signal: 99,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap_err();
@@ -379,12 +375,12 @@ async fn bad_input_gets_clear_errors_and_harms_nothing() {
     let e = shim
         .client
         .kill(
-            ctx(),
-            &KillRequest {
+            KillRequest {
                 id: "nope".into(),
                 signal: 9,
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap_err();
@@ -392,13 +388,13 @@ async fn bad_input_gets_clear_errors_and_harms_nothing() {
     let e = shim
         .client
         .exec(
-            ctx(),
-            &ExecProcessRequest {
+            ExecProcessRequest {
                 id: "good".into(),
                 exec_id: "bad/exec".into(),
                 spec: Some(exec_spec(&["true"])).into(),
                 ..Default::default()
             },
+            RPC,
         )
         .await
         .unwrap_err();
@@ -408,7 +404,7 @@ async fn bad_input_gets_clear_errors_and_harms_nothing() {
     assert!(pid_alive(good_pid as i32));
     let st = shim.state_task("good").await;
     assert_eq!(st.status.enum_value_or_default(), Status::RUNNING);
-    let ok = Bundle::new(&["true"]).unwrap();
+    let ok = Bundle::new("after", &["true"]).unwrap();
     started(&shim, &ok, "after").await;
     let w = shim.wait_task("after").await;
     assert_eq!(w.exit_status, 0);
