@@ -1,5 +1,6 @@
-//! criterion latency benches per shim: handshake, lifecycle, rpc/state, exec, event-delay, and
-//! the bare ttrpc baseline that shows the protocol's own cost.
+//! criterion latency benches, one group per measure with every shim in it (the stub, the reaper,
+//! the Go runc shim): handshake, lifecycle, rpc/state (with the bare ttrpc baseline that shows
+//! the protocol's own cost), exec, event-delay.
 //!
 //! `cargo bench -p reaper-benches` measures; `cargo test -p reaper-benches --benches` runs every
 //! bench once as a smoke check (what CI does). `BENCH_SKIP_RUNC=1` leaves the Go runc shim out.
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use containerd_shim_protos::api::{
     DeleteRequest, ExecProcessRequest, KillRequest, StartRequest, StateRequest, WaitRequest,
 };
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use harness::bundle::RootfsKind;
 use harness::launch::MockContainerd;
 use reaper_benches::{
@@ -35,8 +37,8 @@ fn exec_spec(args: &[&str]) -> protobuf::well_known_types::any::Any {
     }
 }
 
-fn handshake(c: &mut Criterion, rt: &Runtime, t: &Target, m: &MockContainerd) {
-    c.bench_function(&format!("handshake/{}", t.name), |b| {
+fn handshake(g: &mut Group<'_>, rt: &Runtime, t: &Target, m: &MockContainerd) {
+    g.bench_function(t.name, |b| {
         b.to_async(rt).iter_custom(|iters| async move {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
@@ -65,8 +67,8 @@ fn handshake(c: &mut Criterion, rt: &Runtime, t: &Target, m: &MockContainerd) {
     });
 }
 
-fn lifecycle(c: &mut Criterion, rt: &Runtime, t: &Target, m: &MockContainerd) {
-    c.bench_function(&format!("lifecycle/{}", t.name), |b| {
+fn lifecycle(g: &mut Group<'_>, rt: &Runtime, t: &Target, m: &MockContainerd) {
+    g.bench_function(t.name, |b| {
         b.to_async(rt).iter_custom(|iters| async move {
             let t0 = Instant::now();
             for _ in 0..iters {
@@ -94,10 +96,10 @@ fn sleeper(rt: &Runtime, t: &Target, m: &MockContainerd) -> Live {
     })
 }
 
-fn rpc_state(c: &mut Criterion, rt: &Runtime, t: &Target, m: &MockContainerd) {
+fn rpc_state(g: &mut Group<'_>, rt: &Runtime, t: &Target, m: &MockContainerd) {
     let live = sleeper(rt, t, m);
     let id = live.bundle.id().to_string();
-    c.bench_function(&format!("rpc/state/{}", t.name), |b| {
+    g.bench_function(t.name, |b| {
         b.to_async(rt).iter(|| {
             let client = live.client.clone();
             let id = id.clone();
@@ -179,9 +181,9 @@ async fn wait_delete_exec(live: &Live, exec_id: &str) -> u32 {
     w.exit_status
 }
 
-fn exec(c: &mut Criterion, rt: &Runtime, t: &Target, m: &MockContainerd) {
+fn exec(g: &mut Group<'_>, rt: &Runtime, t: &Target, m: &MockContainerd) {
     let live = sleeper(rt, t, m);
-    c.bench_function(&format!("exec/{}", t.name), |b| {
+    g.bench_function(t.name, |b| {
         b.to_async(rt).iter_custom(|iters| {
             let live = &live;
             async move {
@@ -198,10 +200,10 @@ fn exec(c: &mut Criterion, rt: &Runtime, t: &Target, m: &MockContainerd) {
     rt.block_on(live.finish(true)).expect("finish");
 }
 
-fn event_delay(c: &mut Criterion, rt: &Runtime, t: &Target, m: &MockContainerd) {
+fn event_delay(g: &mut Group<'_>, rt: &Runtime, t: &Target, m: &MockContainerd) {
     let live = sleeper(rt, t, m);
     let events = m.events();
-    c.bench_function(&format!("event-delay/{}", t.name), |b| {
+    g.bench_function(t.name, |b| {
         b.to_async(rt).iter_custom(|iters| {
             let live = &live;
             let events = events.clone();
@@ -258,9 +260,9 @@ fn event_delay(c: &mut Criterion, rt: &Runtime, t: &Target, m: &MockContainerd) 
     rt.block_on(live.finish(true)).expect("finish");
 }
 
-fn baseline(c: &mut Criterion, rt: &Runtime) {
+fn baseline(g: &mut Group<'_>, rt: &Runtime) {
     let base = rt.block_on(Baseline::start()).expect("bare ttrpc server");
-    c.bench_function("rpc/state/bare-ttrpc", |b| {
+    g.bench_function("bare-ttrpc", |b| {
         b.to_async(rt).iter(|| {
             let client = base.client.clone();
             async move {
@@ -280,32 +282,56 @@ fn baseline(c: &mut Criterion, rt: &Runtime) {
     rt.block_on(base.stop());
 }
 
+/// A group of one measure across shims (ids `<measure>/<shim>`, as before groups).
+type Group<'a> = BenchmarkGroup<'a, WallTime>;
+
 /// The shim that does nothing (`src/bin/containerd-shim-stub-v2.rs`): its handshake and
 /// lifecycle are what the mock containerd and TTRPC cost, the floor under every other figure.
-fn stub(c: &mut Criterion, rt: &Runtime) {
+fn stub() -> Target {
     let t = Target {
         name: "stub",
         path: env!("CARGO_BIN_EXE_containerd-shim-stub-v2").into(),
         rootfs: RootfsKind::None,
     };
     eprintln!("measuring stub: {}", t.path.display());
-    let m = rt.block_on(mock()).expect("mock containerd");
-    handshake(c, rt, &t, &m);
-    lifecycle(c, rt, &t, &m);
-    rt.block_on(m.shutdown());
+    t
 }
 
 fn benches(c: &mut Criterion) {
     let rt = runtime();
-    baseline(c, &rt);
-    stub(c, &rt);
-    for t in targets() {
-        let m = rt.block_on(mock()).expect("mock containerd");
-        handshake(c, &rt, &t, &m);
-        lifecycle(c, &rt, &t, &m);
-        rpc_state(c, &rt, &t, &m);
-        exec(c, &rt, &t, &m);
-        event_delay(c, &rt, &t, &m);
+    let shims: Vec<(Target, MockContainerd)> = std::iter::once(stub())
+        .chain(targets())
+        .map(|t| (t, rt.block_on(mock()).expect("mock containerd")))
+        .collect();
+    // The stub answers the lifecycle's calls and nothing else.
+    let real = || shims.iter().filter(|(t, _)| t.name != "stub");
+    let mut g = c.benchmark_group("handshake");
+    for (t, m) in &shims {
+        handshake(&mut g, &rt, t, m);
+    }
+    g.finish();
+    let mut g = c.benchmark_group("lifecycle");
+    for (t, m) in &shims {
+        lifecycle(&mut g, &rt, t, m);
+    }
+    g.finish();
+    let mut g = c.benchmark_group("rpc/state");
+    baseline(&mut g, &rt);
+    for (t, m) in real() {
+        rpc_state(&mut g, &rt, t, m);
+    }
+    g.finish();
+    let mut g = c.benchmark_group("exec");
+    for (t, m) in real() {
+        exec(&mut g, &rt, t, m);
+    }
+    g.finish();
+    let mut g = c.benchmark_group("event-delay");
+    for (t, m) in real() {
+        event_delay(&mut g, &rt, t, m);
+    }
+    g.finish();
+    for (_, m) in shims {
         rt.block_on(m.shutdown());
     }
 }
