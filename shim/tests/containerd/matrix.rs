@@ -2,7 +2,7 @@
 //! each release at hand, the mock's verdict per dialect (works or not) must be what that
 //! release's real containerd does with `ctr run --rm ... echo` through the same shim.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -50,22 +50,30 @@ fn real_verdict(version: Version, runtime: Runtime, runc_dir: Option<&Path>) -> 
     let out = d.run_rm(&[], "mx", &["/bin/echo", "hi"], None);
     let works = out.code() == 0 && out.stdout == "hi\n";
     drop(d);
+    let ended = std::time::SystemTime::now();
     // A shim whose start the daemon refused leaves its socket file, which containerd does not
-    // remove (its process the fixture ends): socket files made since, bound by no process any
-    // more (not in /proc/net/unix), are stale and go.
+    // remove (its process the fixture ends): socket files made while this daemon ran, bound by
+    // no process (not in /proc/net/unix), are stale and go. The directory is listed before
+    // /proc/net/unix is read: other tests of this binary bind sockets there meanwhile, and a
+    // socket made between a snapshot of /proc/net/unix and the listing looked stale (once, one
+    // was removed that way and containerd 1.6 failed that test's `ctr run` with "dial unix
+    // ...: no such file or directory").
     if !works {
-        let bound = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
-        for e in std::fs::read_dir(common::SOCKET_DIR)
+        let made: Vec<PathBuf> = std::fs::read_dir(common::SOCKET_DIR)
             .into_iter()
             .flatten()
             .flatten()
-        {
-            let made_since = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t >= started);
-            if made_since && !bound.contains(e.path().to_string_lossy().as_ref()) {
-                let _ = std::fs::remove_file(e.path());
+            .filter(|e| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= started && t <= ended)
+            })
+            .map(|e| e.path())
+            .collect();
+        let bound = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+        for p in made {
+            if !bound.contains(p.to_string_lossy().as_ref()) {
+                let _ = std::fs::remove_file(p);
             }
         }
     }
