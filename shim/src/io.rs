@@ -212,8 +212,30 @@ fn spawn_output(
                 }
             }
         }
+        wait_read(&dst).await;
         drop(keep);
     })
+}
+
+/// How long the end of an output copy waits for the client to read what is still in the FIFO.
+const READ_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits (at most [`READ_WAIT`]) until the client has read everything written to the FIFO
+/// `dst`. The exit event follows the end of the copy, and containerd 1.6's client closes its
+/// FIFO readers as soon as it deletes the task (`task.Delete` calls `io.Close` before
+/// `io.Wait`, task.go at v1.6.20): output still in the FIFO then is lost, which happened to the
+/// last 16 KiB of a 1 MiB `ctr run` on a loaded machine.
+async fn wait_read(dst: &AsyncFd<OwnedFd>) {
+    let unread = || {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD on a FIFO we own writes one int.
+        let r = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FIONREAD, &mut n) };
+        r == 0 && n > 0
+    };
+    let end = std::time::Instant::now() + READ_WAIT;
+    while unread() && std::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Copies the stdin FIFO into the process until EOF of the FIFO or CloseIO.
@@ -468,5 +490,46 @@ mod tests {
         );
         let e = parse_uri("tcp://host:1").unwrap_err();
         assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    }
+
+    /// The end of an output copy (after which the exit event goes) waits for the client to
+    /// read what is left in the FIFO: containerd 1.6's client closes its readers on Delete.
+    #[tokio::test]
+    async fn an_output_copy_ends_only_once_the_client_has_read_the_fifo() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fifo = dir.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let path = fifo.display().to_string();
+        // The client's reader, open but not read yet.
+        let client = open_fifo(&path, false).expect("client reader");
+        let mut h = IoHandles::default();
+        let process_end = output(&path, &mut h).expect("output");
+        let data = vec![b'x'; 48 * 1024];
+        let mut w = std::fs::File::from(process_end);
+        std::io::Write::write_all(&mut w, &data).expect("write");
+        drop(w);
+        let copy = h.outputs.pop().expect("one copy");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !copy.is_finished(),
+            "the copy ended with the output still unread in the FIFO"
+        );
+        let mut got = 0;
+        let mut buf = vec![0u8; 8192];
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while got < data.len() && std::time::Instant::now() < end {
+            // SAFETY: read into a buffer we own from a non-blocking fd we own.
+            let n = unsafe { libc::read(client.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                got += n as usize;
+            } else {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        assert_eq!(got, data.len());
+        tokio::time::timeout(Duration::from_secs(1), copy)
+            .await
+            .expect("the copy ends once the FIFO is read")
+            .expect("copy task");
     }
 }
