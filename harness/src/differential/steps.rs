@@ -167,13 +167,13 @@ impl Backend for Run<'_> {
 
     async fn await_events(
         &self,
-        until: &dyn Fn(&TaskEvents) -> bool,
+        until: &dyn Fn(&TaskEvents<'_>) -> bool,
         t: Duration,
     ) -> Vec<(String, Value)> {
         let deadline = Instant::now() + t;
         loop {
             let got = self.main_events();
-            if until(&got) || Instant::now() >= deadline {
+            if until(&interp::borrowed(&got)) || Instant::now() >= deadline {
                 return got;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

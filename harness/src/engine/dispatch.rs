@@ -74,17 +74,23 @@ impl Backend for Ctx<'_> {
 
     async fn await_events(
         &self,
-        until: &dyn Fn(&TaskEvents) -> bool,
+        until: &dyn Fn(&TaskEvents<'_>) -> bool,
         t: Duration,
     ) -> Vec<(String, Value)> {
-        let pairs = |evs: &[crate::events::RecordedEvent]| -> Vec<(String, Value)> {
-            evs.iter()
-                .map(|e| (e.topic.clone(), e.fields.clone()))
-                .collect()
-        };
         let log = self.mock.events();
-        log.wait_until(|evs| until(&pairs(evs)), t).await;
-        pairs(&log.snapshot())
+        log.wait_until(
+            |evs| {
+                let refs: Vec<(&str, &Value)> =
+                    evs.iter().map(|e| (e.topic.as_str(), &e.fields)).collect();
+                until(&refs)
+            },
+            t,
+        )
+        .await;
+        log.snapshot()
+            .into_iter()
+            .map(|e| (e.topic, e.fields))
+            .collect()
     }
 
     fn cursor(&self, key: &str) -> usize {

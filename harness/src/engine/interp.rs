@@ -19,8 +19,9 @@ use crate::stdio::StdioSet;
 /// The id of a scenario's main container.
 pub const MAIN: &str = "main";
 
-/// Task events as `(topic, fields)`, in arrival order.
-pub(crate) type TaskEvents = [(String, Value)];
+/// Task events as `(topic, fields)`, in arrival order, borrowed from the backend's log (a
+/// check looks at them on every arrival: no copy).
+pub(crate) type TaskEvents<'a> = [(&'a str, &'a Value)];
 
 /// What sending one RPC step gave.
 pub(crate) enum Sent {
@@ -58,7 +59,7 @@ pub(crate) trait Backend {
     /// of them or `t` has passed.
     async fn await_events(
         &self,
-        until: &dyn Fn(&TaskEvents) -> bool,
+        until: &dyn Fn(&TaskEvents<'_>) -> bool,
         t: Duration,
     ) -> Vec<(String, Value)>;
     /// How many of a container's events (`*`: everyone's) earlier `fresh` checks consumed.
@@ -368,6 +369,11 @@ async fn wait_result<B: Backend>(
     )
 }
 
+/// `(topic, fields)` pairs as [`TaskEvents`].
+pub(crate) fn borrowed(evs: &[(String, Value)]) -> Vec<(&str, &Value)> {
+    evs.iter().map(|(t, f)| (t.as_str(), f)).collect()
+}
+
 /// `events`: the container's (or everyone's) events, times normalised, matched by the scenario
 /// format's [`match_events`] within the step's bound; `forbid` after a match; `fresh` from where
 /// the last fresh check of that container ended. The number of events matched.
@@ -383,23 +389,24 @@ async fn events_step<B: Backend>(b: &mut B, e: &EventsStep) -> Result<usize, Str
     let timeout = e.timeout.map(|d| d.get()).unwrap_or(script.step_timeout);
     let vars = script.vars.clone();
     let lookup = move |n: &str| vars.get(n).cloned();
-    let pick = |evs: &[(String, Value)]| -> Vec<(String, Value)> {
+    let pick = |evs: &TaskEvents<'_>| -> Vec<(String, Value)> {
         evs.iter()
             .filter(|(_, f)| match &cid {
                 None => true,
                 Some(id) => f.get("container-id").and_then(Value::as_str) == Some(id.as_str()),
             })
-            .map(|(t, f)| {
-                let mut f = f.clone();
-                convert::normalize_times(&mut f);
-                (t.clone(), f)
-            })
             .skip(cursor)
+            .map(|(t, f)| {
+                let mut f = (*f).clone();
+                convert::normalize_times(&mut f);
+                (t.to_string(), f)
+            })
             .collect()
     };
     let until =
-        |evs: &[(String, Value)]| match_events(&pick(evs), &e.expect, e.exact, &lookup).is_ok();
-    let got = pick(&b.await_events(&until, timeout).await);
+        |evs: &TaskEvents<'_>| match_events(&pick(evs), &e.expect, e.exact, &lookup).is_ok();
+    let all = b.await_events(&until, timeout).await;
+    let got = pick(&borrowed(&all));
     let who = cid
         .as_deref()
         .map(|c| format!("container `{c}`"))
