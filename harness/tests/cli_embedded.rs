@@ -16,6 +16,16 @@ fn lone_harness() -> (tempfile::TempDir, Command) {
     let d = tempfile::tempdir().expect("tempdir");
     let copy = d.path().join("harness");
     std::fs::copy(&built, &copy).expect("copy the harness");
+    // A process another test thread forks while the copy's write fd is open keeps it until its
+    // exec, and an exec of the copy meanwhile fails with ETXTBSY: wait until one succeeds.
+    for _ in 0..100 {
+        match Command::new(&copy).arg("--version").output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => break,
+        }
+    }
     let mut cmd = Command::new(&copy);
     cmd.current_dir(d.path()).env_remove("HARNESS_SCENARIOS");
     (d, cmd)
