@@ -162,24 +162,20 @@ impl Shim {
             terminal: req.terminal,
         };
         self.await_cleanup(&req.id).await;
-        // The cgroup is made while the child sets itself up (it execs only at Start).
-        let mut cgroup: Option<Cgroup> = None;
+        // The cgroup is made before the fork; the child moves itself in.
+        let cgroup = self
+            .cgroups
+            .then(|| Cgroup::create(&self.namespace, &req.id))
+            .flatten();
+        if let Some(cg) = &cgroup {
+            let text = cg.rel_path().display().to_string();
+            if let Err(e) = std::fs::write(bundle.join(crate::cgroup::BUNDLE_FILE), text) {
+                tracing::warn!("record cgroup path: {e}");
+            }
+        }
+        let tasks = cgroup.as_ref().map(Cgroup::tasks_files).unwrap_or_default();
         let res = self
-            .spawn_process("", &pspec, &program, &paths, &req.id, |pid| {
-                if !self.cgroups {
-                    return;
-                }
-                cgroup = Cgroup::create(&self.namespace, &req.id);
-                if let Some(cg) = &cgroup {
-                    let text = cg.rel_path().display().to_string();
-                    if let Err(e) = std::fs::write(bundle.join(crate::cgroup::BUNDLE_FILE), text) {
-                        tracing::warn!("record cgroup path: {e}");
-                    }
-                    if let Err(e) = cg.add(pid) {
-                        tracing::warn!("{e}");
-                    }
-                }
-            })
+            .spawn_process("", &pspec, &program, &paths, &req.id, &tasks)
             .await;
         let (p, rx) = match res {
             Ok(v) => v,
@@ -241,7 +237,7 @@ impl Shim {
         program: &std::path::Path,
         paths: &StdioPaths,
         id: &str,
-        after_fork: impl FnOnce(i32) + Send,
+        cgroup_tasks: &[std::ffi::CString],
     ) -> Result<(
         Arc<Process>,
         tokio::sync::oneshot::Receiver<crate::reaper::Exit>,
@@ -263,7 +259,7 @@ impl Shim {
             child,
             paths.clone(),
             handles,
-            after_fork,
+            cgroup_tasks,
         )
         .await?;
         Ok((Arc::new(s.process), s.exit_rx))
@@ -548,14 +544,13 @@ impl Shim {
             stderr: req.stderr,
             terminal: req.terminal,
         };
+        let tasks = c
+            .cgroup
+            .as_ref()
+            .map(Cgroup::tasks_files)
+            .unwrap_or_default();
         let (p, rx) = self
-            .spawn_process(&req.exec_id, &pspec, &program, &paths, &req.id, |pid| {
-                if let Some(cg) = &c.cgroup {
-                    if let Err(e) = cg.add(pid) {
-                        tracing::warn!("{e}");
-                    }
-                }
-            })
+            .spawn_process(&req.exec_id, &pspec, &program, &paths, &req.id, &tasks)
             .await?;
         if let Err(e) = c.add_exec(p.clone()) {
             let _ = p.signal(libc::SIGKILL);

@@ -2,7 +2,10 @@
 //! membership, freeze/thaw, listing and killing every process, metrics, removal. When no
 //! controller can be created the task falls back to its session id (see `container.rs`).
 
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use containerd_shim_protos::cgroups::metrics::{
@@ -32,6 +35,18 @@ fn read_u64(p: &Path) -> Option<u64> {
 /// The bundle file recording which cgroup the task got (read by the `delete` action).
 pub const BUNDLE_FILE: &str = "reaper-cgroup";
 
+/// The controllers mounted here (each `/sys/fs/cgroup/<ctrl>/cgroup.procs` exists), looked up
+/// once per process.
+fn mounted() -> &'static [&'static str] {
+    static MOUNTED: OnceLock<Vec<&'static str>> = OnceLock::new();
+    MOUNTED.get_or_init(|| {
+        CONTROLLERS
+            .into_iter()
+            .filter(|c| Path::new(ROOT).join(c).join("cgroup.procs").exists())
+            .collect()
+    })
+}
+
 fn busy(rel: &Path) -> bool {
     CONTROLLERS.iter().any(|c| {
         std::fs::read_to_string(Path::new(ROOT).join(c).join(rel).join("cgroup.procs"))
@@ -54,18 +69,18 @@ impl Cgroup {
     /// namespace and id), the shim's pid is appended so two tasks never share a cgroup.
     pub fn create(ns: &str, id: &str) -> Option<Cgroup> {
         let mut r = rel(ns, id);
-        if busy(&r) {
+        // A stat per controller first: reading `cgroup.procs` only when the directory is there.
+        let exists = mounted()
+            .iter()
+            .any(|c| Path::new(ROOT).join(c).join(&r).exists());
+        if exists && busy(&r) {
             r = rel(ns, &format!("{id}.{}", std::process::id()));
         }
         let mut dirs = Vec::new();
-        for c in CONTROLLERS {
-            let base = Path::new(ROOT).join(c);
-            if !base.join("cgroup.procs").exists() {
-                continue;
-            }
-            let d = base.join(&r);
+        for c in mounted() {
+            let d = Path::new(ROOT).join(c).join(&r);
             match std::fs::create_dir_all(&d) {
-                Ok(()) => dirs.push((c, d)),
+                Ok(()) => dirs.push((*c, d)),
                 Err(e) => tracing::debug!("cgroup {}: {e}", d.display()),
             }
         }
@@ -115,13 +130,13 @@ impl Cgroup {
         self.dir("freezer").is_some()
     }
 
-    /// Moves `pid` into the cgroup (every controller).
-    pub fn add(&self, pid: i32) -> Result<()> {
-        for (_, d) in &self.dirs {
-            std::fs::write(d.join("cgroup.procs"), pid.to_string())
-                .map_err(|e| Error::io(format!("add {pid} to {}", d.display()), e))?;
-        }
-        Ok(())
+    /// The `tasks` file of every controller's directory, for a child to move itself in with
+    /// [`enter_self`] between fork and exec.
+    pub fn tasks_files(&self) -> Vec<CString> {
+        self.dirs
+            .iter()
+            .filter_map(|(_, d)| CString::new(d.join("tasks").as_os_str().as_bytes()).ok())
+            .collect()
     }
 
     /// Every pid in the cgroup.
@@ -310,4 +325,40 @@ impl Cgroup {
             }
         }
     }
+}
+
+/// Moves the calling thread into the cgroup of each `tasks` file (written before the fork by
+/// [`Cgroup::tasks_files`]): `Err(errno)` of the first that fails, after trying every one.
+///
+/// For a child between fork and exec, which has one thread, so the thread is the process. It
+/// is what makes Create fast: a thread that moves itself through `tasks` ("0") needs no
+/// thread-group lock, whereas a parent writing the child's pid to `cgroup.procs` takes
+/// `cgroup_threadgroup_rwsem` for writing, which waits for an RCU grace period (10–20 ms on
+/// this kernel's v1 memory controller, paid on the server's one thread); see
+/// `cgroup_procs_write_start` in the kernel's `kernel/cgroup/cgroup.c` (v6.1 and later).
+///
+/// # Safety
+/// Only async-signal-safe calls (open, write, close) on data prepared before the fork.
+pub unsafe fn enter_self(files: &[CString]) -> std::result::Result<(), i32> {
+    let mut first = Ok(());
+    for f in files {
+        // SAFETY: open/write/close on a NUL-terminated path made before the fork.
+        let errno = unsafe {
+            let fd = libc::open(f.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            let moved = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            let errno = *libc::__errno_location();
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            if moved {
+                0
+            } else {
+                errno
+            }
+        };
+        if errno != 0 && first.is_ok() {
+            first = Err(errno);
+        }
+    }
+    first
 }

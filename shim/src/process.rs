@@ -65,8 +65,8 @@ pub struct Process {
     exit_tx: watch::Sender<Option<ExitInfo>>,
 }
 
-// Stage numbers reported by the child over the error pipe.
-const STAGES: [&str; 11] = [
+// Stage numbers reported by the child over the error pipe; [`JOIN_CGROUP`] is a warning.
+const STAGES: [&str; 12] = [
     "ready",
     "setsid",
     "dup2 stdio",
@@ -78,7 +78,12 @@ const STAGES: [&str; 11] = [
     "set no_new_privs",
     "chdir",
     "exec",
+    "join the task's cgroup",
 ];
+
+/// The record of a child that could not move itself into its cgroup: it goes on without
+/// (as a task without cgroup would), and the server logs it.
+const JOIN_CGROUP: u32 = 11;
 
 /// What a fork returns: the process and the receiver of its exit.
 pub struct Spawned {
@@ -158,10 +163,10 @@ fn stage_error(program: &str, stage: u32, errno: i32) -> Error {
     Error::Other(format!("{what} {program}: {e}"))
 }
 
-/// Forks a child that prepares `spec` and waits for [`Process::start`]. `after_fork(pid)` runs
-/// right after the fork, while the child sets itself up (e.g. to put it in the task's cgroup
-/// before it can exec). The wait for the child's "ready" record is asynchronous: the runtime
-/// serves other requests meanwhile.
+/// Forks a child that prepares `spec` and waits for [`Process::start`]. The child first moves
+/// itself into the cgroup of each of `cgroup_tasks` (`tasks` files, [`crate::cgroup::enter_self`]).
+/// The wait for the child's "ready" record is asynchronous: the runtime serves other requests
+/// meanwhile.
 #[allow(clippy::too_many_arguments)]
 pub async fn spawn(
     reaper: &Reaper,
@@ -171,15 +176,20 @@ pub async fn spawn(
     stdio: ChildStdio,
     paths: StdioPaths,
     io: IoHandles,
-    after_fork: impl FnOnce(i32),
+    cgroup_tasks: &[CString],
 ) -> Result<Spawned> {
-    let (pid, exit_rx, start_w, err_r) = fork_child(reaper, spec, program, stdio)?;
-    after_fork(pid);
+    let (pid, exit_rx, start_w, err_r) = fork_child(reaper, spec, program, stdio, cgroup_tasks)?;
     let program_s = program.display().to_string();
     // Wait for the child to reach "ready" (or fail a setup stage): Create then reports it. The
     // registered read end is kept for Start, which reads the exec result from it.
     let err_r = status_pipe(err_r)?;
-    match read_record(&err_r, CHILD_ANSWER).await {
+    let mut record = read_record(&err_r, CHILD_ANSWER).await;
+    while let Ok(Some((JOIN_CGROUP, errno))) = record {
+        let e = std::io::Error::from_raw_os_error(errno);
+        tracing::warn!("{program_s} (pid {pid}) runs outside its cgroup: {e}");
+        record = read_record(&err_r, CHILD_ANSWER).await;
+    }
+    match record {
         Ok(Some((0, _))) => {}
         Ok(Some((stage, errno))) => return Err(stage_error(&program_s, stage, errno)),
         Ok(None) => {
@@ -221,6 +231,7 @@ fn fork_child(
     spec: &ProcessSpec,
     program: &Path,
     stdio: ChildStdio,
+    cgroup_tasks: &[CString],
 ) -> Result<(i32, oneshot::Receiver<Exit>, OwnedFd, OwnedFd)> {
     // Everything the child touches is prepared here, before fork.
     let prog = cstr(program.as_os_str().as_bytes(), "program path")?;
@@ -273,6 +284,7 @@ fn fork_child(
         ctty: stdio.ctty,
         start_r: start_r.as_raw_fd(),
         err_w: err_w.as_raw_fd(),
+        cgroup_tasks,
     };
 
     // Race: the pid is subscribed before the reaper can look it up (same lock).
@@ -311,6 +323,7 @@ struct ChildArgs<'a> {
     ctty: bool,
     start_r: i32,
     err_w: i32,
+    cgroup_tasks: &'a [CString],
 }
 
 unsafe fn report(fd: i32, stage: u32, errno: i32) {
@@ -341,6 +354,10 @@ unsafe fn close_range(first: i32, last: i32) {
 unsafe fn child_main(a: &ChildArgs) -> ! {
     // SAFETY: every call below is an async-signal-safe libc call on prepared data.
     unsafe {
+        // First, while still root: into the task's cgroup (not fatal, as for the server).
+        if let Err(errno) = crate::cgroup::enter_self(a.cgroup_tasks) {
+            report(a.err_w, JOIN_CGROUP, errno);
+        }
         // Rust ignores SIGPIPE and the runtime may have masked signals: restore the defaults.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         let mut set: libc::sigset_t = std::mem::zeroed();

@@ -61,15 +61,20 @@ impl Shim {
                 req.sandbox_id
             )));
         }
-        let (pid, exit_rx) = self.spawn_pause(&pod)?;
         let cgroup = self
             .cgroups
             .then(|| Cgroup::create(&self.namespace, &req.sandbox_id))
             .flatten();
-        if let Some(cg) = &cgroup {
-            if let Err(e) = cg.add(pid) {
-                tracing::warn!("sandbox {}: {e}", req.sandbox_id);
+        let (pid, exit_rx) = match self.spawn_pause(&pod, cgroup.as_ref()) {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(cg) = &cgroup {
+                    cg.remove_async(false).await;
+                }
+                return Err(e);
             }
+        };
+        if let Some(cg) = &cgroup {
             let _ = std::fs::write(
                 pod.bundle.join(crate::cgroup::BUNDLE_FILE),
                 cg.rel_path().display().to_string(),
@@ -114,8 +119,14 @@ impl Shim {
         })
     }
 
-    /// Forks and execs `<this binary> pause` with the reaper subscribed to its pid.
-    fn spawn_pause(&self, pod: &Pod) -> Result<(i32, tokio::sync::oneshot::Receiver<Exit>)> {
+    /// Forks and execs `<this binary> pause` with the reaper subscribed to its pid; the child
+    /// moves itself into `cgroup` first (a failure fails the spawn, naming the cgroup).
+    fn spawn_pause(
+        &self,
+        pod: &Pod,
+        cgroup: Option<&Cgroup>,
+    ) -> Result<(i32, tokio::sync::oneshot::Receiver<Exit>)> {
+        let cgroup_tasks = cgroup.map(Cgroup::tasks_files).unwrap_or_default();
         let (exe, args) = pause_command()?;
         let mut cmd = std::process::Command::new(exe);
         cmd.args(args)
@@ -127,9 +138,12 @@ impl Shim {
         // SIGTERM and SIGINT are blocked from before the exec (std resets the mask first, then
         // runs this), so a StopSandbox that comes before the pause reaches `sigwait` still ends
         // it with 0 rather than killing it (143). `spawn` returns only after the exec.
-        // SAFETY: sigprocmask on a local set is async-signal-safe.
+        // SAFETY: open/write/close of prepared paths and sigprocmask on a local set are
+        // async-signal-safe.
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                crate::cgroup::enter_self(&cgroup_tasks)
+                    .map_err(std::io::Error::from_raw_os_error)?;
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);
                 libc::sigaddset(&mut set, libc::SIGTERM);
@@ -142,9 +156,16 @@ impl Shim {
         }
         // The pid is subscribed before the reaper can look it up (same lock).
         let mut subs = self.reaper.lock();
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::io("starting the sandbox's pause", e))?;
+        let child = cmd.spawn().map_err(|e| {
+            let what = match cgroup {
+                Some(cg) => format!(
+                    "starting the sandbox's pause in cgroup {}",
+                    cg.rel_path().display()
+                ),
+                None => "starting the sandbox's pause".to_string(),
+            };
+            Error::io(what, e)
+        })?;
         let pid = child.id() as i32;
         let (tx, rx) = tokio::sync::oneshot::channel();
         subs.insert(pid, tx);
