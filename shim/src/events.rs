@@ -4,7 +4,6 @@
 //! Order rule: events leave in the order they were queued. A failed Forward is retried at the head
 //! of the queue with backoff (never overtaken by later events) and dropped with a log after ~1 min.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,7 +13,7 @@ use containerd_shim_protos::protobuf::MessageDyn;
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
 use containerd_shim_protos::shim_async::EventsClient;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Where the task layer sends events (a channel in tests, the forwarder in the server).
 pub trait EventSender: Send + Sync {
@@ -64,7 +63,8 @@ pub fn event_type(topic: &str) -> &'static str {
 pub struct Publisher {
     namespace: String,
     tx: mpsc::UnboundedSender<Envelope>,
-    pending: Arc<AtomicUsize>,
+    /// How many queued events are not forwarded or dropped yet.
+    pending: watch::Sender<usize>,
 }
 
 /// An envelope of `event` on `topic`, stamped now.
@@ -161,9 +161,9 @@ impl EventSender for Publisher {
     fn send(&self, topic: &'static str, event: Box<dyn MessageDyn>) {
         let env = envelope(&self.namespace, topic, event.as_ref());
         tracing::debug!(topic, "event queued");
-        self.pending.fetch_add(1, Ordering::SeqCst);
+        self.pending.send_modify(|n| *n += 1);
         if self.tx.send(env).is_err() {
-            self.pending.fetch_sub(1, Ordering::SeqCst);
+            self.pending.send_modify(|n| *n -= 1);
         }
     }
 }
@@ -171,10 +171,8 @@ impl EventSender for Publisher {
 impl Publisher {
     /// Waits (at most `limit`) until every queued event has been forwarded or dropped.
     pub async fn flush(&self, limit: Duration) {
-        let end = Instant::now() + limit;
-        while self.pending.load(Ordering::SeqCst) > 0 && Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let mut rx = self.pending.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await;
     }
 }
 
@@ -186,7 +184,7 @@ pub const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 /// first Forward fails.
 pub fn start(address: String, namespace: String, retry: bool) -> Publisher {
     let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
-    let pending = Arc::new(AtomicUsize::new(0));
+    let (pending, _) = watch::channel(0usize);
     let left = pending.clone();
     tokio::spawn(async move {
         let addr = events_address(address);
@@ -225,7 +223,7 @@ pub fn start(address: String, namespace: String, retry: bool) -> Publisher {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
-            left.fetch_sub(1, Ordering::SeqCst);
+            left.send_modify(|n| *n -= 1);
         }
     });
     Publisher {

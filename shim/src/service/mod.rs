@@ -24,6 +24,7 @@ use crate::reaper::Reaper;
 use crate::task::{services, TaskService};
 
 mod delete;
+mod hangup;
 mod start;
 
 pub use delete::delete_action;
@@ -203,6 +204,7 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
         if let Some((outer, inner, kind, method)) = proxy {
             crate::wirefault::spawn(outer, inner, kind, method)?;
         }
+        let clients = hangup::Clients::of(serve_fd);
         // SAFETY: serve_fd is our listening socket and nothing else uses it.
         let mut server = unsafe {
             ttrpc::asynchronous::Server::new()
@@ -224,19 +226,15 @@ pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<
         // group that comes while this server winds down binds a server of its own.
         shim.membership.try_exit("", 0, true);
         socket_at_exit.remove();
-        // The RPC that asked for the exit (Shutdown, ShutdownSandbox, a Delete) has not
-        // answered yet: its handler sets the flag before it returns.
-        let_replies_out().await;
         shim.kill_all_tasks().await;
-        // Let the Shutdown reply go out and the queued events (e.g. /tasks/delete) leave.
+        // The queued events (e.g. /tasks/delete) leave first.
         publisher.flush(Duration::from_secs(5)).await;
+        // The RPC that asked for the exit (Shutdown, ShutdownSandbox, a Delete) is answered
+        // meanwhile; its client hangs up once it has the reply.
+        if let Some(c) = &clients {
+            c.wait_hangup(hangup::CLIENT_HANGUP).await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown()).await;
-        // ttrpc's shutdown returns once each connection's handlers are done, with their replies
-        // queued for the connection's writer task, which it leaves running: let those out too
-        // before the runtime goes. containerd tolerates a lost task Shutdown reply, not a lost
-        // ShutdownSandbox one ("failed to shutdown sandbox: ttrpc: closed",
-        // plugins/sandbox/controller.go at v2.1.9).
-        let_replies_out().await;
         Ok::<(), Error>(())
     });
     socket.remove();
@@ -255,22 +253,6 @@ fn leave_grandchild(bundle: &Path) {
         .stderr(std::process::Stdio::null())
         .status();
     tracing::warn!(?status, "faulty: left a grandchild");
-}
-
-/// How long [`let_replies_out`] parks the runtime: with yields alone the reply of the RPC that
-/// asked for the exit was lost in 3 of 4 runs of `sandbox/*` through 2.1.9 ("ttrpc: closed" on
-/// a Delete or ShutdownSandbox); with this park, none in the runs since.
-const REPLY_PARK: Duration = Duration::from_millis(5);
-
-/// Lets the exiting server's last replies leave, before and after ttrpc's shutdown: on this
-/// current-thread runtime the handlers still finishing and the connections' writer tasks, woken
-/// by their queued replies, run while the exit path yields, then it parks the runtime on its
-/// I/O driver for [`REPLY_PARK`], for a write that had to wait for the socket.
-async fn let_replies_out() {
-    for _ in 0..16 {
-        tokio::task::yield_now().await;
-    }
-    tokio::time::sleep(REPLY_PARK).await;
 }
 
 /// The built-in pause process of a pod sandbox: sleeps until SIGTERM or SIGINT, then exits 0.

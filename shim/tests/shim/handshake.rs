@@ -302,3 +302,33 @@ fn info_flag_prints_runtime_info() {
     assert_eq!(info.name, "io.containerd.reaper.v2");
     assert!(!info.version.version.is_empty());
 }
+
+/// containerd closes its connection once it has the reply of the RPC that ends a shim; the
+/// exiting server waits for that hang-up (so that no reply is cut off), but not for ever: a
+/// client that keeps its connection delays the exit by the bound (200 ms) only.
+#[tokio::test]
+async fn an_exiting_server_waits_for_its_client_to_hang_up_within_a_bound() {
+    let bundle = Bundle::new("hu1", &["true"]).unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
+    shim.client
+        .shutdown(
+            ShutdownRequest {
+                id: "hu1".into(),
+                ..Default::default()
+            },
+            RPC,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        shim.alive(),
+        "the server exited while its client still held the connection"
+    );
+    assert!(
+        shim.wait_gone(Duration::from_secs(5)).await,
+        "the server waited for the hang-up beyond its bound"
+    );
+    assert!(!shim.socket_path().exists(), "socket not removed");
+    shim.stop().await;
+}
