@@ -34,18 +34,25 @@ impl Ctx<'_> {
         let Some(pid) = self.server_pid(idx) else {
             return Err("the shim server's pid is unknown, cannot tell whether it runs".into());
         };
+        if alive {
+            // Watched for the whole `timeout` (the shutdown steps' `exits-within`), else for a
+            // moment: a wrongly exiting shim may first finish its replies or wait for its
+            // clients to hang up (the reaper waits up to 200 ms).
+            let deadline = Instant::now() + timeout.unwrap_or(Duration::from_millis(100));
+            loop {
+                if !crate::procfs::is_alive(pid) {
+                    return Err(format!(
+                        "the shim server (pid {pid}) exited; expected it to keep running"
+                    ));
+                }
+                if Instant::now() >= deadline {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let bound = timeout.unwrap_or(Duration::from_secs(3));
         let deadline = Instant::now() + bound;
-        if alive {
-            // Give a wrongly exiting shim a moment to show it.
-            tokio::time::sleep(Duration::from_millis(100).min(bound)).await;
-            if !crate::procfs::is_alive(pid) {
-                return Err(format!(
-                    "the shim server (pid {pid}) exited; expected it to keep running"
-                ));
-            }
-            return Ok(());
-        }
         while crate::procfs::is_alive(pid) {
             if Instant::now() >= deadline {
                 return Err(format!(
