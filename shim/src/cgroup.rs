@@ -362,3 +362,80 @@ pub unsafe fn enter_self(files: &[CString]) -> std::result::Result<(), i32> {
     }
     first
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// Forks a child that runs [`enter_self`] on `files`, sends back its errno (0: moved) and
+    /// exits once told; `look(pid)` runs while the child waits.
+    fn child_entering(files: &[CString], look: impl FnOnce(i32)) -> i32 {
+        let (res_r, res_w) = nix::unistd::pipe().expect("pipe");
+        let (go_r, go_w) = nix::unistd::pipe().expect("pipe");
+        let (rw, gr, gw) = (res_w.as_raw_fd(), go_r.as_raw_fd(), go_w.as_raw_fd());
+        // SAFETY: the child makes only async-signal-safe calls (open, write, read, _exit).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: the freshly forked child, see above.
+            unsafe {
+                let errno = match enter_self(files) {
+                    Ok(()) => 0i32,
+                    Err(e) => e,
+                };
+                libc::write(rw, errno.to_ne_bytes().as_ptr().cast(), 4);
+                // Its copy of the write end closed, a parent that panics releases it too.
+                libc::close(gw);
+                let mut b = 0u8;
+                libc::read(gr, (&mut b as *mut u8).cast(), 1);
+                libc::_exit(0)
+            }
+        }
+        drop(res_w);
+        drop(go_r);
+        let mut b = [0u8; 4];
+        let n = nix::unistd::read(&res_r, &mut b).expect("the child's answer");
+        assert_eq!(n, 4, "the child answered {n} bytes");
+        look(pid);
+        drop(go_w);
+        // Another test's reaper may reap it first: either way it is gone.
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        i32::from_ne_bytes(b)
+    }
+
+    #[test]
+    fn a_child_moves_itself_into_the_cgroup_and_a_missing_one_is_reported() {
+        let ns = format!("reaper-unit-enter-{}", std::process::id());
+        let cg = Cgroup::create(&ns, "c1").unwrap_or_else(|| {
+            panic!("no cgroup v1 controller under {ROOT} could be made (needs root and cgroup v1)")
+        });
+        let errno = child_entering(&cg.tasks_files(), |pid| {
+            for (c, d) in &cg.dirs {
+                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                assert!(
+                    procs.lines().any(|l| l.trim() == pid.to_string()),
+                    "{c}: pid {pid} not in {}: {procs:?}",
+                    d.display()
+                );
+            }
+        });
+        assert_eq!(
+            errno,
+            0,
+            "enter_self failed: {}",
+            std::io::Error::from_raw_os_error(errno)
+        );
+        assert_eq!(
+            cg.dirs.len(),
+            mounted().len(),
+            "a controller's directory is missing"
+        );
+        cg.remove();
+        remove_namespace(&ns);
+
+        let missing = CString::new(format!("{ROOT}/freezer/reaper/{ns}-missing/tasks")).unwrap();
+        let errno = child_entering(&[missing], |_| {});
+        assert_eq!(errno, libc::ENOENT, "a missing cgroup: errno {errno}");
+    }
+}
