@@ -5,6 +5,8 @@
 # the other releases) and a release build of the reaper
 # (cargo build --release -p containerd-shim-reaper).
 # Usage: benches/ctr-run.sh [RUNS [RELEASE]]      (default 30 runs of each, release 1.6)
+#   REAPER_SHIM=target/shim/containerd-shim-reaper-v2 times another build of the reaper (that one:
+#   the build operators install, `cargo build --profile shim -p containerd-shim-reaper`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 me=benches/ctr-run.sh
@@ -14,7 +16,7 @@ target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_
 cache="$target_dir/containerd"
 . ci/private-containerd.sh
 b="$(containerd_bindir "$release")"
-shim=$target_dir/release/containerd-shim-reaper-v2
+shim=${REAPER_SHIM:-$target_dir/release/containerd-shim-reaper-v2}
 busybox=$(command -v busybox || true)
 for need in "$b/containerd" "$b/ctr" "$b/containerd-shim-runc-v2" "$(command -v runc || true)" "$busybox"; do
   [ -x "$need" ] || { echo "$me: ${need:-runc or busybox} missing: run ci/setup.sh" >&2; exit 2; }
