@@ -134,6 +134,7 @@ impl Shim {
 
     async fn create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
         validate_id("container", &req.id)?;
+        crate::events::room(self.events.as_ref()).await;
         if self.map().contains_key(&req.id) {
             return Err(Error::AlreadyExists(format!("container {}", req.id)));
         }
@@ -505,6 +506,7 @@ impl Shim {
 
     /// Exec: fork a host process from a JSON OCI Process; publish `/tasks/exec-added`.
     pub async fn task_exec(&self, req: ExecProcessRequest) -> Result<()> {
+        crate::events::room(self.events.as_ref()).await;
         let c = self.container(&req.id)?;
         validate_id("exec", &req.exec_id)?;
         match c.init.status() {

@@ -19,6 +19,29 @@ use tokio::sync::{mpsc, watch};
 pub trait EventSender: Send + Sync {
     /// Queues one event; never blocks.
     fn send(&self, topic: &'static str, event: Box<dyn MessageDyn>);
+
+    /// How many queued events are not forwarded yet, for [`room`]; `None` without a queue.
+    fn backlog(&self) -> Option<watch::Receiver<usize>> {
+        None
+    }
+}
+
+/// How many queued events make a new task wait for the forwarder ([`room`]): the Go runc
+/// shim's event channel holds 128, and its handlers block while it is full
+/// (`events: make(chan interface{}, 128)`, runtime/v2/runc/task/service.go at v1.6.20).
+pub const QUEUE_LIMIT: usize = 128;
+
+/// The longest a new task waits for [`room`] (the events endpoint may be down for longer).
+pub const ROOM_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits (at most [`ROOM_WAIT`]) until fewer than [`QUEUE_LIMIT`] events are queued: Create
+/// and Exec call it first, so that a client starting tasks faster than their events can be
+/// forwarded is slowed down instead of the queue (and the server's memory) growing without
+/// bound.
+pub async fn room(events: &dyn EventSender) {
+    if let Some(mut rx) = events.backlog() {
+        let _ = tokio::time::timeout(ROOM_WAIT, rx.wait_for(|n| *n < QUEUE_LIMIT)).await;
+    }
 }
 
 /// Converts a `SystemTime` to a protobuf Timestamp.
@@ -166,6 +189,10 @@ impl EventSender for Publisher {
             self.pending.send_modify(|n| *n -= 1);
         }
     }
+
+    fn backlog(&self) -> Option<watch::Receiver<usize>> {
+        Some(self.pending.subscribe())
+    }
 }
 
 impl Publisher {
@@ -239,6 +266,33 @@ mod tests {
     use containerd_shim_protos::events::task::*;
     use containerd_shim_protos::protobuf::MessageFull;
     use containerd_shim_protos::topics::*;
+
+    /// A queue whose length the test sets.
+    struct Queue(watch::Sender<usize>);
+
+    impl EventSender for Queue {
+        fn send(&self, _topic: &'static str, _event: Box<dyn MessageDyn>) {}
+        fn backlog(&self) -> Option<watch::Receiver<usize>> {
+            Some(self.0.subscribe())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_task_waits_while_the_event_queue_is_full() {
+        let q = Queue(watch::channel(QUEUE_LIMIT).0);
+        let waiting = room(&q);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut waiting)
+                .await
+                .is_err(),
+            "room() returned with {QUEUE_LIMIT} events queued"
+        );
+        q.0.send_replace(QUEUE_LIMIT - 1);
+        tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .expect("room() once the queue has room");
+    }
 
     #[test]
     fn spelled_out_type_names_match_the_descriptors() {
