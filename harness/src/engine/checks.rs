@@ -34,33 +34,33 @@ impl Ctx<'_> {
         let Some(pid) = self.server_pid(idx) else {
             return Err("the shim server's pid is unknown, cannot tell whether it runs".into());
         };
-        if alive {
-            // Watched for the whole `timeout` (the shutdown steps' `exits-within`), else for a
-            // moment: a wrongly exiting shim may first finish its replies or wait for its
-            // clients to hang up (the reaper waits up to 200 ms).
-            let deadline = Instant::now() + timeout.unwrap_or(Duration::from_millis(100));
-            loop {
-                if !crate::procfs::is_alive(pid) {
-                    return Err(format!(
-                        "the shim server (pid {pid}) exited; expected it to keep running"
-                    ));
-                }
-                if Instant::now() >= deadline {
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        let bound = timeout.unwrap_or(Duration::from_secs(3));
+        // Watched until the server exits, or for the whole bound:
+        // `exits-within` of a shutdown step (a wrongly exiting shim may first finish its
+        // replies or wait for its clients to hang up; the reaper waits up to 200 ms), else a
+        // moment for `alive`, 3 s for an exit.
+        let bound = timeout.unwrap_or(if alive {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(3)
+        });
         let deadline = Instant::now() + bound;
         while crate::procfs::is_alive(pid) {
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "the shim server (pid {pid}) is still running {} later; expected it to exit",
-                    humantime::format_duration(bound)
-                ));
+                return if alive {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the shim server (pid {pid}) is still running {} later; expected it to exit",
+                        humantime::format_duration(bound)
+                    ))
+                };
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if alive {
+            return Err(format!(
+                "the shim server (pid {pid}) exited; expected it to keep running"
+            ));
         }
         if socket_removed {
             if let Some(p) = crate::dialect::socket_path(&slot.address) {
