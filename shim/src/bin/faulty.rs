@@ -33,7 +33,7 @@ fn start_json(version: u32, protocol: &str) -> i32 {
             return 2;
         }
     };
-    match reaper::service::start_action(&flags) {
+    match reaper::service::start_action(&flags, reaper::faults::Faults::from_env) {
         Ok(address) => {
             let mut answer = serde_json::json!({"version": version, "address": address});
             if !protocol.is_empty() {

@@ -45,6 +45,9 @@ pub const RUNTIME: &str = "io.containerd.reaper.v2";
 /// `BootstrapParams.socket_dir`), for the `delete` action, which is not given it.
 pub const SOCKET_DIR_FILE: &str = "socket-dir";
 
+/// How the server loads its faults (none for the reaper; `FAULTY_SHIM` for the faulty shim).
+pub type LoadFaults = fn() -> Result<Faults>;
+
 fn socket_path(addr: &str) -> &str {
     addr.strip_prefix("unix://").unwrap_or(addr)
 }
@@ -152,7 +155,7 @@ impl ServerSocket {
 }
 
 /// Server mode: serve the Task API until Shutdown (no containers left) or SIGTERM.
-pub fn run_server(flags: &Flags, load_faults: fn() -> Result<Faults>) -> Result<()> {
+pub fn run_server(flags: &Flags, load_faults: LoadFaults) -> Result<()> {
     crate::reaper::become_subreaper();
     let bundle = bundle_dir(flags)?;
     init_logging(&bundle, flags.debug);
@@ -273,7 +276,7 @@ pub fn pause_action() -> i32 {
 /// Entry point shared by the real and the faulty binary; returns the process exit code.
 /// `load_faults` is called once, at server start.
 #[allow(clippy::print_stdout)]
-pub fn main(load_faults: fn() -> Result<Faults>) -> i32 {
+pub fn main(load_faults: LoadFaults) -> i32 {
     let flags = match flags::parse(std::env::args().skip(1)) {
         Ok(f) => f,
         Err(e) => {
@@ -310,7 +313,7 @@ pub fn main(load_faults: fn() -> Result<Faults>) -> i32 {
         return 0;
     }
     match flags.action.as_deref() {
-        Some("start") => match start_answer(&flags) {
+        Some("start") => match start_answer(&flags, load_faults) {
             Ok(answer) => {
                 let mut out = std::io::stdout();
                 let _ = out.write_all(&answer);

@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 use crate::flags::Flags;
 use crate::spec;
 
+use super::LoadFaults;
+
 /// `unix:///run/containerd/s/<hex sha256(address/namespace/group)>` (containerd's SocketAddress).
 pub fn socket_address(address: &str, namespace: &str, group: &str) -> String {
     socket_address_in(SOCKET_DIR, address, namespace, group)
@@ -90,8 +92,8 @@ pub const SHIM_API_VERSION: i32 = 3;
 /// what to print: to `BootstrapParams`, a protobuf `BootstrapResult` (version
 /// [`SHIM_API_VERSION`], protocol ttrpc); for a pod of 2.0 to 2.2's shim sandbox controller the
 /// same as JSON; else the bare address (containerd 1.6 to 2.2).
-pub fn start_answer(flags: &Flags) -> Result<Vec<u8>> {
-    let (addr, bootstrapped) = start_from_stdin(flags)?;
+pub fn start_answer(flags: &Flags, load_faults: LoadFaults) -> Result<Vec<u8>> {
+    let (addr, bootstrapped) = start_from_stdin(flags, load_faults)?;
     if !bootstrapped {
         let pod_of_2x = std::env::current_dir().is_ok_and(|d| started_by_shim_sandboxer(&d));
         if pod_of_2x {
@@ -156,26 +158,31 @@ fn join(addr: &str, id: &str) -> bool {
 
 /// The `start` action. Returns the address to print. Stdin is read: the options `Any` is
 /// ignored; `BootstrapParams` count for their `socket_dir` and log level (see [`start_answer`]).
-pub fn start_action(flags: &Flags) -> Result<String> {
-    start_from_stdin(flags).map(|(addr, _)| addr)
+pub fn start_action(flags: &Flags, load_faults: LoadFaults) -> Result<String> {
+    start_from_stdin(flags, load_faults).map(|(addr, _)| addr)
 }
 
 /// Reads `start`'s stdin and starts (or joins) the server: its address, and whether stdin held
 /// `BootstrapParams`. The socket goes to their `socket_dir`; the server logs at debug when their
 /// log level (2.3) or the `-debug` flag asks for it.
-fn start_from_stdin(flags: &Flags) -> Result<(String, bool)> {
+fn start_from_stdin(flags: &Flags, load_faults: LoadFaults) -> Result<(String, bool)> {
     let params = bootstrap_params(&read_stdin(), flags)?;
     let dir = params
         .as_ref()
         .and_then(|p| p.socket_dir.as_deref())
         .filter(|d| !d.is_empty());
     let debug = flags.debug || params.as_ref().is_some_and(|p| p.level().is_debug());
-    Ok((start_in(flags, dir, debug)?, params.is_some()))
+    Ok((start_in(flags, dir, debug, load_faults)?, params.is_some()))
 }
 
 /// `start` with the socket in `socket_dir` (default [`SOCKET_DIR`]), the server at debug level
 /// when `debug`.
-fn start_in(flags: &Flags, socket_dir: Option<&str>, debug: bool) -> Result<String> {
+fn start_in(
+    flags: &Flags,
+    socket_dir: Option<&str>,
+    debug: bool,
+    load_faults: LoadFaults,
+) -> Result<String> {
     if flags.id.is_empty() || flags.namespace.is_empty() {
         return Err(Error::InvalidArgument(
             "start needs -id and -namespace".into(),
@@ -236,20 +243,171 @@ fn start_in(flags: &Flags, socket_dir: Option<&str>, debug: bool) -> Result<Stri
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io(format!("chmod {path}"), e))?;
 
+    let server = Flags {
+        namespace: flags.namespace.clone(),
+        id: flags.id.clone(),
+        address: flags.address.clone(),
+        debug,
+        ..Flags::default()
+    };
+    let spawned = if single_threaded() {
+        fork_server(&server, &bundle, &listener, load_faults)
+    } else {
+        exec_server(&server, &bundle, &listener)
+    };
+    if let Err(e) = spawned {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    drop(listener);
+    write_atomic(&address_file, &addr)?;
+    Ok(addr)
+}
+
+/// Whether this process has one thread (`/proc/self/task` lists it alone): then a forked child
+/// may go on running anything, as nothing else held a lock at the fork.
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
+}
+
+/// The server as a forked child of `start` that goes straight on to serve, without a second
+/// exec of this binary (~1 ms of the container's start, docs/performance.md). Only for a
+/// single-threaded `start` (a `join` attempt may have left a TTRPC client's threads behind).
+/// The child gets what [`exec_server`] would give it: its own process group, the bundle as
+/// cwd, /dev/null as stdio (containerd reads `start`'s output until every writer is gone, so
+/// the server must not hold it) and the listener as fd 3, nothing else.
+fn fork_server(
+    server: &Flags,
+    bundle: &Path,
+    listener: &UnixListener,
+    load_faults: LoadFaults,
+) -> Result<()> {
+    // SAFETY: fork(2) in a single-threaded process (checked by the caller): the child owns a
+    // consistent copy of everything, allocator included.
+    match unsafe { libc::fork() } {
+        -1 => Err(Error::io(
+            "fork the shim server",
+            std::io::Error::last_os_error(),
+        )),
+        0 => {
+            let code = match become_server(server, bundle, listener.as_raw_fd()) {
+                Ok(()) => match super::run_server(server, load_faults) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        tracing::error!("server: {e}");
+                        1
+                    }
+                },
+                Err(_) => 1,
+            };
+            std::process::exit(code)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// In the forked server: its own process group, the bundle as cwd, /dev/null on 0-2, the
+/// listener on 3 and every other inherited fd closed, and the command line an exec'd server has.
+fn become_server(server: &Flags, bundle: &Path, lfd: i32) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let mut argv = vec![argv0.as_encoded_bytes()];
+    argv.extend(server_args(server).iter().map(|a| a.as_bytes()));
+    set_cmdline(&argv);
+    nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
+    std::env::set_current_dir(bundle)?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?
+        .into_raw_fd();
+    // SAFETY: dup2/close on fds of this (single-threaded) process; nothing holds them as
+    // owned Rust values past this point but the listener, which is moved to fd 3.
+    unsafe {
+        for fd in 0..3 {
+            if libc::dup2(null, fd) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        if lfd != 3 && libc::dup2(lfd, 3) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) < 0 {
+            let max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(soft, _)| soft.min(1 << 20) as i32)
+                .unwrap_or(1024);
+            for fd in 4..max {
+                libc::close(fd);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The server's flags on a command line (after the binary's name).
+fn server_args(server: &Flags) -> Vec<&str> {
+    let mut args = vec![
+        "-namespace",
+        &server.namespace,
+        "-id",
+        &server.id,
+        "-address",
+        &server.address,
+    ];
+    if server.debug {
+        args.push("-debug");
+    }
+    args
+}
+
+/// Makes `/proc/self/cmdline` read `argv` (what `ps` shows, and what tells a server from a
+/// `start` there), as setproctitle(3) does: written over the process's argument area, the rest
+/// zeroed. The area is the one the kernel reports (`arg_start` and `arg_end`, fields 48 and 49
+/// of `/proc/self/stat`), used only if it holds exactly what `/proc/self/cmdline` reads; left
+/// as is when anything does not match or `argv` does not fit.
+fn set_cmdline(argv: &[&[u8]]) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    let Some(fields) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return;
+    };
+    // Field 3 (the state) is the first after the command's closing parenthesis.
+    let mut fields = fields.split_whitespace().skip(48 - 3);
+    let mut next = || fields.next().and_then(|f| f.parse::<usize>().ok());
+    let (Some(start), Some(end)) = (next(), next()) else {
+        return;
+    };
+    let Ok(current) = std::fs::read("/proc/self/cmdline") else {
+        return;
+    };
+    let len = end.saturating_sub(start);
+    let mut title: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| a.iter().copied().chain([0]))
+        .collect();
+    if len == 0 || current.len() != len || title.len() > len {
+        return;
+    }
+    title.resize(len, 0);
+    // SAFETY: [start, end) is this process's argument area as the kernel reports it: mapped,
+    // writable (the initial stack) and, as checked here, holding the command line. Rust keeps
+    // no reference into it: the flags were parsed into owned strings.
+    unsafe {
+        let area = std::slice::from_raw_parts(start as *const u8, len);
+        if area == current.as_slice() {
+            std::ptr::copy_nonoverlapping(title.as_ptr(), start as *mut u8, len);
+        }
+    }
+}
+
+/// The server as a new exec of this binary (`start` is multi-threaded): the flags on its
+/// command line, the listener as fd 3.
+fn exec_server(server: &Flags, bundle: &Path, listener: &UnixListener) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| Error::io("current_exe", e))?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args([
-        "-namespace",
-        &flags.namespace,
-        "-id",
-        &flags.id,
-        "-address",
-        &flags.address,
-    ]);
-    if debug {
-        cmd.arg("-debug");
-    }
-    cmd.current_dir(&bundle)
+    cmd.args(server_args(server));
+    cmd.current_dir(bundle)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -282,14 +440,9 @@ fn start_in(flags: &Flags, socket_dir: Option<&str>, debug: bool) -> Result<Stri
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| {
-        let _ = std::fs::remove_file(&path);
-        Error::io("spawn the shim server", e)
-    })?;
-    drop(child);
-    drop(listener);
-    write_atomic(&address_file, &addr)?;
-    Ok(addr)
+    cmd.spawn()
+        .map(drop)
+        .map_err(|e| Error::io("spawn the shim server", e))
 }
 
 #[cfg(test)]

@@ -151,21 +151,22 @@ async fn sigterm_stops_the_server() {
     shim.stop().await;
 }
 
-/// `start` must not answer before its server is running: when the server cannot be executed,
-/// `start` fails, names it, and leaves no socket or address behind. The binary `start` runs from
-/// is deleted while `start` waits for its stdin, so its re-exec of itself (`/proc/self/exe`,
-/// now "... (deleted)") fails with ENOENT.
+/// `start` forks its server rather than executing the binary a second time: a `start` whose
+/// binary is deleted while it waits for its stdin (so that a re-exec of `/proc/self/exe`, now
+/// "... (deleted)", would fail with ENOENT) still answers, and at the address it prints a
+/// server serves: its own process group, the deleted binary as its image, the command line an
+/// exec'd server has, and no `start` left in it.
 #[test]
-fn start_fails_when_its_server_cannot_be_executed() {
+fn start_forks_its_server_without_a_second_exec() {
     use std::io::Write;
-    let bundle = Bundle::new("noexec1", &["true"]).unwrap();
+    let bundle = Bundle::new("fork1", &["true"]).unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let copy = scratch.path().join("containerd-shim-reaper-v2");
     std::fs::copy(shim_bin(), &copy).unwrap();
     let grpc = scratch.path().join("c.sock").display().to_string();
     let mut child = Command::new(&copy)
         .args(["-namespace", "hs", "-address", &grpc])
-        .args(["-publish-binary", "/bin/true", "-id", "noexec1", "start"])
+        .args(["-publish-binary", "/bin/true", "-id", "fork1", "start"])
         .current_dir(bundle.path())
         .env("TTRPC_ADDRESS", scratch.path().join("none"))
         .stdin(std::process::Stdio::piped())
@@ -181,6 +182,7 @@ fn start_fails_when_its_server_cannot_be_executed() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::fs::remove_file(&copy).unwrap();
+    let start_pid = child.id() as i32;
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"").unwrap();
     drop(stdin);
@@ -194,22 +196,100 @@ fn start_fails_when_its_server_cannot_be_executed() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        !out.status.success(),
-        "start succeeded without a server: {stdout:?} {stderr:?}"
+        out.status.success(),
+        "{stdout:?} {:?}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    // containerd shows the combined output of a failed `start`; the reaper writes its error
-    // to stdout.
+    let address = reaper::service::socket_address(&grpc, "hs", "fork1");
+    assert_eq!(stdout, address);
+
+    let client = containerd_shim_protos::Client::connect(&address).unwrap();
+    let task = containerd_shim_protos::TaskClient::new(client);
+    let ctx = || ttrpc::context::with_timeout(5_000_000_000);
+    let req = ConnectRequest {
+        id: "fork1".into(),
+        ..Default::default()
+    };
+    let pid = task.connect(ctx(), &req).unwrap().shim_pid as i32;
+    // Ends the server by pid if an assertion below fails.
+    struct Server(i32);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            if self.0 > 0 && pid_alive(self.0) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(self.0),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let server = Server(pid);
     assert!(
-        stdout.contains("reaper start: spawn the shim server") && stdout.contains("No such file"),
-        "{stdout:?}"
+        pid > 0 && pid != start_pid,
+        "server pid {pid}, start {start_pid}"
     );
-    assert!(!bundle.path().join("address").exists(), "address written");
-    let address = reaper::service::socket_address(&grpc, "hs", "noexec1");
+    let image = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(
+        image.display().to_string(),
+        format!("{} (deleted)", copy.display())
+    );
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let pgrp: i32 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(pgrp, pid, "the server leads a process group of its own");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert_eq!(
+        argv[1..],
+        [
+            "-namespace",
+            "hs",
+            "-id",
+            "fork1",
+            "-address",
+            grpc.as_str()
+        ],
+        "{argv:?}"
+    );
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|l| l.display().to_string())
+        .collect();
+    assert!(
+        !fds.iter().any(|l| l.starts_with("pipe:")),
+        "the server holds a pipe of `start`'s: {fds:?}"
+    );
+    let _ = task.shutdown(
+        ctx(),
+        &ShutdownRequest {
+            id: "fork1".into(),
+            now: true,
+            ..Default::default()
+        },
+    );
+    drop(task);
+    let end = Instant::now() + Duration::from_secs(5);
+    while pid_alive(pid) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!pid_alive(pid), "the server outlived Shutdown");
     let socket = std::path::PathBuf::from(address.trim_start_matches("unix://"));
     assert!(!socket.exists(), "{} left behind", socket.display());
+    drop(server);
 }
 
 #[tokio::test]
