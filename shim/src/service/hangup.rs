@@ -9,8 +9,11 @@
 //! A server that closed first lost replies now and then under containerd 2.1.9 ("ttrpc:
 //! closed"). The wait is bounded ([`CLIENT_HANGUP`]) for clients that keep their connection.
 
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use nix::sys::socket::{getsockname, getsockopt, sockopt, UnixAddr};
 
@@ -49,24 +52,55 @@ impl Clients {
             && getsockopt(&b, sockopt::AcceptConn).is_ok_and(|listening| !listening)
     }
 
-    /// Waits until no accepted connection is left open by its client, polling every
-    /// millisecond, at most `bound`; whether they all hung up.
+    /// Waits until no accepted connection is left open by its client, at most `bound`; whether
+    /// they all hung up. Woken by the hang-ups themselves (each connection is watched through a
+    /// duplicate of its fd, readable on data or on the peer's close), then the connections are
+    /// listed again, for any accepted meanwhile.
     pub async fn wait_hangup(&self, bound: Duration) -> bool {
-        let end = Instant::now() + bound;
+        let end = tokio::time::Instant::now() + bound;
         loop {
             let open = self.open();
             if open.is_empty() {
                 return true;
             }
-            if Instant::now() >= end {
+            let all = async {
+                for fd in open {
+                    watch(fd).await;
+                }
+            };
+            if tokio::time::timeout_at(end, all).await.is_err() {
                 tracing::info!(
                     "{} client connection(s) still open after {} ms; closing them",
-                    open.len(),
+                    self.open().len(),
                     bound.as_millis()
                 );
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// Returns once the client of connection `fd` has hung up (or `fd` cannot be watched: then the
+/// next listing decides). The duplicate shares the socket, so the server's own reads and its
+/// registration of `fd` are untouched.
+async fn watch(fd: RawFd) {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) of an fd that `open` just listed; the result is checked.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return;
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+    // SAFETY: the AsyncFd owns `dup`, which stays open and the same socket until dropped.
+    let Ok(afd) = (unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }) else {
+        return;
+    };
+    while !hung_up(afd.as_raw_fd()) {
+        match afd.readable().await {
+            // Readable with data (a request the server reads itself) is not a hang-up: wait for
+            // the next edge.
+            Ok(mut ready) => ready.clear_ready(),
+            Err(_) => return,
         }
     }
 }
