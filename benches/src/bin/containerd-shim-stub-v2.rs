@@ -1,14 +1,14 @@
 //! `containerd-shim-stub-v2`: a shim that does nothing, for measuring the harness itself. Its
-//! `start` runs a server on a socket in the bundle (task API v3, so for containerd 2.x dialects); every Task call answers at once (the init
-//! "is" the server process, which exits 0 the moment it is asked); `delete` prints a
+//! `start` forks a server on a socket in the bundle (task API v3, so for containerd 2.x
+//! dialects); every Task call answers at once (the init "is" the server process, which exits 0 the moment it is asked); `delete` prints a
 //! `DeleteResponse`. A lifecycle through it costs what the mock containerd and TTRPC cost, so
 //! the `lifecycle/stub` bench shows the floor under every shim's figure.
 
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::path::Path;
+use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_shim_protos::api::{
     ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
@@ -105,36 +105,34 @@ impl Task for Stub {
     }
 }
 
-/// The server: listens on the bundle's socket until Shutdown, then removes it.
-fn serve() -> ExitCode {
+/// The server: serves the listening socket `fd` until Shutdown, then removes the socket file.
+fn serve(fd: RawFd, sock: &Path) -> ExitCode {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     else {
         return ExitCode::from(1);
     };
-    // Absolute, so `/proc/net/unix` names it as the address does (the harness finds the
-    // server by it).
-    let sock = std::env::current_dir()
-        .map(|d| d.join(SOCKET))
-        .unwrap_or_else(|_| PathBuf::from(SOCKET));
     let ok = rt.block_on(async {
         let stub = Stub {
             shutdown: Arc::new(tokio::sync::Notify::new()),
         };
         let done = stub.shutdown.clone();
-        let addr = format!("unix://{}", sock.display());
-        let mut server = ttrpc::r#async::Server::new()
-            .bind(&addr)?
-            .register_service(create_task(Arc::new(stub)));
+        // SAFETY: `fd` is the listening socket `start` bound; nothing else uses it.
+        let mut server = unsafe {
+            ttrpc::r#async::Server::new()
+                .register_service(create_task(Arc::new(stub)))
+                .add_unix_listener(fd)
+        }?;
         server.start().await?;
         done.notified().await;
-        // The reply to Shutdown leaves before the listener goes.
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        // The Shutdown reply is queued before the handler returns; one turn of the scheduler
+        // lets the connection write it before the server closes its connections.
+        tokio::task::yield_now().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), server.shutdown()).await;
         Ok::<(), ttrpc::Error>(())
     });
-    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(sock);
     if ok.is_ok() {
         ExitCode::SUCCESS
     } else {
@@ -142,39 +140,50 @@ fn serve() -> ExitCode {
     }
 }
 
-/// `start`: the server in a process group of its own, and its address once it answers.
+/// `start`: binds the socket, forks the server (its own process group, /dev/null as stdio, so
+/// that the output pipe closes when `start` exits) and prints the address. No second exec and
+/// no polling: the least a shim's `start` can do.
 #[allow(clippy::print_stdout)]
 fn start() -> ExitCode {
-    let Ok(exe) = std::env::current_exe() else {
-        return ExitCode::from(1);
-    };
-    let _ = std::fs::remove_file(SOCKET);
-    let spawned = Command::new(exe)
-        .arg("serve")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn();
-    if spawned.is_err() {
-        return ExitCode::from(1);
-    }
-    let end = Instant::now() + Duration::from_secs(5);
-    while std::os::unix::net::UnixStream::connect(SOCKET).is_err() {
-        if Instant::now() > end {
-            return ExitCode::from(1);
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
     let Ok(cwd) = std::env::current_dir() else {
         return ExitCode::from(1);
     };
+    // Absolute, so `/proc/net/unix` names it as the address does (the harness finds the
+    // server by it).
+    let sock = cwd.join(SOCKET);
+    let _ = std::fs::remove_file(&sock);
+    let Ok(listener) = std::os::unix::net::UnixListener::bind(&sock) else {
+        return ExitCode::from(1);
+    };
+    let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    else {
+        return ExitCode::from(1);
+    };
+    // SAFETY: fork(2) of this single-threaded process; the child then only uses its own copy.
+    match unsafe { libc::fork() } {
+        -1 => return ExitCode::from(1),
+        0 => {
+            // SAFETY: setpgid and dup2 on this process's own fds.
+            unsafe {
+                libc::setpgid(0, 0);
+                for fd in 0..3 {
+                    libc::dup2(null.as_raw_fd(), fd);
+                }
+            }
+            drop(null);
+            return serve(listener.into_raw_fd(), &sock);
+        }
+        _ => {}
+    }
     // Task API v3 (all the generated server offers): the JSON bootstrap of containerd 2.x
     // (core/runtime/v2/shim.go `parseStartResponse`, v2.1.9), which the mock's default dialect
     // reads as 2.x does.
     print!(
         r#"{{"version":3,"address":"unix://{}","protocol":"ttrpc"}}"#,
-        cwd.join(SOCKET).display()
+        sock.display()
     );
     ExitCode::SUCCESS
 }
@@ -200,7 +209,6 @@ fn main() -> ExitCode {
     match std::env::args().next_back().as_deref() {
         Some("start") => start(),
         Some("delete") => delete(),
-        Some("serve") => serve(),
         _ => ExitCode::from(2),
     }
 }
