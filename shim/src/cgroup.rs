@@ -338,22 +338,36 @@ impl Cgroup {
 /// `cgroup_procs_write_start` in the kernel's `kernel/cgroup/cgroup.c` (v6.1 and later).
 ///
 /// # Safety
-/// Only async-signal-safe calls (open, write, close) on data prepared before the fork.
+/// Only raw system calls (open, write, close: [`crate::sys`], so that a child sharing the
+/// server's memory leaves its `errno` alone) on data prepared before the fork.
 pub unsafe fn enter_self(files: &[CString]) -> std::result::Result<(), i32> {
     let mut first = Ok(());
     for f in files {
         // SAFETY: open/write/close on a NUL-terminated path made before the fork.
         let errno = unsafe {
-            let fd = libc::open(f.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            let moved = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-            let errno = *libc::__errno_location();
-            if fd >= 0 {
-                libc::close(fd);
-            }
-            if moved {
-                0
+            let fd = crate::sys::syscall(
+                libc::SYS_openat,
+                [
+                    libc::AT_FDCWD as usize,
+                    f.as_ptr() as usize,
+                    (libc::O_WRONLY | libc::O_CLOEXEC) as usize,
+                    0,
+                    0,
+                    0,
+                ],
+            );
+            if fd < 0 {
+                -fd as i32
             } else {
-                errno
+                let wrote = crate::sys::write(fd as i32, b"0");
+                crate::sys::close(fd as i32);
+                if wrote == 1 {
+                    0
+                } else if wrote < 0 {
+                    -wrote as i32
+                } else {
+                    libc::EIO
+                }
             }
         };
         if errno != 0 && first.is_ok() {

@@ -19,6 +19,7 @@ pub mod reaper;
 pub mod sandbox;
 pub mod service;
 pub mod spec;
+pub mod sys;
 pub mod task;
 #[cfg(test)]
 mod tests;

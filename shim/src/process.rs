@@ -1,8 +1,10 @@
-//! One host process (a container's init or an exec): fork at Create, exec at Start, its state
-//! machine (created → running → stopped) and its exit for any number of waiters.
+//! One host process (a container's init or an exec): created at Create, exec'd at Start, its
+//! state machine (created → running → stopped) and its exit for any number of waiters.
 //!
-//! The child is forked early and blocks reading a "start" pipe, like `runc create`. Between fork
-//! and exec it only makes async-signal-safe calls on data prepared before the fork. Errors of the
+//! The child is created early and blocks reading a "start" pipe, like `runc create`. It shares
+//! the server's address space until its exec (`clone(CLONE_VM)` on its own stack; a fork where
+//! [`crate::sys`] has no raw system calls) and until then makes raw system calls only, on data
+//! prepared before it was created and kept until it has exec'd or is gone. Errors of the
 //! child come back over a close-on-exec pipe as `(stage, errno)`: an 8-byte zero record means
 //! "ready, waiting for start"; EOF after the start byte means exec succeeded.
 
@@ -49,6 +51,9 @@ struct Inner {
     start_failed: bool,
     reaped: bool,
     io: IoHandles,
+    /// What the child reads until its exec (see [`ChildImage`]); dropped once it has exec'd or
+    /// been reaped.
+    image: Option<Box<ChildImage>>,
 }
 
 /// One process of a task.
@@ -178,7 +183,13 @@ pub async fn spawn(
     io: IoHandles,
     cgroup_tasks: &[CString],
 ) -> Result<Spawned> {
-    let (pid, exit_rx, start_w, err_r) = fork_child(reaper, spec, program, stdio, cgroup_tasks)?;
+    let Created {
+        pid,
+        exit_rx,
+        start_w,
+        err_r,
+        image,
+    } = new_child(reaper, spec, program, stdio, cgroup_tasks)?;
     let program_s = program.display().to_string();
     // Wait for the child to reach "ready" (or fail a setup stage): Create then reports it. The
     // registered read end is kept for Start, which reads the exec result from it.
@@ -191,15 +202,17 @@ pub async fn spawn(
     }
     match record {
         Ok(Some((0, _))) => {}
-        Ok(Some((stage, errno))) => return Err(stage_error(&program_s, stage, errno)),
+        Ok(Some((stage, errno))) => {
+            release_after_failure(pid, &err_r, image, false).await;
+            return Err(stage_error(&program_s, stage, errno));
+        }
         Ok(None) => {
             return Err(Error::Other(format!(
                 "{program_s}: child exited during setup"
             )))
         }
         Err(e) => {
-            // SAFETY: kill our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            release_after_failure(pid, &err_r, image, true).await;
             return Err(e);
         }
     }
@@ -217,6 +230,7 @@ pub async fn spawn(
                 start_failed: false,
                 reaped: false,
                 io,
+                image: Some(image),
             }),
             exit_tx,
         },
@@ -224,16 +238,28 @@ pub async fn spawn(
     })
 }
 
-/// The synchronous part of [`spawn`]: prepares the child's data, forks, subscribes the pid.
-/// Returns the pid, its exit receiver, the start pipe's write end and the status pipe's read end.
-fn fork_child(
+/// A child just created by [`new_child`].
+struct Created {
+    pid: i32,
+    exit_rx: oneshot::Receiver<Exit>,
+    /// The start pipe's write end.
+    start_w: OwnedFd,
+    /// The status pipe's read end.
+    err_r: OwnedFd,
+    /// The data the child reads until its exec.
+    image: Box<ChildImage>,
+}
+
+/// The synchronous part of [`spawn`]: prepares the child's data, creates the child, subscribes
+/// the pid.
+fn new_child(
     reaper: &Reaper,
     spec: &ProcessSpec,
     program: &Path,
     stdio: ChildStdio,
     cgroup_tasks: &[CString],
-) -> Result<(i32, oneshot::Receiver<Exit>, OwnedFd, OwnedFd)> {
-    // Everything the child touches is prepared here, before fork.
+) -> Result<Created> {
+    // Everything the child touches is prepared here, before it exists.
     let prog = cstr(program.as_os_str().as_bytes(), "program path")?;
     let argv: Vec<CString> = spec
         .args
@@ -250,7 +276,6 @@ fn fork_child(
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
     envp_p.push(std::ptr::null());
     let cwd = cstr(spec.cwd.as_os_str().as_bytes(), "process.cwd")?;
-    let gids: Vec<libc::gid_t> = spec.additional_gids.clone();
     let rlimits: Vec<(i32, libc::rlimit)> = spec
         .rlimits
         .iter()
@@ -268,13 +293,20 @@ fn fork_child(
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::errno("pipe", e))?;
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::errno("pipe", e))?;
-    let child = ChildArgs {
-        prog: prog.as_ptr(),
-        argv: argv_p.as_ptr(),
-        envp: envp_p.as_ptr(),
-        cwd: cwd.as_ptr(),
-        gids: &gids,
-        rlimits: &rlimits,
+    let stack = if crate::sys::shared_memory_spawn() {
+        Some(Stack::new()?)
+    } else {
+        None
+    };
+    let image = Box::new(ChildImage {
+        prog,
+        _argv: argv,
+        argv_p,
+        _envp: envp,
+        envp_p,
+        cwd,
+        gids: spec.additional_gids.clone(),
+        rlimits,
         uid: spec.uid,
         gid: spec.gid,
         no_new_privs: spec.no_new_privileges,
@@ -284,19 +316,18 @@ fn fork_child(
         ctty: stdio.ctty,
         start_r: start_r.as_raw_fd(),
         err_w: err_w.as_raw_fd(),
-        cgroup_tasks,
-    };
+        cgroup_tasks: cgroup_tasks.to_vec(),
+        stack,
+    });
 
     // Race: the pid is subscribed before the reaper can look it up (same lock).
     let mut subs = reaper.lock();
-    // SAFETY: the child only runs `child_main`, which makes async-signal-safe calls.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: we are the freshly forked child.
-        unsafe { child_main(&child) }
-    }
+    let pid = create_child(&image);
     if pid < 0 {
-        return Err(Error::io("fork", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "create the process",
+            std::io::Error::last_os_error(),
+        ));
     }
     let (tx, exit_rx) = oneshot::channel();
     subs.insert(pid, tx);
@@ -304,16 +335,66 @@ fn fork_child(
     drop(start_r);
     drop(err_w);
     drop(stdio);
-    Ok((pid, exit_rx, start_w, err_r))
+    Ok(Created {
+        pid,
+        exit_rx,
+        start_w,
+        err_r,
+        image,
+    })
 }
 
-struct ChildArgs<'a> {
-    prog: *const libc::c_char,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
-    cwd: *const libc::c_char,
-    gids: &'a [libc::gid_t],
-    rlimits: &'a [(i32, libc::rlimit)],
+/// Creates the child running [`child_main`] on `image`: with a shared address space where
+/// [`crate::sys`] has raw system calls (no copy of the server's page tables, and no
+/// copy-on-write fault for each page the server writes while the child waits for Start), else
+/// with fork. Every signal is blocked around it, so that no handler of the server's runs in
+/// the child before the child has put them back to their defaults. Returns the pid or -1.
+fn create_child(image: &ChildImage) -> i32 {
+    // SAFETY: signal masks of this thread, saved and restored; the child runs only
+    // `child_main`, which makes raw system calls on `image`, which the caller keeps alive (and
+    // unmoved, in its Box) until the child has exec'd or is gone.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let arg = image as *const ChildImage as *mut libc::c_void;
+        let pid = match &image.stack {
+            Some(stack) => libc::clone(
+                child_entry,
+                stack.top(),
+                libc::CLONE_VM | libc::SIGCHLD,
+                arg,
+            ),
+            None => match libc::fork() {
+                0 => child_main(image),
+                pid => pid,
+            },
+        };
+        let errno = *libc::__errno_location();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        *libc::__errno_location() = errno;
+        pid
+    }
+}
+
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildImage` that `create_child` passed, alive until the exec.
+    unsafe { child_main(&*(arg as *const ChildImage)) }
+}
+
+/// Everything the child reads between its creation and its exec. With a shared address space
+/// the child reads the server's own copy, so the [`Process`] keeps it until the child has
+/// exec'd (its status pipe closed after a Start) or has been reaped.
+struct ChildImage {
+    prog: CString,
+    _argv: Vec<CString>,
+    argv_p: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    envp_p: Vec<*const libc::c_char>,
+    cwd: CString,
+    gids: Vec<libc::gid_t>,
+    rlimits: Vec<(i32, libc::rlimit)>,
     uid: u32,
     gid: u32,
     no_new_privs: bool,
@@ -323,100 +404,251 @@ struct ChildArgs<'a> {
     ctty: bool,
     start_r: i32,
     err_w: i32,
-    cgroup_tasks: &'a [CString],
+    cgroup_tasks: Vec<CString>,
+    /// The child's stack when it shares the address space.
+    stack: Option<Stack>,
 }
 
-unsafe fn report(fd: i32, stage: u32, errno: i32) {
+// SAFETY: the raw pointers point into the CStrings owned by the same value; nothing mutates it.
+unsafe impl Send for ChildImage {}
+
+/// A child's own stack in the shared address space: 64 KiB above a guard page.
+struct Stack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl Stack {
+    const SIZE: usize = 64 * 1024;
+    const GUARD: usize = 4096;
+
+    fn new() -> Result<Stack> {
+        let len = Self::SIZE + Self::GUARD;
+        // SAFETY: a fresh anonymous mapping, checked; its lowest page is made inaccessible.
+        unsafe {
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            );
+            if base == libc::MAP_FAILED {
+                return Err(Error::io("map a stack", std::io::Error::last_os_error()));
+            }
+            libc::mprotect(base, Self::GUARD, libc::PROT_NONE);
+            Ok(Stack { base, len })
+        }
+    }
+
+    /// The initial stack pointer (stacks grow down; the end is page-aligned).
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, no longer used by any child (see ChildImage).
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// Frees `image` once the child that failed its setup (or, `hung`, did not answer and is
+/// killed first) is gone: its status pipe at EOF means it has exited and no longer runs on the
+/// image. A child still there after [`CHILD_GONE`] is killed, and its image is left allocated
+/// rather than freed under it.
+async fn release_after_failure(
+    pid: i32,
+    err_r: &AsyncFd<OwnedFd>,
+    image: Box<ChildImage>,
+    hung: bool,
+) {
+    let kill = || {
+        // SAFETY: kill our own child (subscribed to the reaper, not yet reaped).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    };
+    if hung {
+        kill();
+    }
+    loop {
+        match read_record(err_r, CHILD_GONE).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => return drop(image),
+            Err(_) => {
+                kill();
+                tracing::warn!(
+                    pid,
+                    "child still there after a failed setup; its data is kept"
+                );
+                std::mem::forget(image);
+                return;
+            }
+        }
+    }
+}
+
+/// How long a child that failed its setup may take to exit.
+const CHILD_GONE: Duration = Duration::from_secs(2);
+
+fn report(fd: i32, stage: u32, errno: i32) {
     let mut b = [0u8; 8];
     b[..4].copy_from_slice(&stage.to_ne_bytes());
     b[4..].copy_from_slice(&errno.to_ne_bytes());
-    // SAFETY: write(2) is async-signal-safe.
-    unsafe { libc::write(fd, b.as_ptr().cast(), 8) };
+    // SAFETY: write(2) of a local buffer to the status pipe.
+    unsafe { crate::sys::write(fd, &b) };
 }
 
-unsafe fn fail(a: &ChildArgs, stage: u32) -> ! {
-    // SAFETY: errno location and _exit are async-signal-safe.
-    unsafe {
-        let errno = *libc::__errno_location();
-        report(a.err_w, stage, errno);
-        libc::_exit(127)
+/// A step's raw result: on failure, the stage and errno are reported and the child exits 127.
+fn check(a: &ChildImage, stage: u32, ret: isize) {
+    if ret < 0 {
+        report(a.err_w, stage, -ret as i32);
+        crate::sys::exit(127);
     }
 }
 
-unsafe fn close_range(first: i32, last: i32) {
+fn raw(n: libc::c_long, a0: usize, a1: usize, a2: usize, a3: usize) -> isize {
+    // SAFETY: each caller in `child_main` passes valid arguments for `n`.
+    unsafe { crate::sys::syscall(n, [a0, a1, a2, a3, 0, 0]) }
+}
+
+/// The kernel's `struct sigaction` (handler, flags, restorer, mask), large enough on x86_64
+/// and aarch64.
+#[repr(C)]
+#[derive(Default)]
+struct KernelSigaction {
+    handler: usize,
+    flags: usize,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Every signal the server catches back to its default (its handlers, in the server's memory,
+/// must never run in the child; an exec would reset them too), SIGPIPE too (Rust ignores it),
+/// then none blocked.
+fn reset_signals() {
+    for sig in 1..=64usize {
+        if sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize {
+            continue;
+        }
+        let mut old = KernelSigaction::default();
+        let got = raw(
+            libc::SYS_rt_sigaction,
+            sig,
+            0,
+            &mut old as *mut _ as usize,
+            8,
+        );
+        if got == 0 && (old.handler > 1 || sig == libc::SIGPIPE as usize) {
+            let dfl = KernelSigaction::default();
+            raw(libc::SYS_rt_sigaction, sig, &dfl as *const _ as usize, 0, 8);
+        }
+    }
+    let none = 0u64;
+    raw(
+        libc::SYS_rt_sigprocmask,
+        libc::SIG_SETMASK as usize,
+        &none as *const u64 as usize,
+        0,
+        8,
+    );
+}
+
+/// `from` as fd `to`, inherited across the exec.
+fn dup_to(from: i32, to: i32) -> isize {
+    if from == to {
+        raw(libc::SYS_fcntl, to as usize, libc::F_SETFD as usize, 0, 0)
+    } else {
+        raw(libc::SYS_dup3, from as usize, to as usize, 0, 0)
+    }
+}
+
+fn close_range(first: i32, last: i32) {
     if first <= last {
-        // SAFETY: close_range(2) is a plain syscall.
-        unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32) };
+        raw(libc::SYS_close_range, first as usize, last as usize, 0, 0);
     }
 }
 
-/// The child between fork and exec. Only async-signal-safe calls.
-unsafe fn child_main(a: &ChildArgs) -> ! {
-    // SAFETY: every call below is an async-signal-safe libc call on prepared data.
-    unsafe {
-        // First, while still root: into the task's cgroup (not fatal, as for the server).
-        if let Err(errno) = crate::cgroup::enter_self(a.cgroup_tasks) {
-            report(a.err_w, JOIN_CGROUP, errno);
+/// The child between its creation and its exec: raw system calls only ([`crate::sys`]), on
+/// `a` and its own stack, nothing that could panic.
+fn child_main(a: &ChildImage) -> ! {
+    reset_signals();
+    // First, while still root: into the task's cgroup (not fatal, as for the server).
+    // SAFETY: raw open/write/close of prepared paths.
+    if let Err(errno) = unsafe { crate::cgroup::enter_self(&a.cgroup_tasks) } {
+        report(a.err_w, JOIN_CGROUP, errno);
+    }
+    check(a, 1, raw(libc::SYS_setsid, 0, 0, 0, 0));
+    check(a, 2, dup_to(a.stdin, 0));
+    check(a, 2, dup_to(a.stdout, 1));
+    check(a, 2, dup_to(a.stderr, 2));
+    if a.ctty {
+        check(
+            a,
+            3,
+            raw(libc::SYS_ioctl, 0, libc::TIOCSCTTY as usize, 0, 0),
+        );
+    }
+    // Close every other inherited fd (other tasks' pipes) except our two control pipes.
+    let (lo, hi) = if a.start_r < a.err_w {
+        (a.start_r, a.err_w)
+    } else {
+        (a.err_w, a.start_r)
+    };
+    close_range(3, lo - 1);
+    close_range(lo + 1, hi - 1);
+    close_range(hi + 1, i32::MAX);
+    for (res, lim) in &a.rlimits {
+        let lim = lim as *const libc::rlimit as usize;
+        check(a, 4, raw(libc::SYS_prlimit64, 0, *res as usize, lim, 0));
+    }
+    if raw(libc::SYS_geteuid, 0, 0, 0, 0) == 0 {
+        let gids = a.gids.as_ptr() as usize;
+        check(a, 5, raw(libc::SYS_setgroups, a.gids.len(), gids, 0, 0));
+    }
+    check(a, 6, raw(libc::SYS_setgid, a.gid as usize, 0, 0, 0));
+    check(a, 7, raw(libc::SYS_setuid, a.uid as usize, 0, 0, 0));
+    if a.no_new_privs {
+        let set = libc::PR_SET_NO_NEW_PRIVS as usize;
+        check(a, 8, raw(libc::SYS_prctl, set, 1, 0, 0));
+    }
+    check(a, 9, raw(libc::SYS_chdir, a.cwd.as_ptr() as usize, 0, 0, 0));
+    report(a.err_w, 0, 0);
+    let mut b = 0u8;
+    loop {
+        let n = raw(
+            libc::SYS_read,
+            a.start_r as usize,
+            &mut b as *mut u8 as usize,
+            1,
+            0,
+        );
+        if n == 1 {
+            break;
         }
-        // Rust ignores SIGPIPE and the runtime may have masked signals: restore the defaults.
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        if libc::setsid() < 0 {
-            fail(a, 1);
+        if n == -(libc::EINTR as isize) {
+            continue;
         }
-        if libc::dup2(a.stdin, 0) < 0 || libc::dup2(a.stdout, 1) < 0 || libc::dup2(a.stderr, 2) < 0
-        {
-            fail(a, 2);
+        // The shim went away or deleted us before Start.
+        crate::sys::exit(137);
+    }
+    let argv = a.argv_p.as_ptr() as usize;
+    let envp = a.envp_p.as_ptr() as usize;
+    let r = raw(libc::SYS_execve, a.prog.as_ptr() as usize, argv, envp, 0);
+    report(a.err_w, 10, -r as i32);
+    crate::sys::exit(127)
+}
+
+impl Drop for Process {
+    /// A child neither exec'd nor reaped (a process dropped on an error path right after a
+    /// SIGKILL) may still be running on its data for a moment: that is left allocated.
+    fn drop(&mut self) {
+        let i = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(image) = i.image.take() {
+            std::mem::forget(image);
         }
-        if a.ctty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-            fail(a, 3);
-        }
-        // Close every other inherited fd (other tasks' pipes) except our two control pipes.
-        let (lo, hi) = if a.start_r < a.err_w {
-            (a.start_r, a.err_w)
-        } else {
-            (a.err_w, a.start_r)
-        };
-        close_range(3, lo - 1);
-        close_range(lo + 1, hi - 1);
-        close_range(hi + 1, i32::MAX);
-        for (res, lim) in a.rlimits {
-            if libc::setrlimit(*res as _, lim) < 0 {
-                fail(a, 4);
-            }
-        }
-        if libc::geteuid() == 0 && libc::setgroups(a.gids.len(), a.gids.as_ptr()) < 0 {
-            fail(a, 5);
-        }
-        if libc::setgid(a.gid) < 0 {
-            fail(a, 6);
-        }
-        if libc::setuid(a.uid) < 0 {
-            fail(a, 7);
-        }
-        if a.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
-            fail(a, 8);
-        }
-        if libc::chdir(a.cwd) < 0 {
-            fail(a, 9);
-        }
-        report(a.err_w, 0, 0);
-        let mut b = 0u8;
-        loop {
-            let n = libc::read(a.start_r, (&mut b as *mut u8).cast(), 1);
-            if n == 1 {
-                break;
-            }
-            if n < 0 && *libc::__errno_location() == libc::EINTR {
-                continue;
-            }
-            // The shim went away or deleted us before Start.
-            libc::_exit(137);
-        }
-        libc::execve(a.prog, a.argv, a.envp);
-        fail(a, 10)
     }
 }
 
@@ -493,6 +725,8 @@ impl Process {
                 if i.status == Status::Created {
                     i.status = Status::Running;
                 }
+                // Exec'd: the child runs its own program in its own memory now.
+                i.image.take();
             }
             Err(_) => i.start_failed = true,
         }
@@ -501,7 +735,10 @@ impl Process {
 
     /// Marks the pid reaped (first thing on exit, before output is drained).
     pub fn mark_reaped(&self) {
-        self.inner().reaped = true;
+        let mut i = self.inner();
+        i.reaped = true;
+        // Gone: nothing runs on the child's data any more.
+        i.image.take();
     }
 
     /// Takes the output copiers so the exit path can drain them.

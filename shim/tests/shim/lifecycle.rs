@@ -351,3 +351,45 @@ async fn exec_failure_at_start_is_a_clear_error_without_events() {
     );
     shim.stop().await;
 }
+
+/// A created process shares the server's memory until its exec (`clone(CLONE_VM)` on kernels
+/// from 5.16), so none of the server's signal handlers may run in it and a core-dumping signal
+/// must end it alone. A SIGTERM sent straight to a created process ends that process (143),
+/// not the server (whose SIGTERM handler, run in the child, would tell the server to exit);
+/// a SIGQUIT (core-dumping) ends the next one alone (131). The server then still runs a task.
+#[tokio::test]
+async fn signals_to_a_created_process_end_it_and_not_the_server() {
+    use nix::sys::signal::{kill, Signal};
+    let mut bundle = Bundle::new("sig1", &["true"]).unwrap();
+    // Any core file lands in the bundle (removed with it).
+    let cwd = bundle.path().display().to_string();
+    bundle
+        .write_spec(&["true"], &[PATH_ENV], &cwd, false)
+        .unwrap();
+    let shim = ShimProc::start(&bundle).await.unwrap();
+    for (id, sig, code) in [
+        ("sig1", Signal::SIGTERM, 143),
+        ("sig2", Signal::SIGQUIT, 131),
+    ] {
+        let c = shim
+            .client
+            .create(create_req(id, &bundle), RPC)
+            .await
+            .unwrap();
+        let st = shim.state_task(id).await;
+        assert_eq!(st.status.enum_value_or_default(), Status::CREATED);
+        kill(nix::unistd::Pid::from_raw(c.pid as i32), sig).unwrap();
+        let w = shim.wait_task(id).await;
+        assert_eq!(w.exit_status, code, "{id} after {sig}");
+        assert!(
+            shim.alive(),
+            "the server ended with its created child after {sig}"
+        );
+        shim.delete_task(id).await;
+    }
+    let w = run_to_exit(&shim, &bundle, "sig3", None).await;
+    assert_eq!(w.exit_status, 0);
+    assert!(shim.alive());
+    let report = shim.stop().await;
+    assert!(report.leaks.is_empty(), "{:?}", report.leaks);
+}
