@@ -333,10 +333,7 @@ fn become_server(server: &Flags, bundle: &Path, lfd: i32) -> std::io::Result<()>
             return Err(std::io::Error::last_os_error());
         }
         if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) < 0 {
-            let max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-                .map(|(soft, _)| soft.min(1 << 20) as i32)
-                .unwrap_or(1024);
-            for fd in 4..max {
+            for fd in 4..fd_limit() {
                 libc::close(fd);
             }
         }
@@ -401,6 +398,14 @@ fn set_cmdline(argv: &[&[u8]]) {
     }
 }
 
+/// One past the highest fd number this process may have open (its soft RLIMIT_NOFILE, at most
+/// 2^20): how far the fd loops go where close_range(2) is missing (before Linux 5.9/5.11).
+fn fd_limit() -> i32 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft.min(1 << 20) as i32)
+        .unwrap_or(1024)
+}
+
 /// The server as a new exec of this binary (`start` is multi-threaded): the flags on its
 /// command line, the listener as fd 3.
 fn exec_server(server: &Flags, bundle: &Path, listener: &UnixListener) -> Result<()> {
@@ -413,9 +418,7 @@ fn exec_server(server: &Flags, bundle: &Path, listener: &UnixListener) -> Result
         .stderr(std::process::Stdio::null())
         .process_group(0);
     let lfd = listener.as_raw_fd();
-    let max_fd = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(soft, _)| soft.min(1 << 20) as i32)
-        .unwrap_or(1024);
+    let max_fd = fd_limit();
     // SAFETY: only dup2/fcntl (async-signal-safe) run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
