@@ -65,10 +65,15 @@ impl Clients {
             }
             let all = async {
                 for fd in open {
-                    watch(fd).await;
+                    if !watch(fd).await {
+                        // Not watchable (no fd left for the duplicate, say): look again soon.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                 }
             };
-            if tokio::time::timeout_at(end, all).await.is_err() {
+            if tokio::time::timeout_at(end, all).await.is_err()
+                || tokio::time::Instant::now() >= end
+            {
                 tracing::info!(
                     "{} client connection(s) still open after {} ms; closing them",
                     self.open().len(),
@@ -80,29 +85,30 @@ impl Clients {
     }
 }
 
-/// Returns once the client of connection `fd` has hung up (or `fd` cannot be watched: then the
-/// next listing decides). The duplicate shares the socket, so the server's own reads and its
+/// Returns once the client of connection `fd` has hung up, `true`; `false` at once when `fd`
+/// cannot be watched. The duplicate shares the socket, so the server's own reads and its
 /// registration of `fd` are untouched.
-async fn watch(fd: RawFd) {
+async fn watch(fd: RawFd) -> bool {
     // SAFETY: fcntl(F_DUPFD_CLOEXEC) of an fd that `open` just listed; the result is checked.
     let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
     if dup < 0 {
-        return;
+        return false;
     }
     // SAFETY: a fresh fd that nothing else owns.
     let dup = unsafe { OwnedFd::from_raw_fd(dup) };
     // SAFETY: the AsyncFd owns `dup`, which stays open and the same socket until dropped.
     let Ok(afd) = (unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }) else {
-        return;
+        return false;
     };
     while !hung_up(afd.as_raw_fd()) {
         match afd.readable().await {
             // Readable with data (a request the server reads itself) is not a hang-up: wait for
             // the next edge.
             Ok(mut ready) => ready.clear_ready(),
-            Err(_) => return,
+            Err(_) => return false,
         }
     }
+    true
 }
 
 /// Whether the peer of connection `fd` has closed or shut down its side.
