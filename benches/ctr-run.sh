@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Times `ctr run --rm ... /bin/true` under a real, private containerd (Debian's 1.6 by default),
-# alternating the reaper runtime and that release's Go runc shim, and prints each one's median
-# and their ratio. Needs root, containerd, runc and busybox-static (ci/setup.sh installs them and
-# the other releases) and a release build of the reaper
-# (cargo build --release -p containerd-shim-reaper).
+# alternating the reaper runtime, that release's Go runc shim and the do-nothing stub shim of
+# the benches (the floor: containerd's and ctr's own cost, with a shim that answers every call
+# at once and runs nothing), and prints each one's median and the ratios. Needs root,
+# containerd, runc and busybox-static (ci/setup.sh installs them and the other releases) and
+# release builds of the reaper and the stub
+# (cargo build --release -p containerd-shim-reaper -p reaper-benches --bins).
 # Usage: benches/ctr-run.sh [RUNS [RELEASE]]      (default 30 runs of each, release 1.6)
 #   REAPER_SHIM=target/shim/containerd-shim-reaper-v2 times another build of the reaper (that one:
 #   the build operators install, `cargo build --profile shim -p containerd-shim-reaper`).
@@ -17,11 +19,14 @@ cache="$target_dir/containerd"
 . ci/private-containerd.sh
 b="$(containerd_bindir "$release")"
 shim=${REAPER_SHIM:-$target_dir/release/containerd-shim-reaper-v2}
+stub=$target_dir/release/containerd-shim-stub-v2
 busybox=$(command -v busybox || true)
 for need in "$b/containerd" "$b/ctr" "$b/containerd-shim-runc-v2" "$(command -v runc || true)" "$busybox"; do
   [ -x "$need" ] || { echo "$me: ${need:-runc or busybox} missing: run ci/setup.sh" >&2; exit 2; }
 done
-[ -x "$shim" ] || { echo "$me: $shim missing: cargo build --release -p containerd-shim-reaper" >&2; exit 2; }
+for need in "$shim" "$stub"; do
+  [ -x "$need" ] || { echo "$me: $need missing: cargo build --release -p containerd-shim-reaper -p reaper-benches --bins" >&2; exit 2; }
+done
 [ "$(id -u)" = 0 ] || { echo "$me: needs root (containerd, shim sockets, cgroups)" >&2; exit 2; }
 
 dir=$(mktemp -d /tmp/reaper-ctr-run-XXXXXX)
@@ -42,6 +47,7 @@ mkdir -p "$dir/host-rootfs" "$dir/busybox-rootfs/bin" "$dir/shims"
 cp "$busybox" "$dir/busybox-rootfs/bin/busybox"
 ln -s busybox "$dir/busybox-rootfs/bin/true"
 ln -s "$shim" "$dir/shims/containerd-shim-reaper-v2"
+ln -s "$stub" "$dir/shims/containerd-shim-stub-v2"
 # The release's own runc shim next to ours, first on the daemon's PATH.
 containerd_start "$dir/daemon" "$b" "$release" "$dir/shims:$b"
 ctr="$b/ctr"
@@ -59,16 +65,24 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[
 
 : > "$dir/reaper.us"
 : > "$dir/runc.us"
+: > "$dir/stub.us"
 one io.containerd.reaper.v2 "$dir/host-rootfs" warm-reaper > /dev/null
 one io.containerd.runc.v2 "$dir/busybox-rootfs" warm-runc > /dev/null
+one io.containerd.stub.v2 "$dir/host-rootfs" warm-stub > /dev/null
 for i in $(seq "$runs"); do
   one io.containerd.reaper.v2 "$dir/host-rootfs" "reaper-$i" >> "$dir/reaper.us"
   one io.containerd.runc.v2 "$dir/busybox-rootfs" "runc-$i" >> "$dir/runc.us"
+  one io.containerd.stub.v2 "$dir/host-rootfs" "stub-$i" >> "$dir/stub.us"
 done
 reaper=$(median < "$dir/reaper.us")
 runc=$(median < "$dir/runc.us")
+stub=$(median < "$dir/stub.us")
 version=$("$b/containerd" --version | awk '{print $3}')
 echo "containerd $version, $runs alternating runs of ctr run --rm /bin/true (median wall time)"
 echo "reaper: $((reaper / 1000)).$(((reaper % 1000) / 100)) ms"
 echo "runc:   $((runc / 1000)).$(((runc % 1000) / 100)) ms"
-awk -v a="$runc" -v b="$reaper" 'BEGIN {printf "reaper is %.2fx faster than the Go runc shim\n", a / b}'
+echo "stub:   $((stub / 1000)).$(((stub % 1000) / 100)) ms (the floor: no shim work)"
+awk -v a="$runc" -v b="$reaper" -v s="$stub" 'BEGIN {
+  printf "reaper is %.2fx faster than the Go runc shim\n", a / b
+  printf "the floor allows at most %.2fx; the reaper is %.1f ms above it\n", a / s, (b - s) / 1000
+}'

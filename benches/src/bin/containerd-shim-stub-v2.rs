@@ -1,8 +1,11 @@
-//! `containerd-shim-stub-v2`: a shim that does nothing, for measuring the harness itself. Its
-//! `start` forks a server on a socket in the bundle (task API v3, so for containerd 2.x
-//! dialects); every Task call answers at once (the init "is" the server process, which exits 0 the moment it is asked); `delete` prints a
-//! `DeleteResponse`. A lifecycle through it costs what the mock containerd and TTRPC cost, so
-//! the `lifecycle/stub` bench shows the floor under every shim's figure.
+//! `containerd-shim-stub-v2`: a shim that does nothing, for measuring the harness, and a real
+//! containerd, without a shim's own work. Its `start` forks a server on a socket in the bundle
+//! and prints the bare address, which every containerd release reads (task API v2 then, served
+//! under both the v2 and v3 names); every Task call answers at once (the init "is" the server
+//! process, which exits 0 the moment it is asked); `delete` prints a `DeleteResponse`. A
+//! lifecycle through it costs what the mock containerd (or the real one, under `ctr run`) and
+//! TTRPC cost, so the `lifecycle/stub` bench and `benches/ctr-run.sh` show the floor under
+//! every shim's figure.
 
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::path::Path;
@@ -119,9 +122,15 @@ fn serve(fd: RawFd, sock: &Path) -> ExitCode {
         };
         let done = stub.shutdown.clone();
         // SAFETY: `fd` is the listening socket `start` bound; nothing else uses it.
+        // The generated code names the service `containerd.task.v3.Task`; containerd 1.6 and
+        // 1.7, and 2.x for a shim that answers with a bare address, call the v2 name.
+        let mut services = create_task(Arc::new(stub.clone()));
+        if let Some(v2) = create_task(Arc::new(stub)).remove("containerd.task.v3.Task") {
+            services.insert("containerd.task.v2.Task".to_string(), v2);
+        }
         let mut server = unsafe {
             ttrpc::r#async::Server::new()
-                .register_service(create_task(Arc::new(stub)))
+                .register_service(services)
                 .add_unix_listener(fd)
         }?;
         server.start().await?;
@@ -178,13 +187,10 @@ fn start() -> ExitCode {
         }
         _ => {}
     }
-    // Task API v3 (all the generated server offers): the JSON bootstrap of containerd 2.x
-    // (core/runtime/v2/shim.go `parseStartResponse`, v2.1.9), which the mock's default dialect
-    // reads as 2.x does.
-    print!(
-        r#"{{"version":3,"address":"unix://{}","protocol":"ttrpc"}}"#,
-        sock.display()
-    );
+    // The bare address: containerd 1.6 reads nothing else (runtime/v2/shim.go `newShim`,
+    // v1.6.20), and 2.x takes it as task API v2 (core/runtime/v2/shim.go `parseStartResponse`,
+    // v2.1.9).
+    print!("unix://{}", sock.display());
     ExitCode::SUCCESS
 }
 
