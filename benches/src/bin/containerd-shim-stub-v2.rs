@@ -121,13 +121,13 @@ fn serve(fd: RawFd, sock: &Path) -> ExitCode {
             shutdown: Arc::new(tokio::sync::Notify::new()),
         };
         let done = stub.shutdown.clone();
-        // SAFETY: `fd` is the listening socket `start` bound; nothing else uses it.
         // The generated code names the service `containerd.task.v3.Task`; containerd 1.6 and
         // 1.7, and 2.x for a shim that answers with a bare address, call the v2 name.
         let mut services = create_task(Arc::new(stub.clone()));
         if let Some(v2) = create_task(Arc::new(stub)).remove("containerd.task.v3.Task") {
             services.insert("containerd.task.v2.Task".to_string(), v2);
         }
+        // SAFETY: `fd` is the listening socket `start` bound; nothing else uses it.
         let mut server = unsafe {
             ttrpc::r#async::Server::new()
                 .register_service(services)
